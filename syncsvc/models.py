@@ -1,0 +1,112 @@
+"""Work items and states: the vocabulary shared by the queue, the worker and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+PkValue = list[Any]
+"""A primary key as stored in the queue: a JSON array of the key columns' values."""
+
+HASH_SEPARATOR = "\x1f"
+
+
+class QueueState(StrEnum):
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    FAILED = "failed"
+
+
+class GenerationState(StrEnum):
+    BUILDING = "building"
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+class Metric(StrEnum):
+    COSINE = "cosine"
+    INNER_PRODUCT = "ip"
+    L2 = "l2"
+
+
+class TextType(StrEnum):
+    DOCUMENT = "document"
+    QUERY = "query"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One vector space of a target: provider family, model, dimensions and space-changing options."""
+
+    id: int
+    target_id: int
+    key: str
+    provider: str
+    space: str
+    model: str
+    dimensions: int
+    options: dict[str, Any]
+    state: GenerationState
+    table_name: str
+
+    @property
+    def live(self) -> bool:
+        """Live generations receive every edit: the active one and any being built."""
+        return self.state in (GenerationState.ACTIVE, GenerationState.BUILDING)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A registered source table and how its rows become embedding input."""
+
+    id: int
+    name: str
+    source_schema: str
+    source_table: str
+    pk_columns: tuple[str, ...]
+    pk_types: tuple[str, ...]
+    columns: tuple[str, ...]
+    template: str
+    metric: Metric
+    paused_reason: str | None = None
+    generations: tuple[Generation, ...] = field(default=())
+
+    @property
+    def active(self) -> Generation | None:
+        return next((g for g in self.generations if g.state is GenerationState.ACTIVE), None)
+
+    @property
+    def live_generations(self) -> tuple[Generation, ...]:
+        return tuple(g for g in self.generations if g.live)
+
+    @property
+    def view_name(self) -> str:
+        return f"{self.name}_embeddings"
+
+
+@dataclass(frozen=True)
+class ClaimedItem:
+    """A queue entry this worker holds under lease."""
+
+    target_id: int
+    pk: PkValue
+    seq: int
+    attempts: int
+
+
+def generation_key(space: str, model: str, dimensions: int, options: dict[str, Any]) -> str:
+    """Stable identity of a vector space: equal keys mean comparable vectors."""
+    canonical = json.dumps(
+        {"space": space, "model": model, "dimensions": dimensions, "options": options},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def content_hash(key: str, text: str) -> bytes:
+    """Hash of the exact embedding input for one generation (mirrors ``syncsvc.content_hash``)."""
+    return hashlib.sha256(f"{key}{HASH_SEPARATOR}{text}".encode()).digest()

@@ -1,0 +1,42 @@
+"""The offline provider: the lexical embedder behind the provider Protocol."""
+
+from __future__ import annotations
+
+from syncsvc import lexical
+from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
+from syncsvc.providers.profiles import LOCAL_HASH, ProviderProfile
+
+
+class LocalHashProvider:
+    """Deterministic, free and instant; used for tests, the demo and offline installs."""
+
+    def __init__(self, name: str = "local-hash", profile: ProviderProfile = LOCAL_HASH) -> None:
+        self._name = name
+        self._profile = profile
+        self.calls = 0
+        """Requests served, so callers (and tests) can prove no API call was made."""
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def profile(self) -> ProviderProfile:
+        return self._profile
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        if len(request.texts) > self._profile.max_inputs_per_request:
+            raise ProviderError(
+                ErrorKind.BAD_INPUT,
+                f"batch size is invalid, it should not be larger than "
+                f"{self._profile.max_inputs_per_request}",
+                code="InvalidParameter",
+                status=400,
+            )
+        self.calls += 1
+        vectors = tuple(tuple(lexical.embed(t, request.dimensions)) for t in request.texts)
+        tokens = sum(lexical.count_tokens(t) for t in request.texts)
+        return EmbeddingResponse(vectors=vectors, total_tokens=tokens)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,104 @@
+"""Configuration: environment (``SYNCSVC_*``), then ``syncsvc.toml``, then defaults.
+
+Secrets are never configuration values: a provider names the *environment variable* that holds
+its API key (``api_key_env``), so the key itself is never written to files, logs or the database.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "SYNCSVC_CONFIG"
+DEFAULT_CONFIG_FILE = "syncsvc.toml"
+
+
+class ProviderSettings(BaseModel):
+    """How to reach one embeddings API account."""
+
+    profile: str = Field(description="Name of a shipped provider profile, e.g. 'dashscope-intl'.")
+    base_url: str | None = None
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the API key."
+    )
+    rpm: int | None = Field(default=None, description="Client-side requests-per-minute budget.")
+    tpm: int | None = Field(default=None, description="Client-side tokens-per-minute budget.")
+    concurrency: int = Field(default=8, ge=1, description="HTTP requests in flight.")
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_inputs_per_request: int | None = None
+    max_tokens_per_input: int | None = None
+    dimensions: list[int] | None = None
+    space: str | None = Field(
+        default=None,
+        description="Declare this host's model the same vector space as another (e.g. gateways).",
+    )
+    overlong: Literal["truncate", "chunk"] = "truncate"
+
+
+class WorkerSettings(BaseModel):
+    claim_size: int = Field(default=100, ge=1, description="Queue items claimed per round.")
+    lease_seconds: float = Field(default=120.0, gt=0)
+    poll_interval_seconds: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_base_seconds: float = Field(default=2.0, gt=0)
+    backoff_max_seconds: float = Field(default=600.0, gt=0)
+    shutdown_timeout_seconds: float = Field(default=30.0, ge=0)
+    sweep_interval_seconds: float = Field(default=300.0, gt=0)
+    sweep_chunk_rows: int = Field(default=5000, ge=1)
+    rounds_in_flight: int = Field(default=2, ge=1, description="Claimed rounds processed at once.")
+
+
+class Settings(BaseSettings):
+    """All syncsvc settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SYNCSVC_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL; libpq PG* variables are honoured when it is unset.",
+    )
+    state_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("syncsvc")),
+        description="Where the embedded PostgreSQL keeps its data when no database is configured.",
+    )
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    metrics_address: str | None = Field(
+        default=None, description="host:port to serve /metrics, /healthz, /readyz (off if unset)."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+        )
+
+    def libpq_configured(self) -> bool:
+        """True when the user points at a server through libpq's own variables."""
+        return any(os.environ.get(v) for v in ("PGHOST", "PGSERVICE", "PGDATABASE", "PGPORT"))
