@@ -1,30 +1,93 @@
-"""Build providers by their configured name."""
+"""Build providers by their configured name.
+
+A configured provider is a shipped profile plus the user's overrides from ``[providers.NAME]``
+in ``syncsvc.toml`` (or ``SYNCSVC_PROVIDERS__NAME__FIELD``): base URL, key variable, budgets,
+limits, dimensions and a declared vector space. Build each provider once per process and reuse
+it: its connection pool and rate limiter are shared by everything that embeds through it.
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 from syncsvc.errors import ValidationError
 from syncsvc.providers.base import EmbeddingProvider
+from syncsvc.providers.dashscope import DashScopeNativeProvider
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.providers.profiles import ProviderProfile, get_profile
-from syncsvc.settings import Settings
+from syncsvc.providers.openai import OpenAICompatibleProvider
+from syncsvc.providers.profiles import (
+    ModelProfile,
+    OverlongPolicy,
+    Protocol,
+    ProviderProfile,
+    get_profile,
+)
+from syncsvc.settings import ProviderSettings, Settings
 
 BUILTIN = "local-hash"
+KEYLESS_PROFILES = frozenset({"qwen3-openai", "openai-compatible"})
+"""Self-hosted servers often run without a key: send none rather than refuse to start."""
+
+
+def _model_overrides(model: ModelProfile, config: ProviderSettings) -> ModelProfile:
+    if config.max_tokens_per_input is not None:
+        model = replace(model, max_tokens_per_input=config.max_tokens_per_input)
+    if config.dimensions:
+        dims = tuple(config.dimensions)
+        default = model.default_dimensions if model.default_dimensions in dims else dims[0]
+        model = replace(model, dimensions=dims, default_dimensions=default)
+    if config.space:
+        model = replace(model, space=config.space)
+    return model
+
+
+def apply_settings(profile: ProviderProfile, config: ProviderSettings) -> ProviderProfile:
+    """The effective profile: shipped data with the user's overrides."""
+    models = {name: _model_overrides(m, config) for name, m in profile.models.items()}
+    generic = profile.generic_model
+    if generic is not None:
+        generic = _model_overrides(generic, config)
+    return replace(
+        profile,
+        base_url=config.base_url or profile.base_url,
+        api_key_env=config.api_key_env or profile.api_key_env,
+        max_inputs_per_request=config.max_inputs_per_request or profile.max_inputs_per_request,
+        models=models,
+        generic_model=generic,
+        concurrency=config.concurrency,
+        rpm=config.rpm if config.rpm is not None else profile.rpm,
+        tpm=config.tpm if config.tpm is not None else profile.tpm,
+        timeout_seconds=config.timeout_seconds,
+        overlong=OverlongPolicy(config.overlong),
+    )
 
 
 def provider_profile(name: str, settings: Settings) -> ProviderProfile:
-    """The profile a configured provider name uses (without opening any connection)."""
-    if name == BUILTIN:
-        return get_profile(BUILTIN)
+    """The effective profile of a configured provider name (without opening any connection)."""
     config = settings.providers.get(name)
     if config is None:
-        known = ", ".join(sorted([BUILTIN, *settings.providers]))
+        if name == BUILTIN:
+            return get_profile(BUILTIN)
+        known = ", ".join(sorted({BUILTIN, *settings.providers}))
         raise ValidationError(f"unknown provider {name!r} (configured: {known})")
-    return get_profile(config.profile)
+    return apply_settings(get_profile(config.profile), config)
 
 
 def build_provider(name: str, settings: Settings) -> EmbeddingProvider:
-    """Instantiate the provider configured under ``name``."""
-    if name == BUILTIN:
-        return LocalHashProvider()
-    provider_profile(name, settings)
-    raise ValidationError(f"provider {name!r}: HTTP providers are not available yet")
+    """Instantiate the provider configured under ``name``.
+
+    A missing API key does not fail here: the provider answers every request with an AUTH
+    error naming the variable, so the affected target pauses with a clear reason while other
+    targets keep working.
+    """
+    profile = provider_profile(name, settings)
+    if profile.protocol is Protocol.LOCAL:
+        return LocalHashProvider(name, profile)
+    api_key = os.environ.get(profile.api_key_env) if profile.api_key_env else None
+    missing = None
+    if not api_key and profile.name not in KEYLESS_PROFILES:
+        missing = profile.api_key_env or "(no api_key_env configured)"
+    if profile.protocol is Protocol.DASHSCOPE_NATIVE:
+        return DashScopeNativeProvider(name, profile, api_key=api_key, missing_key_env=missing)
+    return OpenAICompatibleProvider(name, profile, api_key=api_key, missing_key_env=missing)

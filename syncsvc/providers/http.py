@@ -1,0 +1,216 @@
+"""The HTTP plumbing both DashScope wire protocols share: one pooled client, pacing, errors.
+
+The API key lives only in this client's default headers. It is never formatted into a message,
+a repr or a log line, and every message built from a server reply is scrubbed of it anyway in
+case a gateway echoes the header back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from syncsvc.providers.base import ErrorKind, ProviderError
+from syncsvc.ratelimit import RateLimiter
+
+logger = logging.getLogger(__name__)
+
+RATE_LIMIT_CODES = frozenset(
+    {
+        "limit_requests",
+        "insufficient_quota",
+        "rate_limit_exceeded",
+        "Throttling",
+        "Throttling.RateQuota",
+        "Throttling.AllocationQuota",
+        "Throttling.User",
+    }
+)
+AUTH_CODES = frozenset(
+    {
+        "InvalidApiKey",
+        "invalid_api_key",
+        "Arrearage",
+        "AccessDenied",
+        "Unauthorized",
+        "Forbidden",
+    }
+)
+MAX_RETRY_AFTER = 60.0
+_REQUEST_ID_HEADERS = ("x-request-id", "x-dashscope-request-id", "req-id")
+_MESSAGE_LIMIT = 500
+_CONFIG_WORDS = ("model", "dimension", "encoding_format", "url", "not found")
+"""A 400 naming one of these is about the request's settings, not one input: bisecting cannot
+help and would fail every row, so it pauses the target like an auth error instead."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: httpx.Headers
+    body: Any
+    """Parsed JSON, or None when the body is not JSON."""
+    elapsed: float
+
+
+class HttpClient:
+    """A keep-alive ``httpx.AsyncClient`` sized to the in-flight limit, behind a rate limiter."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None,
+        timeout: float,
+        concurrency: int,
+        limiter: RateLimiter | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Content-Type": "application/json", "User-Agent": "syncsvc"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._secret = api_key or None
+        self._timeout = timeout
+        self.base_url = base_url.rstrip("/") + "/"
+        self.limiter = limiter
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            # No pool timeout: waiting for a free connection is bounded by the semaphore instead.
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0), pool=None),
+            limits=httpx.Limits(
+                max_connections=concurrency,
+                max_keepalive_connections=concurrency,
+                keepalive_expiry=60.0,
+            ),
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"HttpClient({self.base_url!r})"
+
+    def scrub(self, text: str) -> str:
+        """Remove the API key from ``text`` (a server might echo it) and bound its length."""
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return text[:_MESSAGE_LIMIT]
+
+    async def post(self, path: str, payload: dict[str, Any], tokens: int) -> Reply:
+        """POST ``payload``; transport failures become RETRYABLE ``ProviderError``s."""
+        async with self._slots:
+            return await self._post(path, payload, tokens)
+
+    async def _post(self, path: str, payload: dict[str, Any], tokens: int) -> Reply:
+        if self.limiter is not None:
+            await self.limiter.acquire(tokens)
+        started = time.monotonic()
+        try:
+            response = await self._client.post(path, json=payload)
+        except httpx.TimeoutException as error:
+            raise ProviderError(
+                ErrorKind.RETRYABLE,
+                f"no response within {self._timeout:g}s ({type(error).__name__})",
+                code="Timeout",
+            ) from None
+        except httpx.TransportError as error:
+            raise ProviderError(
+                ErrorKind.RETRYABLE,
+                self.scrub(f"connection failed: {type(error).__name__}: {error}"),
+                code="ConnectionError",
+            ) from None
+        body: Any
+        try:
+            body = json.loads(response.content) if response.content else None
+        except ValueError:
+            body = None
+        reply = Reply(response.status_code, response.headers, body, time.monotonic() - started)
+        if self.limiter is not None:
+            if reply.status == 429:
+                self.limiter.on_rate_limited(retry_after(reply.headers))
+            elif reply.status == 200:
+                self.limiter.on_success()
+        return reply
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return min(MAX_RETRY_AFTER, max(0.0, float(raw_ms) / 1000))
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(raw)))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        if parsed is None:
+            return None
+        return min(MAX_RETRY_AFTER, max(0.0, parsed.timestamp() - time.time()))
+
+
+def request_id(reply: Reply, body_id: object = None) -> str | None:
+    """The server's request id: from the body when present, else from a response header."""
+    if isinstance(body_id, str) and body_id:
+        return body_id
+    for name in _REQUEST_ID_HEADERS:
+        value = reply.headers.get(name)
+        if value:
+            return str(value)
+    return None
+
+
+def classify(
+    reply: Reply, code: str | None, message: str, rid: str | None, client: HttpClient
+) -> ProviderError:
+    """Turn a non-200 reply into a classified error (see ``ErrorKind``)."""
+    status = reply.status
+    message = client.scrub(message or f"HTTP {status}")
+    base = code.split(".")[0] if code else None
+    kind: ErrorKind
+    if status == 429 or (code in RATE_LIMIT_CODES) or base == "Throttling":
+        kind = ErrorKind.RATE_LIMITED
+    elif status in (401, 403, 404) or code in AUTH_CODES or base == "AccessDenied":
+        kind = ErrorKind.AUTH
+    elif status == 408 or status >= 500:
+        kind = ErrorKind.RETRYABLE
+    elif 400 <= status < 500:
+        lowered = message.lower()
+        config = code != "DataInspectionFailed" and any(w in lowered for w in _CONFIG_WORDS)
+        kind = ErrorKind.AUTH if config else ErrorKind.BAD_INPUT
+    else:
+        kind = ErrorKind.RETRYABLE
+    return ProviderError(
+        kind,
+        message,
+        code=code,
+        status=status,
+        request_id=rid,
+        retry_after=retry_after(reply.headers) if kind is ErrorKind.RATE_LIMITED else None,
+    )
+
+
+def malformed(reply: Reply, what: str, rid: str | None = None) -> ProviderError:
+    """A 200 whose body cannot be used: retried, never written."""
+    return ProviderError(
+        ErrorKind.RETRYABLE,
+        f"malformed response: {what}",
+        code="BadResponse",
+        status=reply.status,
+        request_id=rid,
+    )
