@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from pgvector.psycopg import register_vector, register_vector_async
+from pgvector.psycopg import register_vector_async
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -21,14 +20,15 @@ MIN_PGVECTOR = (0, 7, 0)
 
 PGVECTOR_MISSING = (
     "pgvector is not available on this PostgreSQL server ({detail}).\n"
-    "syncsvc needs pgvector >= 0.7. Install it on the server (Debian/Ubuntu: "
-    "'apt install postgresql-{major}-pgvector'; from source: "
-    "https://github.com/pgvector/pgvector#installation), then run as a user allowed to "
-    "create it: CREATE EXTENSION vector;  — or leave the database unset to use the embedded "
-    "PostgreSQL, which ships with pgvector."
+    "syncsvc needs pgvector >= 0.7. Install it on the database server "
+    "(Debian/Ubuntu: 'apt install postgresql-{major}-pgvector'; others: "
+    "https://github.com/pgvector/pgvector#installation), then have a user allowed to do so run "
+    "'CREATE EXTENSION vector;' in this database. Or leave SYNCSVC_DATABASE_URL unset to use "
+    "the embedded PostgreSQL, which ships with pgvector."
 )
 
 Row = dict[str, Any]
+AsyncConn = psycopg.AsyncConnection[Row]
 
 
 def resolve_url(settings: Settings, *, announce: bool = True) -> str:
@@ -36,7 +36,7 @@ def resolve_url(settings: Settings, *, announce: bool = True) -> str:
     if settings.database_url:
         return settings.database_url
     if settings.libpq_configured():
-        return ""  # an empty conninfo makes libpq read PG* variables
+        return ""  # an empty conninfo makes libpq read the PG* variables
     from syncsvc import embedded
 
     if announce:
@@ -51,50 +51,54 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split(".") if p.isdigit())
 
 
-def ensure_pgvector(conn: psycopg.Connection[Any]) -> None:
-    """Create pgvector if allowed and missing; fail with a clear, actionable message."""
+async def ensure_pgvector(conn: AsyncConn) -> str:
+    """Create pgvector if allowed and missing; fail with a clear, actionable message.
+
+    Returns the pgvector version.
+    """
     server_version = conn.info.server_version
     if server_version < MIN_SERVER_VERSION:
         raise ConfigurationError(
             f"PostgreSQL {server_version // 10000} is too old: syncsvc needs PostgreSQL >= 15."
         )
     major = server_version // 10000
-    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    query = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+    row = await (await conn.execute(query)).fetchone()
     if row is None:
-        available = conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
-        ).fetchone()
-        if available is None:
+        cur = await conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+        if await cur.fetchone() is None:
             raise ConfigurationError(
-                PGVECTOR_MISSING.format(detail="extension not installed", major=major)
+                PGVECTOR_MISSING.format(detail="the extension is not installed", major=major)
             )
         try:
-            with conn.transaction():
-                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            async with conn.transaction():
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise ConfigurationError(
-                PGVECTOR_MISSING.format(
-                    detail=f"installed but not created in this database: {exc}", major=major
-                )
-            ) from exc
-        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+            detail = f"installed, but not created in this database and you may not: {exc}"
+            raise ConfigurationError(PGVECTOR_MISSING.format(detail=detail, major=major)) from exc
+        row = await (await conn.execute(query)).fetchone()
         assert row is not None
-    version = str(row[0])
+    version = str(row["extversion"])
     if _version_tuple(version) < MIN_PGVECTOR:
         raise ConfigurationError(
             f"pgvector {version} is too old: syncsvc needs pgvector >= 0.7 "
-            f"(ALTER EXTENSION vector UPDATE;)."
+            "(run 'ALTER EXTENSION vector UPDATE;' after upgrading the package)."
         )
+    return version
 
 
-def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Row]:
-    """A synchronous connection with pgvector types registered (for the CLI and migrations)."""
-    conn = psycopg.connect(url, autocommit=autocommit, row_factory=dict_row)
+async def aconnect(url: str, *, check: bool = True) -> AsyncConn:
+    """An async connection (autocommit, dict rows) with pgvector checked and registered."""
     try:
-        ensure_pgvector(conn)
-        register_vector(conn)
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
+    except psycopg.OperationalError as exc:
+        raise ConfigurationError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
+    try:
+        if check:
+            await ensure_pgvector(conn)
+        await register_vector_async(conn)
     except BaseException:
-        conn.close()
+        await conn.close()
         raise
     return conn
 
@@ -104,8 +108,8 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 def create_pool(
-    url: str, *, min_size: int = 1, max_size: int = 10, kwargs: Mapping[str, Any] | None = None
-) -> AsyncConnectionPool[psycopg.AsyncConnection[Row]]:
+    url: str, *, min_size: int = 1, max_size: int = 10
+) -> AsyncConnectionPool[AsyncConn]:
     """An async pool whose connections all know the pgvector types. Open it with ``await``."""
     return AsyncConnectionPool(
         url,
@@ -113,6 +117,6 @@ def create_pool(
         max_size=max_size,
         open=False,
         configure=_configure,
-        kwargs={"autocommit": True, "row_factory": dict_row, **(kwargs or {})},
+        kwargs={"autocommit": True, "row_factory": dict_row},
         name="syncsvc",
     )

@@ -13,9 +13,7 @@ from collections.abc import Iterable
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOPWORDS = frozenset(
-    "a an and are as at be but by for from has have he her his i if in into is it its of on or "
-    "our she so than that the their them then there these they this to was we were what when "
-    "which who will with you your not no can do does did been being".split()
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "he", "her", "his", "i", "if", "in", "into", "is", "it", "its", "of", "on", "or", "our", "she", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when", "which", "who", "will", "with", "you", "your", "not", "no", "can", "do", "does", "did", "been", "being"]
 )
 PAIR_WEIGHT = 0.5
 

@@ -1,0 +1,58 @@
+"""Alembic environment: runs syncsvc's migrations on the configured database.
+
+The version table lives in the ``syncsvc`` schema so syncsvc needs no rights on ``public``.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, pool, text
+
+SCHEMA = "syncsvc"
+config = context.config
+
+
+def _url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        from syncsvc.database import resolve_url
+        from syncsvc.settings import Settings
+
+        url = resolve_url(Settings())
+    return sqlalchemy_url(url)
+
+
+def sqlalchemy_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url or "postgresql+psycopg://"
+
+
+def run_offline() -> None:
+    context.configure(
+        url="postgresql+psycopg://",
+        literal_binds=True,
+        version_table_schema=SCHEMA,
+        dialect_opts={"paramstyle": "named"},
+    )
+    with context.begin_transaction():
+        context.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        context.run_migrations()
+
+
+def run_online() -> None:
+    engine = create_engine(_url(), poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+        connection.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+        connection.commit()
+        context.configure(connection=connection, version_table_schema=SCHEMA)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

@@ -1,0 +1,135 @@
+"""Initial schema: targets, generations, the queue, failures view, hash and truncate helpers.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-22
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+UPGRADE = r"""
+CREATE TABLE syncsvc.targets (
+    id            integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name          text NOT NULL UNIQUE CHECK (name ~ '^[a-z_][a-z0-9_]{0,39}$'),
+    source_schema text NOT NULL,
+    source_table  text NOT NULL,
+    pk_columns    text[] NOT NULL,
+    pk_types      text[] NOT NULL,
+    columns       text[] NOT NULL,
+    template      text NOT NULL,
+    metric        text NOT NULL DEFAULT 'cosine' CHECK (metric IN ('cosine', 'ip', 'l2')),
+    paused_reason text,
+    paused_at     timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (source_schema, source_table, name)
+);
+
+CREATE TABLE syncsvc.generations (
+    id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    target_id   integer NOT NULL REFERENCES syncsvc.targets (id) ON DELETE CASCADE,
+    key         text NOT NULL,
+    provider    text NOT NULL,
+    space       text NOT NULL,
+    model       text NOT NULL,
+    dimensions  integer NOT NULL CHECK (dimensions > 0),
+    options     jsonb NOT NULL DEFAULT '{}',
+    state       text NOT NULL CHECK (state IN ('building', 'active', 'retired')),
+    table_name  text NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    promoted_at timestamptz,
+    UNIQUE (target_id, key)
+);
+-- A target searches exactly one space at a time.
+CREATE UNIQUE INDEX generations_one_active ON syncsvc.generations (target_id)
+    WHERE state = 'active';
+
+CREATE TABLE syncsvc.queue (
+    target_id       integer NOT NULL REFERENCES syncsvc.targets (id) ON DELETE CASCADE,
+    pk              jsonb NOT NULL,
+    state           text NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'in_flight', 'failed')),
+    priority        smallint NOT NULL DEFAULT 0,
+    seq             bigint NOT NULL DEFAULT 1,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    lease_until     timestamptz,
+    worker          text,
+    last_error      text,
+    request_id      text,
+    enqueued_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (target_id, pk)
+);
+CREATE INDEX queue_ready ON syncsvc.queue (priority, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX queue_leases ON syncsvc.queue (lease_until) WHERE state = 'in_flight';
+CREATE INDEX queue_failed ON syncsvc.queue (target_id) WHERE state = 'failed';
+
+-- Failed items stay in the queue (one entry per row); this view is their dead-letter listing.
+CREATE VIEW syncsvc.failures AS
+    SELECT t.name AS target, q.pk, q.attempts, q.last_error, q.request_id, q.updated_at
+    FROM syncsvc.queue q JOIN syncsvc.targets t ON t.id = q.target_id
+    WHERE q.state = 'failed';
+
+-- Mirrors syncsvc.models.content_hash: the hash of the exact input for one generation.
+CREATE FUNCTION syncsvc.content_hash(generation_key text, input text) RETURNS bytea
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN sha256(convert_to(generation_key || chr(31) || input, 'UTF8'));
+
+-- TRUNCATE of a source table: drop every vector and queue entry of the target.
+CREATE FUNCTION syncsvc.on_truncate() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    target integer := TG_ARGV[0]::integer;
+    tbl text;
+BEGIN
+    FOR tbl IN SELECT table_name FROM syncsvc.generations WHERE target_id = target LOOP
+        EXECUTE format('DELETE FROM syncsvc.%I', tbl);
+    END LOOP;
+    DELETE FROM syncsvc.queue WHERE target_id = target;
+    RETURN NULL;
+END
+$$;
+"""
+
+DOWNGRADE = r"""
+DO $$
+DECLARE
+    t record;
+    g record;
+BEGIN
+    FOR t IN SELECT * FROM syncsvc.targets LOOP
+        FOR g IN SELECT tgname FROM pg_trigger
+                 WHERE tgrelid = format('%I.%I', t.source_schema, t.source_table)::regclass
+                   AND tgname LIKE 'syncsvc\_%' LOOP
+            EXECUTE format('DROP TRIGGER %I ON %I.%I', g.tgname, t.source_schema, t.source_table);
+        END LOOP;
+        EXECUTE format('DROP VIEW IF EXISTS syncsvc.%I', t.name || '_embeddings');
+        EXECUTE format('DROP FUNCTION IF EXISTS syncsvc.%I()', 'capture_' || t.id);
+    END LOOP;
+    FOR g IN SELECT table_name FROM syncsvc.generations LOOP
+        EXECUTE format('DROP TABLE IF EXISTS syncsvc.%I CASCADE', g.table_name);
+    END LOOP;
+END
+$$;
+DROP FUNCTION syncsvc.on_truncate();
+DROP FUNCTION syncsvc.content_hash(text, text);
+DROP VIEW syncsvc.failures;
+DROP TABLE syncsvc.queue;
+DROP TABLE syncsvc.generations;
+DROP TABLE syncsvc.targets;
+"""
+
+
+def upgrade() -> None:
+    op.execute(UPGRADE)
+
+
+def downgrade() -> None:
+    op.execute(DOWNGRADE)

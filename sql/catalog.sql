@@ -1,0 +1,73 @@
+-- Reads and writes of syncsvc's own catalog: targets and generations.
+
+-- name: list_targets --
+SELECT id, name, source_schema, source_table, pk_columns, pk_types, columns, template, metric,
+       paused_reason
+FROM syncsvc.targets
+ORDER BY name;
+
+-- name: list_generations --
+SELECT id, target_id, key, provider, space, model, dimensions, options, state, table_name
+FROM syncsvc.generations
+ORDER BY target_id, id;
+
+-- name: insert_target --
+INSERT INTO syncsvc.targets
+    (name, source_schema, source_table, pk_columns, pk_types, columns, template, metric)
+VALUES (%(name)s, %(schema)s, %(table)s, %(pk_columns)s, %(pk_types)s, %(columns)s,
+        %(template)s, %(metric)s)
+RETURNING id;
+
+-- name: insert_generation --
+-- The vector table is named after the generation id, so take the id first.
+WITH n AS (SELECT nextval(pg_get_serial_sequence('syncsvc.generations', 'id')) AS id)
+INSERT INTO syncsvc.generations
+    (id, target_id, key, provider, space, model, dimensions, options, state, table_name)
+OVERRIDING SYSTEM VALUE
+SELECT n.id, %(target_id)s, %(key)s, %(provider)s, %(space)s, %(model)s, %(dimensions)s,
+       %(options)s, %(state)s, %(table_prefix)s || '_g' || n.id
+FROM n
+RETURNING id, table_name;
+
+-- name: delete_target --
+DELETE FROM syncsvc.targets WHERE id = %(id)s;
+
+-- name: pause_target --
+UPDATE syncsvc.targets SET paused_reason = %(reason)s, paused_at = now()
+WHERE id = %(id)s AND paused_reason IS DISTINCT FROM %(reason)s;
+
+-- name: resume_targets --
+UPDATE syncsvc.targets SET paused_reason = NULL, paused_at = NULL
+WHERE paused_reason IS NOT NULL
+RETURNING name;
+
+-- name: find_table --
+SELECT c.oid::regclass::text AS qualified, n.nspname AS schema, c.relname AS name, c.relkind
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = coalesce(%(schema)s, current_schema()) AND c.relname = %(table)s;
+
+-- name: table_columns --
+SELECT a.attname AS name,
+       format_type(a.atttypid, a.atttypmod) AS type,
+       t.typname IN ('text', 'varchar', 'bpchar', 'citext', 'name') AS textlike
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = %(oid)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum;
+
+-- name: primary_key --
+SELECT array_agg(a.attname ORDER BY k.ord) AS columns
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %(oid)s::regclass AND i.indisprimary
+GROUP BY i.indexrelid;
+
+-- name: unique_keys --
+-- Unique, non-partial, expression-free indexes over NOT NULL columns can serve as a row key.
+SELECT array_agg(a.attname ORDER BY k.ord) AS columns
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %(oid)s::regclass AND i.indisunique AND i.indpred IS NULL
+GROUP BY i.indexrelid
+HAVING bool_and(a.attnotnull);

@@ -1,0 +1,105 @@
+-- The durable work queue: one entry per (target, row key). NOTIFY only wakes the daemon;
+-- these statements are the truth.
+
+-- name: expire_leases --
+-- Work held by a daemon that died (kill -9, lost connection) becomes claimable again.
+UPDATE syncsvc.queue
+SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
+WHERE state = 'in_flight' AND lease_until < now();
+
+-- name: claim --
+WITH candidates AS (
+    SELECT q.target_id, q.pk
+    FROM syncsvc.queue q
+    WHERE q.state = 'pending'
+      AND q.next_attempt_at <= now()
+      AND q.target_id = ANY(%(target_ids)s)
+    ORDER BY q.priority, q.next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE syncsvc.queue q
+SET state = 'in_flight',
+    worker = %(worker)s,
+    lease_until = now() + make_interval(secs => %(lease_seconds)s),
+    updated_at = now()
+FROM candidates c
+WHERE q.target_id = c.target_id AND q.pk = c.pk
+RETURNING q.target_id, q.pk, q.seq, q.attempts;
+
+-- name: renew_leases --
+UPDATE syncsvc.queue
+SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
+WHERE worker = %(worker)s AND state = 'in_flight';
+
+-- name: complete --
+-- Done with these entries, unless the row was edited meanwhile (seq moved): then the entry
+-- goes back to pending so the newer text is embedded too.
+WITH done AS (
+    SELECT * FROM unnest(%(target_ids)s::integer[], %(pks)s::jsonb[], %(seqs)s::bigint[])
+        AS d(target_id, pk, seq)
+), deleted AS (
+    DELETE FROM syncsvc.queue q
+    USING done d
+    WHERE q.target_id = d.target_id AND q.pk = d.pk AND q.seq = d.seq
+      AND q.worker = %(worker)s AND q.state = 'in_flight'
+    RETURNING q.target_id, q.pk
+)
+UPDATE syncsvc.queue q
+SET state = 'pending', worker = NULL, lease_until = NULL, next_attempt_at = now(),
+    updated_at = now()
+FROM done d
+WHERE q.target_id = d.target_id AND q.pk = d.pk
+  AND q.worker = %(worker)s AND q.state = 'in_flight'
+  AND NOT EXISTS (SELECT 1 FROM deleted x WHERE x.target_id = d.target_id AND x.pk = d.pk);
+
+-- name: fail --
+-- Retries are data: attempts, next attempt time and the last error. A permanent error or the
+-- last allowed attempt leaves the entry visibly failed. An entry edited meanwhile starts over.
+UPDATE syncsvc.queue q
+SET attempts = CASE WHEN q.seq = d.seq THEN q.attempts + 1 ELSE 0 END,
+    state = CASE
+        WHEN q.seq <> d.seq THEN 'pending'
+        WHEN d.permanent OR q.attempts + 1 >= %(max_attempts)s THEN 'failed'
+        ELSE 'pending' END,
+    next_attempt_at = CASE WHEN q.seq = d.seq
+        THEN now() + make_interval(secs => d.delay) ELSE now() END,
+    last_error = d.error,
+    request_id = d.request_id,
+    worker = NULL,
+    lease_until = NULL,
+    updated_at = now()
+FROM unnest(%(target_ids)s::integer[], %(pks)s::jsonb[], %(seqs)s::bigint[], %(errors)s::text[],
+            %(request_ids)s::text[], %(permanent)s::boolean[], %(delays)s::float8[])
+    AS d(target_id, pk, seq, error, request_id, permanent, delay)
+WHERE q.target_id = d.target_id AND q.pk = d.pk
+  AND q.worker = %(worker)s AND q.state = 'in_flight'
+RETURNING q.target_id, q.pk, q.state;
+
+-- name: release --
+-- Give entries back untouched (shutdown, paused target): no attempt is spent.
+UPDATE syncsvc.queue q
+SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
+FROM unnest(%(target_ids)s::integer[], %(pks)s::jsonb[]) AS d(target_id, pk)
+WHERE q.target_id = d.target_id AND q.pk = d.pk
+  AND q.worker = %(worker)s AND q.state = 'in_flight';
+
+-- name: release_all --
+UPDATE syncsvc.queue
+SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
+WHERE worker = %(worker)s AND state = 'in_flight';
+
+-- name: list_failed --
+SELECT t.name AS target, q.pk, q.attempts, q.last_error, q.request_id, q.updated_at
+FROM syncsvc.queue q JOIN syncsvc.targets t ON t.id = q.target_id
+WHERE q.state = 'failed' AND (%(target)s::text IS NULL OR t.name = %(target)s)
+ORDER BY q.updated_at
+LIMIT %(limit)s;
+
+-- name: retry_failed --
+UPDATE syncsvc.queue q
+SET state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
+FROM syncsvc.targets t
+WHERE t.id = q.target_id AND q.state = 'failed'
+  AND (%(target)s::text IS NULL OR t.name = %(target)s)
+RETURNING q.target_id, q.pk;

@@ -1,0 +1,9 @@
+-- name: queue_summary --
+SELECT target_id,
+       count(*) FILTER (WHERE state = 'pending') AS pending,
+       count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+       count(*) FILTER (WHERE state = 'failed') AS failed,
+       extract(epoch FROM now() - min(enqueued_at) FILTER (WHERE state <> 'failed'))
+           AS oldest_pending_seconds
+FROM syncsvc.queue
+GROUP BY target_id;

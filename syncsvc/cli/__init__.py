@@ -1,0 +1,75 @@
+"""The ``syncsvc`` command line."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Annotated
+
+import typer
+
+from syncsvc import logs
+from syncsvc.cli.context import STATE
+from syncsvc.settings import Settings
+
+app = typer.Typer(
+    name="syncsvc",
+    help="Keep PostgreSQL rows embedded in pgvector tables, live and swept.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each module adds its own commands; a module that is not there yet is simply skipped.
+COMMAND_MODULES = (
+    "syncsvc.cli.core",
+    "syncsvc.cli.targets",
+    "syncsvc.cli.demo",
+    "syncsvc.cli.simulate",
+    "syncsvc.cli.search",
+    "syncsvc.cli.jobs",
+    "syncsvc.cli.ops",
+)
+
+
+@app.callback()
+def _global(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="SYNCSVC_DATABASE_URL",
+            help="PostgreSQL URL (default: PG* variables, else the embedded server).",
+            show_envvar=True,
+        ),
+    ] = None,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="text or json", envvar="SYNCSVC_LOG_FORMAT")
+    ] = "text",
+    log_level: Annotated[str, typer.Option("--log-level", envvar="SYNCSVC_LOG_LEVEL")] = "INFO",
+) -> None:
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("--log-format must be text or json")
+    overrides = {"database_url": database_url} if database_url else {}
+    STATE.settings = Settings(**overrides)  # type: ignore[arg-type]
+    STATE._url = None
+    logs.configure(log_level, log_format)
+    logging.getLogger(__name__).debug("settings loaded")
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

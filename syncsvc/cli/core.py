@@ -1,0 +1,168 @@
+"""Core commands: migrate, run, status, failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from syncsvc import migrate, sqlfiles, status
+from syncsvc.cli.context import STATE, console, run, with_connection
+from syncsvc.database import AsyncConn, aconnect
+
+failed_app = typer.Typer(help="Inspect and retry rows that failed to embed.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("migrate")(migrate_command)
+    app.command("run")(run_command)
+    app.command("status")(status_command)
+    app.add_typer(failed_app, name="failed")
+
+
+def migrate_command(
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the DDL instead of running it.")
+    ] = False,
+) -> None:
+    """Create or upgrade the syncsvc schema (idempotent)."""
+    if sql:
+        typer.echo(migrate.upgrade_sql())
+        return
+    url = STATE.url()
+
+    async def check() -> None:
+        conn = await aconnect(url)  # proves pgvector is there before any DDL runs
+        await conn.close()
+
+    run(check())
+    migrate.upgrade(url)
+    console.print("[green]schema is up to date[/]")
+
+
+def run_command(
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Exit once every queue is empty.")
+    ] = False,
+) -> None:
+    """Run the daemon: listen for changes, embed, sweep; SIGTERM/SIGINT stop it gracefully."""
+    from syncsvc.daemon import Daemon
+
+    url = STATE.url()
+    migrate.upgrade(url)
+
+    async def main() -> None:
+        daemon = Daemon(STATE.settings, url)
+        daemon.install_signal_handlers()
+        if until_idle:
+            asyncio.get_running_loop().create_task(_stop_when_idle(daemon), name="idle-watch")
+        await daemon.run()
+
+    run(main())
+
+
+async def _stop_when_idle(daemon: object) -> None:
+    from syncsvc.daemon import Daemon
+
+    assert isinstance(daemon, Daemon)
+    await daemon.started.wait()
+    while not daemon.stop_event.is_set():
+        await asyncio.sleep(0.5)
+        async with daemon.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM syncsvc.queue WHERE state <> 'failed'"
+            )
+            row = await cur.fetchone()
+        if row is not None and row["n"] == 0:
+            daemon.request_stop()
+
+
+@with_connection
+async def _status(conn: AsyncConn, as_json: bool) -> None:
+    rows = await status.collect(conn)
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in rows], indent=2, default=str))
+        return
+    table = Table(title="syncsvc status")
+    for column in ("target", "rows", "embedded", "pending", "in flight", "failed", "oldest"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    table.add_column("active generation")
+    table.add_column("paused")
+    for r in rows:
+        oldest = f"{r.oldest_pending_seconds:.1f}s" if r.oldest_pending_seconds else "-"
+        generation = (
+            f"{r.active_generation}: {r.model} ({r.dimensions})" if r.active_generation else "-"
+        )
+        table.add_row(
+            r.target,
+            str(r.rows),
+            str(r.embedded),
+            str(r.pending),
+            str(r.in_flight),
+            str(r.failed),
+            oldest,
+            generation,
+            r.paused_reason or "",
+        )
+    console.print(table)
+
+
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Per target: rows, embedded, pending, in flight, failed, oldest pending, generation."""
+    _status(as_json)
+
+
+@with_connection
+async def _failed_list(conn: AsyncConn, target: str | None, limit: int, as_json: bool) -> None:
+    cur = await conn.execute(
+        sqlfiles.query("queue", "list_failed"), {"target": target, "limit": limit}
+    )
+    rows = await cur.fetchall()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=f"failed rows ({len(rows)})")
+    for column in ("target", "key", "attempts", "last error", "request id", "at"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["target"],
+            json.dumps(r["pk"]),
+            str(r["attempts"]),
+            r["last_error"] or "",
+            r["request_id"] or "",
+            str(r["updated_at"])[:19],
+        )
+    console.print(table)
+
+
+@failed_app.command("list")
+def failed_list(
+    target: Annotated[str | None, typer.Option(help="Only this target.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rows that exhausted their attempts or were rejected by the API, with the error."""
+    _failed_list(target, limit, as_json)
+
+
+@with_connection
+async def _failed_retry(conn: AsyncConn, target: str | None) -> None:
+    cur = await conn.execute(sqlfiles.query("queue", "retry_failed"), {"target": target})
+    rows = await cur.fetchall()
+    if rows:
+        await conn.execute("SELECT pg_notify('syncsvc_wakeup', '')")
+    console.print(f"{len(rows)} failed rows queued again")
+
+
+@failed_app.command("retry")
+def failed_retry(
+    target: Annotated[str | None, typer.Option(help="Only this target.")] = None,
+) -> None:
+    """Queue failed rows again with fresh attempts."""
+    _failed_retry(target)

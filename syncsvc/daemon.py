@@ -1,0 +1,224 @@
+"""``syncsvc run``: the long-running process that keeps every target's vectors current.
+
+One stop event; signal handlers only set it. Every background task is named and supervised:
+if one dies, the daemon stops loudly instead of limping on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from syncsvc import sqlfiles
+from syncsvc.catalog import load_targets
+from syncsvc.database import create_pool
+from syncsvc.listener import Listener
+from syncsvc.models import ClaimedItem
+from syncsvc.providers.registry import build_provider
+from syncsvc.queue import Queue, RetryStrategy
+from syncsvc.settings import Settings
+from syncsvc.sweep import sweep_target
+from syncsvc.worker import RoundStats, Worker
+
+logger = logging.getLogger(__name__)
+
+RoundHook = Callable[[RoundStats], Awaitable[None] | None]
+
+
+class DaemonTaskDied(RuntimeError):
+    """A supervised background task ended unexpectedly."""
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Daemon:
+    """Claims work, embeds it, sweeps on a schedule, and shuts down gracefully."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        url: str,
+        *,
+        worker: Worker | None = None,
+        provider_factory: Callable[[str], object] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.url = url
+        self.id = worker_id()
+        self.stop_event = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.stats = RoundStats()
+        self.hooks: list[RoundHook] = []
+        conf = settings.worker
+        self.pool = create_pool(url, min_size=2, max_size=max(4, conf.rounds_in_flight + 4))
+        self.queue = Queue(
+            self.pool,
+            self.id,
+            lease_seconds=conf.lease_seconds,
+            retry=RetryStrategy(
+                max_attempts=conf.max_attempts,
+                base_seconds=conf.backoff_base_seconds,
+                max_seconds=conf.backoff_max_seconds,
+            ),
+        )
+        factory = provider_factory or (lambda name: build_provider(name, settings))
+        self.worker = worker or Worker(self.pool, self.queue, factory)  # type: ignore[arg-type]
+        self.listener = Listener(url, self.wake, self.stop_event)
+        self._rounds: set[asyncio.Task[None]] = set()
+        self._round_slots = asyncio.Semaphore(conf.rounds_in_flight)
+        self.scheduler = AsyncIOScheduler()
+        self.started = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Ask the daemon to stop; safe from signal handlers."""
+        self.stop_event.set()
+        self.wake.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def run(self) -> None:
+        """Run until stopped; re-raises the failure of any background task."""
+        await self.pool.open(wait=True)
+        try:
+            await self._resume_paused_targets()
+            await self.sweep()
+            self._schedule()
+            tasks = [
+                asyncio.create_task(self.listener.run(), name="syncsvc-listener"),
+                asyncio.create_task(self._claim_loop(), name="syncsvc-claimer"),
+                asyncio.create_task(self._lease_loop(), name="syncsvc-leases"),
+            ]
+            self.started.set()
+            logger.info("daemon %s started", self.id)
+            stopper = asyncio.create_task(self.stop_event.wait(), name="syncsvc-stop")
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            failure = next((t for t in done if t is not stopper), None)
+            self.request_stop()
+            await self._shutdown(tasks + [stopper])
+            if failure is not None:
+                exc = failure.exception() if not failure.cancelled() else None
+                raise DaemonTaskDied(f"background task {failure.get_name()} died: {exc!r}") from exc
+        finally:
+            await self.worker.aclose()
+            await self.pool.close()
+            logger.info("daemon %s stopped", self.id)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        timeout = self.settings.worker.shutdown_timeout_seconds
+        if self._rounds:
+            logger.info("finishing %d in-flight rounds (up to %.0fs)", len(self._rounds), timeout)
+            _, pending = await asyncio.wait(self._rounds, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        released = await self.queue.release_all()
+        if released:
+            logger.info("released %d unfinished entries for other daemons", released)
+
+    async def _resume_paused_targets(self) -> None:
+        # A restart is how operators say "I fixed the key": try again.
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sqlfiles.query("catalog", "resume_targets"))
+            for row in await cur.fetchall():
+                logger.info("resuming paused target %s", row["name"])
+
+    def _schedule(self) -> None:
+        self.scheduler.add_job(
+            self.sweep,
+            "interval",
+            seconds=self.settings.worker.sweep_interval_seconds,
+            id="sweep",
+            name="reconciliation sweep",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.start()
+
+    async def sweep(self) -> int:
+        """Enqueue missing or stale rows of every target; returns how many were enqueued."""
+        enqueued = 0
+        async with self.pool.connection() as conn:
+            for target in await load_targets(conn):
+                result = await sweep_target(
+                    conn, target, chunk_rows=self.settings.worker.sweep_chunk_rows
+                )
+                enqueued += result.enqueued
+        if enqueued:
+            self.wake.set()
+        return enqueued
+
+    async def _active_target_ids(self) -> list[int]:
+        async with self.pool.connection() as conn:
+            return [t.id for t in await load_targets(conn) if t.paused_reason is None]
+
+    async def _claim_loop(self) -> None:
+        conf = self.settings.worker
+        while not self.stop_event.is_set():
+            self.wake.clear()
+            await self.queue.expire_leases()
+            claimed_any = False
+            target_ids = await self._active_target_ids()
+            while not self.stop_event.is_set():
+                await self._round_slots.acquire()
+                if self.stop_event.is_set():
+                    self._round_slots.release()
+                    break
+                items = await self.queue.claim(target_ids, conf.claim_size)
+                if not items:
+                    self._round_slots.release()
+                    break
+                claimed_any = True
+                task = asyncio.create_task(self._round(items), name="syncsvc-round")
+                self._rounds.add(task)
+                task.add_done_callback(self._rounds.discard)
+            if claimed_any:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), conf.poll_interval_seconds)
+
+    async def _round(self, items: list[ClaimedItem]) -> None:
+        try:
+            stats = await self.worker.process(items)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug or a lost database must not lose rows: give them back, retry later.
+            logger.exception("round of %d entries failed; releasing them", len(items))
+            with contextlib.suppress(Exception):
+                await self.queue.release(items)
+            await asyncio.sleep(1.0)
+            return
+        finally:
+            self._round_slots.release()
+            self.wake.set()
+        self.stats.add(stats)
+        for hook in self.hooks:
+            result = hook(stats)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def _lease_loop(self) -> None:
+        interval = self.settings.worker.lease_seconds / 3
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), interval)
+            if self._rounds:
+                await self.queue.renew_leases()

@@ -1,0 +1,40 @@
+"""Schema migrations through Alembic, callable from the CLI and tests."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+
+from alembic import command
+from alembic.config import Config
+
+from syncsvc.resources import migrations_dir
+
+SCHEMA = "syncsvc"
+
+
+def _config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("path_separator", "os")
+    if url:
+        # Alembic's ConfigParser treats % as interpolation.
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (idempotent)."""
+    command.upgrade(_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(_config(url), revision)
+
+
+def upgrade_sql(revision: str = "head") -> str:
+    """The DDL ``upgrade`` would run, for DBAs who apply it themselves."""
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        command.upgrade(_config(""), revision, sql=True)
+    return buffer.getvalue()

@@ -1,0 +1,145 @@
+"""The durable queue: claim under lease, complete, fail with backoff, release."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from syncsvc import sqlfiles
+from syncsvc.database import AsyncConn
+from syncsvc.models import ClaimedItem
+
+
+@dataclass(frozen=True)
+class Failure:
+    item: ClaimedItem
+    error: str
+    permanent: bool
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryStrategy:
+    """Exponential backoff with full jitter, capped; attempts beyond ``max_attempts`` fail."""
+
+    max_attempts: int = 6
+    base_seconds: float = 2.0
+    max_seconds: float = 600.0
+
+    def delay(self, attempts: int) -> float:
+        """Seconds to wait after the ``attempts``-th failed attempt (1-based)."""
+        ceiling = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _q(name: str) -> sqlfiles.sql.SQL:
+    return sqlfiles.query("queue", name)
+
+
+class Queue:
+    """Queue operations of one worker identity over a connection pool."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConn],
+        worker: str,
+        *,
+        lease_seconds: float,
+        retry: RetryStrategy,
+    ) -> None:
+        self.pool = pool
+        self.worker = worker
+        self.lease_seconds = lease_seconds
+        self.retry = retry
+
+    async def expire_leases(self) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_q("expire_leases"))
+            return cur.rowcount
+
+    async def claim(self, target_ids: Sequence[int], limit: int) -> list[ClaimedItem]:
+        if not target_ids:
+            return []
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                _q("claim"),
+                {
+                    "target_ids": list(target_ids),
+                    "limit": limit,
+                    "worker": self.worker,
+                    "lease_seconds": self.lease_seconds,
+                },
+            )
+            rows = await cur.fetchall()
+        return [
+            ClaimedItem(target_id=r["target_id"], pk=r["pk"], seq=r["seq"], attempts=r["attempts"])
+            for r in rows
+        ]
+
+    async def renew_leases(self) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                _q("renew_leases"), {"worker": self.worker, "lease_seconds": self.lease_seconds}
+            )
+            return cur.rowcount
+
+    async def complete(self, items: Iterable[ClaimedItem]) -> None:
+        items = list(items)
+        if not items:
+            return
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                _q("complete"),
+                {
+                    "target_ids": [i.target_id for i in items],
+                    "pks": [Jsonb(i.pk) for i in items],
+                    "seqs": [i.seq for i in items],
+                    "worker": self.worker,
+                },
+            )
+
+    async def fail(self, failures: Iterable[Failure]) -> list[tuple[int, list[object], str]]:
+        """Record failures; returns (target_id, pk, new state) per entry."""
+        failures = list(failures)
+        if not failures:
+            return []
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                _q("fail"),
+                {
+                    "target_ids": [f.item.target_id for f in failures],
+                    "pks": [Jsonb(f.item.pk) for f in failures],
+                    "seqs": [f.item.seq for f in failures],
+                    "errors": [f.error[:2000] for f in failures],
+                    "request_ids": [f.request_id for f in failures],
+                    "permanent": [f.permanent for f in failures],
+                    "delays": [self.retry.delay(f.item.attempts + 1) for f in failures],
+                    "max_attempts": self.retry.max_attempts,
+                    "worker": self.worker,
+                },
+            )
+            rows = await cur.fetchall()
+        return [(r["target_id"], r["pk"], r["state"]) for r in rows]
+
+    async def release(self, items: Iterable[ClaimedItem]) -> None:
+        items = list(items)
+        if not items:
+            return
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                _q("release"),
+                {
+                    "target_ids": [i.target_id for i in items],
+                    "pks": [Jsonb(i.pk) for i in items],
+                    "worker": self.worker,
+                },
+            )
+
+    async def release_all(self) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_q("release_all"), {"worker": self.worker})
+            return cur.rowcount

@@ -1,0 +1,189 @@
+"""Per-target SQL, composed from identifiers so user names can never inject SQL.
+
+Everything that depends on a target's table, key and template is built here and nowhere else:
+the embedding-input expression, key matching between the queue's JSON keys and real columns,
+and the capture trigger function.
+"""
+
+from __future__ import annotations
+
+import string
+
+from psycopg import sql
+
+from syncsvc.models import Generation, Target
+
+QUEUE_CHANNEL = "syncsvc_wakeup"
+
+
+def template_parts(template: str) -> list[tuple[str, str | None]]:
+    """``(literal, field)`` pairs of a ``str.format``-style template."""
+    parts: list[tuple[str, str | None]] = []
+    for literal, field, spec, conversion in string.Formatter().parse(template):
+        if field is not None and (not field or spec or conversion):
+            raise ValueError(f"template field {{{field}}} must be a plain column name")
+        parts.append((literal, field))
+    return parts
+
+
+def template_fields(template: str) -> list[str]:
+    return [f for _, f in template_parts(template) if f is not None]
+
+
+def default_template(columns: list[str]) -> str:
+    return "\n\n".join("{" + c + "}" for c in columns)
+
+
+def source(target: Target) -> sql.Composed:
+    return sql.SQL("{}.{}").format(
+        sql.Identifier(target.source_schema), sql.Identifier(target.source_table)
+    )
+
+
+def input_expr(target: Target, alias: str) -> sql.Composed:
+    """The exact embedding input of a row, as SQL (NULL columns render as empty)."""
+    args: list[sql.Composable] = []
+    for literal, field in template_parts(target.template):
+        if literal:
+            args.append(sql.Literal(literal))
+        if field is not None:
+            args.append(sql.SQL("{}::text").format(sql.Identifier(alias, field)))
+    if not args:
+        args.append(sql.Literal(""))
+    return sql.SQL("concat({})").format(sql.SQL(", ").join(args))
+
+
+def pk_columns(target: Target, alias: str) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(alias, c) for c in target.pk_columns)
+
+
+def pk_json(target: Target, alias: str) -> sql.Composed:
+    """A row's key as the JSON array the queue stores."""
+    return sql.SQL("jsonb_build_array({})").format(pk_columns(target, alias))
+
+
+def pk_from_json(target: Target, json_ref: sql.Composable) -> sql.Composed:
+    """Typed key columns extracted from a queue JSON key (``json_ref`` is a jsonb expression)."""
+    return sql.SQL(", ").join(
+        sql.SQL("({} ->> {})::{}").format(json_ref, sql.Literal(i), sql.SQL(pk_type))
+        for i, pk_type in enumerate(target.pk_types)
+    )
+
+
+def pk_equals(target: Target, left: str, right: str) -> sql.Composed:
+    return sql.SQL("({}) = ({})").format(pk_columns(target, left), pk_columns(target, right))
+
+
+def pk_matches_json(target: Target, alias: str, json_ref: sql.Composable) -> sql.Composed:
+    return sql.SQL("({}) = ({})").format(pk_columns(target, alias), pk_from_json(target, json_ref))
+
+
+def vector_table(generation: Generation) -> sql.Composed:
+    return sql.SQL("syncsvc.{}").format(sql.Identifier(generation.table_name))
+
+
+def capture_function_name(target: Target) -> sql.Composed:
+    return sql.SQL("syncsvc.{}").format(sql.Identifier(f"capture_{target.id}"))
+
+
+def trigger_name(target: Target, event: str) -> sql.Identifier:
+    return sql.Identifier(f"syncsvc_{target.id}_{event}")
+
+
+def capture_function(target: Target) -> sql.Composed:
+    """The statement-level capture trigger function of a target.
+
+    It compares OLD and NEW transition rows itself, because PostgreSQL forbids column lists on
+    triggers with transition tables: only rows whose embedded columns really changed enqueue.
+    """
+    old_cols = sql.SQL(", ").join(sql.Identifier("o", c) for c in target.columns)
+    new_cols = sql.SQL(", ").join(sql.Identifier("n", c) for c in target.columns)
+    enqueue = sql.SQL(
+        """
+        INSERT INTO syncsvc.queue AS q (target_id, pk)
+        SELECT DISTINCT {tid}, k.pk FROM ({keys}) AS k(pk)
+        ON CONFLICT (target_id, pk) DO UPDATE SET
+            seq = q.seq + 1,
+            state = CASE WHEN q.state = 'in_flight' THEN 'in_flight' ELSE 'pending' END,
+            attempts = 0,
+            priority = 0,
+            next_attempt_at = now(),
+            enqueued_at = CASE WHEN q.state = 'failed' THEN now() ELSE q.enqueued_at END,
+            updated_at = now()"""
+    )
+    inserted = sql.SQL("SELECT {} FROM new_rows n").format(pk_json(target, "n"))
+    deleted = sql.SQL("SELECT {} FROM old_rows o").format(pk_json(target, "o"))
+    updated = sql.SQL(
+        """SELECT {n_pk} FROM new_rows n LEFT JOIN old_rows o ON {match}
+           WHERE o.{first} IS NULL OR ({old_cols}) IS DISTINCT FROM ({new_cols})
+           UNION ALL
+           SELECT {o_pk} FROM old_rows o
+           WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE {match})"""
+    ).format(
+        n_pk=pk_json(target, "n"),
+        o_pk=pk_json(target, "o"),
+        match=pk_equals(target, "o", "n"),
+        first=sql.Identifier(target.pk_columns[0]),
+        old_cols=old_cols,
+        new_cols=new_cols,
+    )
+    tid = sql.Literal(target.id)
+    return sql.SQL(
+        """
+CREATE OR REPLACE FUNCTION {name}() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        {ins};
+    ELSIF TG_OP = 'UPDATE' THEN
+        {upd};
+    ELSE
+        {dele};
+    END IF;
+    IF FOUND THEN
+        PERFORM pg_notify({channel}, {tid_text});
+    END IF;
+    RETURN NULL;
+END
+$fn$"""
+    ).format(
+        name=capture_function_name(target),
+        ins=enqueue.format(tid=tid, keys=inserted),
+        upd=enqueue.format(tid=tid, keys=updated),
+        dele=enqueue.format(tid=tid, keys=deleted),
+        channel=sql.Literal(QUEUE_CHANNEL),
+        tid_text=sql.Literal(str(target.id)),
+    )
+
+
+def create_triggers(target: Target) -> list[sql.Composed]:
+    src = source(target)
+    fn = capture_function_name(target)
+    return [
+        sql.SQL(
+            "CREATE TRIGGER {} AFTER INSERT ON {} REFERENCING NEW TABLE AS new_rows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
+        ).format(trigger_name(target, "ins"), src, fn),
+        sql.SQL(
+            "CREATE TRIGGER {} AFTER UPDATE ON {} REFERENCING OLD TABLE AS old_rows "
+            "NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {}()"
+        ).format(trigger_name(target, "upd"), src, fn),
+        sql.SQL(
+            "CREATE TRIGGER {} AFTER DELETE ON {} REFERENCING OLD TABLE AS old_rows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION {}()"
+        ).format(trigger_name(target, "del"), src, fn),
+        sql.SQL(
+            "CREATE TRIGGER {} AFTER TRUNCATE ON {} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION syncsvc.on_truncate({})"
+        ).format(trigger_name(target, "trunc"), src, sql.Literal(str(target.id))),
+    ]
+
+
+def drop_triggers(target: Target) -> list[sql.Composed]:
+    src = source(target)
+    statements = [
+        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger_name(target, event), src)
+        for event in ("ins", "upd", "del", "trunc")
+    ]
+    statements.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(capture_function_name(target)))
+    return statements

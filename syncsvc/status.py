@@ -1,0 +1,84 @@
+"""Per-target status: coverage of the active generation, backlog, failures, pause reason."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from psycopg import sql
+
+from syncsvc import sqlfiles, statements
+from syncsvc.catalog import load_targets
+from syncsvc.database import AsyncConn
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    target: str
+    table: str
+    rows: int
+    embedded: int
+    pending: int
+    in_flight: int
+    failed: int
+    oldest_pending_seconds: float | None
+    active_generation: int | None
+    model: str | None
+    dimensions: int | None
+    paused_reason: str | None
+    generations: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def collect(conn: AsyncConn) -> list[TargetStatus]:
+    cur = await conn.execute(sqlfiles.query("status", "queue_summary"))
+    queue = {r["target_id"]: r for r in await cur.fetchall()}
+    result = []
+    for target in await load_targets(conn):
+        cur = await conn.execute(
+            sql.SQL("SELECT count(*) AS n FROM {}").format(statements.source(target))
+        )
+        rows = (await cur.fetchone() or {"n": 0})["n"]
+        generations = []
+        for generation in target.generations:
+            cur = await conn.execute(
+                sql.SQL("SELECT count(*) AS n FROM {} WHERE chunk = 0").format(
+                    statements.vector_table(generation)
+                )
+            )
+            count = (await cur.fetchone() or {"n": 0})["n"]
+            generations.append(
+                {
+                    "id": generation.id,
+                    "state": generation.state.value,
+                    "provider": generation.provider,
+                    "model": generation.model,
+                    "dimensions": generation.dimensions,
+                    "embedded": count,
+                }
+            )
+        active = target.active
+        q = queue.get(target.id, {})
+        oldest = q.get("oldest_pending_seconds")
+        result.append(
+            TargetStatus(
+                target=target.name,
+                table=f"{target.source_schema}.{target.source_table}",
+                rows=rows,
+                embedded=next(
+                    (g["embedded"] for g in generations if active and g["id"] == active.id), 0
+                ),
+                pending=q.get("pending", 0),
+                in_flight=q.get("in_flight", 0),
+                failed=q.get("failed", 0),
+                oldest_pending_seconds=float(oldest) if oldest is not None else None,
+                active_generation=active.id if active else None,
+                model=active.model if active else None,
+                dimensions=active.dimensions if active else None,
+                paused_reason=target.paused_reason,
+                generations=generations,
+            )
+        )
+    return result

@@ -1,0 +1,181 @@
+"""Reading embedding inputs and writing vectors, guarded by the content hash.
+
+A vector is only ever written if the source row *still* renders to the text that was embedded:
+the guard is in the same SQL statement as the write, so a slow, stale result can never
+overwrite the vector of a newer edit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pgvector import Vector
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from syncsvc import statements
+from syncsvc.database import AsyncConn
+from syncsvc.models import Generation, PkValue, Target
+
+_NON_SPACE = re.compile(r"\S")
+
+
+def has_text(text: str) -> bool:
+    """Whether ``text`` is worth embedding (mirrors the SQL ``~ '\\S'`` test)."""
+    return _NON_SPACE.search(text) is not None
+
+
+@dataclass(frozen=True)
+class RowState:
+    """What a queue entry's row looks like now."""
+
+    pk: PkValue
+    input: str | None
+    """The exact embedding input, or None when the row is gone or has no text."""
+    stored_hashes: dict[int, bytes | None]
+    """generation id → content hash of the stored vector (None: no vector)."""
+
+
+@dataclass(frozen=True)
+class VectorWrite:
+    pk: PkValue
+    content_hash: bytes
+    vectors: tuple[tuple[float, ...], ...]
+    tokens: int
+    truncated: bool
+
+
+async def read_rows(
+    conn: AsyncConn, target: Target, generations: Sequence[Generation], pks: Sequence[PkValue]
+) -> list[RowState]:
+    """Current input text and stored hashes of the given rows, in one query."""
+    joins = sql.SQL(" ").join(
+        sql.SQL("LEFT JOIN {table} {alias} ON {match} AND {alias}.chunk = 0").format(
+            table=statements.vector_table(g),
+            alias=sql.Identifier(f"g{g.id}"),
+            match=statements.pk_matches_json(target, f"g{g.id}", sql.SQL("d.pk")),
+        )
+        for g in generations
+    )
+    hashes = sql.SQL("").join(
+        sql.SQL(", {}.content_hash AS {}").format(
+            sql.Identifier(f"g{g.id}"), sql.Identifier(f"h{g.id}")
+        )
+        for g in generations
+    )
+    query = sql.SQL(
+        """SELECT d.pk, CASE WHEN s.{first} IS NULL THEN NULL ELSE {input} END AS input{hashes}
+           FROM unnest(%(pks)s::jsonb[]) AS d(pk)
+           LEFT JOIN {source} s ON {match}
+           {joins}"""
+    ).format(
+        first=sql.Identifier(target.pk_columns[0]),
+        input=statements.input_expr(target, "s"),
+        hashes=hashes,
+        source=statements.source(target),
+        match=statements.pk_matches_json(target, "s", sql.SQL("d.pk")),
+        joins=joins,
+    )
+    cur = await conn.execute(query, {"pks": [Jsonb(pk) for pk in pks]})
+    states = []
+    for row in await cur.fetchall():
+        text = row["input"]
+        if text is not None and not has_text(text):
+            text = None  # nothing to embed: treat like a deleted row
+        states.append(
+            RowState(
+                pk=row["pk"],
+                input=text,
+                stored_hashes={g.id: row[f"h{g.id}"] for g in generations},
+            )
+        )
+    return states
+
+
+def _write_statement(target: Target, generation: Generation) -> sql.Composed:
+    return sql.SQL(
+        """WITH fresh AS (
+               SELECT {pk_cols} FROM {source} s
+               WHERE {match} AND syncsvc.content_hash({key}, {input}) = %(hash)s
+           ), purge AS (
+               DELETE FROM {table} v USING fresh f
+               WHERE {v_match} AND v.chunk >= cardinality(%(vectors)s::vector[])
+           )
+           INSERT INTO {table} AS v ({pk_names}, chunk, embedding, content_hash, tokens,
+                                      truncated, embedded_at)
+           SELECT {f_cols}, e.n - 1, e.embedding, %(hash)s, %(tokens)s, %(truncated)s, now()
+           FROM fresh f, unnest(%(vectors)s::vector[]) WITH ORDINALITY AS e(embedding, n)
+           ON CONFLICT ({pk_names}, chunk) DO UPDATE SET
+               embedding = EXCLUDED.embedding,
+               content_hash = EXCLUDED.content_hash,
+               tokens = EXCLUDED.tokens,
+               truncated = EXCLUDED.truncated,
+               embedded_at = EXCLUDED.embedded_at"""
+    ).format(
+        pk_cols=statements.pk_columns(target, "s"),
+        source=statements.source(target),
+        match=statements.pk_matches_json(target, "s", sql.SQL("%(pk)s::jsonb")),
+        key=sql.Literal(generation.key),
+        input=statements.input_expr(target, "s"),
+        table=statements.vector_table(generation),
+        v_match=statements.pk_equals(target, "v", "f"),
+        pk_names=sql.SQL(", ").join(sql.Identifier(c) for c in target.pk_columns),
+        f_cols=statements.pk_columns(target, "f"),
+    )
+
+
+async def write_vectors(
+    conn: AsyncConn, target: Target, generation: Generation, writes: Sequence[VectorWrite]
+) -> int:
+    """Guarded upserts; returns how many rows were written (stale ones are skipped)."""
+    if not writes:
+        return 0
+    for write in writes:
+        for vector in write.vectors:
+            if len(vector) != generation.dimensions:
+                # Never let a vector of the wrong size into a generation's space.
+                raise ValueError(
+                    f"vector of {len(vector)} dims for generation {generation.id} "
+                    f"({generation.dimensions} dims)"
+                )
+    statement = _write_statement(target, generation)
+    written = 0
+    async with conn.transaction(), conn.cursor() as cur:
+        for write in writes:
+            await cur.execute(
+                statement,
+                {
+                    "pk": Jsonb(write.pk),
+                    "hash": write.content_hash,
+                    "vectors": [Vector(np.asarray(v, dtype=np.float32)) for v in write.vectors],
+                    "tokens": write.tokens,
+                    "truncated": write.truncated,
+                },
+            )
+            written += 1 if cur.rowcount > 0 else 0
+    return written
+
+
+async def delete_absent(
+    conn: AsyncConn, target: Target, generations: Sequence[Generation], pks: Sequence[PkValue]
+) -> None:
+    """Remove vectors of rows that are gone or have no text any more (rechecked in SQL)."""
+    for generation in generations:
+        await conn.execute(
+            sql.SQL(
+                """DELETE FROM {table} v USING unnest(%(pks)s::jsonb[]) AS d(pk)
+                   WHERE {v_match} AND NOT EXISTS (
+                       SELECT 1 FROM {source} s
+                       WHERE {s_match} AND {input} ~ '\\S')"""
+            ).format(
+                table=statements.vector_table(generation),
+                v_match=statements.pk_matches_json(target, "v", sql.SQL("d.pk")),
+                source=statements.source(target),
+                s_match=statements.pk_equals(target, "s", "v"),
+                input=statements.input_expr(target, "s"),
+            ),
+            {"pks": [Jsonb(pk) for pk in pks]},
+        )

@@ -1,0 +1,193 @@
+"""One round of work: claimed queue entries in, vectors (or recorded failures) out.
+
+The HTTP calls happen outside any transaction: read the rows (short), embed (no locks held),
+write guarded by the content hash (short), then complete the queue entries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+from psycopg_pool import AsyncConnectionPool
+
+from syncsvc import vectors
+from syncsvc.catalog import load_targets
+from syncsvc.database import AsyncConn
+from syncsvc.embedder import Embedded, Embedder, EmbedFailure, EmbedInput, EmbedSpec, ProviderPaused
+from syncsvc.models import ClaimedItem, Generation, Target, content_hash
+from syncsvc.providers.base import EmbeddingProvider
+from syncsvc.queue import Failure, Queue
+
+logger = logging.getLogger(__name__)
+
+ProviderFactory = Callable[[str], EmbeddingProvider]
+
+
+@dataclass
+class RoundStats:
+    """What one round did; summed by the daemon for status and metrics."""
+
+    claimed: int = 0
+    embedded: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    stale: int = 0
+    failed: int = 0
+    released: int = 0
+    tokens: int = 0
+    per_target: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, other: RoundStats) -> None:
+        for name in ("claimed", "embedded", "unchanged", "removed", "stale", "failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.released += other.released
+        self.tokens += other.tokens
+        for key, value in other.per_target.items():
+            self.per_target[key] += value
+
+
+class Worker:
+    """Processes claimed entries of any target; providers and embedders are created lazily."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConn],
+        queue: Queue,
+        provider_factory: ProviderFactory,
+        *,
+        concurrency: int = 8,
+    ) -> None:
+        self.pool = pool
+        self.queue = queue
+        self._provider_factory = provider_factory
+        self._providers: dict[str, EmbeddingProvider] = {}
+        self._embedders: dict[int, Embedder] = {}
+        self._concurrency = concurrency
+
+    def provider(self, name: str) -> EmbeddingProvider:
+        if name not in self._providers:
+            self._providers[name] = self._provider_factory(name)
+        return self._providers[name]
+
+    def embedder(self, generation: Generation) -> Embedder:
+        if generation.id not in self._embedders:
+            spec = EmbedSpec(model=generation.model, dimensions=generation.dimensions)
+            self._embedders[generation.id] = Embedder(
+                self.provider(generation.provider), spec, concurrency=self._concurrency
+            )
+        return self._embedders[generation.id]
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
+
+    async def targets(self) -> dict[int, Target]:
+        async with self.pool.connection() as conn:
+            return {t.id: t for t in await load_targets(conn)}
+
+    async def process(self, items: Sequence[ClaimedItem]) -> RoundStats:
+        """Embed and store the claimed entries; every entry ends completed, failed or released."""
+        stats = RoundStats(claimed=len(items))
+        targets = await self.targets()
+        by_target: dict[int, list[ClaimedItem]] = defaultdict(list)
+        for item in items:
+            by_target[item.target_id].append(item)
+        for target_id, target_items in by_target.items():
+            target = targets.get(target_id)
+            if target is None:  # removed meanwhile; its entries went with it
+                continue
+            try:
+                stats.add(await self._process_target(target, target_items))
+            except ProviderPaused as paused:
+                await self._pause(target, paused)
+                await self.queue.release(target_items)
+                stats.released += len(target_items)
+        return stats
+
+    async def _pause(self, target: Target, paused: ProviderPaused) -> None:
+        from syncsvc import sqlfiles
+
+        reason = f"provider refused requests: {paused.error}"
+        logger.error("pausing target %s: %s", target.name, reason)
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                sqlfiles.query("catalog", "pause_target"), {"id": target.id, "reason": reason}
+            )
+
+    async def _process_target(self, target: Target, items: list[ClaimedItem]) -> RoundStats:
+        stats = RoundStats()
+        generations = target.live_generations
+        async with self.pool.connection() as conn:
+            rows = await vectors.read_rows(conn, target, generations, [i.pk for i in items])
+        item_by_pk = {_key(i.pk): i for i in items}
+        absent: list[ClaimedItem] = []
+        # generation id → embedding work for it
+        work: dict[int, list[tuple[ClaimedItem, str, bytes]]] = defaultdict(list)
+        for row in rows:
+            item = item_by_pk[_key(row.pk)]
+            if row.input is None:
+                absent.append(item)
+                continue
+            for generation in generations:
+                digest = content_hash(generation.key, row.input)
+                if row.stored_hashes[generation.id] != digest:
+                    work[generation.id].append((item, row.input, digest))
+        if absent:
+            async with self.pool.connection() as conn:
+                await vectors.delete_absent(conn, target, generations, [i.pk for i in absent])
+            stats.removed += len(absent)
+
+        failures: dict[Hashable, Failure] = {}
+        for generation in generations:
+            todo = work.get(generation.id, [])
+            if not todo:
+                continue
+            outcomes = await self.embedder(generation).embed(
+                [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo]
+            )
+            writes = []
+            for item, _, digest in todo:
+                outcome = outcomes[_key(item.pk)]
+                if isinstance(outcome, EmbedFailure):
+                    failures.setdefault(
+                        _key(item.pk),
+                        Failure(item, outcome.message, outcome.permanent, outcome.request_id),
+                    )
+                    continue
+                assert isinstance(outcome, Embedded)
+                writes.append(
+                    vectors.VectorWrite(
+                        pk=item.pk,
+                        content_hash=digest,
+                        vectors=outcome.vectors,
+                        tokens=outcome.tokens,
+                        truncated=outcome.truncated,
+                    )
+                )
+                stats.tokens += outcome.tokens
+            async with self.pool.connection() as conn:
+                written = await vectors.write_vectors(conn, target, generation, writes)
+            stats.embedded += written
+            stats.stale += len(writes) - written
+            stats.per_target[target.name] += written
+
+        embedded_any = {_key(item.pk) for todo in work.values() for item, _, _ in todo}
+        stats.unchanged += sum(
+            1 for i in items if _key(i.pk) not in embedded_any and i not in absent
+        )
+        if failures:
+            await self.queue.fail(failures.values())
+            stats.failed += len(failures)
+            for failure in failures.values():
+                logger.warning(
+                    "target %s row %s failed: %s", target.name, failure.item.pk, failure.error
+                )
+        await self.queue.complete(i for i in items if _key(i.pk) not in failures)
+        return stats
+
+
+def _key(pk: list[object]) -> Hashable:
+    return tuple(str(v) for v in pk)

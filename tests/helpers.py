@@ -1,0 +1,76 @@
+"""Test helpers: run a daemon in-process, wait for conditions, read vectors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from syncsvc import lexical
+from syncsvc.daemon import Daemon
+from syncsvc.database import AsyncConn
+from syncsvc.providers.local import LocalHashProvider
+from syncsvc.settings import Settings, WorkerSettings
+
+
+def fast_settings(**worker: Any) -> Settings:
+    defaults: dict[str, Any] = {
+        "poll_interval_seconds": 0.2,
+        "lease_seconds": 10,
+        "backoff_base_seconds": 0.05,
+        "backoff_max_seconds": 0.2,
+        "shutdown_timeout_seconds": 5,
+    }
+    defaults.update(worker)
+    return Settings(worker=WorkerSettings(**defaults))
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    url: str,
+    settings: Settings | None = None,
+    provider: Any | None = None,
+) -> AsyncIterator[Daemon]:
+    """A daemon running as a task; stopped (and its failure re-raised) on exit."""
+    local = provider or LocalHashProvider()
+    daemon = Daemon(settings or fast_settings(), url, provider_factory=lambda name: local)
+    task = asyncio.create_task(daemon.run())
+    started = asyncio.create_task(daemon.started.wait())
+    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    try:
+        yield daemon
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 30.0, interval: float = 0.1
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def scalar(conn: AsyncConn, query: str, params: Any = None) -> Any:
+    cur = await conn.execute(query, params)
+    row = await cur.fetchone()
+    assert row is not None
+    return next(iter(row.values()))
+
+
+async def queue_empty(conn: AsyncConn) -> bool:
+    return bool(await scalar(conn, "SELECT count(*) = 0 FROM syncsvc.queue"))
+
+
+def expected(text: str, dims: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+    return np.asarray(lexical.embed(text, dims), dtype=np.float32)
