@@ -1,0 +1,403 @@
+"""A DashScope-compatible embeddings server: documented limits, error envelopes and faults.
+
+Routes:
+- ``POST /compatible-mode/v1/embeddings`` (DashScope OpenAI-compatible mode)
+- ``POST /api/v1/services/embeddings/text-embedding/text-embedding`` (DashScope native)
+- ``POST /v1/embeddings`` (a plain OpenAI-compatible host: gateways, vLLM, TEI, Ollama)
+- ``GET /_sim/stats``, ``GET|POST|DELETE /_sim/faults``, ``POST /_sim/config``,
+  ``POST /_sim/reset``: the admin surface tests and rehearsals use.
+
+Vectors come from ``syncsvc.lexical`` so search over simulated embeddings still ranks sensibly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import random
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from syncsvc import lexical
+from syncsvc.providers.profiles import PROFILES, ModelProfile
+from syncsvc.simulator.faults import FaultBook, FaultKind, FaultRule
+from syncsvc.simulator.stats import Counters, Window
+from syncsvc.simulator.wire import (
+    ErrorSpec,
+    Parsed,
+    error_response,
+    parse_compatible,
+    parse_native,
+)
+from syncsvc.tokens import QwenTokens
+
+logger = logging.getLogger(__name__)
+
+SPARSE_VOCABULARY = 250_000
+MRL_MIN_DIMENSIONS = 32
+_QWEN3_QUERY = "\nQuery:"
+
+INVALID_KEY = ErrorSpec(401, "InvalidApiKey", "invalid_api_key", "Invalid API-key provided.")
+ARREARAGE = ErrorSpec(
+    400,
+    "Arrearage",
+    "Arrearage",
+    "Access denied, please make sure your account is in good standing.",
+)
+RATE_QUOTA = ErrorSpec(
+    429,
+    "Throttling.RateQuota",
+    "limit_requests",
+    "Requests rate limit exceeded, please try again later.",
+)
+TOKEN_QUOTA = ErrorSpec(
+    429,
+    "Throttling.AllocationQuota",
+    "insufficient_quota",
+    "Allocated quota exceeded, please increase your quota limit.",
+)
+INTERNAL = ErrorSpec(
+    500, "InternalError", "internal_error", "An internal error has occured, please try again later."
+)
+INSPECTION = ErrorSpec(
+    400,
+    "DataInspectionFailed",
+    "data_inspection_failed",
+    "Input data may contain inappropriate content.",
+)
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rpm: int | None = None
+    tpm: int | None = None
+    api_key: str | None = None
+    """Required bearer key; any key is accepted when None."""
+    faults: tuple[FaultRule, ...] = ()
+    poison: tuple[str, ...] = ()
+    """Inputs containing any of these substrings fail with 400 DataInspectionFailed."""
+    max_batch: int | None = None
+    """Inputs per request; None uses each model's profile limit (10 for DashScope)."""
+    seed: int = 0
+    extra_models: dict[str, ModelProfile] = field(default_factory=dict)
+
+
+def _known_models() -> dict[str, tuple[ModelProfile, int]]:
+    """Every shipped model with its profile's inputs-per-request limit."""
+    models: dict[str, tuple[ModelProfile, int]] = {}
+    for profile in PROFILES.values():
+        for name, model in profile.models.items():
+            models.setdefault(name, (model, profile.max_inputs_per_request))
+    return models
+
+
+def _dimensions_ok(model: ModelProfile, dimensions: int) -> bool:
+    if len(model.dimensions) == 1:
+        # Open-weights Qwen3 models are Matryoshka-trained: hosts accept any smaller size.
+        return MRL_MIN_DIMENSIONS <= dimensions <= model.dimensions[0]
+    return dimensions in model.dimensions
+
+
+def sparse_vector(text: str) -> list[dict[str, Any]]:
+    """A deterministic sparse representation: one entry per distinct content word."""
+    counts: dict[str, int] = {}
+    for word in lexical.words(text):
+        counts[word] = counts.get(word, 0) + 1
+    total = sum(c * c for c in counts.values()) ** 0.5 or 1.0
+    entries = []
+    for word, count in counts.items():
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        index = int.from_bytes(digest, "little") % SPARSE_VOCABULARY
+        entries.append({"index": index, "value": round(count / total, 6), "token": word})
+    return entries
+
+
+def _embedding_text(text: str) -> str:
+    """What a Qwen3 host embeds: an instructed query is embedded by its query part only."""
+    if text.startswith("Instruct: ") and _QWEN3_QUERY in text:
+        return text.split(_QWEN3_QUERY, 1)[1]
+    return text
+
+
+class Simulator:
+    """Request handling and mutable state; runs on one event loop."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.faults = FaultBook(config.faults, config.poison, config.seed)
+        self.counters = Counters()
+        self.models = _known_models()
+        for name, model in config.extra_models.items():
+            self.models[name] = (model, config.max_batch or 10)
+        self._tokens = QwenTokens()
+        self._random = random.Random(config.seed)
+        self._requests = Window(config.rpm)
+        self._token_window = Window(config.tpm)
+
+    def reconfigure(self, changes: dict[str, Any]) -> None:
+        allowed = {"latency_ms", "jitter_ms", "rpm", "tpm", "api_key", "max_batch"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        self.config = replace(self.config, **changes)
+        self._requests = Window(self.config.rpm)
+        self._token_window = Window(self.config.tpm)
+
+    async def embeddings(self, request: Request, route: str) -> Response:
+        self.counters.begin(route)
+        response: Response | None = None
+        try:
+            response = await self._serve(request, route)
+            return response
+        finally:
+            status = response.status_code if response is not None else 499
+            self.counters.end(status)
+
+    async def _serve(self, request: Request, route: str) -> Response:
+        native = route == "native"
+        rid = str(uuid.uuid4())
+        if self.config.api_key is not None:
+            header = request.headers.get("authorization", "")
+            if header != f"Bearer {self.config.api_key}":
+                return error_response(INVALID_KEY, native, rid)
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            spec = ErrorSpec(400, "InvalidParameter", "invalid_request_error", "Invalid JSON body.")
+            return error_response(spec, native, rid)
+        parsed = parse_native(body) if native else parse_compatible(body)
+        if isinstance(parsed, ErrorSpec):
+            return error_response(parsed, native, rid)
+
+        fault = self.faults.draw(route)
+        if fault is not None:
+            self.counters.fault(fault.kind)
+            early = await self._early_fault(fault, native, rid)
+            if early is not None:
+                return early
+
+        resolved = self._validate(parsed)
+        if isinstance(resolved, ErrorSpec):
+            return error_response(resolved, native, rid)
+        parsed = resolved
+        dims = resolved.dimensions or 0
+        tokens = [self._tokens.count(t) for t in parsed.texts]
+        now = time.monotonic()
+        if not self._requests.fits(1, now):
+            self.counters.rate_limited += 1
+            return error_response(RATE_QUOTA, native, rid)
+        if not self._token_window.fits(sum(tokens), now):
+            self.counters.rate_limited += 1
+            return error_response(TOKEN_QUOTA, native, rid)
+        self._requests.commit(1, now)
+        self._token_window.commit(sum(tokens), now)
+        if self.faults.poisoned(parsed.texts):
+            await self._sleep()
+            return error_response(INSPECTION, native, rid)
+
+        await self._sleep()
+        vectors = [lexical.embed(_embedding_text(t), dims) for t in parsed.texts]
+        kind = fault.kind if fault is not None else None
+        if kind is FaultKind.BAD_VECTOR:
+            vectors = [v[:-1] for v in vectors]
+        elif kind is FaultKind.NAN:
+            vectors[0][0] = float("nan")
+        indices = list(range(len(vectors)))
+        if kind is FaultKind.MISSING:
+            indices = indices[:-1]
+        self.counters.served(len(parsed.texts), sum(tokens))
+        if native:
+            payload = self._native_body(parsed, vectors, indices, sum(tokens), rid)
+        else:
+            as_base64 = parsed.encoding_format == "base64" or kind is FaultKind.BASE64
+            payload = self._compatible_body(parsed, vectors, indices, sum(tokens), rid, as_base64)
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=True)
+        if kind is FaultKind.MALFORMED:
+            text = text[: max(1, len(text) // 2)]
+        return Response(text, 200, {"x-request-id": rid}, media_type="application/json")
+
+    async def _early_fault(self, fault: FaultRule, native: bool, rid: str) -> Response | None:
+        """Faults that answer before any validation (like a real gateway or overload would)."""
+        if fault.kind is FaultKind.RATE_LIMIT:
+            headers: dict[str, str] = {}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = f"{fault.retry_after:g}"
+            if fault.retry_after_ms is not None:
+                headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
+            self.counters.rate_limited += 1
+            return error_response(RATE_QUOTA, native, rid, headers)
+        if fault.kind is FaultKind.UNAUTHORIZED:
+            return error_response(INVALID_KEY, native, rid)
+        if fault.kind is FaultKind.ARREARAGE:
+            return error_response(ARREARAGE, native, rid)
+        if fault.kind is FaultKind.SERVER_ERROR:
+            await self._sleep()
+            return error_response(INTERNAL, native, rid)
+        if fault.kind is FaultKind.HANG:
+            await asyncio.sleep(fault.hang_seconds)
+        return None
+
+    def _validate(self, parsed: Parsed) -> Parsed | ErrorSpec:
+        """The request with its dimensions resolved, or the documented 400."""
+        known = self.models.get(parsed.model)
+        if known is None:
+            return ErrorSpec(400, "InvalidParameter", "invalid_request_error", "Model not exist.")
+        model, limit = known
+        limit = self.config.max_batch or limit
+        if len(parsed.texts) > limit:
+            return ErrorSpec(
+                400,
+                "InvalidParameter",
+                "invalid_request_error",
+                f"Value error, batch size is invalid, it should not be larger than {limit}.: "
+                "input.contents",
+            )
+        dimensions = parsed.dimensions or model.default_dimensions
+        if not _dimensions_ok(model, dimensions):
+            allowed = ", ".join(str(d) for d in model.dimensions)
+            return ErrorSpec(
+                400,
+                "InvalidParameter",
+                "invalid_request_error",
+                f"The dimension parameter is invalid, it should be one of [{allowed}].",
+            )
+        longest = model.max_tokens_per_input
+        for text in parsed.texts:
+            if not text or self._tokens.count(text) > longest:
+                return ErrorSpec(
+                    400,
+                    "InvalidParameter",
+                    "invalid_request_error",
+                    f"Range of input length should be [1, {longest}]",
+                )
+        return replace(parsed, dimensions=dimensions)
+
+    async def _sleep(self) -> None:
+        latency = self.config.latency_ms
+        if self.config.jitter_ms:
+            latency += self._random.uniform(-self.config.jitter_ms, self.config.jitter_ms)
+        if latency > 0:
+            await asyncio.sleep(latency / 1000)
+
+    @staticmethod
+    def _compatible_body(
+        parsed: Parsed,
+        vectors: list[list[float]],
+        indices: list[int],
+        tokens: int,
+        rid: str,
+        as_base64: bool,
+    ) -> dict[str, Any]:
+        data = []
+        for i in indices:
+            embedding: list[float] | str = vectors[i]
+            if as_base64:
+                raw = struct.pack(f"<{len(vectors[i])}f", *vectors[i])
+                embedding = base64.b64encode(raw).decode()
+            data.append({"embedding": embedding, "index": i, "object": "embedding"})
+        return {
+            "data": data,
+            "model": parsed.model,
+            "object": "list",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "id": rid,
+        }
+
+    @staticmethod
+    def _native_body(
+        parsed: Parsed, vectors: list[list[float]], indices: list[int], tokens: int, rid: str
+    ) -> dict[str, Any]:
+        embeddings = []
+        for i in indices:
+            item: dict[str, Any] = {"embedding": vectors[i], "text_index": i}
+            if parsed.sparse:
+                item["sparse_embedding"] = sparse_vector(parsed.texts[i])
+            embeddings.append(item)
+        return {
+            "status_code": 200,
+            "request_id": rid,
+            "code": "",
+            "message": "",
+            "output": {"embeddings": embeddings},
+            "usage": {"total_tokens": tokens},
+        }
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data), status, media_type="application/json")
+
+
+def create_app(config: SimulatorConfig | None = None) -> Starlette:
+    """The ASGI app; ``app.state.simulator`` holds the live state."""
+    simulator = Simulator(config or SimulatorConfig())
+
+    async def compatible(request: Request) -> Response:
+        return await simulator.embeddings(request, "compatible")
+
+    async def native(request: Request) -> Response:
+        return await simulator.embeddings(request, "native")
+
+    async def openai(request: Request) -> Response:
+        return await simulator.embeddings(request, "openai")
+
+    async def stats(request: Request) -> Response:
+        return _json(simulator.counters.to_json())
+
+    async def faults(request: Request) -> Response:
+        if request.method == "DELETE":
+            simulator.faults.replace((), ())
+        elif request.method == "POST":
+            try:
+                body = json.loads(await request.body() or b"{}")
+                rules = tuple(FaultRule.from_json(r) for r in body.get("faults", []))
+                simulator.faults.replace(rules, tuple(body.get("poison", [])))
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                return _json({"error": str(error)}, 400)
+        return _json(simulator.faults.to_json())
+
+    async def configure(request: Request) -> Response:
+        try:
+            simulator.reconfigure(json.loads(await request.body() or b"{}"))
+        except (ValueError, TypeError) as error:
+            return _json({"error": str(error)}, 400)
+        return _json({"ok": True})
+
+    async def reset(request: Request) -> Response:
+        simulator.counters = Counters()
+        simulator.reconfigure({})
+        return _json({"ok": True})
+
+    async def health(request: Request) -> Response:
+        return _json({"ok": True})
+
+    app = Starlette(
+        routes=[
+            Route("/compatible-mode/v1/embeddings", compatible, methods=["POST"]),
+            Route(
+                "/api/v1/services/embeddings/text-embedding/text-embedding",
+                native,
+                methods=["POST"],
+            ),
+            Route("/v1/embeddings", openai, methods=["POST"]),
+            Route("/_sim/stats", stats, methods=["GET"]),
+            Route("/_sim/faults", faults, methods=["GET", "POST", "DELETE"]),
+            Route("/_sim/config", configure, methods=["POST"]),
+            Route("/_sim/reset", reset, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+        ]
+    )
+    app.state.simulator = simulator
+    return app
