@@ -13,7 +13,8 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -31,6 +32,8 @@ from syncsvc.worker import RoundStats, Worker
 logger = logging.getLogger(__name__)
 
 RoundHook = Callable[[RoundStats], Awaitable[None] | None]
+Service = Callable[["Daemon"], Coroutine[Any, Any, None]]
+"""A long-running coroutine run beside the daemon's own tasks (jobs feeder, metrics server)."""
 
 
 class DaemonTaskDied(RuntimeError):
@@ -59,6 +62,7 @@ class Daemon:
         self.wake = asyncio.Event()
         self.stats = RoundStats()
         self.hooks: list[RoundHook] = []
+        self.services: dict[str, Service] = {}
         conf = settings.worker
         self.pool = create_pool(url, min_size=2, max_size=max(4, conf.rounds_in_flight + 4))
         self.queue = Queue(
@@ -78,6 +82,14 @@ class Daemon:
         self._round_slots = asyncio.Semaphore(conf.rounds_in_flight)
         self.scheduler = AsyncIOScheduler()
         self.started = asyncio.Event()
+
+    def add_service(self, name: str, service: Service) -> None:
+        """Run ``service(daemon)`` as a supervised task named ``syncsvc-<name>``.
+
+        A service must run until ``stop_event`` is set; returning early or raising stops the
+        daemon, like any other background task.
+        """
+        self.services[name] = service
 
     def request_stop(self) -> None:
         """Ask the daemon to stop; safe from signal handlers."""
@@ -100,6 +112,10 @@ class Daemon:
                 asyncio.create_task(self.listener.run(), name="syncsvc-listener"),
                 asyncio.create_task(self._claim_loop(), name="syncsvc-claimer"),
                 asyncio.create_task(self._lease_loop(), name="syncsvc-leases"),
+            ]
+            tasks += [
+                asyncio.create_task(service(self), name=f"syncsvc-{name}")
+                for name, service in self.services.items()
             ]
             self.started.set()
             logger.info("daemon %s started", self.id)

@@ -1,4 +1,8 @@
-"""Schema migrations through Alembic, callable from the CLI and tests."""
+"""Schema migrations through Alembic, callable from the CLI and tests.
+
+Feature areas (search, jobs, operations) add their own revisions branching from the initial
+one, so ``upgrade`` targets all heads.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ def _config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     """Bring the schema to ``revision`` (idempotent)."""
     command.upgrade(_config(url), revision)
 
@@ -32,7 +36,7 @@ def downgrade(url: str, revision: str) -> None:
     command.downgrade(_config(url), revision)
 
 
-def upgrade_sql(revision: str = "head") -> str:
+def upgrade_sql(revision: str = "heads") -> str:
     """The DDL ``upgrade`` would run, for DBAs who apply it themselves."""
     buffer = io.StringIO()
     with redirect_stdout(buffer):
