@@ -1,8 +1,14 @@
-"""From many texts to vectors: packing into requests, dedupe, concurrency, retry, bisection.
+"""From many texts to vectors: token-aware packing, dedupe, concurrency, retry, bisection.
 
 The worker hands an ``Embedder`` the texts of one round; it returns one outcome per input and
 never raises for a single bad input. Only an authentication-class error, which no retry can fix,
 escapes as ``ProviderPaused`` so the caller can pause the target instead of burning attempts.
+
+Requests are packed to the provider profile's limits in the provider's own tokens (inputs per
+request, tokens per request, and what one second of a TPM budget allows). Inputs over the
+per-input limit are truncated (default, recorded) or chunked (one vector per piece). A failed
+request is retried whole with exponential backoff and jitter (honouring ``Retry-After``); only a
+400 on the inputs splits a batch, in halves, until the offending inputs stand alone.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Coroutine, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from syncsvc.errors import ValidationError
 from syncsvc.models import TextType
 from syncsvc.providers.base import (
     EmbeddingProvider,
@@ -21,8 +29,13 @@ from syncsvc.providers.base import (
     ErrorKind,
     ProviderError,
 )
+from syncsvc.providers.profiles import ModelProfile, OverlongPolicy
+from syncsvc.ratelimit import SAFETY
+from syncsvc.tokens import TokenCounter, counter
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,8 @@ class Embedded:
     tokens: int
     truncated: bool = False
     request_id: str | None = None
+    sparse: tuple[dict[int, float], ...] | None = None
+    """One sparse vector per chunk when the spec asked for them (native DashScope only)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,23 @@ class EmbedSpec:
     dimensions: int
     text_type: TextType = TextType.DOCUMENT
     instruct: str | None = None
+    sparse: bool = False
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One vector's worth of provider answer."""
+
+    vector: tuple[float, ...]
+    tokens: int
+    request_id: str | None
+    sparse: dict[int, float] | None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    pieces: tuple[str, ...]
+    truncated: bool
 
 
 class Embedder:
@@ -77,55 +109,145 @@ class Embedder:
         provider: EmbeddingProvider,
         spec: EmbedSpec,
         *,
-        concurrency: int = 8,
-        request_retries: int = 3,
+        concurrency: int | None = None,
+        request_retries: int = 4,
+        rate_limit_retries: int = 8,
         backoff_base: float = 0.2,
+        backoff_max: float = 10.0,
+        overlong: OverlongPolicy | None = None,
+        tokens: TokenCounter | None = None,
     ) -> None:
         self.provider = provider
         self.spec = spec
-        self._semaphore = asyncio.Semaphore(concurrency)
+        profile = provider.profile
+        self._semaphore = asyncio.Semaphore(concurrency or profile.concurrency)
         self._request_retries = request_retries
+        self._rate_limit_retries = rate_limit_retries
         self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self.overlong = overlong or profile.overlong
+        self.tokens = tokens or counter(profile.tokenizer)
+        self.max_inputs = profile.max_inputs_per_request
+        limits = [profile.max_tokens_per_request]
+        if profile.tpm:
+            # A request larger than one second of the TPM budget is rejected outright.
+            limits.append(max(1, int(profile.tpm / 60 * SAFETY)))
+        self.max_request_tokens = min((x for x in limits if x), default=None)
+
+    def _model(self) -> ModelProfile:
+        try:
+            return self.provider.profile.model(self.spec.model)
+        except ValidationError as error:
+            raise ProviderPaused(
+                ProviderError(ErrorKind.AUTH, str(error), code="UnknownModel")
+            ) from None
+
+    def _input_limit(self, model: ModelProfile) -> int:
+        """Tokens left for the text itself once a client-side query instruction is added."""
+        limit = model.max_tokens_per_input
+        fmt = model.query_instruction_format
+        if self.spec.text_type is TextType.QUERY and fmt is not None:
+            instruct = self.spec.instruct or model.default_instruct or ""
+            limit -= self.tokens.count(fmt.format(instruct=instruct, query=""))
+        return max(1, limit)
+
+    def plan(self, text: str, limit: int) -> _Plan:
+        """How one input is sent: as is, truncated, or as chunks."""
+        if self.tokens.count(text) <= limit:
+            return _Plan((text,), truncated=False)
+        if self.overlong is OverlongPolicy.CHUNK:
+            return _Plan(tuple(self.tokens.split(text, limit)), truncated=False)
+        return _Plan((self.tokens.truncate(text, limit),), truncated=True)
+
+    def pack(self, pieces: Sequence[str]) -> list[list[str]]:
+        """Greedy, order-preserving packing to the inputs- and tokens-per-request limits."""
+        batches: list[list[str]] = []
+        current: list[str] = []
+        used = 0
+        for piece in pieces:
+            size = self.tokens.count(piece)
+            over_tokens = self.max_request_tokens is not None and (
+                used + size > self.max_request_tokens
+            )
+            if current and (len(current) >= self.max_inputs or over_tokens):
+                batches.append(current)
+                current, used = [], 0
+            current.append(piece)
+            used += size
+        if current:
+            batches.append(current)
+        return batches
 
     async def embed(self, inputs: Sequence[EmbedInput]) -> dict[Hashable, Outcome]:
-        """Embed every input; identical texts are sent once."""
+        """Embed every input; identical texts (and identical chunks) are sent once."""
         by_text: dict[str, list[Hashable]] = {}
         for item in inputs:
             by_text.setdefault(item.text, []).append(item.key)
-        texts = list(by_text)
-        size = self.provider.profile.max_inputs_per_request
-        batches = [texts[i : i + size] for i in range(0, len(texts), size)]
-        results = await asyncio.gather(*(self._embed_batch(b) for b in batches))
+        if not by_text:
+            return {}
+        limit = self._input_limit(self._model())
+        plans = {text: self.plan(text, limit) for text in by_text}
+        unique = list(dict.fromkeys(p for plan in plans.values() for p in plan.pieces))
+        results: dict[str, _Piece | EmbedFailure] = {}
+        for part in await _gather([self._embed_batch(b) for b in self.pack(unique)]):
+            results.update(part)
         outcomes: dict[Hashable, Outcome] = {}
-        for batch_result in results:
-            for text, outcome in batch_result.items():
-                for key in by_text[text]:
-                    outcomes[key] = outcome
+        for text, keys in by_text.items():
+            outcome = self._assemble(plans[text], results)
+            for key in keys:
+                outcomes[key] = outcome
         return outcomes
 
-    async def _embed_batch(self, texts: list[str]) -> dict[str, Outcome]:
+    @staticmethod
+    def _assemble(plan: _Plan, results: dict[str, _Piece | EmbedFailure]) -> Outcome:
+        parts = [results[p] for p in plan.pieces]
+        failures = [p for p in parts if isinstance(p, EmbedFailure)]
+        if failures:
+            # A permanent failure of any piece dooms the row; otherwise it is worth a retry.
+            return next((f for f in failures if f.permanent), failures[0])
+        pieces = [p for p in parts if isinstance(p, _Piece)]
+        sparse = tuple(p.sparse for p in pieces if p.sparse is not None)
+        return Embedded(
+            vectors=tuple(p.vector for p in pieces),
+            tokens=sum(p.tokens for p in pieces),
+            truncated=plan.truncated,
+            request_id=pieces[0].request_id,
+            sparse=sparse if len(sparse) == len(pieces) else None,
+        )
+
+    async def _embed_batch(self, texts: list[str]) -> dict[str, _Piece | EmbedFailure]:
         try:
             response = await self._request(texts)
         except ProviderError as error:
             if error.kind is ErrorKind.BAD_INPUT:
                 if len(texts) == 1:
                     failure = EmbedFailure(str(error), permanent=True, request_id=error.request_id)
+                    logger.warning("input rejected by the provider: %s", error)
                     return {texts[0]: failure}
                 # Split to isolate the offending input(s); the rest still succeed.
                 half = len(texts) // 2
-                left, right = await asyncio.gather(
-                    self._embed_batch(texts[:half]), self._embed_batch(texts[half:])
+                left, right = await _gather(
+                    [self._embed_batch(texts[:half]), self._embed_batch(texts[half:])]
                 )
                 return {**left, **right}
             failure = EmbedFailure(str(error), permanent=False, request_id=error.request_id)
             return dict.fromkeys(texts, failure)
-        per_input_tokens = max(1, response.total_tokens // max(1, len(texts)))
+        counts = [self.tokens.count(t) for t in texts]
+        total = response.total_tokens or sum(counts)
+        weight = sum(counts) or 1
+        sparse = response.sparse or (None,) * len(texts)
         return {
-            text: Embedded(
-                vectors=(vector,), tokens=per_input_tokens, request_id=response.request_id
-            )
-            for text, vector in zip(texts, response.vectors, strict=True)
+            # The API reports usage per request: share it out in proportion to our counts.
+            text: _Piece(vector, max(1, round(total * c / weight)), response.request_id, s)
+            for text, vector, c, s in zip(texts, response.vectors, counts, sparse, strict=True)
         }
+
+    def _delay(self, attempt: int, error: ProviderError) -> float:
+        if error.retry_after is not None:
+            return error.retry_after * (1.0 + 0.1 * random.random())
+        ceiling = min(self._backoff_max, self._backoff_base * 2.0**attempt)
+        # "Equal jitter": never less than half the step, so retries do spread out.
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     async def _request(self, texts: list[str]) -> EmbeddingResponse:
         request = EmbeddingRequest(
@@ -134,46 +256,75 @@ class Embedder:
             dimensions=self.spec.dimensions,
             text_type=self.spec.text_type,
             instruct=self.spec.instruct,
+            sparse=self.spec.sparse,
         )
         attempt = 0
         while True:
             try:
                 async with self._semaphore:
                     response = await self.provider.embed(request)
-                validate(response, len(texts), self.spec.dimensions)
+                validate(response, len(texts), self.spec.dimensions, self.spec.sparse)
                 return response
             except ProviderError as error:
                 if error.kind is ErrorKind.AUTH:
                     raise ProviderPaused(error) from error
-                if error.kind is ErrorKind.BAD_INPUT or attempt >= self._request_retries:
+                limit = (
+                    self._rate_limit_retries
+                    if error.kind is ErrorKind.RATE_LIMITED
+                    else self._request_retries
+                )
+                if error.kind is ErrorKind.BAD_INPUT or attempt >= limit:
                     raise
-                delay = error.retry_after or self._backoff_base * 2**attempt
+                delay = self._delay(attempt, error)
                 attempt += 1
-                logger.warning("embedding request failed (%s); retrying in %.2fs", error, delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))
+                logger.warning(
+                    "embedding request of %d inputs failed (%s); retry %d in %.2fs",
+                    len(texts),
+                    error,
+                    attempt,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
 
-def validate(response: EmbeddingResponse, count: int, dimensions: int) -> None:
+async def _gather(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run concurrently; on a pause, cancel the rest and raise the pause itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coroutines]
+    except BaseExceptionGroup as errors:
+        raise _first(errors) from None
+    return [t.result() for t in tasks]
+
+
+def _first(errors: BaseExceptionGroup[BaseException]) -> BaseException:
+    flat: list[BaseException] = []
+    pending: list[BaseException] = [errors]
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            flat.append(error)
+    return next((e for e in flat if isinstance(e, ProviderPaused)), flat[0])
+
+
+def validate(
+    response: EmbeddingResponse, count: int, dimensions: int, sparse: bool = False
+) -> None:
     """Reject a response that could corrupt the vector space: wrong count, length, or NaNs."""
-    if len(response.vectors) != count:
-        raise ProviderError(
-            ErrorKind.RETRYABLE,
-            f"response has {len(response.vectors)} vectors for {count} inputs",
-            code="BadResponse",
-            request_id=response.request_id,
+
+    def bad(message: str) -> ProviderError:
+        return ProviderError(
+            ErrorKind.RETRYABLE, message, code="BadResponse", request_id=response.request_id
         )
+
+    if len(response.vectors) != count:
+        raise bad(f"response has {len(response.vectors)} vectors for {count} inputs")
     for vector in response.vectors:
         if len(vector) != dimensions:
-            raise ProviderError(
-                ErrorKind.RETRYABLE,
-                f"response vector has {len(vector)} dimensions, expected {dimensions}",
-                code="BadResponse",
-                request_id=response.request_id,
-            )
+            raise bad(f"response vector has {len(vector)} dimensions, expected {dimensions}")
         if not all(v == v and abs(v) != float("inf") for v in vector):
-            raise ProviderError(
-                ErrorKind.RETRYABLE,
-                "response vector has non-finite values",
-                code="BadResponse",
-                request_id=response.request_id,
-            )
+            raise bad("response vector has non-finite values")
+    if sparse and (response.sparse is None or len(response.sparse) != count):
+        raise bad("response lacks the sparse vectors asked for")
