@@ -15,6 +15,8 @@ class LocalHashProvider:
         self._profile = profile
         self.calls = 0
         """Requests served, so callers (and tests) can prove no API call was made."""
+        self.inputs = 0
+        """Texts embedded over all requests."""
 
     @property
     def name(self) -> str:
@@ -34,6 +36,7 @@ class LocalHashProvider:
                 status=400,
             )
         self.calls += 1
+        self.inputs += len(request.texts)
         vectors = tuple(tuple(lexical.embed(t, request.dimensions)) for t in request.texts)
         tokens = sum(lexical.count_tokens(t) for t in request.texts)
         return EmbeddingResponse(vectors=vectors, total_tokens=tokens)

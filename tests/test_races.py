@@ -1,0 +1,117 @@
+"""Concurrency: stale results never overwrite newer text; daemons share work."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from syncsvc.database import create_pool
+from syncsvc.models import content_hash
+from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse
+from syncsvc.providers.local import LocalHashProvider
+from syncsvc.queue import Queue, RetryStrategy
+from syncsvc.worker import Worker
+from tests.helpers import expected, queue_empty, running_daemon, scalar, wait_for
+from tests.test_sync import DIMS, add, assert_in_sync, make_articles
+
+
+class BlockingProvider(LocalHashProvider):
+    """Holds any request containing ``marker`` until ``release`` is set."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        if any(self.marker in t for t in request.texts):
+            self.entered.set()
+            await self.release.wait()
+        return await super().embed(request)
+
+
+async def test_stale_result_never_overwrites_newer_text(conn, db_url: str) -> None:
+    """Worker A embeds v1 slowly; its lease lapses; B embeds v2; A's late write is refused."""
+    await make_articles(conn)
+    await add(conn)
+    await conn.execute("INSERT INTO articles VALUES (1, 'old', 'version one text', 0)")
+    pool = create_pool(db_url)
+    await pool.open()
+    try:
+        retry = RetryStrategy()
+        slow = BlockingProvider("version one")
+        queue_a = Queue(pool, "worker-a", lease_seconds=60, retry=retry)
+        queue_b = Queue(pool, "worker-b", lease_seconds=60, retry=retry)
+        worker_a = Worker(pool, queue_a, lambda name: slow)
+        worker_b = Worker(pool, queue_b, lambda name: LocalHashProvider())
+        target_ids = [1]
+
+        items = await queue_a.claim(target_ids, 10)
+        assert len(items) == 1
+        round_a = asyncio.create_task(worker_a.process(items))
+        await asyncio.wait_for(slow.entered.wait(), 10)
+
+        await conn.execute("UPDATE articles SET body = 'version two text' WHERE id = 1")
+        # A's lease lapses (a stalled process or a network partition).
+        await conn.execute("UPDATE syncsvc.queue SET lease_until = now() - interval '1 second'")
+        assert await queue_b.expire_leases() == 1
+        items_b = await queue_b.claim(target_ids, 10)
+        stats_b = await worker_b.process(items_b)
+        assert stats_b.embedded == 1
+
+        slow.release.set()
+        stats_a = await asyncio.wait_for(round_a, 10)
+        assert stats_a.embedded == 0
+        assert stats_a.stale == 1
+    finally:
+        await pool.close()
+
+    cur = await conn.execute("SELECT embedding, content_hash FROM syncsvc.articles_embeddings")
+    rows = await cur.fetchall()
+    assert len(rows) == 1
+    np.testing.assert_allclose(
+        rows[0]["embedding"].to_numpy(), expected("old\n\nversion two text", DIMS), atol=1e-7
+    )
+    key = await scalar(conn, "SELECT key FROM syncsvc.generations")
+    assert rows[0]["content_hash"] == content_hash(key, "old\n\nversion two text")
+
+
+async def test_sql_and_python_hashes_agree(conn) -> None:
+    text = "Zürich — naïve café ☕\n\n多语言 text"
+    digest = await scalar(conn, "SELECT syncsvc.content_hash('abc', %s)", (text,))
+    assert digest == content_hash("abc", text)
+
+
+async def test_edit_during_flight_ends_with_newer_vector(conn, db_url: str) -> None:
+    await make_articles(conn)
+    await add(conn)
+    slow = BlockingProvider("first")
+    async with running_daemon(db_url, provider=slow):
+        await conn.execute("INSERT INTO articles VALUES (1, 't', 'first draft', 0)")
+        await asyncio.wait_for(slow.entered.wait(), 10)
+        await conn.execute("UPDATE articles SET body = 'second draft' WHERE id = 1")
+        slow.release.set()
+        await wait_for(lambda: queue_empty(conn))
+        await assert_in_sync(conn)
+
+
+async def test_two_daemons_share_work_without_duplicates(conn, db_url: str) -> None:
+    await make_articles(conn, rows=2000)
+    await add(conn)
+    await conn.execute(
+        "CREATE TABLE writes (id bigint); "
+        "CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO writes VALUES (NEW.id); RETURN NULL; END $$; "
+        "CREATE TRIGGER log_write AFTER INSERT OR UPDATE ON syncsvc.articles_g1 "
+        "FOR EACH ROW EXECUTE FUNCTION log_write()"
+    )
+    one, two = LocalHashProvider(), LocalHashProvider()
+    async with running_daemon(db_url, provider=one), running_daemon(db_url, provider=two):
+        await wait_for(lambda: queue_empty(conn), timeout=60)
+    assert one.inputs > 0 and two.inputs > 0
+    assert one.inputs + two.inputs == 2000
+    assert await scalar(conn, "SELECT count(*) FROM writes") == 2000
+    assert await scalar(conn, "SELECT count(DISTINCT id) FROM writes") == 2000
+    await assert_in_sync(conn)
