@@ -43,6 +43,8 @@ class SimulatorClient:
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
+        # One client for all admin calls: building one per call costs an SSL context each time.
+        self._admin = httpx.Client(timeout=10.0, trust_env=False)
 
     @property
     def compatible_base(self) -> str:
@@ -60,7 +62,7 @@ class SimulatorClient:
         return f"{self.url}/v1"
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = httpx.request(method, f"{self.url}{path}", json=body, timeout=10.0)
+        response = self._admin.request(method, f"{self.url}{path}", json=body)
         response.raise_for_status()
         return response.json()
 
@@ -113,6 +115,7 @@ class SimulatorThread(SimulatorClient):
         raise RuntimeError("the API simulator did not start")
 
     def stop(self) -> None:
+        self._admin.close()
         self._server.should_exit = True
         self._thread.join(timeout=START_TIMEOUT)
         self._socket.close()
