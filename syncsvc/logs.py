@@ -34,10 +34,14 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
     else:
+        from rich.console import Console
         from rich.logging import RichHandler
 
         handler = RichHandler(
-            console=None, show_path=False, rich_tracebacks=False, log_time_format="%H:%M:%S"
+            console=Console(stderr=True),
+            show_path=False,
+            rich_tracebacks=False,
+            log_time_format="%H:%M:%S",
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

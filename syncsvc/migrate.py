@@ -9,15 +9,21 @@ from __future__ import annotations
 import io
 from contextlib import redirect_stdout
 
-from alembic import command
-from alembic.config import Config
+from typing import TYPE_CHECKING
 
 from syncsvc.resources import migrations_dir
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 SCHEMA = "syncsvc"
 
 
 def _config(url: str) -> Config:
+    # Alembic (and SQLAlchemy under it) is imported only when a migration really runs: it
+    # costs half a second of start-up for every other command.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("path_separator", "os")
@@ -29,15 +35,21 @@ def _config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "heads") -> None:
     """Bring the schema to ``revision`` (idempotent)."""
+    from alembic import command
+
     command.upgrade(_config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
     command.downgrade(_config(url), revision)
 
 
 def upgrade_sql(revision: str = "heads") -> str:
     """The DDL ``upgrade`` would run, for DBAs who apply it themselves."""
+    from alembic import command
+
     buffer = io.StringIO()
     with redirect_stdout(buffer):
         command.upgrade(_config(""), revision, sql=True)

@@ -1,0 +1,130 @@
+"""The command line as a user drives it: real processes against a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def syncsvc(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SYNCSVC_DATABASE_URL": url}
+    result = subprocess.run(
+        [sys.executable, "-m", "syncsvc", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"syncsvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def setup_table(url: str, rows: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, title text, body text, n int)")
+        conn.execute(
+            "INSERT INTO notes SELECT i, 'note ' || i, 'some words ' || i, i "
+            "FROM generate_series(1, %s) i",
+            (rows,),
+        )
+
+
+def test_target_lifecycle_and_status(db_url: str) -> None:
+    setup_table(db_url, 30)
+    out = syncsvc(
+        db_url, "target", "add", "notes", "--table", "notes", "--columns", "title,body",
+        "--dimensions", "128", "--template", "{title}: {body}",
+    )
+    assert "target notes" in out.stdout
+    listed = json.loads(syncsvc(db_url, "target", "list", "--json").stdout)
+    assert listed[0]["template"] == "{title}: {body}"
+    assert listed[0]["generations"][0]["dims"] == 128
+
+    syncsvc(db_url, "run", "--until-idle")
+    status = json.loads(syncsvc(db_url, "status", "--json").stdout)
+    assert (status[0]["rows"], status[0]["embedded"], status[0]["pending"]) == (30, 30, 0)
+    assert status[0]["dimensions"] == 128
+
+    syncsvc(db_url, "target", "remove", "notes")
+    with psycopg.connect(db_url) as conn:
+        triggers = conn.execute(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'notes'::regclass"
+        ).fetchone()
+        assert triggers == (0,)
+        assert conn.execute("SELECT to_regclass('syncsvc.notes_g1')").fetchone() == (None,)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--table", "nope", "--columns", "body"], "table 'nope' does not exist"),
+        (["--table", "notes", "--columns", "missing"], "column 'missing' does not exist"),
+        (["--table", "notes", "--columns", "n"], "not text-like"),
+        (["--table", "notes", "--columns", "body", "--template", "{title}"], "not one of"),
+        (["--table", "notes", "--columns", "body", "--dimensions", "1000"], "does not offer"),
+        (["--table", "notes", "--columns", "body", "--pk", "n"], "not the primary key"),
+        (["--table", "notes", "--columns", "body", "--provider", "nope"], "unknown provider"),
+    ],
+)
+def test_target_add_validates_up_front(db_url: str, args: list[str], message: str) -> None:
+    setup_table(db_url, 1)
+    result = syncsvc(db_url, "target", "add", "notes", *args, check=False)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM syncsvc.targets").fetchone() == (0,)
+
+
+def test_missing_pgvector_gives_clear_error() -> None:
+    try:
+        psycopg.connect(SYSTEM_PG, connect_timeout=3).close()
+    except psycopg.OperationalError:
+        pytest.skip("no system PostgreSQL on 127.0.0.1:5432")
+    result = syncsvc(SYSTEM_PG, "migrate", check=False)
+    assert result.returncode == 1
+    assert "pgvector is not available" in result.stderr
+    assert "CREATE EXTENSION vector" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_gives_clear_error() -> None:
+    result = syncsvc("postgresql://nobody@127.0.0.1:1/none", "status", check=False)
+    assert result.returncode == 1
+    assert "cannot connect to PostgreSQL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_sql_prints_ddl(db_url: str) -> None:
+    out = syncsvc(db_url, "migrate", "--sql").stdout
+    assert "CREATE TABLE syncsvc.targets" in out
+
+
+def test_sigterm_stops_gracefully(db_url: str) -> None:
+    setup_table(db_url, 5)
+    syncsvc(db_url, "target", "add", "notes", "--table", "notes", "--columns", "body")
+    env = {**os.environ, "SYNCSVC_DATABASE_URL": db_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncsvc", "run"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 30
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            (count,) = conn.execute("SELECT count(*) FROM syncsvc.notes_embeddings").fetchone()
+            if count == 5:
+                break
+            time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert proc.stderr is not None
+    assert "daemon" in proc.stderr.read()
