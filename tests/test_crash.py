@@ -1,0 +1,90 @@
+"""kill -9 in the middle of a backfill: a restarted daemon finishes it, writing no row twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+
+ROWS = 10_000
+
+
+def _daemon(url: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "SYNCSVC_DATABASE_URL": url,
+        "SYNCSVC_WORKER__LEASE_SECONDS": "2",
+        "SYNCSVC_WORKER__POLL_INTERVAL_SECONDS": "0.5",
+        "SYNCSVC_WORKER__CLAIM_SIZE": "50",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "syncsvc", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _embedded(conn: psycopg.Connection[tuple[int]]) -> int:
+    row = conn.execute("SELECT count(*) FROM syncsvc.docs_embeddings").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_kill_9_mid_backfill_then_restart(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+        conn.execute(
+            "INSERT INTO docs SELECT i, 'document number ' || i || ' about ' || (i %% 97) "
+            "FROM generate_series(1, %s) i",
+            (ROWS,),
+        )
+        subprocess.run(
+            [sys.executable, "-m", "syncsvc", "target", "add", "docs", "--table", "docs",
+             "--columns", "body", "--dimensions", "64"],
+            env={**os.environ, "SYNCSVC_DATABASE_URL": db_url},
+            check=True,
+            capture_output=True,
+        )
+        # Every write to the vector table is logged, so a second write of a row would show.
+        conn.execute(
+            "CREATE TABLE writes (id int); "
+            "CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO writes VALUES (NEW.id); RETURN NULL; END $$; "
+            "CREATE TRIGGER log_write AFTER INSERT OR UPDATE ON syncsvc.docs_g1 "
+            "FOR EACH ROW EXECUTE FUNCTION log_write()"
+        )
+
+        first = _daemon(db_url)
+        deadline = time.monotonic() + 120
+        while _embedded(conn) < ROWS // 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        at_kill = _embedded(conn)
+        assert 0 < at_kill < ROWS, "the kill must land mid-backfill"
+        (in_flight,) = conn.execute(
+            "SELECT count(*) FROM syncsvc.queue WHERE state = 'in_flight'"
+        ).fetchone() or (0,)
+        assert in_flight > 0, "the killed daemon held leases"
+
+        second = _daemon(db_url)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                (left,) = conn.execute("SELECT count(*) FROM syncsvc.queue").fetchone() or (0,)
+                if left == 0 and _embedded(conn) == ROWS:
+                    break
+                time.sleep(0.2)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0
+        assert _embedded(conn) == ROWS
+        assert conn.execute("SELECT count(*), count(DISTINCT id) FROM writes").fetchone() == (
+            ROWS,
+            ROWS,
+        )
