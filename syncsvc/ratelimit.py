@@ -29,6 +29,9 @@ CUT = 0.8
 RECOVERY = 0.02
 MIN_FACTOR = 0.1
 OBSERVE_SECONDS = 5.0
+MIN_OBSERVED = 4
+"""Below this many requests in the last second a 429 says nothing about our rate (a quota
+shared with other clients, a blip): pause, but do not learn a rate from it."""
 
 
 class TokenBucket:
@@ -157,13 +160,13 @@ class RateLimiter:
         # Concurrent requests see the same throttled second: cut once per second, not per 429.
         if now - self._last_cut >= 1.0:
             self._last_cut = now
-            if self.rpm is None:
-                observed = sum(1 for t in self._recent if t >= now - 1.0)
-                learned = max(0.5, observed * CUT)
+            observed = sum(1 for t in self._recent if t >= now - 1.0)
+            if self.rpm is None and observed >= MIN_OBSERVED:
+                learned = observed * CUT
                 self._learned_rps = learned
                 self._requests = TokenBucket(learned, 1.0, now)
                 logger.info("429 without a configured RPM: pacing at %.1f requests/s", learned)
-            else:
+            elif self.rpm is not None:
                 self._factor = max(MIN_FACTOR, self._factor * CUT)
                 self._apply()
                 logger.info("429: pacing at %.0f%% of the configured budget", self._factor * 100)

@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 SPARSE_VOCABULARY = 250_000
 MRL_MIN_DIMENSIONS = 32
 _QWEN3_QUERY = "\nQuery:"
+_CORRUPTING = frozenset(
+    {FaultKind.MALFORMED, FaultKind.NAN, FaultKind.BAD_VECTOR, FaultKind.MISSING}
+)
 
 INVALID_KEY = ErrorSpec(401, "InvalidApiKey", "invalid_api_key", "Invalid API-key provided.")
 ARREARAGE = ErrorSpec(
@@ -218,7 +221,9 @@ class Simulator:
         indices = list(range(len(vectors)))
         if kind is FaultKind.MISSING:
             indices = indices[:-1]
-        self.counters.served(len(parsed.texts), sum(tokens))
+        if kind not in _CORRUPTING:
+            # Only usable answers count as served; a corrupted one is a fault, counted as such.
+            self.counters.served(len(parsed.texts), sum(tokens))
         if native:
             payload = self._native_body(parsed, vectors, indices, sum(tokens), rid)
         else:
