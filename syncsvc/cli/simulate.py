@@ -1,0 +1,83 @@
+"""``syncsvc simulate-api``: a local DashScope-compatible embeddings API to rehearse against."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from syncsvc.simulator import FaultKind, SimulatorConfig, parse_fault, serve
+
+_FAULT_HELP = (
+    "Inject a fault: KIND[:key=value,...] with KIND one of "
+    + ", ".join(k.value for k in FaultKind)
+    + " and keys count, rate, retry_after, retry_after_ms, hang_seconds, route. "
+    "E.g. '429:rate=0.05,retry_after=1' or '500:count=3'. Repeatable."
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate-api")(simulate_api_command)
+
+
+def simulate_api_command(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8765,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", help="Added latency per request.")
+    ] = 0.0,
+    jitter_ms: Annotated[
+        float, typer.Option("--jitter-ms", help="Random +/- latency per request.")
+    ] = 0.0,
+    rpm: Annotated[
+        int | None, typer.Option("--rpm", help="Requests per minute, enforced per second.")
+    ] = None,
+    tpm: Annotated[
+        int | None, typer.Option("--tpm", help="Tokens per minute, enforced per second.")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="SYNCSVC_SIM_API_KEY",
+            help="Require this bearer key (any key is accepted when unset).",
+        ),
+    ] = None,
+    fault: Annotated[list[str] | None, typer.Option("--fault", help=_FAULT_HELP)] = None,
+    poison: Annotated[
+        list[str] | None,
+        typer.Option("--poison", help="Inputs containing this text get 400 DataInspectionFailed."),
+    ] = None,
+    max_batch: Annotated[
+        int | None,
+        typer.Option("--max-batch", help="Inputs per request (default: each model's limit)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for probabilistic faults.")] = 0,
+) -> None:
+    """Serve the DashScope compatible and native embedding routes and a plain /v1/embeddings.
+
+    Vectors come from the offline lexical embedder, so search over them still behaves.
+    Faults can also be changed while running: POST /_sim/faults, GET /_sim/stats.
+    """
+    try:
+        rules = tuple(parse_fault(spec) for spec in fault or [])
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--fault") from None
+    config = SimulatorConfig(
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        rpm=rpm,
+        tpm=tpm,
+        api_key=api_key,
+        faults=rules,
+        poison=tuple(poison or ()),
+        max_batch=max_batch,
+        seed=seed,
+    )
+    url = f"http://{host}:{port}"
+    typer.echo(f"API simulator on {url}", err=True)
+    typer.echo(f"  DashScope compatible base_url: {url}/compatible-mode/v1", err=True)
+    typer.echo(f"  DashScope native base_url:     {url}/api/v1", err=True)
+    typer.echo(f"  OpenAI-compatible base_url:    {url}/v1", err=True)
+    typer.echo(f"  stats: GET {url}/_sim/stats   faults: POST {url}/_sim/faults", err=True)
+    serve(config, host, port)
