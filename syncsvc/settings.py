@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     metrics_address: str | None = Field(
         default=None, description="host:port to serve /metrics, /healthz, /readyz (off if unset)."
     )
+    admin_enabled: bool = Field(
+        default=False,
+        description="Also serve the admin page on metrics_address (needs a token off loopback).",
+    )
+    admin_token_env: str = Field(
+        default="SYNCSVC_ADMIN_TOKEN",
+        description="Environment variable holding the admin page's bearer token.",
+    )
 
     @classmethod
     def settings_customise_sources(

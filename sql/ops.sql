@@ -1,0 +1,67 @@
+-- Operations: the shared API rate budget, daemon heartbeats, and what the admin page shows.
+-- statement_timestamp() is one instant per statement, the same clock for every daemon.
+
+-- name: reserve --
+-- GCRA reservation: this request's slot starts at max(tat, now); tat moves one cost ahead.
+-- The caller sleeps until its slot, so N daemons together pace to the account's rate.
+INSERT INTO syncsvc.rate_budget AS b (account, rpm, tpm, request_tat, token_tat, reserved)
+VALUES (%(account)s, %(rpm)s, %(tpm)s,
+        statement_timestamp() + make_interval(secs => %(request_cost)s),
+        statement_timestamp() + make_interval(secs => %(token_cost)s),
+        1)
+ON CONFLICT (account) DO UPDATE SET
+    request_tat = greatest(b.request_tat, statement_timestamp())
+        + make_interval(secs => %(request_cost)s),
+    token_tat = greatest(b.token_tat, statement_timestamp())
+        + make_interval(secs => %(token_cost)s),
+    rpm = excluded.rpm,
+    tpm = excluded.tpm,
+    reserved = b.reserved + 1,
+    updated_at = statement_timestamp()
+RETURNING greatest(
+    0,
+    extract(epoch FROM request_tat - statement_timestamp()) - %(request_cost)s,
+    extract(epoch FROM token_tat - statement_timestamp()) - %(token_cost)s
+)::float8 AS wait_seconds;
+
+-- name: throttle --
+-- A 429 seen by one daemon pauses every daemon of the account until the server's Retry-After.
+UPDATE syncsvc.rate_budget
+SET request_tat = greatest(request_tat, statement_timestamp() + make_interval(secs => %(pause)s)),
+    throttled = throttled + 1,
+    updated_at = statement_timestamp()
+WHERE account = %(account)s;
+
+-- name: budgets --
+SELECT account, rpm, tpm, reserved, throttled,
+       greatest(0, extract(epoch FROM request_tat - statement_timestamp()))::float8
+           AS booked_ahead_seconds
+FROM syncsvc.rate_budget
+ORDER BY account;
+
+-- name: try_lead --
+SELECT pg_try_advisory_lock(%(key)s) AS leader;
+
+-- name: heartbeat --
+INSERT INTO syncsvc.daemons (id, host, pid, leader)
+VALUES (%(id)s, %(host)s, %(pid)s, %(leader)s)
+ON CONFLICT (id) DO UPDATE SET seen_at = now(), leader = excluded.leader;
+
+-- name: forget_daemon --
+DELETE FROM syncsvc.daemons WHERE id = %(id)s OR seen_at < now() - interval '1 day';
+
+-- name: list_daemons --
+SELECT id, host, pid, leader, started_at, seen_at,
+       extract(epoch FROM now() - seen_at)::float8 AS seen_seconds_ago
+FROM syncsvc.daemons
+ORDER BY started_at;
+
+-- name: list_failed --
+SELECT t.name AS target, q.pk, q.attempts, q.last_error, q.request_id, q.updated_at
+FROM syncsvc.queue q JOIN syncsvc.targets t ON t.id = q.target_id
+WHERE q.state = 'failed'
+ORDER BY q.updated_at DESC
+LIMIT %(limit)s;
+
+-- name: ping --
+SELECT 1 AS ok;

@@ -1,0 +1,59 @@
+"""Operations commands: ``syncsvc serve-admin`` (the admin page without a daemon)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+
+from syncsvc.cli.context import STATE, console, fail, run
+from syncsvc.database import aconnect, create_pool
+from syncsvc.web.app import create_app
+from syncsvc.web.auth import AdminAccess
+from syncsvc.web.server import bind, parse_address, serve
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve-admin")(serve_admin_command)
+
+
+def serve_admin_command(
+    address: Annotated[
+        str,
+        typer.Option(
+            "--address",
+            help="host:port; anything but loopback needs the admin token variable set.",
+        ),
+    ] = "127.0.0.1:8080",
+) -> None:
+    """Serve the admin page, /metrics and probes for this database without running a daemon."""
+    settings = STATE.settings.model_copy(update={"admin_enabled": True})
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    access = AdminAccess.from_settings(settings, host)
+    if not access.enabled:
+        raise fail(access.reason)
+    url = STATE.url()
+
+    async def main() -> None:
+        conn = await aconnect(url)  # a clear error now beats a failing page later
+        await conn.close()
+        pool = create_pool(url, min_size=1, max_size=4)
+        await pool.open(wait=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            sock = bind(host, port)
+            shown = f"[{host}]" if ":" in host else host
+            console.print(f"admin page on http://{shown}:{sock.getsockname()[1]}/admin")
+            await serve(create_app(pool, settings, access), sock, stop)
+        finally:
+            await pool.close()
+
+    run(main())

@@ -1,0 +1,258 @@
+"""The daemon's HTTP surface: ``/metrics``, ``/healthz``, ``/readyz`` and the admin page.
+
+Probes and metrics are unauthenticated (orchestrators and Prometheus need them and they reveal
+no row content). The admin page and its actions follow ``AdminAccess``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, quote
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Route
+
+from syncsvc import metrics, sqlfiles, statements
+from syncsvc.database import AsyncConn
+from syncsvc.errors import SyncsvcError
+from syncsvc.settings import Settings
+from syncsvc.web import admin, jobs
+from syncsvc.web.auth import COOKIE, AdminAccess, same_origin
+from syncsvc.web.health import readiness
+
+if TYPE_CHECKING:
+    from syncsvc.daemon import Daemon
+
+logger = logging.getLogger(__name__)
+
+Pool = AsyncConnectionPool[AsyncConn]
+
+
+class WebState:
+    """What the handlers share: the pool, the optional daemon, access rules, refresh pacing."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        settings: Settings,
+        access: AdminAccess,
+        daemon: Daemon | None,
+        refresh_seconds: float,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.access = access
+        self.daemon = daemon
+        self.refresh_seconds = refresh_seconds
+        self._refreshed = 0.0
+        self._refresh_lock = asyncio.Lock()
+
+    async def refresh_metrics(self) -> None:
+        async with self._refresh_lock:
+            if time.monotonic() - self._refreshed < self.refresh_seconds:
+                return
+            try:
+                async with self.pool.connection(timeout=5) as conn:
+                    await metrics.refresh(conn, self.daemon)
+            except Exception as exc:  # serve the counters even when the database is away
+                logger.warning("metrics refresh failed: %s", exc)
+            self._refreshed = time.monotonic()
+
+
+def _state(request: Request) -> WebState:
+    state: WebState = request.app.state.web
+    return state
+
+
+async def healthz(request: Request) -> Response:
+    metrics.HEARTBEAT.set(time.time())
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    web = _state(request)
+    checks = await readiness(web.pool, web.daemon)
+    ready = all(c.ok for c in checks)
+    body = {
+        "status": "ready" if ready else "unready",
+        "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    await _state(request).refresh_metrics()
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def index(request: Request) -> Response:
+    if _state(request).access.enabled:
+        return RedirectResponse("/admin", status_code=303)
+    return PlainTextResponse("syncsvc: /metrics /healthz /readyz\n")
+
+
+def _denied(request: Request) -> Response | None:
+    access = _state(request).access
+    if not access.enabled:
+        return PlainTextResponse(access.reason + "\n", status_code=404)
+    if not access.authorized(request):
+        if request.method == "GET":
+            return RedirectResponse("/login", status_code=303)
+        return PlainTextResponse("unauthorized\n", status_code=401)
+    if request.method == "POST" and not same_origin(request):
+        return PlainTextResponse("cross-site request refused\n", status_code=403)
+    return None
+
+
+async def admin_page(request: Request) -> Response:
+    if (denied := _denied(request)) is not None:
+        return denied
+    web = _state(request)
+    checks = await readiness(web.pool, web.daemon)
+    async with web.pool.connection(timeout=5) as conn:
+        data = await admin.gather(conn, checks)
+    params = request.query_params
+    html = admin.render(data, message=params.get("msg", ""), error=params.get("err", ""))
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+async def login(request: Request) -> Response:
+    access = _state(request).access
+    if not access.enabled:
+        return PlainTextResponse(access.reason + "\n", status_code=404)
+    if access.token is None:
+        return RedirectResponse("/admin", status_code=303)
+    if request.method == "GET":
+        return HTMLResponse(admin.login_page())
+    if not same_origin(request):
+        return PlainTextResponse("cross-site request refused\n", status_code=403)
+    candidate = (await _form(request)).get("token", "")
+    if not access.check_token(candidate):
+        logger.warning("admin sign-in refused from %s", request.client)
+        return HTMLResponse(admin.login_page("Wrong token."), status_code=401)
+    response = RedirectResponse("/admin", status_code=303)
+    response.set_cookie(
+        COOKIE,
+        candidate,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+async def _form(request: Request) -> dict[str, str]:
+    # Plain urlencoded forms: no multipart dependency needed.
+    parsed = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[-1] for k, v in parsed.items()}
+
+
+def _back(message: str = "", error: str = "") -> Response:
+    query = f"?msg={quote(message)}" if message else f"?err={quote(error)}" if error else ""
+    return RedirectResponse(f"/admin{query}", status_code=303)
+
+
+async def _act(request: Request, what: str) -> Response:
+    if (denied := _denied(request)) is not None:
+        return denied
+    web = _state(request)
+    form = await _form(request)
+    try:
+        async with web.pool.connection(timeout=5) as conn:
+            message = await _perform(conn, web, what, form, request.path_params)
+    except (SyncsvcError, jobs.Unavailable, ValueError, KeyError) as exc:
+        logger.warning("admin %s refused: %s", what, exc)
+        return _back(error=str(exc) or type(exc).__name__)
+    logger.info("admin %s: %s", what, message)
+    return _back(message=message)
+
+
+async def _perform(
+    conn: AsyncConn, web: WebState, what: str, form: dict[str, str], path: dict[str, str]
+) -> str:
+    if what == "retry-failed":
+        target = form.get("target") or None
+        cur = await conn.execute(sqlfiles.query("queue", "retry_failed"), {"target": target})
+        count = len(await cur.fetchall())
+        if count:
+            await conn.execute("SELECT pg_notify(%s, '')", (statements.QUEUE_CHANNEL,))
+        return f"{count} failed rows queued again" + (f" for {target}" if target else "")
+    if what == "start":
+        return await jobs.start(
+            conn,
+            web.settings,
+            form["target"],
+            model=form["model"].strip(),
+            dimensions=int(form["dimensions"]),
+            provider=form.get("provider", "").strip() or None,
+            dry_run=form.get("mode", "dry-run") != "start",
+        )
+    if what == "job":
+        return await jobs.control(conn, int(path["job"]), path["action"])
+    if what == "promote":
+        return await jobs.promote(conn, form["target"], int(form["generation"]))
+    raise ValueError(f"unknown action {what!r}")
+
+
+async def retry_failed(request: Request) -> Response:
+    return await _act(request, "retry-failed")
+
+
+async def start_job(request: Request) -> Response:
+    return await _act(request, "start")
+
+
+async def job_action(request: Request) -> Response:
+    return await _act(request, "job")
+
+
+async def promote(request: Request) -> Response:
+    return await _act(request, "promote")
+
+
+async def logout(request: Request) -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+def create_app(
+    pool: Pool,
+    settings: Settings,
+    access: AdminAccess,
+    *,
+    daemon: Daemon | None = None,
+    refresh_seconds: float = 2.0,
+) -> Starlette:
+    """The Starlette application; the caller owns (opens and closes) ``pool``."""
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+            Route("/admin", admin_page),
+            Route("/login", login, methods=["GET", "POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/admin/retry-failed", retry_failed, methods=["POST"]),
+            Route("/admin/jobs/start", start_job, methods=["POST"]),
+            Route("/admin/jobs/{job:int}/{action}", job_action, methods=["POST"]),
+            Route("/admin/promote", promote, methods=["POST"]),
+        ]
+    )
+    app.state.web = WebState(pool, settings, access, daemon, refresh_seconds)
+    return app

@@ -1,0 +1,65 @@
+"""Liveness and readiness for orchestrators.
+
+``/healthz`` only proves the process answers. ``/readyz`` proves the daemon can do its job:
+the database answers, the LISTEN connection is up, no target is paused because its provider
+refused requests, and the daemon is not shutting down. Each check is bounded by a timeout so a
+hung database makes the probe fail fast instead of hanging the kubelet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from psycopg_pool import AsyncConnectionPool
+
+from syncsvc import metrics, sqlfiles
+from syncsvc.database import AsyncConn
+
+if TYPE_CHECKING:
+    from syncsvc.daemon import Daemon
+
+CHECK_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+async def _database(pool: AsyncConnectionPool[AsyncConn]) -> tuple[Check, list[str]]:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            async with pool.connection(timeout=CHECK_TIMEOUT) as conn:
+                await conn.execute(sqlfiles.query("ops", "ping"))
+                cur = await conn.execute(
+                    "SELECT name, paused_reason FROM syncsvc.targets "
+                    "WHERE paused_reason IS NOT NULL ORDER BY name"
+                )
+                paused = [f"{r['name']}: {r['paused_reason']}" for r in await cur.fetchall()]
+    except Exception as exc:  # any failure means "not ready"; the detail says which
+        return Check("database", False, f"{type(exc).__name__}: {exc}"[:300]), []
+    return Check("database", True), paused
+
+
+async def readiness(
+    pool: AsyncConnectionPool[AsyncConn], daemon: Daemon | None = None
+) -> list[Check]:
+    """Every readiness check with its outcome; ready means all are ok."""
+    database, paused = await _database(pool)
+    checks = [database]
+    if database.ok:
+        checks.append(Check("provider", not paused, "; ".join(paused)[:500]))
+    if daemon is not None:
+        connected = daemon.listener.connected
+        checks.append(Check("listener", connected, "" if connected else "LISTEN connection down"))
+        stopping = daemon.stop_event.is_set()
+        checks.append(Check("running", not stopping, "shutting down" if stopping else ""))
+    ready = all(c.ok for c in checks)
+    metrics.READY.set(1 if ready else 0)
+    if daemon is not None:
+        metrics.LISTENER_CONNECTED.set(1 if daemon.listener.connected else 0)
+    return checks

@@ -1,0 +1,122 @@
+"""The admin page's view of re-embedding jobs and generations.
+
+Jobs and promotion live in ``syncsvc.jobs`` and ``syncsvc.promote``. They are imported lazily so
+the page (and ``/metrics``) keep working, without those sections, on a build or a schema that
+lacks them; ``Unavailable`` carries the reason to show instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from syncsvc.database import AsyncConn
+from syncsvc.settings import Settings
+
+ACTIONS = ("pause", "resume", "cancel")
+
+
+class Unavailable(Exception):
+    """Jobs or promotion are not part of this build or schema."""
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: int
+    target: str
+    generation: int
+    model: str
+    dimensions: int
+    state: str
+    done: int
+    total: int
+    progress: float
+    cost: float
+    eta_seconds: float | None
+    error: str | None
+
+
+def _module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(f"syncsvc.{name}")
+    except ImportError as exc:
+        raise Unavailable(f"syncsvc.{name} is not available: {exc}") from None
+
+
+async def _table(conn: AsyncConn) -> bool:
+    cur = await conn.execute("SELECT to_regclass('syncsvc.jobs') IS NOT NULL AS found")
+    row = await cur.fetchone()
+    return bool(row and row["found"])
+
+
+async def list_jobs(conn: AsyncConn) -> list[JobView] | None:
+    """Every job, newest first; None when this build or schema has no jobs."""
+    try:
+        module = _module("jobs")
+    except Unavailable:
+        return None
+    if not await _table(conn):
+        return None
+    views = [
+        JobView(
+            id=job.id,
+            target=job.target,
+            generation=job.generation_id,
+            model=job.model,
+            dimensions=job.dimensions,
+            state=str(job.state.value),
+            done=job.done_rows,
+            total=job.total_rows or 0,
+            progress=float(job.fraction),
+            cost=float(job.cost),
+            eta_seconds=job.eta_seconds,
+            error=job.error,
+        )
+        for job in await module.list_jobs(conn)
+    ]
+    return sorted(views, key=lambda v: v.id, reverse=True)
+
+
+async def start(
+    conn: AsyncConn,
+    settings: Settings,
+    target: str,
+    *,
+    model: str,
+    dimensions: int,
+    provider: str | None,
+    dry_run: bool,
+) -> str:
+    """Start a re-embedding job (or only estimate it); returns a message for the operator."""
+    module = _module("jobs")
+    if dry_run:
+        est = await module.estimate(
+            conn, settings, target, model=model, dimensions=dimensions, provider=provider
+        )
+        approx = "about " if est.sampled else ""
+        return (
+            f"dry run: re-embedding {est.target} with {est.model} ({est.dimensions} dims) via "
+            f"{est.provider} would embed {est.rows} rows, {approx}{est.tokens} tokens, "
+            f"estimated cost {est.cost:.4f}"
+        )
+    job = await module.request_reembed(
+        conn, settings, target, model=model, dimensions=dimensions, provider=provider
+    )
+    return f"job {job.id} started: {job.target} → generation {job.generation_id} ({job.model})"
+
+
+async def control(conn: AsyncConn, job_id: int, action: str) -> str:
+    """Pause, resume or cancel a job."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown job action {action!r}")
+    module = _module("jobs")
+    job = await getattr(module, f"{action}_job")(conn, job_id)
+    return f"job {job_id} is now {job.state.value}"
+
+
+async def promote(conn: AsyncConn, target: str, generation: int) -> str:
+    """Make ``generation`` the target's active one (refused while it is incomplete)."""
+    module = _module("promote")
+    result = await module.promote(conn, target, generation)
+    return f"{result.target}: generation {result.generation.id} is now active"

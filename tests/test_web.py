@@ -1,0 +1,129 @@
+"""The daemon's HTTP surface: probes, /metrics during a backfill, admin page and its actions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from syncsvc import status
+from syncsvc.metrics import REGISTRY
+from syncsvc.database import AsyncConn, create_pool
+from syncsvc.web.app import create_app
+from syncsvc.web.auth import AdminAccess, is_loopback
+from tests.helpers import queue_empty, scalar, wait_for
+from tests.ops_support import POISON_ERROR, PoisonProvider, scrape, value, web_daemon, web_settings
+from tests.test_sync import add, make_articles
+
+
+async def test_metrics_follow_a_backfill(conn: AsyncConn, db_url: str) -> None:
+    await make_articles(conn, rows=300)
+    await add(conn)
+    provider = PoisonProvider(delay=0.05)
+    settings = web_settings().model_copy(
+        update={"worker": web_settings().worker.model_copy(update={"claim_size": 10})}
+    )
+    before = REGISTRY.get_sample_value("syncsvc_rows_embedded_total", {"target": "articles"}) or 0
+    async with web_daemon(db_url, provider, settings) as (_, web):
+        async with httpx.AsyncClient(base_url=web.url) as client:
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            first = await scrape(client)
+            pending_first = value(first, "syncsvc_queue_entries", target="articles", state="pending")
+            assert pending_first > 0
+            assert value(first, "syncsvc_target_source_rows", target="articles") == 300
+            await asyncio.sleep(0.5)
+            second = await scrape(client)
+            pending_second = value(
+                second, "syncsvc_queue_entries", target="articles", state="pending"
+            )
+            assert pending_second < pending_first  # the backlog falls
+            await wait_for(lambda: queue_empty(conn), timeout=60)
+            done = await scrape(client)
+            rows = {r.target: r for r in await status.collect(conn)}
+            # The same figures as `syncsvc status`.
+            assert value(done, "syncsvc_target_embedded_rows", target="articles", generation="1",
+                         state="active") == rows["articles"].embedded == 300
+            assert value(done, "syncsvc_queue_entries", target="articles", state="pending") == 0
+            assert value(done, "syncsvc_target_coverage_ratio", target="articles") == 1.0
+            assert value(done, "syncsvc_rows_embedded_total", target="articles") - before == 300
+            assert value(done, "syncsvc_queue_entries_processed_total", outcome="embedded") >= 300
+            assert value(done, "syncsvc_listener_connected") == 1
+            assert value(done, "syncsvc_daemons") >= 1
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["status"] == "ready"
+
+
+async def test_admin_page_shows_failures_and_retries_them(conn: AsyncConn, db_url: str) -> None:
+    await make_articles(conn, rows=5)
+    await conn.execute("UPDATE articles SET body = 'POISON <script>' WHERE id = 3")
+    await add(conn)
+    provider = PoisonProvider()
+    async with web_daemon(db_url, provider) as (_, web):
+        failed = "SELECT count(*) FROM syncsvc.queue WHERE state = 'failed'"
+        await wait_for(lambda: _equals(conn, failed, 1))
+        async with httpx.AsyncClient(base_url=web.url) as client:
+            page = await client.get("/", follow_redirects=True)
+            assert page.status_code == 200
+            assert POISON_ERROR in page.text and "req-poison-1" in page.text
+            assert 'data-action="retry-failed"' in page.text
+            provider.poison = None
+            foreign = await client.post(
+                "/admin/retry-failed", data={"target": "articles"},
+                headers={"Origin": "http://evil.example"},
+            )
+            assert foreign.status_code == 403
+            answer = await client.post(
+                "/admin/retry-failed", data={"target": "articles"}, headers={"Origin": web.url}
+            )
+            assert answer.status_code == 303
+            assert "1%20failed%20rows%20queued%20again" in answer.headers["location"]
+        await wait_for(lambda: queue_empty(conn))
+        embedded = "SELECT count(*) FROM syncsvc.articles_embeddings WHERE id = 3"
+        assert await scalar(conn, embedded) == 1
+
+
+async def _equals(conn: AsyncConn, query: str, expected: int) -> bool:
+    return bool(await scalar(conn, query) == expected)
+
+
+def test_exposure_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SYNCSVC_ADMIN_TOKEN", raising=False)
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
+    off = AdminAccess.from_settings(web_settings(admin_enabled=False), "127.0.0.1")
+    assert not off.enabled
+    exposed = AdminAccess.from_settings(web_settings(), "0.0.0.0")
+    assert not exposed.enabled and "SYNCSVC_ADMIN_TOKEN" in exposed.reason
+    assert AdminAccess.from_settings(web_settings(), "127.0.0.1") == AdminAccess(True, None)
+    monkeypatch.setenv("SYNCSVC_ADMIN_TOKEN", "s3cret-token")
+    assert AdminAccess.from_settings(web_settings(), "0.0.0.0").token == "s3cret-token"
+
+
+async def test_token_protects_the_admin_page(db_url: str) -> None:
+    pool = create_pool(db_url, min_size=1, max_size=2)
+    await pool.open()
+    app = create_app(pool, web_settings(), AdminAccess(True, "s3cret-token"))
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://ops.test") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/metrics")).status_code == 200  # scrapers need no token
+            anonymous = await client.get("/admin")
+            assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
+            assert (await client.post("/admin/retry-failed")).status_code == 401
+            bearer = await client.get(
+                "/admin", headers={"Authorization": "Bearer s3cret-token"}
+            )
+            assert bearer.status_code == 200 and "Targets" in bearer.text
+            wrong = await client.post("/login", data={"token": "guess"})
+            assert wrong.status_code == 401
+            signed = await client.post("/login", data={"token": "s3cret-token"})
+            assert signed.status_code == 303
+            cookie = signed.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie
+            assert (await client.get("/admin")).status_code == 200
+            retry = await client.post("/admin/retry-failed", headers={"Origin": "http://ops.test"})
+            assert retry.status_code == 303
+    finally:
+        await pool.close()
