@@ -18,7 +18,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncsvc import sqlfiles
+from syncsvc import indexes, sqlfiles
 from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
 from syncsvc.listener import Listener
@@ -82,6 +82,7 @@ class Daemon:
         self._round_slots = asyncio.Semaphore(conf.rounds_in_flight)
         self.scheduler = AsyncIOScheduler()
         self.started = asyncio.Event()
+        self.add_service("indexes", indexes.index_service)
 
     def add_service(self, name: str, service: Service) -> None:
         """Run ``service(daemon)`` as a supervised task named ``syncsvc-<name>``.

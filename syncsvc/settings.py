@@ -58,6 +58,23 @@ class WorkerSettings(BaseModel):
     rounds_in_flight: int = Field(default=2, ge=1, description="Claimed rounds processed at once.")
 
 
+class SearchSettings(BaseModel):
+    """Similarity search: HNSW index parameters and when the daemon builds the index."""
+
+    hnsw_m: int = Field(default=16, ge=2, le=100, description="HNSW graph degree (m).")
+    hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
+    index_build_fraction: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="Build a generation's index once this share of source rows has vectors.",
+    )
+    index_check_interval_seconds: float = Field(default=30.0, gt=0)
+    maintenance_work_mem: str | None = Field(
+        default=None, description="Session maintenance_work_mem for index builds, e.g. '1GB'."
+    )
+
+
 class Settings(BaseSettings):
     """All syncsvc settings."""
 
@@ -79,6 +96,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     metrics_address: str | None = Field(
         default=None, description="host:port to serve /metrics, /healthz, /readyz (off if unset)."
     )

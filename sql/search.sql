@@ -1,0 +1,40 @@
+-- Similarity search: strategy, indexes, the query-vector cache, and the search statements.
+-- The per-target SQL lives in the functions of migration 0002 (syncsvc.search_by_vector...).
+
+-- name: vector_strategy --
+SELECT kind, index_expr, opclass, ann_expr, candidates_factor, min_candidates
+FROM syncsvc.vector_strategy(%(dimensions)s, %(metric)s);
+
+-- name: index_info --
+SELECT ic.relname AS name, i.indisvalid AS valid, pg_get_indexdef(i.indexrelid) AS definition,
+       pg_relation_size(i.indexrelid) AS bytes
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_class tc ON tc.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = tc.relnamespace
+WHERE n.nspname = 'syncsvc' AND tc.relname = %(table)s AND ic.relname = %(name)s;
+
+-- name: table_estimates --
+-- reltuples is -1 until the table is first vacuumed or analyzed: callers then count.
+SELECT (SELECT reltuples::bigint FROM pg_class
+        WHERE oid = format('%%I.%%I', %(source_schema)s::text, %(source_table)s::text)::regclass) AS source,
+       (SELECT reltuples::bigint FROM pg_class
+        WHERE oid = format('syncsvc.%%I', %(vector_table)s::text)::regclass) AS vectors;
+
+-- name: cache_get --
+UPDATE syncsvc.query_cache SET hits = hits + 1, last_used_at = now()
+WHERE generation_id = %(generation_id)s AND query_hash = %(query_hash)s
+RETURNING embedding, tokens;
+
+-- name: cache_put --
+INSERT INTO syncsvc.query_cache (generation_id, query_hash, embedding, tokens)
+VALUES (%(generation_id)s, %(query_hash)s, %(embedding)s, %(tokens)s)
+ON CONFLICT (generation_id, query_hash) DO UPDATE SET last_used_at = now();
+
+-- name: cache_prune --
+DELETE FROM syncsvc.query_cache
+WHERE last_used_at < now() - make_interval(secs => %(seconds)s);
+
+-- name: cache_stats --
+SELECT generation_id, count(*) AS entries, sum(hits) AS hits, max(last_used_at) AS last_used_at
+FROM syncsvc.query_cache GROUP BY generation_id ORDER BY generation_id;

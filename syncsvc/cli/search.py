@@ -1,0 +1,236 @@
+"""``syncsvc search`` and ``syncsvc index build|list|drop``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from rich.table import Table
+
+from syncsvc import indexes
+from syncsvc import search as search_module
+from syncsvc.catalog import find_generation, get_target, load_targets
+from syncsvc.cli.context import STATE, console, fail, with_connection
+from syncsvc.database import AsyncConn
+from syncsvc.models import Target
+from syncsvc.providers.registry import build_provider
+from syncsvc.search import SearchHit
+
+index_app = typer.Typer(help="HNSW indexes of generations.", no_args_is_help=True)
+
+CELL_WIDTH = 60
+MISSING_SCHEMA = "the search functions are not installed; run 'syncsvc migrate' first"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search_command)
+    app.add_typer(index_app, name="index")
+
+
+def _cell(value: Any) -> str:
+    text = " ".join(str(value).split()) if value is not None else ""
+    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
+
+
+def _print_table(target: Target, hits: list[SearchHit], hybrid: bool) -> None:
+    table = Table(show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("score" if hybrid else "distance", justify="right")
+    for column in target.pk_columns:
+        table.add_column(column)
+    shown = [c for c in target.columns if c not in target.pk_columns]
+    for column in shown:
+        table.add_column(column, overflow="fold")
+    for rank, hit in enumerate(hits, 1):
+        measure = hit.score if hybrid else hit.distance
+        table.add_row(
+            str(rank),
+            "" if measure is None else f"{measure:.4f}",
+            *(_cell(hit.pk.get(c)) for c in target.pk_columns),
+            *(_cell(hit.row.get(c)) for c in shown),
+        )
+    console.print(table)
+
+
+@with_connection
+async def _search(
+    conn: AsyncConn,
+    target_name: str,
+    text: str,
+    k: int,
+    where: str | None,
+    as_json: bool,
+    hybrid: bool,
+    like: str | None,
+) -> None:
+    target = await get_target(conn, target_name)
+    try:
+        if like is not None:
+            hits = await search_module.similar_rows(
+                conn, target, json.loads(like), k=k, where=where
+            )
+        else:
+            generation = search_module.active_generation(target)
+            provider = build_provider(generation.provider, STATE.settings)
+            try:
+                query = await search_module.embed_query(conn, provider, target, text, generation)
+            finally:
+                await provider.aclose()
+            hits = await search_module.search_vector(
+                conn, target, query, k=k, where=where, hybrid_text=text if hybrid else None
+            )
+    except psycopg.errors.UndefinedFunction as exc:
+        raise fail(f"{MISSING_SCHEMA} ({exc})") from None
+    if as_json:
+        out = [{"pk": h.pk, "distance": h.distance, "score": h.score, "row": h.row} for h in hits]
+        typer.echo(json.dumps(out, default=str, ensure_ascii=False))
+        return
+    if not hits:
+        console.print("no rows found")
+        return
+    _print_table(target, hits, hybrid)
+
+
+def search_command(
+    target: Annotated[str, typer.Argument(help="Target name.")],
+    text: Annotated[str, typer.Argument(help="What to look for.")] = "",
+    k: Annotated[int, typer.Option("-k", "--limit", min=1, max=10000, help="Rows to return.")] = 10,
+    where: Annotated[
+        str | None,
+        typer.Option("--where", help='SQL filter over the source row (alias s): "s.price < 10"'),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    hybrid: Annotated[
+        bool, typer.Option("--hybrid", help="Fuse with PostgreSQL full-text search (RRF).")
+    ] = False,
+    like: Annotated[
+        str | None,
+        typer.Option("--like", help="Rows similar to this stored row's key (JSON: 42, [1,2])."),
+    ] = None,
+) -> None:
+    """Find the rows of TARGET nearest in meaning to TEXT (the query vector is cached)."""
+    if like is None and not text.strip():
+        raise typer.BadParameter("give the TEXT to search for, or --like KEY")
+    _search(target, text, k, where, as_json, hybrid, like)
+
+
+@with_connection
+async def _build(
+    conn: AsyncConn,
+    target_name: str,
+    generation_ref: str | None,
+    rebuild: bool,
+    m: int | None,
+    ef_construction: int | None,
+) -> None:
+    target = await get_target(conn, target_name)
+    if generation_ref is not None:
+        chosen = [find_generation(target, generation_ref)]
+    else:
+        chosen = list(target.live_generations)
+    settings = STATE.settings.search.model_copy(
+        update={
+            k: v
+            for k, v in (("hnsw_m", m), ("hnsw_ef_construction", ef_construction))
+            if v is not None
+        }
+    )
+    for generation in chosen:
+        info = await indexes.build_index(conn, target, generation, settings, rebuild=rebuild)
+        console.print(f"[green]{info.name}[/] ({info.bytes / 1e6:.1f} MB): {info.definition}")
+
+
+@index_app.command("build")
+def build_command(
+    target: Annotated[str, typer.Argument(help="Target name.")],
+    generation: Annotated[
+        str | None, typer.Option("--generation", help="Generation id or key (default: live ones).")
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Build anew (e.g. new parameters), then swap.")
+    ] = False,
+    m: Annotated[int | None, typer.Option("--m", min=2, max=100)] = None,
+    ef_construction: Annotated[
+        int | None, typer.Option("--ef-construction", min=4, max=1000)
+    ] = None,
+) -> None:
+    """Build the HNSW index of a target's generations now (CREATE INDEX CONCURRENTLY)."""
+    _build(target, generation, rebuild, m, ef_construction)
+
+
+@with_connection
+async def _list(conn: AsyncConn, as_json: bool) -> None:
+    rows: list[dict[str, Any]] = []
+    for target in await load_targets(conn):
+        for generation in target.generations:
+            info = await indexes.index_info(conn, generation)
+            done = await indexes.progress(conn, target, generation)
+            rows.append(
+                {
+                    "target": target.name,
+                    "generation": generation.id,
+                    "state": generation.state.value,
+                    "dimensions": generation.dimensions,
+                    "metric": target.metric.value,
+                    "index": info.name if info else None,
+                    "valid": info.valid if info else None,
+                    "bytes": info.bytes if info else None,
+                    "backfilled": round(done.fraction(), 4),
+                }
+            )
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table()
+    for column in (
+        "target",
+        "generation",
+        "state",
+        "dims",
+        "metric",
+        "index",
+        "size",
+        "backfilled",
+    ):
+        table.add_column(column)
+    for r in rows:
+        index = "—" if r["index"] is None else r["index"] + ("" if r["valid"] else " (INVALID)")
+        size = "" if r["bytes"] is None else f"{r['bytes'] / 1e6:.1f} MB"
+        table.add_row(
+            r["target"],
+            str(r["generation"]),
+            r["state"],
+            str(r["dimensions"]),
+            r["metric"],
+            index,
+            size,
+            f"{r['backfilled']:.0%}",
+        )
+    console.print(table)
+
+
+@index_app.command("list")
+def list_command(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every generation with its index and backfill progress."""
+    _list(as_json)
+
+
+@with_connection
+async def _drop(conn: AsyncConn, target_name: str, generation_ref: str) -> None:
+    target = await get_target(conn, target_name)
+    generation = find_generation(target, generation_ref)
+    dropped = await indexes.drop_index(conn, generation)
+    console.print("dropped" if dropped else "no index to drop")
+
+
+@index_app.command("drop")
+def drop_command(
+    target: Annotated[str, typer.Argument(help="Target name.")],
+    generation: Annotated[str, typer.Option("--generation", help="Generation id or key.")],
+) -> None:
+    """Drop a generation's index (DROP INDEX CONCURRENTLY); the daemon may build it again."""
+    _drop(target, generation)

@@ -1,0 +1,365 @@
+"""Similarity search: query vectors (embedded once per generation, cached) and the search itself.
+
+The nearest-neighbour SQL lives in the database (``syncsvc.search_by_vector``, migration 0002),
+so psql users, the Python API and the CLI all run the same statement. This module adds what
+needs Python: embedding the query text with the generation's own provider and parameters, the
+query-vector cache, filters given as SQL, joining the source rows, and hybrid (dense + full-text)
+fusion by reciprocal rank.
+
+A query vector carries the generation it was made for; it is only ever compared with that
+generation's vectors, so a model or dimension change can never mix vector spaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector import Vector
+from psycopg import sql
+
+from syncsvc import sqlfiles, statements
+from syncsvc.database import AsyncConn
+from syncsvc.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
+from syncsvc.errors import SyncsvcError, ValidationError
+from syncsvc.models import HASH_SEPARATOR, Generation, Target, TextType
+from syncsvc.providers.base import EmbeddingProvider
+
+RRF_K = 60
+"""Reciprocal-rank-fusion constant (Cormack et al.): score = sum 1 / (RRF_K + rank)."""
+HYBRID_POOL = 50
+"""Candidates taken from each ranking before fusion (at least ``k``)."""
+Params = Sequence[Any] | Mapping[str, Any] | None
+
+_PK = "__syncsvc_pk"
+_DISTANCE = "__syncsvc_distance"
+_SCORE = "__syncsvc_score"
+
+
+class SearchError(SyncsvcError):
+    """A search cannot be answered as asked (no active generation, foreign query vector...)."""
+
+
+@dataclass(frozen=True)
+class QueryVector:
+    """A query embedded in one generation's space."""
+
+    generation_id: int
+    generation_key: str
+    vector: tuple[float, ...]
+    cached: bool
+    """True when served from ``syncsvc.query_cache`` (no provider call)."""
+    tokens: int | None = None
+
+    @property
+    def dimensions(self) -> int:
+        return len(self.vector)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One result row."""
+
+    pk: dict[str, Any]
+    """The row's key as ``{column: value}``."""
+    distance: float | None
+    """Distance in the target's metric (cosine distance, negative inner product, or L2).
+    None only for hybrid hits found by full-text search alone."""
+    row: dict[str, Any]
+    """The source row, all columns."""
+    score: float | None = None
+    """Reciprocal-rank-fusion score of hybrid searches (higher is better)."""
+
+
+def query_instruct(provider: EmbeddingProvider, generation: Generation) -> str | None:
+    """The instruction a generation's queries are embedded with.
+
+    A generation may name one in its options (``instruct``); otherwise the model profile's
+    default applies (Qwen3-Embedding hosts), and DashScope models get none unless configured.
+    """
+    configured = generation.options.get("instruct")
+    if configured:
+        return str(configured)
+    try:
+        return provider.profile.model(generation.model).default_instruct
+    except ValidationError:
+        return None
+
+
+def query_hash(instruct: str | None, text: str) -> bytes:
+    """Cache key of a query within a generation: sha256 over instruction and text."""
+    return hashlib.sha256(f"{instruct or ''}{HASH_SEPARATOR}{text}".encode()).digest()
+
+
+def active_generation(target: Target) -> Generation:
+    generation = target.active
+    if generation is None:
+        raise SearchError(f"target {target.name!r} has no active generation to search")
+    return generation
+
+
+async def embed_query(
+    conn: AsyncConn,
+    provider: EmbeddingProvider,
+    target: Target,
+    text: str,
+    generation: Generation | None = None,
+) -> QueryVector:
+    """The query vector of ``text`` in ``generation`` (default: the active one).
+
+    Served from ``syncsvc.query_cache`` when this generation has embedded the same text with the
+    same instruction before; otherwise embedded with ``text_type=query`` and cached.
+    """
+    generation = generation or active_generation(target)
+    if provider.name != generation.provider:
+        raise SearchError(
+            f"generation {generation.id} of {target.name!r} embeds with provider "
+            f"{generation.provider!r}, not {provider.name!r}"
+        )
+    if not text.strip():
+        raise ValidationError("the search text is empty")
+    instruct = query_instruct(provider, generation)
+    digest = query_hash(instruct, text)
+    key = {"generation_id": generation.id, "query_hash": digest}
+    cur = await conn.execute(sqlfiles.query("search", "cache_get"), key)
+    row = await cur.fetchone()
+    if row is not None and len(row["embedding"].to_list()) == generation.dimensions:
+        return QueryVector(
+            generation.id, generation.key, tuple(row["embedding"].to_list()), True, row["tokens"]
+        )
+    spec = EmbedSpec(
+        model=generation.model,
+        dimensions=generation.dimensions,
+        text_type=TextType.QUERY,
+        instruct=instruct,
+    )
+    outcome = (await Embedder(provider, spec).embed([EmbedInput("query", text)]))["query"]
+    if not isinstance(outcome, Embedded):
+        raise SearchError(f"could not embed the query: {outcome.message}")
+    # An overlong query is truncated by default; under the 'chunk' policy its first piece leads.
+    vector = outcome.vectors[0]
+    await conn.execute(
+        sqlfiles.query("search", "cache_put"),
+        {**key, "embedding": Vector(list(vector)), "tokens": outcome.tokens},
+    )
+    return QueryVector(generation.id, generation.key, tuple(vector), False, outcome.tokens)
+
+
+def check_query(target: Target, query: QueryVector, generation: Generation | None = None) -> int:
+    """The generation id to search with ``query``; refuses any other vector space."""
+    generation = generation or active_generation(target)
+    if query.generation_id != generation.id or query.generation_key != generation.key:
+        raise SearchError(
+            f"the query vector was embedded for generation {query.generation_id} "
+            f"(key {query.generation_key}) but target {target.name!r} searches generation "
+            f"{generation.id} (key {generation.key}); embed the query again"
+        )
+    if query.dimensions != generation.dimensions:
+        raise SearchError(
+            f"query vector has {query.dimensions} dims; generation {generation.id} has "
+            f"{generation.dimensions}"
+        )
+    return generation.id
+
+
+def render_where(conn: AsyncConn, where: str | None, params: Params = None) -> str | None:
+    """A filter as literal SQL, with ``params`` bound client-side (``%s`` / ``%(name)s``).
+
+    ``where`` is SQL: pass user input through ``params``, never by formatting it in.
+    """
+    if where is None or not where.strip():
+        return None
+    if params is None:
+        return where
+    return psycopg.AsyncClientCursor(conn).mogrify(where, params)
+
+
+def _key_match(target: Target, alias: str, json_ref: str) -> sql.Composed:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = ({} ->> {})::{}").format(
+            sql.Identifier(alias, column),
+            sql.Identifier(json_ref, "pk"),
+            sql.Literal(column),
+            sql.SQL(pk_type),
+        )
+        for column, pk_type in zip(target.pk_columns, target.pk_types, strict=True)
+    )
+
+
+def _key_object(target: Target, alias: str) -> sql.Composed:
+    return sql.SQL("jsonb_build_object({})").format(
+        sql.SQL(", ").join(
+            sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(alias, c))
+            for c in target.pk_columns
+        )
+    )
+
+
+def _dense_statement(target: Target) -> sql.Composed:
+    return sql.SQL(
+        """SELECT h.pk AS {pk}, h.distance AS {distance}, NULL::float8 AS {score}, s.*
+           FROM syncsvc.search_by_vector(%(target)s, %(query)s, %(k)s, %(filter)s,
+                                         %(generation)s) h
+           JOIN {source} s ON {match}
+           ORDER BY h.distance, h.pk"""
+    ).format(
+        pk=sql.Identifier(_PK),
+        distance=sql.Identifier(_DISTANCE),
+        score=sql.Identifier(_SCORE),
+        source=statements.source(target),
+        match=_key_match(target, "s", "h"),
+    )
+
+
+def _hybrid_statement(target: Target, filter_sql: str | None) -> sql.Composed:
+    document = sql.SQL("to_tsvector('simple', {})").format(statements.input_expr(target, "s"))
+    # The filter is already literal SQL; escape % so it is not read as a placeholder.
+    extra = (
+        sql.SQL("AND ({})").format(sql.SQL(filter_sql.replace("%", "%%")))
+        if filter_sql
+        else sql.SQL("")
+    )
+    return sql.SQL(
+        """WITH dense AS (
+               SELECT h.pk, h.distance, row_number() OVER (ORDER BY h.distance, h.pk) AS rank
+               FROM syncsvc.search_by_vector(%(target)s, %(query)s, %(pool)s, %(filter)s,
+                                             %(generation)s) h
+           ), terms AS (
+               -- Any query word may match (OR): natural-language queries rarely share every word.
+               SELECT (SELECT string_agg(quote_literal(t), ' | ')
+                       FROM unnest(tsvector_to_array(to_tsvector('simple', %(text)s))) t
+                      )::tsquery AS q
+           ), lexical AS (
+               SELECT {key} AS pk,
+                      row_number() OVER (ORDER BY ts_rank_cd({document}, terms.q) DESC, {key})
+                          AS rank
+               FROM {source} s, terms
+               WHERE terms.q IS NOT NULL AND {document} @@ terms.q {extra}
+               ORDER BY rank LIMIT %(pool)s
+           ), fused AS (
+               SELECT coalesce(d.pk, l.pk) AS pk, d.distance,
+                      coalesce(1.0 / (%(rrf_k)s + d.rank), 0)
+                          + coalesce(1.0 / (%(rrf_k)s + l.rank), 0) AS score
+               FROM dense d FULL JOIN lexical l ON l.pk = d.pk
+               ORDER BY score DESC, pk LIMIT %(k)s
+           )
+           SELECT h.pk AS {pk}, h.distance AS {distance}, h.score::float8 AS {score}, s.*
+           FROM fused h JOIN {source} s ON {match}
+           ORDER BY h.score DESC, h.pk"""
+    ).format(
+        key=_key_object(target, "s"),
+        document=document,
+        source=statements.source(target),
+        extra=extra,
+        pk=sql.Identifier(_PK),
+        distance=sql.Identifier(_DISTANCE),
+        score=sql.Identifier(_SCORE),
+        match=_key_match(target, "s", "h"),
+    )
+
+
+async def search_vector(
+    conn: AsyncConn,
+    target: Target,
+    query: QueryVector,
+    *,
+    k: int = 10,
+    where: str | None = None,
+    params: Params = None,
+    hybrid_text: str | None = None,
+) -> list[SearchHit]:
+    """The ``k`` source rows nearest to ``query`` in the target's active generation.
+
+    ``where`` is a SQL boolean expression over the source row (alias ``s``). With
+    ``hybrid_text``, dense results are fused with full-text matches of that text.
+    """
+    if not 1 <= k <= 10_000:
+        raise ValidationError(f"k must be between 1 and 10000, not {k}")
+    generation_id = check_query(target, query)
+    filter_sql = render_where(conn, where, params)
+    values: dict[str, Any] = {
+        "target": target.name,
+        "query": Vector(list(query.vector)),
+        "k": k,
+        "filter": filter_sql,
+        "generation": generation_id,
+    }
+    if hybrid_text is None:
+        statement = _dense_statement(target)
+    else:
+        statement = _hybrid_statement(target, filter_sql)
+        values.update(pool=max(k, HYBRID_POOL), text=hybrid_text, rrf_k=RRF_K)
+    try:
+        cur = await conn.execute(statement, values)
+    except psycopg.errors.SyntaxError as exc:
+        raise ValidationError(f"invalid filter {where!r}: {exc}") from exc
+    except psycopg.errors.UndefinedColumn as exc:
+        raise ValidationError(f"invalid filter {where!r}: {exc}") from exc
+    hits = []
+    for row in await cur.fetchall():
+        pk = row.pop(_PK)
+        distance = row.pop(_DISTANCE)
+        score = row.pop(_SCORE)
+        hits.append(SearchHit(pk=dict(pk), distance=distance, row=row, score=score))
+    return hits
+
+
+async def similar_rows(
+    conn: AsyncConn,
+    target: Target,
+    pk: Any,
+    *,
+    k: int = 10,
+    where: str | None = None,
+    params: Params = None,
+) -> list[SearchHit]:
+    """Rows most like the stored row ``pk`` (a value, a list, or ``{column: value}``)."""
+    from psycopg.types.json import Jsonb
+
+    generation = active_generation(target)
+    statement = sql.SQL(
+        """SELECT h.pk AS {pk}, h.distance AS {distance}, NULL::float8 AS {score}, s.*
+           FROM syncsvc.similar_rows(%(target)s, %(key)s, %(k)s, %(filter)s, %(generation)s) h
+           JOIN {source} s ON {match}
+           ORDER BY h.distance, h.pk"""
+    ).format(
+        pk=sql.Identifier(_PK),
+        distance=sql.Identifier(_DISTANCE),
+        score=sql.Identifier(_SCORE),
+        source=statements.source(target),
+        match=_key_match(target, "s", "h"),
+    )
+    cur = await conn.execute(
+        statement,
+        {
+            "target": target.name,
+            "key": Jsonb(pk),
+            "k": k,
+            "filter": render_where(conn, where, params),
+            "generation": generation.id,
+        },
+    )
+    hits = []
+    for row in await cur.fetchall():
+        key = row.pop(_PK)
+        distance = row.pop(_DISTANCE)
+        row.pop(_SCORE)
+        hits.append(SearchHit(pk=dict(key), distance=distance, row=row))
+    return hits
+
+
+def as_array(query: QueryVector) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """The query vector as a float32 numpy array (e.g. for SQLAlchemy or pgvector clients)."""
+    return np.asarray(query.vector, dtype=np.float32)
+
+
+async def prune_cache(conn: AsyncConn, older_than_seconds: float) -> int:
+    """Forget cached query vectors unused for ``older_than_seconds``; returns how many."""
+    cur = await conn.execute(
+        sqlfiles.query("search", "cache_prune"), {"seconds": older_than_seconds}
+    )
+    return cur.rowcount
