@@ -18,13 +18,14 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncsvc import indexes, sqlfiles
+from syncsvc import backfill, indexes, sqlfiles
 from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
 from syncsvc.listener import Listener
 from syncsvc.models import ClaimedItem
 from syncsvc.providers.registry import build_provider
 from syncsvc.queue import Queue, RetryStrategy
+from syncsvc.schedule import ScheduledRunner
 from syncsvc.settings import Settings
 from syncsvc.sweep import sweep_target
 from syncsvc.worker import RoundStats, Worker
@@ -83,6 +84,8 @@ class Daemon:
         self.scheduler = AsyncIOScheduler()
         self.started = asyncio.Event()
         self.add_service("indexes", indexes.index_service)
+        self.add_service("jobs", backfill.run)
+        self.schedules = ScheduledRunner(self)
 
     def add_service(self, name: str, service: Service) -> None:
         """Run ``service(daemon)`` as a supervised task named ``syncsvc-<name>``.
@@ -158,15 +161,7 @@ class Daemon:
                 logger.info("resuming paused target %s", row["name"])
 
     def _schedule(self) -> None:
-        self.scheduler.add_job(
-            self.sweep,
-            "interval",
-            seconds=self.settings.worker.sweep_interval_seconds,
-            id="sweep",
-            name="reconciliation sweep",
-            max_instances=1,
-            coalesce=True,
-        )
+        self.schedules.install()
         self.scheduler.start()
 
     async def sweep(self) -> int:

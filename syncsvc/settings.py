@@ -75,6 +75,32 @@ class SearchSettings(BaseModel):
     )
 
 
+class JobSettings(BaseModel):
+    """How re-embedding jobs share the embedding API with live edits."""
+
+    max_queued_rows: int = Field(
+        default=1000,
+        ge=1,
+        description="Rows of one job queued or in flight at once: its share of API capacity.",
+    )
+    chunk_rows: int = Field(default=2000, ge=1, description="Source rows scanned per statement.")
+    poll_seconds: float = Field(default=1.0, gt=0, description="How often jobs are fed.")
+    progress_seconds: float = Field(default=5.0, gt=0, description="Progress refresh interval.")
+
+
+class ScheduleEntry(BaseModel):
+    """One cron-style schedule: ``[schedules.NAME]`` with ``cron`` and ``action``."""
+
+    cron: str = Field(description="5 fields (minute first) or 6 fields (second first).")
+    action: str = Field(description="sweep, retry_failed or reembed.")
+    timezone: str = "UTC"
+    target: str | None = None
+    model: str | None = None
+    dimensions: int | None = None
+    provider: str | None = None
+    auto_promote: bool = False
+
+
 class Settings(BaseSettings):
     """All syncsvc settings."""
 
@@ -96,6 +122,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    schedules: dict[str, ScheduleEntry] = Field(default_factory=dict)
     search: SearchSettings = Field(default_factory=SearchSettings)
     metrics_address: str | None = Field(
         default=None, description="host:port to serve /metrics, /healthz, /readyz (off if unset)."

@@ -1,0 +1,176 @@
+"""Re-embedding jobs, schedule runs, and ``syncsvc.request_reembed`` for admins in psql.
+
+Revision ID: 0003
+Revises: 0001
+Create Date: 2026-11-22
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0001"
+branch_labels = ("jobs",)
+depends_on = None
+
+UPGRADE = r"""
+CREATE TABLE syncsvc.jobs (
+    id             integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    target_id      integer NOT NULL REFERENCES syncsvc.targets (id) ON DELETE CASCADE,
+    generation_id  integer NOT NULL REFERENCES syncsvc.generations (id) ON DELETE CASCADE,
+    state          text NOT NULL DEFAULT 'pending' CHECK (state IN
+                   ('pending', 'running', 'paused', 'completed', 'cancelled', 'failed')),
+    auto_promote   boolean NOT NULL DEFAULT false,
+    max_queued     integer CHECK (max_queued > 0),
+    -- Keyset position in the source table: every row before it has been enqueued (or was
+    -- already current). Inclusive after a pause gave back queued rows from that key on.
+    cursor         jsonb,
+    cursor_inclusive boolean NOT NULL DEFAULT false,
+    scan_done      boolean NOT NULL DEFAULT false,
+    passes         integer NOT NULL DEFAULT 0,
+    total_rows     bigint,
+    enqueued_rows  bigint NOT NULL DEFAULT 0,
+    done_rows      bigint NOT NULL DEFAULT 0,
+    tokens         bigint NOT NULL DEFAULT 0,
+    price_per_million_tokens double precision NOT NULL DEFAULT 0,
+    cost           double precision NOT NULL DEFAULT 0,
+    rate           double precision,
+    error          text,
+    requested_by   text NOT NULL DEFAULT current_user,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    started_at     timestamptz,
+    progress_at    timestamptz,
+    finished_at    timestamptz,
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+-- One unfinished job per target: two backfills would race for the same rows and budget.
+CREATE UNIQUE INDEX jobs_one_open ON syncsvc.jobs (target_id)
+    WHERE state IN ('pending', 'running', 'paused');
+
+-- One row per (scheduled job, fire time): the daemon that inserts it runs that firing.
+CREATE TABLE syncsvc.schedule_runs (
+    job         text NOT NULL,
+    fire_time   timestamptz NOT NULL,
+    daemon      text NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    error       text,
+    PRIMARY KEY (job, fire_time)
+);
+
+-- Start building a new generation of a target beside its active one. The daemon validates the
+-- model against its provider profile when it adopts the job (and fails it with a reason if
+-- the model or dimensions are not offered).
+CREATE FUNCTION syncsvc.request_reembed(
+    target       text,
+    model        text,
+    dimensions   integer,
+    provider     text DEFAULT NULL,
+    auto_promote boolean DEFAULT false,
+    space        text DEFAULT NULL,
+    max_queued   integer DEFAULT NULL
+) RETURNS integer
+    LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    t        syncsvc.targets;
+    active   syncsvc.generations;
+    existing syncsvc.generations;
+    open_job integer;
+    v_provider text;
+    v_space  text;
+    v_key    text;
+    gen_id   integer;
+    tbl      text;
+    key_defs text;
+    key_list text;
+    job_id   integer;
+BEGIN
+    -- Serialises concurrent requests for one target; NO KEY UPDATE lets application writes
+    -- (whose queue inserts take KEY SHARE on the target) go on meanwhile.
+    SELECT * INTO t FROM syncsvc.targets WHERE name = request_reembed.target FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no target named %', request_reembed.target
+            USING HINT = 'see syncsvc target list', ERRCODE = 'undefined_object';
+    END IF;
+    IF request_reembed.dimensions IS NULL OR request_reembed.dimensions < 1 THEN
+        RAISE EXCEPTION 'dimensions must be a positive integer' USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT j.id INTO open_job FROM syncsvc.jobs j
+    WHERE j.target_id = t.id AND j.state IN ('pending', 'running', 'paused');
+    IF FOUND THEN
+        RAISE EXCEPTION 'target % already has re-embedding job %', t.name, open_job
+            USING HINT = 'cancel it first: syncsvc jobs cancel ' || open_job,
+                  ERRCODE = 'unique_violation';
+    END IF;
+    SELECT * INTO active FROM syncsvc.generations g WHERE g.target_id = t.id AND g.state = 'active';
+    v_provider := coalesce(request_reembed.provider, active.provider, 'local-hash');
+    v_space := coalesce(
+        request_reembed.space,
+        (SELECT g.space FROM syncsvc.generations g
+         WHERE g.provider = v_provider AND g.model = request_reembed.model
+         ORDER BY g.id DESC LIMIT 1),
+        (SELECT g.space FROM syncsvc.generations g WHERE g.model = request_reembed.model
+         ORDER BY g.id DESC LIMIT 1),
+        request_reembed.model);
+    -- Mirrors syncsvc.models.generation_key for empty options (the daemon re-checks it).
+    v_key := left(encode(sha256(convert_to(format(
+        '{"dimensions":%s,"model":%s,"options":{},"space":%s}',
+        request_reembed.dimensions, to_json(request_reembed.model)::text, to_json(v_space)::text),
+        'UTF8')), 'hex'), 16);
+    SELECT * INTO existing FROM syncsvc.generations g WHERE g.target_id = t.id AND g.key = v_key;
+    IF FOUND AND existing.state = 'active' THEN
+        RAISE EXCEPTION 'target % already uses % with % dimensions (generation %)',
+            t.name, request_reembed.model, request_reembed.dimensions, existing.id
+            USING ERRCODE = 'unique_violation';
+    ELSIF FOUND THEN
+        -- A retired (or finished but unpromoted) generation is brought up to date, not rebuilt:
+        -- the backfill only enqueues rows whose vector there is missing or stale.
+        UPDATE syncsvc.generations SET state = 'building' WHERE id = existing.id;
+        gen_id := existing.id;
+    ELSE
+        gen_id := nextval(pg_get_serial_sequence('syncsvc.generations', 'id'));
+        tbl := t.name || '_g' || gen_id;
+        INSERT INTO syncsvc.generations
+            (id, target_id, key, provider, space, model, dimensions, options, state, table_name)
+        OVERRIDING SYSTEM VALUE
+        VALUES (gen_id, t.id, v_key, v_provider, v_space, request_reembed.model,
+                request_reembed.dimensions, '{}', 'building', tbl);
+        -- Same shape as syncsvc.generations.vector_table_ddl.
+        SELECT string_agg(format('%I %s NOT NULL', k.col, k.typ), ', ' ORDER BY k.ord),
+               string_agg(format('%I', k.col), ', ' ORDER BY k.ord)
+        INTO key_defs, key_list
+        FROM unnest(t.pk_columns, t.pk_types) WITH ORDINALITY AS k(col, typ, ord);
+        EXECUTE format(
+            'CREATE TABLE syncsvc.%I (%s, chunk integer NOT NULL DEFAULT 0, '
+            'embedding vector(%s) NOT NULL, content_hash bytea NOT NULL, tokens integer, '
+            'truncated boolean NOT NULL DEFAULT false, '
+            'embedded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (%s, chunk))',
+            tbl, key_defs, request_reembed.dimensions, key_list);
+    END IF;
+    INSERT INTO syncsvc.jobs (target_id, generation_id, auto_promote, max_queued)
+    VALUES (t.id, gen_id, coalesce(request_reembed.auto_promote, false),
+            request_reembed.max_queued)
+    RETURNING id INTO job_id;
+    PERFORM pg_notify('syncsvc_wakeup', 'job:' || job_id);
+    RETURN job_id;
+END
+$fn$;
+COMMENT ON FUNCTION syncsvc.request_reembed(text, text, integer, text, boolean, text, integer) IS
+    'syncsvc: start re-embedding a target into a new generation; returns the job id';
+"""
+
+DOWNGRADE = r"""
+DROP FUNCTION syncsvc.request_reembed(text, text, integer, text, boolean, text, integer);
+DROP TABLE syncsvc.schedule_runs;
+DROP TABLE syncsvc.jobs;
+"""
+
+
+def upgrade() -> None:
+    op.execute(UPGRADE)
+
+
+def downgrade() -> None:
+    op.execute(DOWNGRADE)

@@ -1,0 +1,361 @@
+"""The job runner: feeds re-embedding jobs into the queue in key order, bounded, resumably.
+
+Each tick, for each open job, in one transaction holding the job's row lock: scan the source
+after the job's cursor, enqueue rows whose vector in the new generation is missing or stale
+(at backfill priority, below live edits), and move the cursor. The cursor and the queue are
+both durable, so after a crash or ``kill -9`` nothing is lost and nothing finished is redone:
+rows before the cursor are done or still queued, rows after it were never enqueued.
+
+A job holds at most ``max_queued`` rows in the queue at once; that bound is its share of the
+embedding API, because the worker claims live edits first and those rows second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from syncsvc import jobs, promote, sqlfiles, statements
+from syncsvc.catalog import find_generation, get_target
+from syncsvc.database import AsyncConn
+from syncsvc.errors import NotFoundError, SyncsvcError
+from syncsvc.jobs import BACKFILL_PRIORITY, Job, JobState
+from syncsvc.models import Generation, GenerationState, Target, generation_key
+from syncsvc.settings import JobSettings, Settings
+
+if TYPE_CHECKING:
+    from syncsvc.daemon import Daemon
+
+logger = logging.getLogger(__name__)
+
+MAX_CHUNKS_PER_TICK = 20
+"""Scanning past already-current rows is cheap but not free: bound one transaction's work."""
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    scanned: int
+    stale: int
+    enqueued: int
+    cursor: list[object] | None
+    scan_done: bool
+
+
+def _chunk_statement(
+    target: Target, generation: Generation, *, first: bool, inclusive: bool
+) -> sql.Composed:
+    after: sql.Composable = sql.SQL("")
+    if not first:
+        after = sql.SQL("WHERE ({}) {} ({})").format(
+            statements.pk_columns(target, "s"),
+            sql.SQL(">=" if inclusive else ">"),
+            statements.pk_from_json(target, sql.SQL("%(after)s::jsonb")),
+        )
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in target.pk_columns)
+    c_cols = sql.SQL(", ").join(sql.Identifier("c", c) for c in target.pk_columns)
+    desc = sql.SQL(" DESC, ").join(sql.Identifier("x", c) for c in target.pk_columns)
+    return sql.SQL(
+        """WITH chunk AS (
+               SELECT {cols}, {input} AS input FROM {source} s {after}
+               ORDER BY {cols} LIMIT %(scan)s
+           ), stale AS (
+               SELECT {c_cols}, {c_json} AS pk FROM chunk c
+               LEFT JOIN {table} v ON {v_match} AND v.chunk = 0
+               WHERE c.input ~ '\\S' AND (v.content_hash IS NULL
+                   OR v.content_hash <> syncsvc.content_hash({key}, c.input))
+               ORDER BY {c_cols} LIMIT %(room)s
+           ), enqueued AS (
+               INSERT INTO syncsvc.queue (target_id, pk, priority)
+               SELECT {tid}, pk, %(priority)s FROM stale
+               ON CONFLICT (target_id, pk) DO NOTHING
+               RETURNING 1
+           )
+           SELECT (SELECT count(*) FROM chunk) AS scanned,
+                  (SELECT count(*) FROM stale) AS stale,
+                  (SELECT count(*) FROM enqueued) AS enqueued,
+                  (SELECT {x_json} FROM chunk x ORDER BY {desc} DESC LIMIT 1) AS last_scanned,
+                  (SELECT x.pk FROM stale x ORDER BY {desc} DESC LIMIT 1) AS last_stale"""
+    ).format(
+        cols=cols,
+        input=statements.input_expr(target, "s"),
+        source=statements.source(target),
+        after=after,
+        c_cols=c_cols,
+        c_json=statements.pk_json(target, "c"),
+        table=statements.vector_table(generation),
+        v_match=statements.pk_equals(target, "v", "c"),
+        key=sql.Literal(generation.key),
+        tid=sql.Literal(target.id),
+        x_json=statements.pk_json(target, "x"),
+        desc=desc,
+    )
+
+
+async def feed_chunk(
+    conn: AsyncConn,
+    target: Target,
+    generation: Generation,
+    *,
+    cursor: list[object] | None,
+    inclusive: bool,
+    scan_rows: int,
+    room: int,
+) -> ChunkResult:
+    """Scan up to ``scan_rows`` rows after ``cursor``; enqueue up to ``room`` stale ones."""
+    statement = _chunk_statement(target, generation, first=cursor is None, inclusive=inclusive)
+    cur = await conn.execute(
+        statement,
+        {
+            "scan": scan_rows,
+            "room": room,
+            "priority": BACKFILL_PRIORITY,
+            "after": Jsonb(cursor) if cursor is not None else None,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    if row["stale"] >= room and row["last_stale"] is not None:
+        # The room filled up inside the chunk: resume right after the last row taken.
+        return ChunkResult(row["scanned"], row["stale"], row["enqueued"], row["last_stale"], False)
+    done = row["scanned"] < scan_rows
+    last = row["last_scanned"] if row["last_scanned"] is not None else cursor
+    return ChunkResult(row["scanned"], row["stale"], row["enqueued"], last, done)
+
+
+async def _scalar(conn: AsyncConn, name: str, params: dict[str, object]) -> int:
+    cur = await conn.execute(sqlfiles.query("jobs", name), params)
+    row = await cur.fetchone()
+    assert row is not None
+    return int(next(iter(row.values())))
+
+
+class JobRunner:
+    """Feeds every open job a little at a time; safe to run in several daemons at once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.conf: JobSettings = settings.jobs
+        self._progress_at: dict[int, float] = {}
+
+    async def tick(self, conn: AsyncConn) -> int:
+        """Advance every workable job once; returns how many rows were enqueued."""
+        cur = await conn.execute(sqlfiles.query("jobs", "workable_jobs"))
+        enqueued = 0
+        for row in await cur.fetchall():
+            try:
+                enqueued += await self._step(conn, row["id"])
+            except NotFoundError:
+                continue  # removed meanwhile (target or generation dropped)
+        return enqueued
+
+    async def _step(self, conn: AsyncConn, job_id: int) -> int:
+        async with conn.transaction():
+            cur = await conn.execute(sqlfiles.query("jobs", "lock_job"), {"id": job_id})
+            if await cur.fetchone() is None:
+                return 0  # another daemon is feeding it right now
+            job = await jobs.get_job(conn, job_id)
+            target = await get_target(conn, job.target)
+            generation = find_generation(target, job.generation_id)
+            if job.state is JobState.PENDING:
+                job, generation = await self._start(conn, job, target, generation)
+                if job.state is not JobState.RUNNING:
+                    return 0
+            if job.state is not JobState.RUNNING:
+                return 0
+            enqueued = 0 if job.scan_done else await self._feed(conn, job, target, generation)
+            if enqueued:
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)", (statements.QUEUE_CHANNEL, str(target.id))
+                )
+            now = time.monotonic()
+            if now - self._progress_at.get(job.id, 0.0) >= self.conf.progress_seconds:
+                self._progress_at[job.id] = now
+                await self._progress(conn, await jobs.get_job(conn, job.id), target, generation)
+            return enqueued
+
+    async def _start(
+        self, conn: AsyncConn, job: Job, target: Target, generation: Generation
+    ) -> tuple[Job, Generation]:
+        """Validate a requested job against the provider profile, fix its key, count rows."""
+        try:
+            model, space = jobs.resolve_model(
+                self.settings, generation.provider, generation.model, generation.dimensions
+            )
+        except SyncsvcError as exc:
+            logger.error("job %d cannot start: %s", job.id, exc)
+            await jobs.fail_job(conn, job, str(exc))
+            return await jobs.get_job(conn, job.id), generation
+        key = generation_key(space, generation.model, generation.dimensions, generation.options)
+        if key != generation.key:
+            # request_reembed guessed the space without the provider profiles: correct it.
+            # Vectors written under the guessed key would never match a hash: drop them.
+            other = await _scalar_or_none(
+                conn, "generation_by_key", {"target_id": target.id, "key": key}
+            )
+            if other is not None:
+                await jobs.fail_job(
+                    conn, job, f"target {target.name} already has this space as generation {other}"
+                )
+                return await jobs.get_job(conn, job.id), generation
+            await conn.execute(
+                sqlfiles.query("jobs", "rekey_generation"),
+                {"id": generation.id, "key": key, "space": space},
+            )
+            await conn.execute(
+                sql.SQL("DELETE FROM {}").format(statements.vector_table(generation))
+            )
+            generation = find_generation(await get_target(conn, target.name), generation.id)
+        total = await self._count_rows(conn, target)
+        await conn.execute(
+            sqlfiles.query("jobs", "start_job"),
+            {"id": job.id, "total_rows": total, "price": model.price_per_million_tokens},
+        )
+        logger.info(
+            "job %d started: %s → generation %d (%s, %d dims), %d rows",
+            job.id,
+            target.name,
+            generation.id,
+            generation.model,
+            generation.dimensions,
+            total,
+        )
+        return await jobs.get_job(conn, job.id), generation
+
+    @staticmethod
+    async def _count_rows(conn: AsyncConn, target: Target) -> int:
+        cur = await conn.execute(
+            sql.SQL("SELECT count(*) AS n FROM {} s WHERE {} ~ '\\S'").format(
+                statements.source(target), statements.input_expr(target, "s")
+            )
+        )
+        row = await cur.fetchone()
+        return int(row["n"]) if row else 0
+
+    async def _feed(self, conn: AsyncConn, job: Job, target: Target, generation: Generation) -> int:
+        bound = job.max_queued or self.conf.max_queued_rows
+        queued = await _scalar(
+            conn,
+            "backfill_in_queue",
+            {"target_id": target.id, "priority": BACKFILL_PRIORITY},
+        )
+        cursor, inclusive = job.cursor, job.cursor_inclusive
+        enqueued = 0
+        scan_done = False
+        moved = False
+        for _ in range(MAX_CHUNKS_PER_TICK):
+            room = bound - queued - enqueued
+            if room <= 0:
+                break
+            result = await feed_chunk(
+                conn,
+                target,
+                generation,
+                cursor=cursor,
+                inclusive=inclusive,
+                scan_rows=self.conf.chunk_rows,
+                room=room,
+            )
+            enqueued += result.enqueued
+            moved = moved or result.cursor != cursor or inclusive
+            cursor, inclusive = result.cursor, False
+            if result.scan_done:
+                scan_done = True
+                break
+        if moved or scan_done:
+            await conn.execute(
+                sqlfiles.query("jobs", "advance"),
+                {
+                    "id": job.id,
+                    "cursor": Jsonb(cursor) if cursor is not None else None,
+                    "scan_done": scan_done,
+                    "enqueued": enqueued,
+                },
+            )
+        return enqueued
+
+    async def _progress(
+        self, conn: AsyncConn, job: Job, target: Target, generation: Generation
+    ) -> None:
+        cur = await conn.execute(
+            sql.SQL(
+                "SELECT count(*) FILTER (WHERE chunk = 0) AS done, "
+                "coalesce(sum(tokens) FILTER (WHERE chunk = 0), 0) AS tokens FROM {}"
+            ).format(statements.vector_table(generation))
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        error = None
+        if job.scan_done:
+            error = await self._maybe_finish(conn, job, target, generation)
+        await conn.execute(
+            sqlfiles.query("jobs", "progress"),
+            {"id": job.id, "done": row["done"], "tokens": row["tokens"], "error": error},
+        )
+
+    async def _maybe_finish(
+        self, conn: AsyncConn, job: Job, target: Target, generation: Generation
+    ) -> str | None:
+        """Complete the job once every row is current; returns a note on what it waits for."""
+        backlog = await _scalar(
+            conn, "backfill_in_queue", {"target_id": target.id, "priority": BACKFILL_PRIORITY}
+        )
+        if backlog:
+            return None
+        measured = await promote.coverage(conn, target, generation)
+        if not measured.complete:
+            cur = await conn.execute(
+                sqlfiles.query("jobs", "target_in_queue"), {"target_id": target.id}
+            )
+            row = await cur.fetchone()
+            failed = int(row["failed"]) if row else 0
+            if failed:
+                return (
+                    f"{measured.missing} rows not embedded; {failed} failed rows wait for "
+                    "'syncsvc failed retry' (or a retry_failed schedule)"
+                )
+            # Rows changed behind the triggers' back (or after a forced rewind): scan again;
+            # current rows are skipped, so this costs reads, not API calls.
+            await conn.execute(sqlfiles.query("jobs", "rescan"), {"id": job.id})
+            logger.info(
+                "job %d: %d rows missing after the scan; rescanning", job.id, measured.missing
+            )
+            return None
+        await conn.execute(
+            sqlfiles.query("jobs", "set_state"),
+            {"id": job.id, "state": JobState.COMPLETED.value, "error": None},
+        )
+        logger.info("job %d completed: generation %d is complete", job.id, generation.id)
+        if job.auto_promote and generation.state is GenerationState.BUILDING:
+            # The target row is locked since _step: this is the same atomic switch as promote.
+            await promote.promote_generation(conn, target, generation)
+        return None
+
+
+async def _scalar_or_none(conn: AsyncConn, name: str, params: dict[str, object]) -> int | None:
+    cur = await conn.execute(sqlfiles.query("jobs", name), params)
+    row = await cur.fetchone()
+    return None if row is None else int(next(iter(row.values())))
+
+
+async def run(daemon: Daemon) -> None:
+    """Daemon service: feed jobs until the daemon stops."""
+    runner = JobRunner(daemon.settings)
+    interval = daemon.settings.jobs.poll_seconds
+    while not daemon.stop_event.is_set():
+        try:
+            async with daemon.pool.connection() as conn:
+                if await runner.tick(conn):
+                    daemon.wake.set()
+        except (SyncsvcError, psycopg.Error) as exc:
+            # A deadlock victim or a lost connection: the job rows are intact, try next tick.
+            logger.error("job runner: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(daemon.stop_event.wait(), interval)
