@@ -225,9 +225,13 @@ class Coordinator:
 
         # Providers are built lazily by the worker; wrapping its factory covers every one.
         worker._provider_factory = factory
-        # The daemon's scheduler calls ``daemon.sweep``: replacing it on the instance keeps
-        # the daemon module free of scale-out concerns.
-        setattr(daemon, "sweep", self.gate(daemon.sweep))  # noqa: B010
+        # Cron-scheduled sweeps are already claimed by exactly one daemon per firing
+        # (``syncsvc.schedule``); only the every-daemon interval sweep needs a leader.
+        schedules = getattr(daemon.settings, "schedules", {}) or {}
+        if not any(getattr(e, "action", None) == "sweep" for e in schedules.values()):
+            # The scheduler looks ``daemon.sweep`` up at call time: wrapping it on the
+            # instance keeps the daemon module free of scale-out concerns.
+            setattr(daemon, "sweep", self.gate(daemon.sweep))  # noqa: B010
         daemon.add_service("coordination", self.run)
 
     async def run(self, daemon: Daemon) -> None:

@@ -11,7 +11,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncsvc import operations
-from syncsvc.daemon import Daemon
+from syncsvc.daemon import Daemon, DaemonTaskDied
 from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.settings import Settings
@@ -66,9 +66,19 @@ async def web_daemon(
         task.result()
     try:
         yield daemon, web
-    finally:
+    except BaseException:
+        # Keep the test's own failure visible, not a shutdown error it caused.
         daemon.request_stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+        raise
+    daemon.request_stop()
+    try:
         await asyncio.wait_for(task, 30)
+    except DaemonTaskDied as exc:
+        # A task that simply returned because we asked it to stop is not a failure.
+        if exc.__cause__ is not None:
+            raise
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

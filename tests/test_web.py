@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from syncsvc import status
-from syncsvc.metrics import REGISTRY
 from syncsvc.database import AsyncConn, create_pool
+from syncsvc.metrics import REGISTRY
 from syncsvc.web.app import create_app
 from syncsvc.web.auth import AdminAccess, is_loopback
 from tests.helpers import queue_empty, scalar, wait_for
@@ -25,34 +25,43 @@ async def test_metrics_follow_a_backfill(conn: AsyncConn, db_url: str) -> None:
         update={"worker": web_settings().worker.model_copy(update={"claim_size": 10})}
     )
     before = REGISTRY.get_sample_value("syncsvc_rows_embedded_total", {"target": "articles"}) or 0
-    async with web_daemon(db_url, provider, settings) as (_, web):
-        async with httpx.AsyncClient(base_url=web.url) as client:
-            assert (await client.get("/healthz")).json() == {"status": "ok"}
-            first = await scrape(client)
-            pending_first = value(first, "syncsvc_queue_entries", target="articles", state="pending")
-            assert pending_first > 0
-            assert value(first, "syncsvc_target_source_rows", target="articles") == 300
-            await asyncio.sleep(0.5)
-            second = await scrape(client)
-            pending_second = value(
-                second, "syncsvc_queue_entries", target="articles", state="pending"
+    async with (
+        web_daemon(db_url, provider, settings) as (_, web),
+        httpx.AsyncClient(base_url=web.url) as client,
+    ):
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        first = await scrape(client)
+        pending_first = value(first, "syncsvc_queue_entries", target="articles", state="pending")
+        assert pending_first > 0
+        assert value(first, "syncsvc_target_source_rows", target="articles") == 300
+        await asyncio.sleep(0.5)
+        second = await scrape(client)
+        pending_second = value(second, "syncsvc_queue_entries", target="articles", state="pending")
+        assert pending_second < pending_first  # the backlog falls
+        await wait_for(lambda: queue_empty(conn), timeout=60)
+        done = await scrape(client)
+        rows = {r.target: r for r in await status.collect(conn)}
+        # The same figures as `syncsvc status`.
+        assert (
+            value(
+                done,
+                "syncsvc_target_embedded_rows",
+                target="articles",
+                generation="1",
+                state="active",
             )
-            assert pending_second < pending_first  # the backlog falls
-            await wait_for(lambda: queue_empty(conn), timeout=60)
-            done = await scrape(client)
-            rows = {r.target: r for r in await status.collect(conn)}
-            # The same figures as `syncsvc status`.
-            assert value(done, "syncsvc_target_embedded_rows", target="articles", generation="1",
-                         state="active") == rows["articles"].embedded == 300
-            assert value(done, "syncsvc_queue_entries", target="articles", state="pending") == 0
-            assert value(done, "syncsvc_target_coverage_ratio", target="articles") == 1.0
-            assert value(done, "syncsvc_rows_embedded_total", target="articles") - before == 300
-            assert value(done, "syncsvc_queue_entries_processed_total", outcome="embedded") >= 300
-            assert value(done, "syncsvc_listener_connected") == 1
-            assert value(done, "syncsvc_daemons") >= 1
-            ready = await client.get("/readyz")
-            assert ready.status_code == 200, ready.text
-            assert ready.json()["status"] == "ready"
+            == rows["articles"].embedded
+            == 300
+        )
+        assert value(done, "syncsvc_queue_entries", target="articles", state="pending") == 0
+        assert value(done, "syncsvc_target_coverage_ratio", target="articles") == 1.0
+        assert value(done, "syncsvc_rows_embedded_total", target="articles") - before == 300
+        assert value(done, "syncsvc_queue_entries_processed_total", outcome="embedded") >= 300
+        assert value(done, "syncsvc_listener_connected") == 1
+        assert value(done, "syncsvc_daemons") >= 1
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "ready"
 
 
 async def test_admin_page_shows_failures_and_retries_them(conn: AsyncConn, db_url: str) -> None:
@@ -70,7 +79,8 @@ async def test_admin_page_shows_failures_and_retries_them(conn: AsyncConn, db_ur
             assert 'data-action="retry-failed"' in page.text
             provider.poison = None
             foreign = await client.post(
-                "/admin/retry-failed", data={"target": "articles"},
+                "/admin/retry-failed",
+                data={"target": "articles"},
                 headers={"Origin": "http://evil.example"},
             )
             assert foreign.status_code == 403
@@ -112,9 +122,7 @@ async def test_token_protects_the_admin_page(db_url: str) -> None:
             anonymous = await client.get("/admin")
             assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
             assert (await client.post("/admin/retry-failed")).status_code == 401
-            bearer = await client.get(
-                "/admin", headers={"Authorization": "Bearer s3cret-token"}
-            )
+            bearer = await client.get("/admin", headers={"Authorization": "Bearer s3cret-token"})
             assert bearer.status_code == 200 and "Targets" in bearer.text
             wrong = await client.post("/login", data={"token": "guess"})
             assert wrong.status_code == 401
