@@ -59,6 +59,10 @@ class QueryVector:
     def dimensions(self) -> int:
         return len(self.vector)
 
+    def to_numpy(self) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """The vector as a float32 array, as SQLAlchemy's and psycopg's pgvector types take it."""
+        return np.asarray(self.vector, dtype=np.float32)
+
 
 @dataclass(frozen=True)
 class SearchHit:
@@ -350,11 +354,6 @@ async def similar_rows(
         row.pop(_SCORE)
         hits.append(SearchHit(pk=dict(key), distance=distance, row=row))
     return hits
-
-
-def as_array(query: QueryVector) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """The query vector as a float32 numpy array (e.g. for SQLAlchemy or pgvector clients)."""
-    return np.asarray(query.vector, dtype=np.float32)
 
 
 async def prune_cache(conn: AsyncConn, older_than_seconds: float) -> int:
