@@ -1,16 +1,19 @@
 """Client-side request and token budgets, with an adaptive slow-down on 429.
 
 DashScope enforces RPM and TPM per second (RPM/60 and TPM/60 in each one-second window), so a
-budget that allows a one-minute burst gets throttled at once. The buckets here hold only a small
-fraction of a second's allowance and refill continuously a little below the configured rate, so
-any one-second window stays under the server's cap. A 429 pauses every caller until the
-server's ``Retry-After`` (or a default) and cuts the rate; successes win it back gradually.
+budget that allows a one-minute burst gets throttled at once, and so does a token bucket: it
+bounds the long-run rate, but two large requests can still land in the same server window. A
+sliding one-second log bounds every one-second interval, hence every fixed window the server
+can use. The window is a little longer than a second and the budget a little lower than the cap
+so network jitter cannot push one request across into a full window. A 429 pauses every caller
+until the server's ``Retry-After`` (or a default) and cuts the budget; successes win it back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,48 +21,60 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-SAFETY = 0.95
-"""Fraction of the configured budget actually used: timing jitter must not cross the cap."""
-BURST_SECONDS = 0.05
-"""Bucket capacity as a fraction of a second's allowance (at least one request)."""
+SAFETY = 0.97
+"""Fraction of the configured budget actually used."""
+WINDOW = 1.02
+"""Seconds over which a one-second budget is counted (jitter margin)."""
 DEFAULT_PAUSE = 1.0
 """Pause after a 429 without Retry-After: limits are per second, so the next window is free."""
 MAX_PAUSE = 60.0
 CUT = 0.8
 RECOVERY = 0.02
 MIN_FACTOR = 0.1
-OBSERVE_SECONDS = 5.0
 MIN_OBSERVED = 4
 """Below this many requests in the last second a 429 says nothing about our rate (a quota
 shared with other clients, a blip): pause, but do not learn a rate from it."""
 
 
-class TokenBucket:
-    """A leaky budget: ``rate`` units per second, at most ``capacity`` saved up, debt allowed.
+class SlidingWindow:
+    """At most ``limit`` units in any ``WINDOW``-second interval.
 
-    Debt lets one request larger than the capacity through (after waiting for a full bucket) so
-    a big input is never starved; the next callers then wait for the debt to be repaid.
+    An amount larger than the whole limit is admitted only into an empty window, so a big
+    input is slow rather than impossible (the simulator's server does the same).
     """
 
-    def __init__(self, rate: float, capacity: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self._level = capacity
-        self._stamp = now
+    def __init__(self, limit: float, window: float = WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self._log: deque[tuple[float, float]] = deque()
+        self._sum = 0.0
 
-    def _refill(self, now: float) -> None:
-        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
-        self._stamp = now
+    def _expire(self, now: float) -> None:
+        while self._log and self._log[0][0] <= now - self.window:
+            self._sum -= self._log.popleft()[1]
+        if not self._log:
+            self._sum = 0.0  # no float drift once empty
 
     def delay(self, amount: float, now: float) -> float:
-        """Seconds until ``amount`` (capped at the capacity) is available."""
-        self._refill(now)
-        needed = min(amount, self.capacity) - self._level
-        return 0.0 if needed <= 0 else needed / self.rate
+        """Seconds until ``amount`` fits."""
+        self._expire(now)
+        if not self._log or self._sum + amount <= self.limit:
+            return 0.0
+        remaining = self._sum
+        for stamp, spent in self._log:
+            remaining -= spent
+            if remaining <= 0 or remaining + amount <= self.limit:
+                return max(0.0, stamp + self.window - now)
+        return 0.0  # unreachable: the loop empties the log
 
     def take(self, amount: float, now: float) -> None:
-        self._refill(now)
-        self._level -= amount
+        self._expire(now)
+        self._log.append((now, amount))
+        self._sum += amount
+
+    def spent(self, now: float) -> float:
+        self._expire(now)
+        return self._sum
 
 
 @dataclass(frozen=True)
@@ -90,22 +105,14 @@ class RateLimiter:
         self._factor = 1.0
         self._learned_rps: float | None = None
         """Without a configured RPM, a 429 teaches us the rate the server tolerates."""
-        now = clock()
-        self._requests = self._bucket(rpm / 60 if rpm else None, now)
-        self._tokens = self._bucket(tpm / 60 if tpm else None, now)
+        # Requests are always logged: without a budget the log is what a 429 learns from.
+        self._requests = SlidingWindow(rpm / 60 * SAFETY if rpm else math.inf)
+        self._tokens = SlidingWindow(tpm / 60 * SAFETY) if tpm else None
         self._resume_at = 0.0
         self._last_cut = -MAX_PAUSE
-        self._recent: deque[float] = deque()
         self._lock: asyncio.Lock | None = None
         self._counts = [0, 0, 0]
         self._waited = 0.0
-
-    @staticmethod
-    def _bucket(per_second: float | None, now: float) -> TokenBucket | None:
-        if per_second is None:
-            return None
-        rate = per_second * SAFETY
-        return TokenBucket(rate, max(1.0, per_second * BURST_SECONDS), now)
 
     @property
     def max_tokens_per_request(self) -> int | None:
@@ -122,20 +129,15 @@ class RateLimiter:
             while True:
                 now = self._clock()
                 wait = max(0.0, self._resume_at - now)
-                if self._requests is not None:
-                    wait = max(wait, self._requests.delay(1, now))
+                wait = max(wait, self._requests.delay(1, now))
                 if self._tokens is not None:
                     wait = max(wait, self._tokens.delay(tokens, now))
                 if wait <= 0:
                     break
                 await asyncio.sleep(wait)
-            if self._requests is not None:
-                self._requests.take(1, now)
+            self._requests.take(1, now)
             if self._tokens is not None:
                 self._tokens.take(tokens, now)
-            self._recent.append(now)
-            while self._recent and self._recent[0] < now - OBSERVE_SECONDS:
-                self._recent.popleft()
             self._counts[0] += 1
             self._counts[1] += tokens
             self._waited += now - started
@@ -148,8 +150,7 @@ class RateLimiter:
         elif self._learned_rps is not None:
             # Probe upwards so a limit learned during a transient squeeze does not stick.
             self._learned_rps *= 1.0 + RECOVERY / 2
-            if self._requests is not None:
-                self._requests.rate = self._learned_rps
+            self._requests.limit = self._learned_rps
 
     def on_rate_limited(self, retry_after: float | None) -> float:
         """Pause every caller and cut the rate; returns the pause in seconds."""
@@ -160,11 +161,11 @@ class RateLimiter:
         # Concurrent requests see the same throttled second: cut once per second, not per 429.
         if now - self._last_cut >= 1.0:
             self._last_cut = now
-            observed = sum(1 for t in self._recent if t >= now - 1.0)
+            observed = self._requests.spent(now)
             if self.rpm is None and observed >= MIN_OBSERVED:
                 learned = observed * CUT
                 self._learned_rps = learned
-                self._requests = TokenBucket(learned, 1.0, now)
+                self._requests.limit = learned
                 logger.info("429 without a configured RPM: pacing at %.1f requests/s", learned)
             elif self.rpm is not None:
                 self._factor = max(MIN_FACTOR, self._factor * CUT)
@@ -173,10 +174,10 @@ class RateLimiter:
         return pause
 
     def _apply(self) -> None:
-        if self._requests is not None and self.rpm:
-            self._requests.rate = self.rpm / 60 * SAFETY * self._factor
+        if self.rpm:
+            self._requests.limit = self.rpm / 60 * SAFETY * self._factor
         if self._tokens is not None and self.tpm:
-            self._tokens.rate = self.tpm / 60 * SAFETY * self._factor
+            self._tokens.limit = self.tpm / 60 * SAFETY * self._factor
 
     def stats(self) -> LimiterStats:
         return LimiterStats(

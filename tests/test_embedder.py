@@ -190,9 +190,9 @@ async def test_requests_are_packed_to_one_second_of_the_tpm_budget(
     simulator.configure(tpm=60_000)  # 1,000 tokens per one-second window
     texts = [" ".join(f"w{i}x{j}" for j in range(80)) for i in range(6)]
     tokens = [QwenTokens().count(t) for t in texts]
-    assert all(320 <= n <= 475 for n in tokens)  # two fit in 950 tokens, three do not
+    assert all(324 <= n <= 485 for n in tokens)  # two fit in 970 tokens, three do not
     embedder = fast(make_provider(tpm=60_000))
-    assert embedder.max_request_tokens == 950
+    assert embedder.max_request_tokens == 970
     outcomes = await embedder.embed(inputs(*texts))
     assert [vectors_of(outcomes[i]) for i in range(6)] == [(lex(t),) for t in texts]
     stats = simulator.stats()
@@ -213,8 +213,8 @@ async def test_rpm_cap_burst_stays_near_the_cap_with_few_429s(
     stats = simulator.stats()
     assert stats["ok"] == 80
     assert stats["rate_limited"] <= 2
-    # 80 requests at a 50/s cap: at least 1.5 s, and not much more than paced at 95%.
-    assert 1.4 <= elapsed <= 2.6
+    # 80 requests at 50 per second: 48 in the first window, the rest in the second.
+    assert 1.0 <= elapsed <= 2.6
 
 
 async def test_requests_in_flight_are_bounded_by_concurrency(

@@ -5,46 +5,62 @@ import time
 
 import pytest
 
-from syncsvc.ratelimit import CUT, SAFETY, RateLimiter, TokenBucket
+from syncsvc.ratelimit import CUT, SAFETY, WINDOW, RateLimiter, SlidingWindow
 
 
-def test_bucket_refills_at_rate_and_caps_at_capacity() -> None:
-    bucket = TokenBucket(rate=10.0, capacity=2.0, now=0.0)
-    assert bucket.delay(1, 0.0) == 0.0
-    bucket.take(2, 0.0)
-    assert bucket.delay(1, 0.0) == pytest.approx(0.1)
-    assert bucket.delay(1, 0.05) == pytest.approx(0.05)
-    # Long idle does not save up more than the capacity.
-    assert bucket.delay(2, 100.0) == 0.0
-    assert bucket.delay(3, 100.0) == 0.0  # larger than capacity: waits for a full bucket only
+def test_window_bounds_every_interval_of_a_second() -> None:
+    window = SlidingWindow(limit=10.0, window=1.0)
+    assert window.delay(4, 0.0) == 0.0
+    window.take(4, 0.0)
+    window.take(4, 0.3)
+    assert window.delay(2, 0.5) == 0.0
+    # 8 spent: 3 more fit once the first 4 expire at t=1.0.
+    assert window.delay(3, 0.5) == pytest.approx(0.5)
+    # 7 more need both entries gone: t=1.3.
+    assert window.delay(7, 0.5) == pytest.approx(0.8)
+    assert window.spent(1.0) == 4
 
 
-def test_bucket_debt_delays_the_next_caller() -> None:
-    bucket = TokenBucket(rate=100.0, capacity=10.0, now=0.0)
-    bucket.take(60, 0.0)  # one big request runs the bucket 50 into debt
-    assert bucket.delay(1, 0.0) == pytest.approx(0.51)
+def test_window_admits_an_oversized_amount_only_when_empty() -> None:
+    window = SlidingWindow(limit=10.0, window=1.0)
+    window.take(1, 0.0)
+    assert window.delay(50, 0.2) == pytest.approx(0.8)
+    assert window.delay(50, 1.0) == 0.0
 
 
-async def test_limiter_paces_requests_per_second() -> None:
-    limiter = RateLimiter(rpm=6000)  # 100/s, paced at 95/s
+def test_large_requests_never_share_a_fixed_server_window() -> None:
+    """The failure a token bucket has: two 800-token requests inside one 1,000-token second."""
+    window = SlidingWindow(limit=950.0)
+    now, sent = 0.05, []
+    for _ in range(4):
+        now += window.delay(800, now)
+        window.take(800, now)
+        sent.append(now)
+    for second in range(5):
+        assert sum(800 for t in sent if second <= t < second + 1) <= 1000
+
+
+async def test_limiter_admits_a_second_of_requests_then_waits() -> None:
+    limiter = RateLimiter(rpm=1200)  # 20/s, 19.4 used
     started = time.monotonic()
-    for _ in range(48):
+    for _ in range(19):
         await limiter.acquire(1)
-    elapsed = time.monotonic() - started
-    # Capacity is 5 requests; the remaining 43 need 43/95 s.
-    assert elapsed == pytest.approx(43 / (100 * SAFETY), abs=0.08)
-    assert limiter.stats().requests == 48
+    assert time.monotonic() - started < 0.05
+    for _ in range(6):
+        await limiter.acquire(1)
+    assert time.monotonic() - started == pytest.approx(WINDOW, abs=0.08)
+    assert limiter.stats().requests == 25
 
 
 async def test_limiter_paces_tokens() -> None:
-    limiter = RateLimiter(tpm=60_000)  # 1000 tokens/s
+    limiter = RateLimiter(tpm=60_000)  # 1,000 tokens/s, 970 used
     assert limiter.max_tokens_per_request == int(1000 * SAFETY)
     started = time.monotonic()
-    for _ in range(4):
-        await limiter.acquire(200)
-    # Capacity 50: each request after the first waits for its 200 tokens at 950/s.
-    assert time.monotonic() - started == pytest.approx(3 * 200 / 950, abs=0.1)
-    assert limiter.stats().tokens == 800
+    for _ in range(5):
+        await limiter.acquire(400)
+    # Two requests of 400 fit a window, the third waits for the next: t = 0, 0, W, W, 2W.
+    assert time.monotonic() - started == pytest.approx(2 * WINDOW, abs=0.1)
+    assert limiter.stats().tokens == 2000
 
 
 async def test_429_pauses_everyone_and_cuts_the_rate_once_per_second() -> None:
@@ -66,15 +82,14 @@ async def test_without_a_configured_rpm_a_429_teaches_the_rate() -> None:
     for _ in range(20):
         await limiter.acquire(1)
     limiter.on_rate_limited(None)
+    # Learned 20 * 0.8 = 16 per second, and 20 were sent within the last second.
     started = time.monotonic()
-    for _ in range(5):
-        await limiter.acquire(1)
-    # Learned 20 * 0.8 = 16/s with a one-request bucket: 4 more requests need ~0.25 s.
-    assert time.monotonic() - started == pytest.approx(4 / 16, abs=0.06)
+    await limiter.acquire(1)
+    assert 0.9 < time.monotonic() - started < WINDOW + 0.05
 
 
 async def test_concurrent_callers_are_served_in_order() -> None:
-    limiter = RateLimiter(rpm=12_000)
+    limiter = RateLimiter(rpm=1200)
     order: list[int] = []
 
     async def call(i: int) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -177,3 +178,14 @@ def test_cli_serves_with_faults_from_the_command_line() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("dims", [64, 1024, 2560])
+def test_fast_sparse_vectors_equal_the_lexical_embedder_bit_for_bit(dims: int) -> None:
+    from syncsvc.simulator.vectors import dense, lexical_sparse, vector_json
+
+    texts = ["", "the a an", "Hello, world!", "naïve café 你好 世界 " * 5, "x y x y z " * 40]
+    for text in texts:
+        exact = lexical.embed(text, dims)
+        assert dense(lexical_sparse(text, dims), dims) == exact
+        assert json.loads(vector_json(lexical_sparse(text, dims), dims)) == exact

@@ -13,12 +13,9 @@ Vectors come from ``syncsvc.lexical`` so search over simulated embeddings still 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import logging
 import random
-import struct
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -29,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from syncsvc import lexical
 from syncsvc.providers.profiles import PROFILES, ModelProfile
+from syncsvc.simulator import vectors as vectors_
 from syncsvc.simulator.faults import FaultBook, FaultKind, FaultRule
 from syncsvc.simulator.stats import Counters, Window
 from syncsvc.simulator.wire import (
@@ -44,9 +41,7 @@ from syncsvc.tokens import QwenTokens
 
 logger = logging.getLogger(__name__)
 
-SPARSE_VOCABULARY = 250_000
 MRL_MIN_DIMENSIONS = 32
-_QWEN3_QUERY = "\nQuery:"
 _CORRUPTING = frozenset(
     {FaultKind.MALFORMED, FaultKind.NAN, FaultKind.BAD_VECTOR, FaultKind.MISSING}
 )
@@ -114,27 +109,6 @@ def _dimensions_ok(model: ModelProfile, dimensions: int) -> bool:
     return dimensions in model.dimensions
 
 
-def sparse_vector(text: str) -> list[dict[str, Any]]:
-    """A deterministic sparse representation: one entry per distinct content word."""
-    counts: dict[str, int] = {}
-    for word in lexical.words(text):
-        counts[word] = counts.get(word, 0) + 1
-    total = sum(c * c for c in counts.values()) ** 0.5 or 1.0
-    entries = []
-    for word, count in counts.items():
-        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-        index = int.from_bytes(digest, "little") % SPARSE_VOCABULARY
-        entries.append({"index": index, "value": round(count / total, 6), "token": word})
-    return entries
-
-
-def _embedding_text(text: str) -> str:
-    """What a Qwen3 host embeds: an instructed query is embedded by its query part only."""
-    if text.startswith("Instruct: ") and _QWEN3_QUERY in text:
-        return text.split(_QWEN3_QUERY, 1)[1]
-    return text
-
-
 class Simulator:
     """Request handling and mutable state; runs on one event loop."""
 
@@ -200,10 +174,10 @@ class Simulator:
         tokens = [self._tokens.count(t) for t in parsed.texts]
         now = time.monotonic()
         if not self._requests.fits(1, now):
-            self.counters.rate_limited += 1
+            self.counters.throttled()
             return error_response(RATE_QUOTA, native, rid)
         if not self._token_window.fits(sum(tokens), now):
-            self.counters.rate_limited += 1
+            self.counters.throttled()
             return error_response(TOKEN_QUOTA, native, rid)
         self._requests.commit(1, now)
         self._token_window.commit(sum(tokens), now)
@@ -212,27 +186,36 @@ class Simulator:
             return error_response(INSPECTION, native, rid)
 
         await self._sleep()
-        vectors = [lexical.embed(_embedding_text(t), dims) for t in parsed.texts]
         kind = fault.kind if fault is not None else None
-        if kind is FaultKind.BAD_VECTOR:
-            vectors = [v[:-1] for v in vectors]
-        elif kind is FaultKind.NAN:
-            vectors[0][0] = float("nan")
-        indices = list(range(len(vectors)))
-        if kind is FaultKind.MISSING:
-            indices = indices[:-1]
+        text = self._success(parsed, dims, kind, sum(tokens), rid, native)
         if kind not in _CORRUPTING:
             # Only usable answers count as served; a corrupted one is a fault, counted as such.
             self.counters.served(len(parsed.texts), sum(tokens))
+        return Response(text, 200, {"x-request-id": rid}, media_type="application/json")
+
+    @staticmethod
+    def _success(
+        parsed: Parsed, dims: int, kind: FaultKind | None, tokens: int, rid: str, native: bool
+    ) -> str:
+        vectors = [vectors_.lexical_sparse(vectors_.embedding_text(t), dims) for t in parsed.texts]
+        size = dims - 1 if kind is FaultKind.BAD_VECTOR else dims
+        if kind is FaultKind.NAN:
+            vectors[0] = {**vectors[0], 0: float("nan")}
+        base64_floats = not native and (
+            parsed.encoding_format == "base64" or kind is FaultKind.BASE64
+        )
+        encoded = [vectors_.vector_json(v, size, base64_floats) for v in vectors]
+        indices = list(range(len(vectors)))
+        if kind is FaultKind.MISSING:
+            indices = indices[:-1]
         if native:
-            payload = self._native_body(parsed, vectors, indices, sum(tokens), rid)
+            sparse = [vectors_.sparse_entries(t) for t in parsed.texts] if parsed.sparse else None
+            text = vectors_.native_body(encoded, indices, tokens, rid, sparse)
         else:
-            as_base64 = parsed.encoding_format == "base64" or kind is FaultKind.BASE64
-            payload = self._compatible_body(parsed, vectors, indices, sum(tokens), rid, as_base64)
-        text = json.dumps(payload, separators=(",", ":"), allow_nan=True)
+            text = vectors_.compatible_body(parsed.model, encoded, indices, tokens, rid)
         if kind is FaultKind.MALFORMED:
             text = text[: max(1, len(text) // 2)]
-        return Response(text, 200, {"x-request-id": rid}, media_type="application/json")
+        return text
 
     async def _early_fault(self, fault: FaultRule, native: bool, rid: str) -> Response | None:
         """Faults that answer before any validation (like a real gateway or overload would)."""
@@ -242,7 +225,7 @@ class Simulator:
                 headers["Retry-After"] = f"{fault.retry_after:g}"
             if fault.retry_after_ms is not None:
                 headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
-            self.counters.rate_limited += 1
+            self.counters.throttled()
             return error_response(RATE_QUOTA, native, rid, headers)
         if fault.kind is FaultKind.UNAUTHORIZED:
             return error_response(INVALID_KEY, native, rid)
@@ -296,49 +279,6 @@ class Simulator:
             latency += self._random.uniform(-self.config.jitter_ms, self.config.jitter_ms)
         if latency > 0:
             await asyncio.sleep(latency / 1000)
-
-    @staticmethod
-    def _compatible_body(
-        parsed: Parsed,
-        vectors: list[list[float]],
-        indices: list[int],
-        tokens: int,
-        rid: str,
-        as_base64: bool,
-    ) -> dict[str, Any]:
-        data = []
-        for i in indices:
-            embedding: list[float] | str = vectors[i]
-            if as_base64:
-                raw = struct.pack(f"<{len(vectors[i])}f", *vectors[i])
-                embedding = base64.b64encode(raw).decode()
-            data.append({"embedding": embedding, "index": i, "object": "embedding"})
-        return {
-            "data": data,
-            "model": parsed.model,
-            "object": "list",
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            "id": rid,
-        }
-
-    @staticmethod
-    def _native_body(
-        parsed: Parsed, vectors: list[list[float]], indices: list[int], tokens: int, rid: str
-    ) -> dict[str, Any]:
-        embeddings = []
-        for i in indices:
-            item: dict[str, Any] = {"embedding": vectors[i], "text_index": i}
-            if parsed.sparse:
-                item["sparse_embedding"] = sparse_vector(parsed.texts[i])
-            embeddings.append(item)
-        return {
-            "status_code": 200,
-            "request_id": rid,
-            "code": "",
-            "message": "",
-            "output": {"embeddings": embeddings},
-            "usage": {"total_tokens": tokens},
-        }
 
 
 def _json(data: Any, status: int = 200) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -47,6 +48,9 @@ class Counters:
         self.inputs = 0
         self.tokens = 0
         self.rate_limited = 0
+        self.rate_limited_late = 0
+        """429s more than a second after the first request: a paced client should have none."""
+        self.first_request_at: float | None = None
         self.in_flight = 0
         self.max_in_flight = 0
         self.by_route: dict[str, int] = {}
@@ -55,6 +59,8 @@ class Counters:
         self.batch_sizes: dict[str, int] = {}
 
     def begin(self, route: str) -> None:
+        if self.first_request_at is None:
+            self.first_request_at = time.monotonic()
         self.requests += 1
         self.by_route[route] = self.by_route.get(route, 0) + 1
         self.in_flight += 1
@@ -64,6 +70,12 @@ class Counters:
         self.in_flight -= 1
         key = str(status)
         self.by_status[key] = self.by_status.get(key, 0) + 1
+
+    def throttled(self) -> None:
+        self.rate_limited += 1
+        first = self.first_request_at
+        if first is not None and time.monotonic() - first > 1.0:
+            self.rate_limited_late += 1
 
     def fault(self, kind: str) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + 1
@@ -82,6 +94,7 @@ class Counters:
             "inputs": self.inputs,
             "tokens": self.tokens,
             "rate_limited": self.rate_limited,
+            "rate_limited_late": self.rate_limited_late,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "by_route": dict(self.by_route),
