@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 from pgvector import Vector
 
-from syncsvc import indexes, targets
+from syncsvc import indexes, migrate, targets
 from syncsvc.catalog import get_target
-from syncsvc.database import AsyncConn
+from syncsvc.database import AsyncConn, aconnect
 from syncsvc.models import Metric
 from syncsvc.settings import SearchSettings
 from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, wait_for
@@ -181,3 +182,34 @@ async def test_daemon_builds_index_once_backfilled(conn: AsyncConn, db_url: str)
         await wait_for(indexed)
     done = await indexes.progress(conn, target, target.active)
     assert done.fraction() == 1.0 and done.source_rows == 40
+
+
+async def test_index_cli_build_and_list(conn: AsyncConn, db_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from syncsvc.cli import app
+
+    await random_target(conn, 64, rows=30)
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(app, ["--database-url", db_url, "index", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    built = await asyncio.to_thread(cli, "build", "items", "--m", "12")
+    assert "items_g" in built and "m='12'" in built
+    listed = json.loads(await asyncio.to_thread(cli, "list", "--json"))
+    assert listed[0]["valid"] is True and listed[0]["backfilled"] == 1.0
+
+
+async def test_search_migration_downgrades_and_upgrades(db_url: str) -> None:
+    await asyncio.to_thread(migrate.downgrade, db_url, "search@-1")
+    check = "SELECT to_regproc('syncsvc.search_by_vector') IS NULL AND "
+    check += "to_regclass('syncsvc.query_cache') IS NULL"
+    connection = await aconnect(db_url)
+    try:
+        assert await scalar(connection, check)
+        await asyncio.to_thread(migrate.upgrade, db_url)
+        assert not await scalar(connection, check)
+    finally:
+        await connection.close()
