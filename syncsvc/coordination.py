@@ -239,6 +239,7 @@ class Coordinator:
         host, pid = socket.gethostname(), os.getpid()
         try:
             while not daemon.stop_event.is_set():
+                metrics.HEARTBEAT.set(time.time())
                 leader = await self.check_leadership()
                 try:
                     async with daemon.pool.connection(timeout=self.interval) as conn:
