@@ -37,20 +37,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import machine, write_section  # noqa: E402
-from syncsvc import migrate, targets  # noqa: E402
-from syncsvc.daemon import Daemon  # noqa: E402
-from syncsvc.database import AsyncConn, aconnect  # noqa: E402
-from syncsvc.settings import ProviderSettings, Settings, WorkerSettings  # noqa: E402
+from bench.report import machine, write_section
+from syncsvc import migrate, targets
+from syncsvc.daemon import Daemon
+from syncsvc.database import AsyncConn, aconnect
+from syncsvc.settings import ProviderSettings, Settings, WorkerSettings
 
 KEY_ENV = "SYNCSVC_BENCH_API_KEY"
 INPUTS_PER_REQUEST = 10
 DIMS = 1024
-WORDS = (
-    "vector search index postgres embedding model latency token batch queue worker daemon "
-    "table column trigger backfill sweep region gateway sparse dense query document cosine "
-    "distance quantized halfvec rerank chunk overlap throughput budget minute second retry"
-).split()
+WORDS = ["vector", "search", "index", "postgres", "embedding", "model", "latency", "token", "batch", "queue", "worker", "daemon", "table", "column", "trigger", "backfill", "sweep", "region", "gateway", "sparse", "dense", "query", "document", "cosine", "distance", "quantized", "halfvec", "rerank", "chunk", "overlap", "throughput", "budget", "minute", "second", "retry"]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,34 @@
 -- The durable work queue: one entry per (target, row key). NOTIFY only wakes the daemon;
 -- these statements are the truth.
 
+-- name: expand_inbox --
+-- Move captured keys from the inbox into the queue, one entry per row. An entry already queued
+-- is bumped (seq + 1) so a worker holding it knows the row changed while it was in flight.
+-- Callers hold an advisory lock so two daemons never upsert overlapping keys at once.
+WITH batch AS (
+    DELETE FROM syncsvc.inbox
+    WHERE id IN (SELECT id FROM syncsvc.inbox ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    RETURNING target_id, pks, created_at
+), keys AS (
+    SELECT DISTINCT ON (b.target_id, e.pk) b.target_id, e.pk, b.created_at
+    FROM batch b, jsonb_array_elements(b.pks) AS e(pk)
+    ORDER BY b.target_id, e.pk, b.created_at
+)
+INSERT INTO syncsvc.queue AS q (target_id, pk, enqueued_at)
+SELECT target_id, pk, created_at FROM keys
+ON CONFLICT (target_id, pk) DO UPDATE SET
+    seq = q.seq + 1,
+    state = CASE WHEN q.state = 'in_flight' THEN 'in_flight' ELSE 'pending' END,
+    attempts = 0,
+    priority = 0,
+    next_attempt_at = now(),
+    enqueued_at = CASE WHEN q.state = 'failed' THEN EXCLUDED.enqueued_at
+                       ELSE least(q.enqueued_at, EXCLUDED.enqueued_at) END,
+    updated_at = now();
+
+-- name: inbox_waiting --
+SELECT EXISTS (SELECT 1 FROM syncsvc.inbox) AS waiting;
+
 -- name: expire_leases --
 -- Work held by a daemon that died (kill -9, lost connection) becomes claimable again.
 UPDATE syncsvc.queue
@@ -25,7 +53,7 @@ SET state = 'in_flight',
     updated_at = now()
 FROM candidates c
 WHERE q.target_id = c.target_id AND q.pk = c.pk
-RETURNING q.target_id, q.pk, q.seq, q.attempts;
+RETURNING q.target_id, q.pk, q.seq, q.attempts, q.enqueued_at;
 
 -- name: renew_leases --
 UPDATE syncsvc.queue

@@ -7,3 +7,10 @@ SELECT target_id,
            AS oldest_pending_seconds
 FROM syncsvc.queue
 GROUP BY target_id;
+
+-- name: inbox_summary --
+-- Captured but not yet expanded into the queue: pending as far as users are concerned.
+SELECT target_id, sum(jsonb_array_length(pks))::bigint AS pending,
+       extract(epoch FROM now() - min(created_at)) AS oldest_seconds
+FROM syncsvc.inbox
+GROUP BY target_id;

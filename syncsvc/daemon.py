@@ -185,6 +185,7 @@ class Daemon:
         conf = self.settings.worker
         while not self.stop_event.is_set():
             self.wake.clear()
+            await self.queue.expand_inbox()
             await self.queue.expire_leases()
             claimed_any = False
             target_ids = await self._active_target_ids()

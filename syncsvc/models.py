@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -95,6 +96,8 @@ class ClaimedItem:
     pk: PkValue
     seq: int
     attempts: int
+    enqueued_at: datetime | None = None
+    """When the row's oldest unembedded change was captured (for the lag metric)."""
 
 
 def generation_key(space: str, model: str, dimensions: int, options: dict[str, Any]) -> str:

@@ -36,6 +36,29 @@ class RetryStrategy:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+EXPAND_LOCK = 0x73796E63  # "sync": one daemon at a time expands the inbox
+
+
+async def expand_inbox(pool: AsyncConnectionPool[AsyncConn], batch: int = 100) -> int:
+    """Expand inbox rows into queue entries until the inbox is empty (or another daemon is)."""
+    touched = 0
+    async with pool.connection() as conn:
+        while True:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(%s) AS locked", (EXPAND_LOCK,)
+                )
+                row = await cur.fetchone()
+                if row is None or not row["locked"]:
+                    return touched
+                cur = await conn.execute(_q("expand_inbox"), {"limit": batch})
+                touched += cur.rowcount
+                cur = await conn.execute(_q("inbox_waiting"))
+                row = await cur.fetchone()
+            if row is None or not row["waiting"]:
+                return touched
+
+
 def _q(name: str) -> sqlfiles.sql.SQL:
     return sqlfiles.query("queue", name)
 
@@ -55,6 +78,10 @@ class Queue:
         self.worker = worker
         self.lease_seconds = lease_seconds
         self.retry = retry
+
+    async def expand_inbox(self, batch: int = 100) -> int:
+        """Move captured keys into the queue; returns how many queue entries were touched."""
+        return await expand_inbox(self.pool, batch)
 
     async def expire_leases(self) -> int:
         async with self.pool.connection() as conn:
@@ -76,7 +103,13 @@ class Queue:
             )
             rows = await cur.fetchall()
         return [
-            ClaimedItem(target_id=r["target_id"], pk=r["pk"], seq=r["seq"], attempts=r["attempts"])
+            ClaimedItem(
+                target_id=r["target_id"],
+                pk=r["pk"],
+                seq=r["seq"],
+                attempts=r["attempts"],
+                enqueued_at=r["enqueued_at"],
+            )
             for r in rows
         ]
 

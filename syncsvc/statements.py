@@ -95,21 +95,15 @@ def capture_function(target: Target) -> sql.Composed:
 
     It compares OLD and NEW transition rows itself, because PostgreSQL forbids column lists on
     triggers with transition tables: only rows whose embedded columns really changed enqueue.
+    The keys of one statement become one inbox row, which keeps bulk writes cheap.
     """
     old_cols = sql.SQL(", ").join(sql.Identifier("o", c) for c in target.columns)
     new_cols = sql.SQL(", ").join(sql.Identifier("n", c) for c in target.columns)
     enqueue = sql.SQL(
         """
-        INSERT INTO syncsvc.queue AS q (target_id, pk)
-        SELECT DISTINCT {tid}, k.pk FROM ({keys}) AS k(pk)
-        ON CONFLICT (target_id, pk) DO UPDATE SET
-            seq = q.seq + 1,
-            state = CASE WHEN q.state = 'in_flight' THEN 'in_flight' ELSE 'pending' END,
-            attempts = 0,
-            priority = 0,
-            next_attempt_at = now(),
-            enqueued_at = CASE WHEN q.state = 'failed' THEN now() ELSE q.enqueued_at END,
-            updated_at = now()"""
+        INSERT INTO syncsvc.inbox (target_id, pks)
+        SELECT {tid}, jsonb_agg(k.pk) FROM ({keys}) AS k(pk)
+        HAVING count(*) > 0"""
     )
     inserted = sql.SQL("SELECT {} FROM new_rows n").format(pk_json(target, "n"))
     deleted = sql.SQL("SELECT {} FROM old_rows o").format(pk_json(target, "o"))

@@ -35,6 +35,8 @@ class TargetStatus:
 async def collect(conn: AsyncConn) -> list[TargetStatus]:
     cur = await conn.execute(sqlfiles.query("status", "queue_summary"))
     queue = {r["target_id"]: r for r in await cur.fetchall()}
+    cur = await conn.execute(sqlfiles.query("status", "inbox_summary"))
+    inbox = {r["target_id"]: r for r in await cur.fetchall()}
     result = []
     for target in await load_targets(conn):
         cur = await conn.execute(
@@ -61,7 +63,13 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
             )
         active = target.active
         q = queue.get(target.id, {})
-        oldest = q.get("oldest_pending_seconds")
+        captured = inbox.get(target.id, {})
+        ages = [
+            float(a)
+            for a in (q.get("oldest_pending_seconds"), captured.get("oldest_seconds"))
+            if a is not None
+        ]
+        oldest = max(ages) if ages else None
         result.append(
             TargetStatus(
                 target=target.name,
@@ -70,10 +78,10 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
                 embedded=next(
                     (g["embedded"] for g in generations if active and g["id"] == active.id), 0
                 ),
-                pending=q.get("pending", 0),
+                pending=q.get("pending", 0) + captured.get("pending", 0),
                 in_flight=q.get("in_flight", 0),
                 failed=q.get("failed", 0),
-                oldest_pending_seconds=float(oldest) if oldest is not None else None,
+                oldest_pending_seconds=oldest,
                 active_generation=active.id if active else None,
                 model=active.model if active else None,
                 dimensions=active.dimensions if active else None,

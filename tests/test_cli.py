@@ -42,8 +42,18 @@ def setup_table(url: str, rows: int) -> None:
 def test_target_lifecycle_and_status(db_url: str) -> None:
     setup_table(db_url, 30)
     out = syncsvc(
-        db_url, "target", "add", "notes", "--table", "notes", "--columns", "title,body",
-        "--dimensions", "128", "--template", "{title}: {body}",
+        db_url,
+        "target",
+        "add",
+        "notes",
+        "--table",
+        "notes",
+        "--columns",
+        "title,body",
+        "--dimensions",
+        "128",
+        "--template",
+        "{title}: {body}",
     )
     assert "target notes" in out.stdout
     listed = json.loads(syncsvc(db_url, "target", "list", "--json").stdout)

@@ -44,8 +44,20 @@ def test_kill_9_mid_backfill_then_restart(db_url: str) -> None:
             (ROWS,),
         )
         subprocess.run(
-            [sys.executable, "-m", "syncsvc", "target", "add", "docs", "--table", "docs",
-             "--columns", "body", "--dimensions", "64"],
+            [
+                sys.executable,
+                "-m",
+                "syncsvc",
+                "target",
+                "add",
+                "docs",
+                "--table",
+                "docs",
+                "--columns",
+                "body",
+                "--dimensions",
+                "64",
+            ],
             env={**os.environ, "SYNCSVC_DATABASE_URL": db_url},
             check=True,
             capture_output=True,

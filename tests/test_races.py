@@ -48,6 +48,7 @@ async def test_stale_result_never_overwrites_newer_text(conn, db_url: str) -> No
         worker_b = Worker(pool, queue_b, lambda name: LocalHashProvider())
         target_ids = [1]
 
+        await queue_a.expand_inbox()
         items = await queue_a.claim(target_ids, 10)
         assert len(items) == 1
         round_a = asyncio.create_task(worker_a.process(items))
@@ -56,6 +57,7 @@ async def test_stale_result_never_overwrites_newer_text(conn, db_url: str) -> No
         await conn.execute("UPDATE articles SET body = 'version two text' WHERE id = 1")
         # A's lease lapses (a stalled process or a network partition).
         await conn.execute("UPDATE syncsvc.queue SET lease_until = now() - interval '1 second'")
+        await queue_b.expand_inbox()
         assert await queue_b.expire_leases() == 1
         items_b = await queue_b.claim(target_ids, 10)
         stats_b = await worker_b.process(items_b)

@@ -201,6 +201,8 @@ async def test_cli_and_client_return_the_same_rows(
     assert from_cli[0]["row"]["title"] == from_api[0].row["title"]
     table = await asyncio.to_thread(cli, "bread dough", "--where", "topic = 'food'")
     assert "Sourdough" in table and "Marathon" not in table
+    like = json.loads(await asyncio.to_thread(cli, "--like", "8", "-k", "1", "--json"))
+    assert [r["pk"] for r in like] == [{"id": 7}]
     assert provider.calls == 1
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from syncsvc import targets
-from syncsvc.database import AsyncConn
+from syncsvc.database import AsyncConn, create_pool
 from syncsvc.providers.local import LocalHashProvider
+from syncsvc.queue import expand_inbox
 from tests.helpers import expected, fast_settings, queue_empty, running_daemon, scalar, wait_for
 
 DIMS = 256
@@ -89,9 +90,9 @@ async def test_non_embedded_and_identical_updates_cost_nothing(
         await wait_for(lambda: queue_empty(conn))
         calls = provider.calls
         await conn.execute("UPDATE articles SET price = price + 1")
-        assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue") == 0
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.inbox") == 0
         await conn.execute("UPDATE articles SET title = title, body = body")
-        assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue") == 0
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.inbox") == 0
         # Writing the same text back after a real edit queues the row, but costs no API call
         # once the text is back to what is stored.
         await conn.execute("BEGIN")
@@ -102,14 +103,28 @@ async def test_non_embedded_and_identical_updates_cost_nothing(
         assert provider.calls == calls
 
 
-async def test_one_pending_entry_per_row(conn: AsyncConn) -> None:
+async def test_one_pending_entry_per_row(conn: AsyncConn, db_url: str) -> None:
     await make_articles(conn, rows=3)
     await add(conn)
     for i in range(5):
         await conn.execute("UPDATE articles SET body = %s WHERE id = 2", (f"v{i}",))
-    cur = await conn.execute("SELECT pk, seq, state FROM syncsvc.queue")
+    await conn.execute("UPDATE articles SET body = 'bulk'")  # one statement, three rows
+    # Each statement leaves one inbox row; the daemon folds them into one entry per row.
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.inbox") == 6
+    pool = create_pool(db_url)
+    await pool.open()
+    try:
+        await expand_inbox(pool)
+    finally:
+        await pool.close()
+    cur = await conn.execute("SELECT pk, seq, state FROM syncsvc.queue ORDER BY pk")
     rows = await cur.fetchall()
-    assert rows == [{"pk": [2], "seq": 5, "state": "pending"}]
+    assert rows == [
+        {"pk": [1], "seq": 1, "state": "pending"},
+        {"pk": [2], "seq": 1, "state": "pending"},
+        {"pk": [3], "seq": 1, "state": "pending"},
+    ]
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.inbox") == 0
 
 
 async def test_truncate_removes_vectors_and_queue(conn: AsyncConn, db_url: str) -> None:
@@ -117,9 +132,11 @@ async def test_truncate_removes_vectors_and_queue(conn: AsyncConn, db_url: str) 
     await add(conn)
     async with running_daemon(db_url):
         await wait_for(lambda: _count(conn, 10))
+        await conn.execute("UPDATE articles SET body = 'pending edit'")
         await conn.execute("TRUNCATE articles")
         assert await scalar(conn, "SELECT count(*) FROM syncsvc.articles_embeddings") == 0
         assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue") == 0
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.inbox") == 0
 
 
 async def test_thousand_mixed_operations(conn: AsyncConn, db_url: str) -> None:

@@ -25,6 +25,8 @@ async def test_metrics_follow_a_backfill(conn: AsyncConn, db_url: str) -> None:
         update={"worker": web_settings().worker.model_copy(update={"claim_size": 10})}
     )
     before = REGISTRY.get_sample_value("syncsvc_rows_embedded_total", {"target": "articles"}) or 0
+    lag_name = "syncsvc_commit_to_vector_lag_seconds_count"
+    lags_before = REGISTRY.get_sample_value(lag_name, {"target": "articles"}) or 0
     async with (
         web_daemon(db_url, provider, settings) as (_, web),
         httpx.AsyncClient(base_url=web.url) as client,
@@ -58,6 +60,9 @@ async def test_metrics_follow_a_backfill(conn: AsyncConn, db_url: str) -> None:
         assert value(done, "syncsvc_rows_embedded_total", target="articles") - before == 300
         assert value(done, "syncsvc_queue_entries_processed_total", outcome="embedded") >= 300
         assert value(done, "syncsvc_listener_connected") == 1
+        # Every written row's commit-to-vector lag was observed, and its tokens counted.
+        assert value(done, lag_name, target="articles") - lags_before >= 300
+        assert value(done, "syncsvc_embedding_tokens_total", target="articles", generation="1") > 0
         assert value(done, "syncsvc_daemons") >= 1
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text

@@ -1,4 +1,4 @@
-"""Initial schema: targets, generations, the queue, failures view, hash and truncate helpers.
+"""Initial schema: targets, generations, inbox and queue, failures view, hash, truncate helper.
 
 Revision ID: 0001
 Revises:
@@ -71,6 +71,15 @@ CREATE INDEX queue_ready ON syncsvc.queue (priority, next_attempt_at) WHERE stat
 CREATE INDEX queue_leases ON syncsvc.queue (lease_until) WHERE state = 'in_flight';
 CREATE INDEX queue_failed ON syncsvc.queue (target_id) WHERE state = 'failed';
 
+-- Capture triggers write one row per *statement* here (the keys as a JSON array), so a 100k-row
+-- bulk write costs the application one insert; the daemon expands it into the queue above.
+CREATE TABLE syncsvc.inbox (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    target_id  integer NOT NULL REFERENCES syncsvc.targets (id) ON DELETE CASCADE,
+    pks        jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Failed items stay in the queue (one entry per row); this view is their dead-letter listing.
 CREATE VIEW syncsvc.failures AS
     SELECT t.name AS target, q.pk, q.attempts, q.last_error, q.request_id, q.updated_at
@@ -92,6 +101,7 @@ BEGIN
     FOR tbl IN SELECT table_name FROM syncsvc.generations WHERE target_id = target LOOP
         EXECUTE format('DELETE FROM syncsvc.%I', tbl);
     END LOOP;
+    DELETE FROM syncsvc.inbox WHERE target_id = target;
     DELETE FROM syncsvc.queue WHERE target_id = target;
     RETURN NULL;
 END
@@ -121,6 +131,7 @@ $$;
 DROP FUNCTION syncsvc.on_truncate();
 DROP FUNCTION syncsvc.content_hash(text, text);
 DROP VIEW syncsvc.failures;
+DROP TABLE syncsvc.inbox;
 DROP TABLE syncsvc.queue;
 DROP TABLE syncsvc.generations;
 DROP TABLE syncsvc.targets;

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncsvc import migrate, sqlfiles, status
+from syncsvc import migrate, operations, sqlfiles, status
 from syncsvc.cli.context import STATE, console, run, with_connection
 from syncsvc.database import AsyncConn, aconnect
 
@@ -56,6 +56,7 @@ def run_command(
 
     async def main() -> None:
         daemon = Daemon(STATE.settings, url)
+        operations.install(daemon)  # metrics, probes, admin page, shared budget, one scheduler
         daemon.install_signal_handlers()
         if until_idle:
             asyncio.get_running_loop().create_task(_stop_when_idle(daemon), name="idle-watch")
@@ -73,7 +74,8 @@ async def _stop_when_idle(daemon: object) -> None:
         await asyncio.sleep(0.5)
         async with daemon.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT count(*) AS n FROM syncsvc.queue WHERE state <> 'failed'"
+                "SELECT (SELECT count(*) FROM syncsvc.queue WHERE state <> 'failed') "
+                "+ (SELECT count(*) FROM syncsvc.inbox) AS n"
             )
             row = await cur.fetchone()
         if row is not None and row["n"] == 0:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import orjson
 
+from syncsvc import metrics
 from syncsvc.providers.base import ErrorKind, ProviderError
 from syncsvc.ratelimit import RateLimiter
 
@@ -129,12 +130,14 @@ class HttpClient:
         try:
             response = await self._client.post(path, json=payload)
         except httpx.TimeoutException as error:
+            metrics.record_api_reply(self.base_url, "timeout", None)
             raise ProviderError(
                 ErrorKind.RETRYABLE,
                 f"no response within {self._timeout:g}s ({type(error).__name__})",
                 code="Timeout",
             ) from None
         except httpx.TransportError as error:
+            metrics.record_api_reply(self.base_url, "connection_error", None)
             raise ProviderError(
                 ErrorKind.RETRYABLE,
                 self.scrub(f"connection failed: {type(error).__name__}: {error}"),
@@ -151,6 +154,7 @@ class HttpClient:
             except ValueError:
                 body = None
         reply = Reply(response.status_code, response.headers, body, time.monotonic() - started)
+        metrics.record_api_reply(self.base_url, reply.status, reply.elapsed)
         if self.limiter is not None:
             if reply.status == 429:
                 self.limiter.on_rate_limited(retry_after(reply.headers))

@@ -1,0 +1,38 @@
+"""Shared by the benchmarks: machine description and per-section updates of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+HEADER = "# Benchmarks\n\nFigures printed by the scripts in `bench/`; each section says how to rerun it.\n"
+
+
+def machine() -> str:
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
+    except OSError:
+        pass
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores{mem}, "
+        f"Python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}"
+    )
+
+
+def write_section(heading: str, body: str) -> None:
+    """Replace (or append) the ``## heading`` section of BENCHMARKS.md."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+    section = f"## {heading}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    BENCHMARKS.write_text(text.rstrip() + "\n")

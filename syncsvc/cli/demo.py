@@ -1,0 +1,28 @@
+"""``syncsvc demo``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from syncsvc.cli.context import STATE, console, run
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+def demo(
+    provider: Annotated[
+        str, typer.Option(help="Provider to embed with (default: offline local-hash).")
+    ] = "local-hash",
+    model: Annotated[str, typer.Option(help="Model of that provider.")] = "local-hash",
+    dimensions: Annotated[int | None, typer.Option(help="Vector dimensions.")] = None,
+) -> None:
+    """Create a sample table, embed it live, edit rows, and run similarity queries."""
+    from syncsvc.demo import DemoOptions, run_demo
+
+    settings = STATE.settings
+    url = STATE.url()
+    run(run_demo(settings, url, console, DemoOptions(provider, model, dimensions)))
