@@ -195,6 +195,8 @@ class Coordinator:
             except psycopg.Error as exc:
                 if self.is_leader:
                     logger.warning("lost the scheduler lock: %s", exc)
+                else:
+                    logger.debug("scheduler election failed: %s", exc)
                 self.is_leader = False
                 if self._conn is not None:
                     with contextlib.suppress(Exception):
