@@ -9,7 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-HEADER = "# Benchmarks\n\nFigures printed by the scripts in `bench/`; each section says how to rerun it.\n"
+HEADER = (
+    "# Benchmarks\n\nFigures printed by the scripts in `bench/`; "
+    "each section says how to rerun it.\n"
+)
 
 
 def machine() -> str:

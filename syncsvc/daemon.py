@@ -41,6 +41,13 @@ class DaemonTaskDied(RuntimeError):
     """A supervised background task ended unexpectedly."""
 
 
+def _died(task: asyncio.Task[None], stop: asyncio.Event) -> bool:
+    """A task that ends with an error, or on its own before a stop was asked, has died."""
+    if task.cancelled():
+        return not stop.is_set()
+    return task.exception() is not None or not stop.is_set()
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -123,11 +130,13 @@ class Daemon:
             ]
             self.started.set()
             logger.info("daemon %s started", self.id)
-            stopper = asyncio.create_task(self.stop_event.wait(), name="syncsvc-stop")
+            stopper = asyncio.create_task(self._wait_stop(), name="syncsvc-stop")
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            failure = next((t for t in done if t is not stopper), None)
+            failure = next(
+                (t for t in done if t is not stopper and _died(t, self.stop_event)), None
+            )
             self.request_stop()
-            await self._shutdown(tasks + [stopper])
+            await self._shutdown([*tasks, stopper])
             if failure is not None:
                 exc = failure.exception() if not failure.cancelled() else None
                 raise DaemonTaskDied(f"background task {failure.get_name()} died: {exc!r}") from exc
@@ -135,6 +144,9 @@ class Daemon:
             await self.worker.aclose()
             await self.pool.close()
             logger.info("daemon %s stopped", self.id)
+
+    async def _wait_stop(self) -> None:
+        await self.stop_event.wait()
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         if self.scheduler.running:

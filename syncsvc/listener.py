@@ -7,6 +7,7 @@ because the queue table stays the truth.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import psycopg
@@ -47,10 +48,8 @@ class Listener:
             except (psycopg.OperationalError, OSError) as exc:
                 self.connected = False
                 logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), backoff)
-                except TimeoutError:
-                    pass
                 backoff = min(self.max_backoff_seconds, backoff * 2)
         self.connected = False
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from contextlib import redirect_stdout
-
 from typing import TYPE_CHECKING
 
 from syncsvc.resources import migrations_dir

@@ -40,7 +40,7 @@ class TextType(StrEnum):
 
 @dataclass(frozen=True)
 class Generation:
-    """One vector space of a target: provider family, model, dimensions and space-changing options."""
+    """One vector space of a target: provider family, model, dimensions, space-changing options."""
 
     id: int
     target_id: int

@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -33,7 +34,7 @@ class RetryStrategy:
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt (1-based)."""
         ceiling = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
 EXPAND_LOCK = 0x73796E63  # "sync": one daemon at a time expands the inbox
@@ -59,7 +60,7 @@ async def expand_inbox(pool: AsyncConnectionPool[AsyncConn], batch: int = 100) -
                 return touched
 
 
-def _q(name: str) -> sqlfiles.sql.SQL:
+def _q(name: str) -> sql.SQL:
     return sqlfiles.query("queue", name)
 
 

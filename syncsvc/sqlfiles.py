@@ -35,6 +35,6 @@ def load(file: str) -> dict[str, str]:
 def query(file: str, name: str) -> sql.SQL:
     """Return the named query of ``sql/<file>.sql`` as a composable ``psycopg.sql.SQL``."""
     try:
-        return sql.SQL(load(file)[name])  # type: ignore[arg-type]
+        return sql.SQL(load(file)[name])
     except KeyError:
         raise KeyError(f"no query named {name!r} in sql/{file}.sql") from None

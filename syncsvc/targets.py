@@ -97,7 +97,11 @@ async def validate(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> dic
             f"target name {spec.name!r} must be lower-case letters, digits and _ (max 40)"
         )
     if any(t.name == spec.name for t in await load_targets(conn)):
-        raise ValidationError(f"a target named {spec.name!r} already exists")
+        raise ValidationError(
+            f"a target named {spec.name!r} already exists; its model or dimensions are never "
+            "changed in place (that would mix vector spaces): build a new generation with "
+            f"'syncsvc reembed {spec.name} --model {spec.model} --dimensions N', then promote it"
+        )
     if not spec.columns:
         raise ValidationError("give at least one column to embed (--columns title,body)")
     oid, schema, table = await _resolve_table(conn, spec.table)
@@ -159,7 +163,7 @@ async def _resolve_key(
     cur = await conn.execute(sqlfiles.query("catalog", "primary_key"), {"oid": oid})
     row = await cur.fetchone()
     primary = tuple(row["columns"]) if row else None
-    if requested is None:
+    if requested is None or requested == primary:
         if primary is None:
             raise ValidationError(
                 f"{oid} has no primary key; add one or name a unique NOT NULL key with --pk"
@@ -168,8 +172,6 @@ async def _resolve_key(
     for column in requested:
         if column not in table_columns:
             raise ValidationError(f"key column {column!r} does not exist in {oid}")
-    if requested == primary:
-        return requested
     cur = await conn.execute(sqlfiles.query("catalog", "unique_keys"), {"oid": oid})
     if any(set(r["columns"]) == set(requested) for r in await cur.fetchall()):
         return requested
