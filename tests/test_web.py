@@ -140,3 +140,41 @@ async def test_token_protects_the_admin_page(db_url: str) -> None:
             assert retry.status_code == 303
     finally:
         await pool.close()
+
+
+async def test_job_buttons_drive_a_reembedding(conn: AsyncConn, db_url: str) -> None:
+    await make_articles(conn, rows=20)
+    await add(conn)
+    async with (
+        web_daemon(db_url) as (_, web),
+        httpx.AsyncClient(base_url=web.url, headers={"Origin": web.url}) as client,
+    ):
+        await wait_for(lambda: queue_empty(conn))
+        form = {"target": "articles", "provider": "", "model": "local-hash", "dimensions": "128"}
+        dry = await client.post("/admin/jobs/start", data={**form, "mode": "dry-run"})
+        assert "dry%20run" in dry.headers["location"] and "20%20rows" in dry.headers["location"]
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.jobs") == 0
+        started = await client.post("/admin/jobs/start", data={**form, "mode": "start"})
+        assert "job%20" in started.headers["location"], started.headers["location"]
+        job = await scalar(conn, "SELECT id FROM syncsvc.jobs")
+        paused = await client.post(f"/admin/jobs/{job}/pause")
+        assert "err=" not in paused.headers["location"], paused.headers["location"]
+        page = (await client.get("/admin")).text
+        assert f'data-job="{job}"' in page and 'data-action="resume"' in page
+        await client.post(f"/admin/jobs/{job}/resume")
+        generation = await scalar(conn, "SELECT generation_id FROM syncsvc.jobs")
+        done = "SELECT state = 'completed' FROM syncsvc.jobs"
+        await wait_for(lambda: _true(conn, done), timeout=30)
+        promoted = await client.post(
+            "/admin/promote", data={"target": "articles", "generation": str(generation)}
+        )
+        location = promoted.headers["location"]
+        assert "err=" not in location, location
+        active = "SELECT id FROM syncsvc.generations WHERE state = 'active'"
+        assert await scalar(conn, active) == generation
+        refused = await client.post("/admin/jobs/999/cancel")
+        assert "err=" in refused.headers["location"]
+
+
+async def _true(conn: AsyncConn, query: str) -> bool:
+    return bool(await scalar(conn, query))
