@@ -54,6 +54,14 @@ def _print_table(target: Target, hits: list[SearchHit], hybrid: bool) -> None:
     console.print(table)
 
 
+def _key(text: str) -> Any:
+    """A key from the command line: JSON (42, [1, "a"], {"id": 42}) or else a bare string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 @with_connection
 async def _search(
     conn: AsyncConn,
@@ -68,9 +76,7 @@ async def _search(
     target = await get_target(conn, target_name)
     try:
         if like is not None:
-            hits = await search_module.similar_rows(
-                conn, target, json.loads(like), k=k, where=where
-            )
+            hits = await search_module.similar_rows(conn, target, _key(like), k=k, where=where)
         else:
             generation = search_module.active_generation(target)
             provider = build_provider(generation.provider, STATE.settings)
