@@ -152,9 +152,18 @@ class Embedder:
             limit -= self.tokens.count(fmt.format(instruct=instruct, query=""))
         return max(1, limit)
 
+    def _weight(self, text: str) -> int:
+        """Exact tokens when a per-request token limit needs them, else a cheap proportional
+        stand-in (characters) used only to share a request's reported usage among its inputs."""
+        if self.max_request_tokens is not None:
+            return self.tokens.count(text)
+        return max(1, len(text))
+
     def plan(self, text: str, limit: int) -> _Plan:
         """How one input is sent: as is, truncated, or as chunks."""
-        if self.tokens.count(text) <= limit:
+        # A token covers at least one UTF-8 byte and a character at most four: short texts
+        # cannot be over the limit, and need no tokenizer pass.
+        if len(text) * 4 <= limit or self.tokens.count(text) <= limit:
             return _Plan((text,), truncated=False)
         if self.overlong is OverlongPolicy.CHUNK:
             return _Plan(tuple(self.tokens.split(text, limit)), truncated=False)
@@ -166,7 +175,7 @@ class Embedder:
         current: list[str] = []
         used = 0
         for piece in pieces:
-            size = self.tokens.count(piece)
+            size = self._weight(piece)
             over_tokens = self.max_request_tokens is not None and (
                 used + size > self.max_request_tokens
             )
@@ -233,14 +242,13 @@ class Embedder:
                 return {**left, **right}
             failure = EmbedFailure(str(error), permanent=False, request_id=error.request_id)
             return dict.fromkeys(texts, failure)
-        counts = [self.tokens.count(t) for t in texts]
-        total = response.total_tokens or sum(counts)
-        weight = sum(counts) or 1
+        counts = [self._weight(t) for t in texts]
+        total = response.total_tokens or sum(self.tokens.count(t) for t in texts)
         sparse = response.sparse or (None,) * len(texts)
+        shares = _apportion(total, counts)
         return {
-            # The API reports usage per request: share it out in proportion to our counts.
-            text: _Piece(vector, max(1, round(total * c / weight)), response.request_id, s)
-            for text, vector, c, s in zip(texts, response.vectors, counts, sparse, strict=True)
+            text: _Piece(vector, share, response.request_id, s)
+            for text, vector, share, s in zip(texts, response.vectors, shares, sparse, strict=True)
         }
 
     def _delay(self, attempt: int, error: ProviderError) -> float:
@@ -286,6 +294,18 @@ class Embedder:
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """Share a request's reported usage among its inputs; the shares add up to ``total``."""
+    whole = sum(weights) or 1
+    shares, running, previous = [], 0.0, 0
+    for weight in weights:
+        running += total * weight / whole
+        share = round(running) - previous
+        previous += share
+        shares.append(share)
+    return shares
 
 
 async def _gather(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -93,6 +94,12 @@ class DashScopeNativeProvider:
     def limiter(self) -> RateLimiter | None:
         return self.http.limiter
 
+    def _budget_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens to charge the TPM budget; counting is skipped when there is none."""
+        if self._profile.tpm is None:
+            return 0
+        return sum(self._tokens.count(t) for t in texts)
+
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         if self._missing_key_env:
             raise ProviderError(
@@ -114,7 +121,7 @@ class DashScopeNativeProvider:
             "input": {"texts": list(request.texts)},
             "parameters": parameters,
         }
-        tokens = sum(self._tokens.count(t) for t in request.texts)
+        tokens = self._budget_tokens(request.texts)
         reply = await self.http.post(NATIVE_PATH, payload, tokens)
         body = reply.body if isinstance(reply.body, dict) else {}
         rid = request_id(reply, body.get("request_id"))

@@ -11,6 +11,7 @@ import base64
 import binascii
 import logging
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -105,6 +106,12 @@ class OpenAICompatibleProvider:
     def limiter(self) -> RateLimiter | None:
         return self.http.limiter
 
+    def _budget_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens to charge the TPM budget; counting is skipped when there is none."""
+        if self._profile.tpm is None:
+            return 0
+        return sum(self._tokens.count(t) for t in texts)
+
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         if self._missing_key_env:
             raise ProviderError(
@@ -121,7 +128,7 @@ class OpenAICompatibleProvider:
         }
         if model.send_dimensions or request.dimensions != model.default_dimensions:
             payload["dimensions"] = request.dimensions
-        tokens = sum(self._tokens.count(t) for t in texts)
+        tokens = self._budget_tokens(texts)
         reply = await self.http.post("embeddings", payload, tokens)
         body = reply.body if isinstance(reply.body, dict) else {}
         rid = request_id(reply, body.get("request_id") or body.get("id"))
