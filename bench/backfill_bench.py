@@ -39,14 +39,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import machine, write_section
 from syncsvc import migrate, targets
-from syncsvc.daemon import Daemon
+from syncsvc.daemon import Daemon, DaemonTaskDied
 from syncsvc.database import AsyncConn, aconnect
 from syncsvc.settings import ProviderSettings, Settings, WorkerSettings
 
 KEY_ENV = "SYNCSVC_BENCH_API_KEY"
 INPUTS_PER_REQUEST = 10
 DIMS = 1024
-WORDS = ["vector", "search", "index", "postgres", "embedding", "model", "latency", "token", "batch", "queue", "worker", "daemon", "table", "column", "trigger", "backfill", "sweep", "region", "gateway", "sparse", "dense", "query", "document", "cosine", "distance", "quantized", "halfvec", "rerank", "chunk", "overlap", "throughput", "budget", "minute", "second", "retry"]
+WORDS = [
+    "vector",
+    "search",
+    "index",
+    "postgres",
+    "embedding",
+    "model",
+    "latency",
+    "token",
+    "batch",
+    "queue",
+    "worker",
+    "daemon",
+    "table",
+    "column",
+    "trigger",
+    "backfill",
+    "sweep",
+    "region",
+    "gateway",
+    "sparse",
+    "dense",
+    "query",
+    "document",
+    "cosine",
+    "distance",
+    "quantized",
+    "halfvec",
+    "rerank",
+    "chunk",
+    "overlap",
+    "throughput",
+    "budget",
+    "minute",
+    "second",
+    "retry",
+]
 
 
 @dataclass(frozen=True)
@@ -161,7 +197,7 @@ async def bench(run: Run, db_url: str) -> Result:
     os.environ[KEY_ENV] = key
     rng = random.Random(7)
     with simulator(run, key) as sim_url:
-        admin = httpx.Client(base_url=sim_url)
+        admin = httpx.AsyncClient(base_url=sim_url)
         settings = Settings(
             providers={
                 "sim": ProviderSettings(
@@ -195,13 +231,13 @@ async def bench(run: Run, db_url: str) -> Result:
             provider="sim",
         )
         await targets.add_target(conn, settings, spec)
-        admin.post("/_sim/reset")
+        await admin.post("/_sim/reset")
         vectors = "SELECT count(*) FROM syncsvc.items_embeddings"
         started = time.monotonic()
         async with daemon_running(settings, db_url):
             await wait_until(conn, vectors, run.rows, timeout=600)
             seconds = time.monotonic() - started
-            backfill = admin.get("/_sim/stats").json()
+            backfill = (await admin.get("/_sim/stats")).json()
             span = await count(
                 conn,
                 "SELECT extract(epoch FROM max(embedded_at) - min(embedded_at)) "
@@ -209,7 +245,7 @@ async def bench(run: Run, db_url: str) -> Result:
             )
             lags, edits = await edit_lag(conn, run, rng)
         await conn.close()
-        admin.close()
+        await admin.aclose()
     return Result(
         run=run,
         seconds=seconds,
