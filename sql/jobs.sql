@@ -83,6 +83,12 @@ WHERE id = %(id)s;
 SELECT count(*) AS n FROM syncsvc.queue
 WHERE target_id = %(target_id)s AND priority = %(priority)s AND state <> 'failed';
 
+-- name: bulk_in_queue --
+-- Sweep and backfill rows still to embed: a job is not complete while a bulk catch-up is
+-- under way, even though those rows are on their way to the new generation too.
+SELECT count(*) AS n FROM syncsvc.queue
+WHERE target_id = %(target_id)s AND priority > 0 AND state <> 'failed';
+
 -- name: target_in_queue --
 SELECT count(*) FILTER (WHERE state <> 'failed') AS open,
        count(*) FILTER (WHERE state = 'failed') AS failed

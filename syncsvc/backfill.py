@@ -304,9 +304,7 @@ class JobRunner:
         self, conn: AsyncConn, job: Job, target: Target, generation: Generation
     ) -> str | None:
         """Complete the job once every row is current; returns a note on what it waits for."""
-        backlog = await _scalar(
-            conn, "backfill_in_queue", {"target_id": target.id, "priority": BACKFILL_PRIORITY}
-        )
+        backlog = await _scalar(conn, "bulk_in_queue", {"target_id": target.id})
         if backlog:
             return None
         measured = await promote.coverage(conn, target, generation)

@@ -30,7 +30,7 @@ class Coverage:
     current: int
     """Rows whose vector in the generation matches their current text."""
     queued: int
-    """Rows without a current vector that are queued (the worker will write them)."""
+    """Rows without a current vector that are captured or queued (the worker will write them)."""
     orphans: int
     """Vectors whose source row no longer exists."""
 
@@ -71,9 +71,11 @@ async def coverage(conn: AsyncConn, target: Target, generation: Generation) -> C
                SELECT (SELECT count(*) FROM src WHERE input ~ '\\S') AS rows,
                       (SELECT count(*) FROM src WHERE input ~ '\\S') - (SELECT count(*) FROM stale)
                           AS current,
-                      (SELECT count(*) FROM stale x JOIN syncsvc.queue q
-                          ON q.target_id = {tid} AND q.pk = x.pk AND q.state <> 'failed')
-                          AS queued,
+                      (SELECT count(*) FROM stale x WHERE EXISTS
+                          (SELECT 1 FROM syncsvc.queue q WHERE q.target_id = {tid}
+                           AND q.pk = x.pk AND q.state <> 'failed')
+                          OR EXISTS (SELECT 1 FROM syncsvc.inbox i WHERE i.target_id = {tid}
+                           AND i.pks @> jsonb_build_array(x.pk))) AS queued,
                       (SELECT count(*) FROM {table} v WHERE v.chunk = 0 AND NOT EXISTS
                           (SELECT 1 FROM {source} s WHERE {match})) AS orphans"""
         ).format(

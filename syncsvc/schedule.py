@@ -176,9 +176,10 @@ class ScheduledRunner:
         # Looked up at call time: a service may wrap daemon.sweep after install().
         return await self.daemon.sweep()
 
-    async def fire(self, name: str, entry: ScheduleEntry) -> Any:
-        """Run ``entry`` if this daemon is the first to claim the current firing."""
-        when = fire_time(trigger(entry), dt.datetime.now(dt.UTC))
+    async def fire(self, name: str, entry: ScheduleEntry, when: dt.datetime | None = None) -> Any:
+        """Run ``entry`` if this daemon is the first to claim the firing (default: current)."""
+        if when is None:
+            when = fire_time(trigger(entry), dt.datetime.now(dt.UTC))
         async with self.daemon.pool.connection() as conn:
             cur = await conn.execute(
                 sqlfiles.query("jobs", "claim_schedule_run"),

@@ -1,0 +1,310 @@
+"""``syncsvc reembed``, ``jobs list|watch|pause|resume|cancel``, ``promote``, ``generation``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from syncsvc import jobs, migrate, promote
+from syncsvc.cli.context import STATE, console, with_connection
+from syncsvc.database import AsyncConn
+from syncsvc.jobs import Job
+
+jobs_app = typer.Typer(help="Re-embedding jobs: progress, pause, resume, cancel.")
+generation_app = typer.Typer(help="A target's generations (vector spaces).")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("reembed")(reembed_command)
+    app.command("promote")(promote_command)
+    app.add_typer(jobs_app, name="jobs")
+    app.add_typer(generation_app, name="generation")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _describe(job: Job) -> str:
+    total = "?" if job.total_rows is None else str(job.total_rows)
+    return (
+        f"job {job.id} {job.state.value}: {job.target} → generation {job.generation_id} "
+        f"({job.model}, {job.dimensions} dims), {job.done_rows}/{total} rows"
+    )
+
+
+@with_connection
+async def _reembed(
+    conn: AsyncConn,
+    target: str,
+    model: str,
+    dimensions: int,
+    provider: str | None,
+    dry_run: bool,
+    auto_promote: bool,
+    max_queued: int | None,
+) -> None:
+    if dry_run:
+        est = await jobs.estimate(
+            conn, STATE.settings, target, model=model, dimensions=dimensions, provider=provider
+        )
+        approx = "≈ " if est.sampled else ""
+        console.print(
+            f"dry run: re-embedding {est.target} with {est.provider}/{est.model} "
+            f"({est.dimensions} dims) would embed {est.rows} rows, {approx}{est.tokens} tokens, "
+            f"estimated cost {approx}${est.cost:.4f} at ${est.price_per_million_tokens}/1M "
+            "tokens. Nothing was created or spent.",
+            highlight=False,
+        )
+        return
+    job = await jobs.request_reembed(
+        conn,
+        STATE.settings,
+        target,
+        model=model,
+        dimensions=dimensions,
+        provider=provider,
+        auto_promote=auto_promote,
+        max_queued=max_queued,
+    )
+    then = (
+        "it is promoted automatically"
+        if auto_promote
+        else (f"promote it with 'syncsvc promote {target} {job.generation_id}'")
+    )
+    console.print(
+        f"[green]job {job.id}[/] builds generation {job.generation_id} of {target} "
+        f"({model}, {dimensions} dims); a running daemon picks it up now. Watch it with "
+        f"'syncsvc jobs watch {job.id}'; once complete, {then}.",
+        highlight=False,
+    )
+
+
+def reembed_command(
+    target: Annotated[str, typer.Argument(help="Target to re-embed.")],
+    model: Annotated[str, typer.Option("--model", help="Model of the new generation.")],
+    dimensions: Annotated[int, typer.Option("--dimensions", help="Its vector dimensions.")],
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="Configured provider (default: current).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print rows, tokens and cost; change nothing.")
+    ] = False,
+    auto_promote: Annotated[
+        bool, typer.Option("--auto-promote", help="Switch search over when complete.")
+    ] = False,
+    max_queued: Annotated[
+        int | None,
+        typer.Option("--max-queued", help="Rows queued at once (API share; default: config)."),
+    ] = None,
+) -> None:
+    """Build a new generation of TARGET beside the active one (a model or dimensions change)."""
+    migrate.upgrade(STATE.url())
+    _reembed(target, model, dimensions, provider, dry_run, auto_promote, max_queued)
+
+
+@with_connection
+async def _list(conn: AsyncConn, as_json: bool, open_only: bool) -> None:
+    found = await jobs.list_jobs(conn, open_only=open_only)
+    if as_json:
+        typer.echo(json.dumps([j.as_dict() for j in found], indent=2, default=str))
+        return
+    table = Table(title="re-embedding jobs")
+    for column in ("id", "target", "generation", "state", "done/total", "rate", "tokens"):
+        table.add_column(column, justify="right" if column in ("id", "rate", "tokens") else "left")
+    table.add_column("cost", justify="right")
+    table.add_column("ETA", justify="right")
+    table.add_column("note")
+    for j in found:
+        total = "?" if j.total_rows is None else str(j.total_rows)
+        table.add_row(
+            str(j.id),
+            j.target,
+            f"{j.generation_id} {j.model}/{j.dimensions}",
+            j.state.value,
+            f"{j.done_rows}/{total} ({j.fraction:.0%})",
+            f"{j.rate:.0f}/s" if j.rate else "-",
+            str(j.tokens),
+            f"${j.cost:.4f}",
+            _duration(j.eta_seconds),
+            j.error or "",
+        )
+    console.print(table)
+
+
+@jobs_app.command("list")
+def list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    open_only: Annotated[bool, typer.Option("--open", help="Only unfinished jobs.")] = False,
+) -> None:
+    """Jobs with done/total, rate, tokens spent, cost so far and ETA."""
+    _list(as_json, open_only)
+
+
+@with_connection
+async def _watch(conn: AsyncConn, job_id: int, interval: float) -> None:
+    job = await jobs.get_job(conn, job_id)
+    columns = (
+        TextColumn(f"job {job.id} {job.target} → g{job.generation_id}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("job", total=job.total_rows or None, detail="")
+        while True:
+            job = await jobs.get_job(conn, job_id)
+            rate = f"{job.rate:.0f} rows/s" if job.rate else "-"
+            bar.update(
+                task,
+                total=job.total_rows or None,
+                completed=job.done_rows,
+                detail=f"{job.state.value} {rate} {job.tokens} tokens ${job.cost:.4f} "
+                f"ETA {_duration(job.eta_seconds)}",
+            )
+            if not job.state.open:
+                break
+            await asyncio.sleep(interval)
+    console.print(_describe(job) + (f" ({job.error})" if job.error else ""), highlight=False)
+
+
+@jobs_app.command("watch")
+def watch_command(
+    job_id: Annotated[int, typer.Argument(metavar="ID")],
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+) -> None:
+    """A live progress bar until the job finishes."""
+    _watch(job_id, interval)
+
+
+@with_connection
+async def _pause(conn: AsyncConn, job_id: int) -> None:
+    job = await jobs.pause_job(conn, job_id)
+    console.print(_describe(job) + "; queued rows were given back", highlight=False)
+
+
+@jobs_app.command("pause")
+def pause_command(job_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Stop feeding a job (rows already being embedded finish)."""
+    _pause(job_id)
+
+
+@with_connection
+async def _resume(conn: AsyncConn, job_id: int) -> None:
+    console.print(_describe(await jobs.resume_job(conn, job_id)), highlight=False)
+
+
+@jobs_app.command("resume")
+def resume_command(job_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Continue a paused or failed job from its cursor."""
+    _resume(job_id)
+
+
+@with_connection
+async def _cancel(conn: AsyncConn, job_id: int, drop: bool) -> None:
+    job = await jobs.cancel_job(conn, job_id, drop=drop)
+    what = "dropped" if drop else "retired (drop it with 'syncsvc generation drop')"
+    console.print(f"job {job.id} cancelled; generation {job.generation_id} {what}")
+
+
+@jobs_app.command("cancel")
+def cancel_command(
+    job_id: Annotated[int, typer.Argument(metavar="ID")],
+    drop: Annotated[
+        bool, typer.Option("--drop", help="Also drop the generation's vector table.")
+    ] = False,
+) -> None:
+    """Cancel a job; its generation stops receiving writes."""
+    _cancel(job_id, drop)
+
+
+@with_connection
+async def _promote(conn: AsyncConn, target: str, generation: str, force: bool) -> None:
+    done = await promote.promote(conn, target, generation, force=force)
+    g = done.generation
+    previous = f"; generation {done.previous.id} retired" if done.previous else ""
+    console.print(
+        f"[green]{target}[/] now searches generation {g.id} ({g.model}, {g.dimensions} dims), "
+        f"{done.coverage.current}/{done.coverage.rows} rows current{previous}",
+        highlight=False,
+    )
+
+
+def promote_command(
+    target: Annotated[str, typer.Argument()],
+    generation: Annotated[str, typer.Argument(help="Generation id (or key).")],
+    force: Annotated[bool, typer.Option("--force", help="Promote even if incomplete.")] = False,
+) -> None:
+    """Atomically switch TARGET's view (its search) to GENERATION."""
+    _promote(target, generation, force)
+
+
+@with_connection
+async def _generations(conn: AsyncConn, target: str, as_json: bool) -> None:
+    found = await promote.generation_coverage(conn, target)
+    if as_json:
+        out = [
+            {
+                "id": g.id,
+                "state": g.state.value,
+                "provider": g.provider,
+                "model": g.model,
+                "dimensions": g.dimensions,
+                "table": f"syncsvc.{g.table_name}",
+                "rows": c.rows,
+                "current": c.current,
+                "missing": c.missing,
+            }
+            for g, c in found
+        ]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table(title=f"generations of {target}")
+    for column in ("id", "state", "provider/model", "dims", "table", "current/rows", "missing"):
+        table.add_column(column)
+    for g, c in found:
+        table.add_row(
+            str(g.id),
+            g.state.value,
+            f"{g.provider}/{g.model}",
+            str(g.dimensions),
+            f"syncsvc.{g.table_name}",
+            f"{c.current}/{c.rows} ({c.fraction:.0%})",
+            str(c.missing),
+        )
+    console.print(table)
+
+
+@generation_app.command("list")
+def generation_list(
+    target: Annotated[str, typer.Argument()],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every generation of TARGET with its state and coverage."""
+    _generations(target, as_json)
+
+
+@with_connection
+async def _drop(conn: AsyncConn, target: str, generation: str) -> None:
+    dropped = await promote.drop_generation(conn, target, generation)
+    console.print(f"generation {dropped.id} of {target} dropped (syncsvc.{dropped.table_name})")
+
+
+@generation_app.command("drop")
+def generation_drop(
+    target: Annotated[str, typer.Argument()],
+    generation: Annotated[str, typer.Argument(help="Generation id (or key).")],
+) -> None:
+    """Drop a retired or building generation and its vectors (never the active one)."""
+    _drop(target, generation)
