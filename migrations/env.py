@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool, text
 
 SCHEMA = "syncsvc"
+MIGRATION_LOCK = 7368297721
 config = context.config
 
 
@@ -44,12 +45,16 @@ def run_offline() -> None:
 def run_online() -> None:
     engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
+        # Several daemons starting together each run "upgrade": one at a time does it.
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
         connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
         connection.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
         connection.commit()
         context.configure(connection=connection, version_table_schema=SCHEMA)
         with context.begin_transaction():
             context.run_migrations()
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+        connection.commit()
 
 
 if context.is_offline_mode():

@@ -16,7 +16,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from psycopg_pool import PoolTimeout
 
 from syncsvc import backfill, indexes, sqlfiles
 from syncsvc.catalog import load_targets
@@ -194,30 +196,51 @@ class Daemon:
             return [t.id for t in await load_targets(conn) if t.paused_reason is None]
 
     async def _claim_loop(self) -> None:
-        conf = self.settings.worker
+        backoff = 0.5
         while not self.stop_event.is_set():
-            self.wake.clear()
-            await self.queue.expand_inbox()
-            await self.queue.expire_leases()
-            claimed_any = False
-            target_ids = await self._active_target_ids()
-            while not self.stop_event.is_set():
-                await self._round_slots.acquire()
-                if self.stop_event.is_set():
-                    self._round_slots.release()
-                    break
-                items = await self.queue.claim(target_ids, conf.claim_size)
-                if not items:
-                    self._round_slots.release()
-                    break
-                claimed_any = True
-                task = asyncio.create_task(self._round(items), name="syncsvc-round")
-                self._rounds.add(task)
-                task.add_done_callback(self._rounds.discard)
-            if claimed_any:
+            try:
+                claimed_any = await self._claim_rounds()
+                backoff = 0.5
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                # A database restart or failover must not kill the daemon: wait and retry.
+                logger.warning("database unavailable (%s); retrying in %.1fs", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(30.0, backoff * 2)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), conf.poll_interval_seconds)
+            if not claimed_any:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.wake.wait(), self.settings.worker.poll_interval_seconds
+                    )
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_event.wait(), seconds)
+
+    async def _claim_rounds(self) -> bool:
+        """Claim and start rounds until the queue is empty or every round slot is busy."""
+        self.wake.clear()
+        await self.queue.expand_inbox()
+        await self.queue.expire_leases()
+        target_ids = await self._active_target_ids()
+        claimed_any = False
+        while not self.stop_event.is_set():
+            await self._round_slots.acquire()
+            try:
+                items = [] if self.stop_event.is_set() else await self.queue.claim(
+                    target_ids, self.settings.worker.claim_size
+                )
+            except BaseException:
+                self._round_slots.release()
+                raise
+            if not items:
+                self._round_slots.release()
+                break
+            claimed_any = True
+            task = asyncio.create_task(self._round(items), name="syncsvc-round")
+            self._rounds.add(task)
+            task.add_done_callback(self._rounds.discard)
+        return claimed_any
 
     async def _round(self, items: list[ClaimedItem]) -> None:
         try:
@@ -243,7 +266,9 @@ class Daemon:
     async def _lease_loop(self) -> None:
         interval = self.settings.worker.lease_seconds / 3
         while not self.stop_event.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), interval)
+            await self._sleep(interval)
             if self._rounds:
-                await self.queue.renew_leases()
+                try:
+                    await self.queue.renew_leases()
+                except (psycopg.OperationalError, PoolTimeout) as exc:
+                    logger.warning("could not renew leases (%s); will retry", exc)

@@ -44,16 +44,22 @@ def _global(
         ),
     ] = None,
     log_format: Annotated[
-        str, typer.Option("--log-format", help="text or json", envvar="SYNCSVC_LOG_FORMAT")
-    ] = "text",
-    log_level: Annotated[str, typer.Option("--log-level", envvar="SYNCSVC_LOG_LEVEL")] = "INFO",
+        str | None,
+        typer.Option("--log-format", help="text or json (default: settings, else text)"),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level")] = None,
 ) -> None:
-    if log_format not in ("text", "json"):
+    if log_format not in (None, "text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
-    overrides = {"database_url": database_url} if database_url else {}
+    overrides: dict[str, object] = {"database_url": database_url} if database_url else {}
+    if log_format:
+        overrides["log_format"] = log_format
+    if log_level:
+        overrides["log_level"] = log_level
+    # Environment (SYNCSVC_LOG_FORMAT...) and syncsvc.toml are read by Settings itself.
     STATE.settings = Settings(**overrides)  # type: ignore[arg-type]
     STATE._url = None
-    logs.configure(log_level, log_format)
+    logs.configure(STATE.settings.log_level, STATE.settings.log_format)
     logging.getLogger(__name__).debug("settings loaded")
 
 
