@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from syncsvc import lexical
 from syncsvc.models import TextType
 from syncsvc.providers.base import EmbeddingRequest, ErrorKind, ProviderError
+from syncsvc.providers.http import retry_after
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread
 from syncsvc.tokens import QwenTokens
 from tests.simulator_fixtures import (  # noqa: F401 - fixtures
@@ -215,3 +217,22 @@ async def test_missing_key_variable_is_an_auth_error_without_a_request(
     assert caught.value.kind is ErrorKind.AUTH
     assert "SYNCSVC_NO_SUCH_VARIABLE is not set" in str(caught.value)
     assert simulator.stats()["requests"] == 0
+
+
+async def test_wrong_base_url_is_a_configuration_error_naming_it(
+    make_provider: ProviderMaker, simulator: SimulatorThread
+) -> None:
+    provider = make_provider(base_url=f"{simulator.url}/compatible/v1")
+    with pytest.raises(ProviderError) as caught:
+        await provider.embed(request("x"))
+    assert (caught.value.kind, caught.value.status) == (ErrorKind.AUTH, 404)
+    assert f"{simulator.url}/compatible/v1/" in str(caught.value)
+
+
+def test_retry_after_header_forms() -> None:
+    assert retry_after(httpx.Headers({"retry-after-ms": "1500", "Retry-After": "9"})) == 1.5
+    assert retry_after(httpx.Headers({"Retry-After": "3"})) == 3.0
+    assert retry_after(httpx.Headers({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0
+    assert retry_after(httpx.Headers({"Retry-After": "soon"})) is None
+    assert retry_after(httpx.Headers({"Retry-After": "3600"})) == 60.0
+    assert retry_after(httpx.Headers()) is None

@@ -180,10 +180,12 @@ def retry_after(headers: httpx.Headers) -> float | None:
     try:
         return min(MAX_RETRY_AFTER, max(0.0, float(raw)))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        if parsed is None:
-            return None
-        return min(MAX_RETRY_AFTER, max(0.0, parsed.timestamp() - time.time()))
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, parsed.timestamp() - time.time()))
 
 
 def request_id(reply: Reply, body_id: object = None) -> str | None:
@@ -203,6 +205,9 @@ def classify(
     """Turn a non-200 reply into a classified error (see ``ErrorKind``)."""
     status = reply.status
     message = client.scrub(message or f"HTTP {status}")
+    if status == 404:
+        # Usually a wrong base_url (or model name): say where we looked.
+        message = f"{message} (POST under {client.base_url}: check base_url and model)"
     base = code.split(".")[0] if code else None
     kind: ErrorKind
     if status == 429 or (code in RATE_LIMIT_CODES) or base == "Throttling":

@@ -46,7 +46,7 @@ def decode_vector(raw: object) -> tuple[float, ...] | None:
             array = np.asarray(raw, dtype=np.float64)
         except (TypeError, ValueError):
             return None
-        if array.ndim != 1 or any(isinstance(v, bool | str) for v in raw[:1]):
+        if array.ndim != 1:
             return None
         values: tuple[float, ...] = tuple(array.tolist())
         return values
