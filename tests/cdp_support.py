@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -131,7 +133,10 @@ class Page:
 @contextlib.asynccontextmanager
 async def browser_page(executable: str) -> AsyncIterator[Page]:
     """Start a fresh headless Chromium and yield its first tab."""
-    with tempfile.TemporaryDirectory(prefix="syncsvc-chromium-") as profile:
+    # Chromium's helper processes may still be flushing the profile as it exits.
+    with tempfile.TemporaryDirectory(
+        prefix="syncsvc-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         process = await asyncio.create_subprocess_exec(
             executable,
             *FLAGS,
@@ -139,6 +144,7 @@ async def browser_page(executable: str) -> AsyncIterator[Page]:
             "about:blank",
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             port_file = Path(profile) / "DevToolsActivePort"
@@ -160,9 +166,12 @@ async def browser_page(executable: str) -> AsyncIterator[Page]:
                 finally:
                     await page.close()
         finally:
-            process.terminate()
+            # The whole process group: the renderer and zygote helpers too.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), 10)
             except TimeoutError:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
