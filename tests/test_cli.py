@@ -138,3 +138,23 @@ def test_sigterm_stops_gracefully(db_url: str) -> None:
     assert proc.wait(timeout=30) == 0
     assert proc.stderr is not None
     assert "daemon" in proc.stderr.read()
+
+
+def test_failed_list_and_retry(db_url: str) -> None:
+    setup_table(db_url, 3)
+    syncsvc(db_url, "target", "add", "notes", "--table", "notes", "--columns", "body")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO syncsvc.queue (target_id, pk, state, attempts, last_error, request_id) "
+            "VALUES (1, '[2]', 'failed', 6, '400 DataInspectionFailed: bad input', 'req-9')"
+        )
+    listed = json.loads(syncsvc(db_url, "failed", "list", "--json").stdout)
+    assert [(r["target"], r["pk"], r["attempts"], r["request_id"]) for r in listed] == [
+        ("notes", [2], 6, "req-9")
+    ]
+    assert "DataInspectionFailed" in listed[0]["last_error"]
+    out = syncsvc(db_url, "failed", "retry", "--target", "notes").stdout
+    assert "1 failed rows queued again" in out
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT state, attempts FROM syncsvc.queue").fetchone()
+    assert row == ("pending", 0)
