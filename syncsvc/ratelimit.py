@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 SAFETY = 0.97
 """Fraction of the configured budget actually used."""
-WINDOW = 1.02
+WINDOW = 1.04
 """Seconds over which a one-second budget is counted (jitter margin)."""
 DEFAULT_PAUSE = 1.0
 """Pause after a 429 without Retry-After: limits are per second, so the next window is free."""
