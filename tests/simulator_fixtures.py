@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -36,6 +37,10 @@ def simulator_session() -> Iterator[SimulatorThread]:
 def simulator(simulator_session: SimulatorThread) -> SimulatorThread:
     """The session's simulator with default behaviour and zeroed counters."""
     sim = simulator_session
+    # A request held by an earlier test's hang fault must not finish into this test's counters.
+    deadline = time.monotonic() + 5
+    while sim.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     sim.clear_faults()
     sim.configure(latency_ms=0, jitter_ms=0, rpm=None, tpm=None, api_key=SIM_KEY, max_batch=None)
     sim.reset()
