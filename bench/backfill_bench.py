@@ -112,6 +112,8 @@ class Result:
     lag_p50_ms: float
     lag_p99_ms: float
     edits: int
+    load: float = 0.0
+    """1-minute load average when the backfill finished: other work on the machine skews."""
     client_rows_per_second: float = 0.0
     """The same rows through the Embedder alone (no database): the client's own ceiling."""
 
@@ -242,6 +244,7 @@ async def bench(run: Run, db_url: str) -> Result:
         async with daemon_running(settings, db_url):
             await wait_until(conn, vectors, run.rows, timeout=600)
             seconds = time.monotonic() - started
+            load = os.getloadavg()[0]
             backfill = (await admin.get("/_sim/stats")).json()
             span = await count(
                 conn,
@@ -265,6 +268,7 @@ async def bench(run: Run, db_url: str) -> Result:
         lag_p50_ms=statistics.median(lags) * 1000 if lags else float("nan"),
         lag_p99_ms=statistics.quantiles(lags, n=100)[98] * 1000 if len(lags) > 1 else float("nan"),
         edits=edits,
+        load=load,
     )
 
 
@@ -370,8 +374,8 @@ def report(results: list[Result]) -> str:
         "",
         "| rows | latency | in flight | RPM cap | rows/s | ceiling | % of ceiling | "
         "embedder alone | requests/row | inputs/request | tokens/row | 429s (after 1st s) | "
-        "lag p50 | lag p99 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "lag p50 | lag p99 | load avg |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         run = r.run
@@ -384,7 +388,7 @@ def report(results: list[Result]) -> str:
             f"{r.requests / run.rows:.3f} | "
             f"{r.inputs / max(1, r.requests - r.rate_limited):.2f} | "
             f"{r.tokens / run.rows:.1f} | {r.rate_limited} ({r.late_rate_limited}) | "
-            f"{r.lag_p50_ms:,.0f} ms | {r.lag_p99_ms:,.0f} ms |"
+            f"{r.lag_p50_ms:,.0f} ms | {r.lag_p99_ms:,.0f} ms | {r.load:.1f} |"
         )
     lines += [
         "",
