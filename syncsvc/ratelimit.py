@@ -25,6 +25,10 @@ SAFETY = 0.97
 """Fraction of the configured budget actually used."""
 WINDOW = 1.04
 """Seconds over which a one-second budget is counted (jitter margin)."""
+WIDEN = 0.03
+MAX_WINDOW = 1.25
+"""A 429 under a budget we honour means our send times drift from the server's clock (a busy
+event loop delays requests after they were counted): widen the margin, up to this."""
 DEFAULT_PAUSE = 1.0
 """Pause after a 429 without Retry-After: limits are per second, so the next window is free."""
 MAX_PAUSE = 60.0
@@ -85,6 +89,8 @@ class LimiterStats:
     waited_seconds: float
     factor: float
     """Current fraction of the configured (or learned) rate in use, 1.0 when unthrottled."""
+    window_seconds: float
+    """Interval over which a one-second budget is currently counted."""
 
 
 class RateLimiter:
@@ -167,7 +173,10 @@ class RateLimiter:
                 self._learned_rps = learned
                 self._requests.limit = learned
                 logger.info("429 without a configured RPM: pacing at %.1f requests/s", learned)
-            elif self.rpm is not None:
+            elif self.rpm is not None or self.tpm is not None:
+                for window in (self._requests, self._tokens):
+                    if window is not None and window.limit != math.inf:
+                        window.window = min(MAX_WINDOW, window.window + WIDEN)
                 self._factor = max(MIN_FACTOR, self._factor * CUT)
                 self._apply()
                 logger.info("429: pacing at %.0f%% of the configured budget", self._factor * 100)
@@ -186,4 +195,5 @@ class RateLimiter:
             rate_limited=self._counts[2],
             waited_seconds=self._waited,
             factor=self._factor,
+            window_seconds=self._requests.window,
         )
