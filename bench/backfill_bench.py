@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import secrets
 import socket
 import statistics
@@ -48,43 +49,12 @@ from syncsvc.settings import ProviderSettings, Settings, WorkerSettings
 KEY_ENV = "SYNCSVC_BENCH_API_KEY"
 INPUTS_PER_REQUEST = 10
 DIMS = 1024
-WORDS = [
-    "vector",
-    "search",
-    "index",
-    "postgres",
-    "embedding",
-    "model",
-    "latency",
-    "token",
-    "batch",
-    "queue",
-    "worker",
-    "daemon",
-    "table",
-    "column",
-    "trigger",
-    "backfill",
-    "sweep",
-    "region",
-    "gateway",
-    "sparse",
-    "dense",
-    "query",
-    "document",
-    "cosine",
-    "distance",
-    "quantized",
-    "halfvec",
-    "rerank",
-    "chunk",
-    "overlap",
-    "throughput",
-    "budget",
-    "minute",
-    "second",
-    "retry",
-]
+VOCABULARY = (
+    "vector search index postgres embedding model latency token batch queue worker daemon "
+    "table column trigger backfill sweep region gateway sparse dense query document cosine "
+    "distance quantized halfvec rerank chunk overlap throughput budget minute second retry"
+)
+WORDS = re.findall(r"\w+", VOCABULARY)
 
 
 @dataclass(frozen=True)
