@@ -96,67 +96,79 @@ async def read_rows(
 
 
 def _write_statement(target: Target, generation: Generation) -> sql.Composed:
+    """One set-based, guarded upsert for a whole batch (one input row per chunk).
+
+    ``fresh`` keeps only rows whose current text still hashes to what was embedded; chunks
+    beyond a row's new chunk count are removed so a shorter text leaves no stale chunks.
+    """
     return sql.SQL(
-        """WITH fresh AS (
-               SELECT {pk_cols} FROM {source} s
-               WHERE {match} AND syncsvc.content_hash({key}, {input}) = %(hash)s
+        """WITH incoming AS (
+               SELECT * FROM unnest(%(pks)s::jsonb[], %(chunks)s::integer[],
+                                    %(vectors)s::vector[], %(hashes)s::bytea[],
+                                    %(tokens)s::integer[], %(truncated)s::boolean[])
+                   AS i(pk, chunk, embedding, content_hash, tokens, truncated)
+           ), fresh AS (
+               SELECT {pk_cols}, i.chunk, i.embedding, i.content_hash, i.tokens, i.truncated
+               FROM incoming i JOIN {source} s ON {match}
+               WHERE syncsvc.content_hash({key}, {input}) = i.content_hash
            ), purge AS (
-               DELETE FROM {table} v USING fresh f
-               WHERE {v_match} AND v.chunk >= cardinality(%(vectors)s::vector[])
+               DELETE FROM {table} v
+               USING (SELECT {pk_names}, max(chunk) AS last FROM fresh GROUP BY {pk_names}) f
+               WHERE {v_match} AND v.chunk > f.last
            )
            INSERT INTO {table} AS v ({pk_names}, chunk, embedding, content_hash, tokens,
                                       truncated, embedded_at)
-           SELECT {f_cols}, e.n - 1, e.embedding, %(hash)s, %(tokens)s, %(truncated)s, now()
-           FROM fresh f, unnest(%(vectors)s::vector[]) WITH ORDINALITY AS e(embedding, n)
+           SELECT {pk_names}, chunk, embedding, content_hash, tokens, truncated, now()
+           FROM fresh
            ON CONFLICT ({pk_names}, chunk) DO UPDATE SET
                embedding = EXCLUDED.embedding,
                content_hash = EXCLUDED.content_hash,
                tokens = EXCLUDED.tokens,
                truncated = EXCLUDED.truncated,
-               embedded_at = EXCLUDED.embedded_at"""
+               embedded_at = EXCLUDED.embedded_at
+           RETURNING v.chunk"""
     ).format(
         pk_cols=statements.pk_columns(target, "s"),
         source=statements.source(target),
-        match=statements.pk_matches_json(target, "s", sql.SQL("%(pk)s::jsonb")),
+        match=statements.pk_matches_json(target, "s", sql.SQL("i.pk")),
         key=sql.Literal(generation.key),
         input=statements.input_expr(target, "s"),
         table=statements.vector_table(generation),
         v_match=statements.pk_equals(target, "v", "f"),
         pk_names=sql.SQL(", ").join(sql.Identifier(c) for c in target.pk_columns),
-        f_cols=statements.pk_columns(target, "f"),
     )
 
 
 async def write_vectors(
     conn: AsyncConn, target: Target, generation: Generation, writes: Sequence[VectorWrite]
 ) -> int:
-    """Guarded upserts; returns how many rows were written (stale ones are skipped)."""
+    """Guarded upserts in one statement; returns how many rows were written (stale: skipped)."""
     if not writes:
         return 0
+    params: dict[str, list[object]] = {
+        "pks": [],
+        "chunks": [],
+        "vectors": [],
+        "hashes": [],
+        "tokens": [],
+        "truncated": [],
+    }
     for write in writes:
-        for vector in write.vectors:
+        for chunk, vector in enumerate(write.vectors):
             if len(vector) != generation.dimensions:
                 # Never let a vector of the wrong size into a generation's space.
                 raise ValueError(
                     f"vector of {len(vector)} dims for generation {generation.id} "
                     f"({generation.dimensions} dims)"
                 )
-    statement = _write_statement(target, generation)
-    written = 0
-    async with conn.transaction(), conn.cursor() as cur:
-        for write in writes:
-            await cur.execute(
-                statement,
-                {
-                    "pk": Jsonb(write.pk),
-                    "hash": write.content_hash,
-                    "vectors": [Vector(np.asarray(v, dtype=np.float32)) for v in write.vectors],
-                    "tokens": write.tokens,
-                    "truncated": write.truncated,
-                },
-            )
-            written += 1 if cur.rowcount > 0 else 0
-    return written
+            params["pks"].append(Jsonb(write.pk))
+            params["chunks"].append(chunk)
+            params["vectors"].append(Vector(np.asarray(vector, dtype=np.float32)))
+            params["hashes"].append(write.content_hash)
+            params["tokens"].append(write.tokens)
+            params["truncated"].append(write.truncated)
+    cur = await conn.execute(_write_statement(target, generation), params)
+    return sum(1 for row in await cur.fetchall() if row["chunk"] == 0)
 
 
 async def delete_absent(
