@@ -28,7 +28,7 @@ RETURNING embedding, tokens;
 
 -- name: cache_put --
 INSERT INTO syncsvc.query_cache (generation_id, query_hash, embedding, tokens)
-VALUES (%(generation_id)s, %(query_hash)s, %(embedding)s, %(tokens)s)
+VALUES (%(generation_id)s, %(query_hash)s, %(embedding)b, %(tokens)s)
 ON CONFLICT (generation_id, query_hash) DO UPDATE SET last_used_at = now();
 
 -- name: cache_prune --

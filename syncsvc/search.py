@@ -206,7 +206,7 @@ def _key_object(target: Target, alias: str) -> sql.Composed:
 def _dense_statement(target: Target) -> sql.Composed:
     return sql.SQL(
         """SELECT h.pk AS {pk}, h.distance AS {distance}, NULL::float8 AS {score}, s.*
-           FROM syncsvc.search_by_vector(%(target)s, %(query)s, %(k)s, %(filter)s,
+           FROM syncsvc.search_by_vector(%(target)s, %(query)b, %(k)s, %(filter)s,
                                          %(generation)s) h
            JOIN {source} s ON {match}
            ORDER BY h.distance, h.pk"""
@@ -230,7 +230,7 @@ def _hybrid_statement(target: Target, filter_sql: str | None) -> sql.Composed:
     return sql.SQL(
         """WITH dense AS (
                SELECT h.pk, h.distance, row_number() OVER (ORDER BY h.distance, h.pk) AS rank
-               FROM syncsvc.search_by_vector(%(target)s, %(query)s, %(pool)s, %(filter)s,
+               FROM syncsvc.search_by_vector(%(target)s, %(query)b, %(pool)s, %(filter)s,
                                              %(generation)s) h
            ), terms AS (
                -- Any query word may match (OR): natural-language queries rarely share every word.

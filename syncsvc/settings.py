@@ -55,7 +55,7 @@ class WorkerSettings(BaseModel):
     shutdown_timeout_seconds: float = Field(default=30.0, ge=0)
     sweep_interval_seconds: float = Field(default=300.0, gt=0)
     sweep_chunk_rows: int = Field(default=5000, ge=1)
-    rounds_in_flight: int = Field(default=2, ge=1, description="Claimed rounds processed at once.")
+    rounds_in_flight: int = Field(default=4, ge=1, description="Claimed rounds processed at once.")
 
 
 class SearchSettings(BaseModel):
