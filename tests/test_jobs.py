@@ -15,6 +15,7 @@ from syncsvc.errors import ValidationError
 from syncsvc.jobs import BACKFILL_PRIORITY, JobState
 from syncsvc.models import GenerationState
 from syncsvc.providers.local import LocalHashProvider
+from syncsvc.settings import ProviderSettings
 from tests.helpers import queue_empty, running_daemon, scalar, wait_for
 from tests.jobs_support import (
     DIMS,
@@ -134,18 +135,55 @@ async def _state(conn: AsyncConn, job_id: int, state: JobState) -> bool:
     return (await jobs.get_job(conn, job_id)).state is state
 
 
-async def test_model_change_with_auto_promote(conn: AsyncConn, db_url: str) -> None:
-    await make_docs(conn, 800)
-    await _initial_sync(conn, db_url, 800)
-    settings = job_settings(max_queued_rows=200)
-    async with running_daemon(db_url, settings):
-        await conn.execute(
-            "SELECT syncsvc.request_reembed('docs', 'local-hash', 512, auto_promote => true)"
-        )
-        await wait_for(lambda: _active_dims(conn, 512), timeout=60)
-    job = (await jobs.list_jobs(conn))[0]
-    assert job.state is JobState.COMPLETED
-    assert job.done_rows == 800 or job.done_rows == 0  # progress may lag the promotion
+async def test_provider_change_then_dimension_cut_with_auto_promote(
+    conn: AsyncConn, db_url: str
+) -> None:
+    """ "v3 → v4 (1024)" then "v4 1024 → 512", each while a writer edits, each auto-promoted."""
+    rows = 600
+    await make_docs(conn, rows)
+    await _initial_sync(conn, db_url, rows)
+    # A second vector space served by the same local model: a different provider stands in for
+    # a different model (its generation key differs, so every row is embedded again).
+    v4 = ProviderSettings(profile="local-hash", space="local-v4")
+    settings = job_settings(max_queued_rows=150).model_copy(update={"providers": {"local-v4": v4}})
+    provider = LocalHashProvider()
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        rng = random.Random(3)
+        async with await aconnect(db_url) as wconn:
+            while not stop.is_set():
+                await wconn.execute(
+                    "UPDATE docs SET body = %s WHERE id = %s",
+                    (f"rewritten {rng.random()}", rng.randint(1, rows)),
+                )
+                await asyncio.sleep(0.005)
+
+    async with running_daemon(db_url, settings, provider):
+        task = asyncio.create_task(writer())
+        try:
+            for dims, generation_id in ((1024, 2), (512, 3)):
+                job = await jobs.request_reembed(
+                    conn,
+                    settings,
+                    "docs",
+                    model="local-hash",
+                    dimensions=dims,
+                    provider="local-v4",
+                    auto_promote=True,
+                )
+                assert job.generation_id == generation_id
+                await wait_for(lambda d=dims: _active_dims(conn, d), timeout=60)
+        finally:
+            stop.set()
+            await task
+        await wait_for(lambda: queue_empty(conn))
+    target = await get_target(conn, "docs")
+    assert target.active is not None and target.active.provider == "local-v4"
+    assert target.active.space == "local-v4" and target.active.dimensions == 512
+    assert [g.state.value for g in target.generations] == ["retired", "retired", "active"]
+    finished = await jobs.list_jobs(conn)
+    assert [j.state for j in finished] == [JobState.COMPLETED, JobState.COMPLETED]
     await assert_generation_matches_source(conn, "docs_embeddings", 512)
 
 
