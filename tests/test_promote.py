@@ -167,3 +167,27 @@ async def test_cli_reembed_jobs_promote_generation(
     assert "cancelled" in out
     assert await scalar(conn, "SELECT count(*) FROM syncsvc.generations") == 1
     assert "job 9" in await run_cli(db_url, "jobs", "pause", "9", code=1)
+
+
+async def test_reembed_back_to_a_retired_generation_reuses_it(conn: AsyncConn, db_url: str) -> None:
+    await make_docs(conn, 100)
+    provider = LocalHashProvider()
+    settings = job_settings()
+    async with running_daemon(db_url, settings, provider):
+        job = await jobs.request_reembed(
+            conn, settings, "docs", model="local-hash", dimensions=128, auto_promote=True
+        )
+        await wait_for(lambda: _job_state(conn, job.id, JobState.COMPLETED))
+        await conn.execute("UPDATE docs SET body = 'changed since' WHERE id <= 5")
+        await wait_for(lambda: queue_empty(conn))
+        before = provider.inputs
+        back = await jobs.request_reembed(
+            conn, settings, "docs", model="local-hash", dimensions=DIMS, auto_promote=True
+        )
+        # The retired generation comes back: only the rows edited since are embedded again.
+        assert back.generation_id == 1
+        await wait_for(lambda: _job_state(conn, back.id, JobState.COMPLETED))
+        await wait_for(lambda: queue_empty(conn))
+    assert provider.inputs - before == 5
+    target = await get_target(conn, "docs")
+    assert target.active is not None and target.active.id == 1
