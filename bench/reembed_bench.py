@@ -218,7 +218,7 @@ async def run(url: str, rows: int) -> str:
     async with await aconnect(url) as conn:
         await prepare(conn, rows)
     lines = [
-        f"{rows:,} rows, local-hash provider (no network), writer editing ~100 rows/s; "
+        f"{rows:,} rows, local-hash provider (no network), a writer editing rows throughout; "
         f"{machine()}. `python bench/reembed_bench.py`",
         "",
         "| re-embed | rows | until promoted | rows/s | edits meanwhile | inputs | rescans | "
