@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-import numpy as np
 
 from syncsvc.models import TextType
 from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
@@ -40,15 +39,13 @@ def format_query(model: ModelProfile, request: EmbeddingRequest, text: str) -> s
 def decode_vector(raw: object) -> tuple[float, ...] | None:
     """A JSON float list, or a base64 string of little-endian float32s; None if neither."""
     if isinstance(raw, list):
-        # numpy converts a 1,024-float list ~50x faster than a Python loop; anything that is
-        # not a number fails the conversion (finiteness is checked by the embedder).
+        values = tuple(raw)
+        # One C-speed pass proves every element is a number (a string or null raises);
+        # finiteness is the embedder's check.
         try:
-            array = np.asarray(raw, dtype=np.float64)
-        except (TypeError, ValueError):
+            sum(values)
+        except TypeError:
             return None
-        if array.ndim != 1:
-            return None
-        values: tuple[float, ...] = tuple(array.tolist())
         return values
     if isinstance(raw, str):
         try:
