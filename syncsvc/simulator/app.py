@@ -144,6 +144,7 @@ class Simulator:
             self.counters.end(status)
 
     async def _serve(self, request: Request, route: str) -> Response:
+        started = time.monotonic()
         native = route == "native"
         rid = str(uuid.uuid4())
         if self.config.api_key is not None:
@@ -162,7 +163,7 @@ class Simulator:
         fault = self.faults.draw(route)
         if fault is not None:
             self.counters.fault(fault.kind)
-            early = await self._early_fault(fault, native, rid)
+            early = await self._early_fault(fault, native, rid, started)
             if early is not None:
                 return early
 
@@ -182,12 +183,12 @@ class Simulator:
         self._requests.commit(1, now)
         self._token_window.commit(sum(tokens), now)
         if self.faults.poisoned(parsed.texts):
-            await self._sleep()
+            await self._sleep(started)
             return error_response(INSPECTION, native, rid)
 
-        await self._sleep()
         kind = fault.kind if fault is not None else None
         text = self._success(parsed, dims, kind, sum(tokens), rid, native)
+        await self._sleep(started)
         if kind not in _CORRUPTING:
             # Only usable answers count as served; a corrupted one is a fault, counted as such.
             self.counters.served(len(parsed.texts), sum(tokens))
@@ -217,7 +218,9 @@ class Simulator:
             text = text[: max(1, len(text) // 2)]
         return text
 
-    async def _early_fault(self, fault: FaultRule, native: bool, rid: str) -> Response | None:
+    async def _early_fault(
+        self, fault: FaultRule, native: bool, rid: str, started: float
+    ) -> Response | None:
         """Faults that answer before any validation (like a real gateway or overload would)."""
         if fault.kind is FaultKind.RATE_LIMIT:
             headers: dict[str, str] = {}
@@ -232,7 +235,7 @@ class Simulator:
         if fault.kind is FaultKind.ARREARAGE:
             return error_response(ARREARAGE, native, rid)
         if fault.kind is FaultKind.SERVER_ERROR:
-            await self._sleep()
+            await self._sleep(started)
             return error_response(INTERNAL, native, rid)
         if fault.kind is FaultKind.HANG:
             await asyncio.sleep(fault.hang_seconds)
@@ -273,12 +276,15 @@ class Simulator:
                 )
         return replace(parsed, dimensions=dimensions)
 
-    async def _sleep(self) -> None:
+    async def _sleep(self, started: float) -> None:
+        """Wait until ``latency_ms`` after the request arrived: the latency is the response
+        time, with the simulator's own work inside it, as with a real API."""
         latency = self.config.latency_ms
         if self.config.jitter_ms:
             latency += self._random.uniform(-self.config.jitter_ms, self.config.jitter_ms)
-        if latency > 0:
-            await asyncio.sleep(latency / 1000)
+        remaining = started + latency / 1000 - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
 
 
 def _json(data: Any, status: int = 200) -> Response:
