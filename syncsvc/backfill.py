@@ -16,14 +16,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from syncsvc import jobs, promote, sqlfiles, statements
+from syncsvc import jobs, promote, sqlfiles, statements, sweep
 from syncsvc.catalog import find_generation, get_target
 from syncsvc.database import AsyncConn
 from syncsvc.errors import NotFoundError, SyncsvcError
@@ -38,96 +37,6 @@ logger = logging.getLogger(__name__)
 
 MAX_CHUNKS_PER_TICK = 20
 """Scanning past already-current rows is cheap but not free: bound one transaction's work."""
-
-
-@dataclass(frozen=True)
-class ChunkResult:
-    scanned: int
-    stale: int
-    enqueued: int
-    cursor: list[object] | None
-    scan_done: bool
-
-
-def _chunk_statement(
-    target: Target, generation: Generation, *, first: bool, inclusive: bool
-) -> sql.Composed:
-    after: sql.Composable = sql.SQL("")
-    if not first:
-        after = sql.SQL("WHERE ({}) {} ({})").format(
-            statements.pk_columns(target, "s"),
-            sql.SQL(">=" if inclusive else ">"),
-            statements.pk_from_json(target, sql.SQL("%(after)s::jsonb")),
-        )
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in target.pk_columns)
-    c_cols = sql.SQL(", ").join(sql.Identifier("c", c) for c in target.pk_columns)
-    desc = sql.SQL(" DESC, ").join(sql.Identifier("x", c) for c in target.pk_columns)
-    return sql.SQL(
-        """WITH chunk AS (
-               SELECT {cols}, {input} AS input FROM {source} s {after}
-               ORDER BY {cols} LIMIT %(scan)s
-           ), stale AS (
-               SELECT {c_cols}, {c_json} AS pk FROM chunk c
-               LEFT JOIN {table} v ON {v_match} AND v.chunk = 0
-               WHERE c.input ~ '\\S' AND (v.content_hash IS NULL
-                   OR v.content_hash <> syncsvc.content_hash({key}, c.input))
-               ORDER BY {c_cols} LIMIT %(room)s
-           ), enqueued AS (
-               INSERT INTO syncsvc.queue (target_id, pk, priority)
-               SELECT {tid}, pk, %(priority)s FROM stale
-               ON CONFLICT (target_id, pk) DO NOTHING
-               RETURNING 1
-           )
-           SELECT (SELECT count(*) FROM chunk) AS scanned,
-                  (SELECT count(*) FROM stale) AS stale,
-                  (SELECT count(*) FROM enqueued) AS enqueued,
-                  (SELECT {x_json} FROM chunk x ORDER BY {desc} DESC LIMIT 1) AS last_scanned,
-                  (SELECT x.pk FROM stale x ORDER BY {desc} DESC LIMIT 1) AS last_stale"""
-    ).format(
-        cols=cols,
-        input=statements.input_expr(target, "s"),
-        source=statements.source(target),
-        after=after,
-        c_cols=c_cols,
-        c_json=statements.pk_json(target, "c"),
-        table=statements.vector_table(generation),
-        v_match=statements.pk_equals(target, "v", "c"),
-        key=sql.Literal(generation.key),
-        tid=sql.Literal(target.id),
-        x_json=statements.pk_json(target, "x"),
-        desc=desc,
-    )
-
-
-async def feed_chunk(
-    conn: AsyncConn,
-    target: Target,
-    generation: Generation,
-    *,
-    cursor: list[object] | None,
-    inclusive: bool,
-    scan_rows: int,
-    room: int,
-) -> ChunkResult:
-    """Scan up to ``scan_rows`` rows after ``cursor``; enqueue up to ``room`` stale ones."""
-    statement = _chunk_statement(target, generation, first=cursor is None, inclusive=inclusive)
-    cur = await conn.execute(
-        statement,
-        {
-            "scan": scan_rows,
-            "room": room,
-            "priority": BACKFILL_PRIORITY,
-            "after": Jsonb(cursor) if cursor is not None else None,
-        },
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    if row["stale"] >= room and row["last_stale"] is not None:
-        # The room filled up inside the chunk: resume right after the last row taken.
-        return ChunkResult(row["scanned"], row["stale"], row["enqueued"], row["last_stale"], False)
-    done = row["scanned"] < scan_rows
-    last = row["last_scanned"] if row["last_scanned"] is not None else cursor
-    return ChunkResult(row["scanned"], row["stale"], row["enqueued"], last, done)
 
 
 async def _scalar(conn: AsyncConn, name: str, params: dict[str, object]) -> int:
@@ -254,7 +163,7 @@ class JobRunner:
             room = bound - queued - enqueued
             if room <= 0:
                 break
-            result = await feed_chunk(
+            result = await sweep.feed_chunk(
                 conn,
                 target,
                 generation,
@@ -262,6 +171,7 @@ class JobRunner:
                 inclusive=inclusive,
                 scan_rows=self.conf.chunk_rows,
                 room=room,
+                priority=BACKFILL_PRIORITY,
             )
             enqueued += result.enqueued
             moved = moved or result.cursor != cursor or inclusive

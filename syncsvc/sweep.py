@@ -30,24 +30,38 @@ class SweepResult:
     orphans_removed: int
 
 
-def _chunk_statement(target: Target, generation: Generation, first: bool) -> sql.Composed:
-    after = (
-        sql.SQL("")
-        if first
-        else sql.SQL("WHERE ({}) > ({})").format(
+@dataclass(frozen=True)
+class ChunkResult:
+    scanned: int
+    stale: int
+    enqueued: int
+    cursor: list[object] | None
+    scan_done: bool
+
+
+def chunk_statement(
+    target: Target, generation: Generation, *, first: bool, inclusive: bool
+) -> sql.Composed:
+    after: sql.Composable = sql.SQL("")
+    if not first:
+        after = sql.SQL("WHERE ({}) {} ({})").format(
             statements.pk_columns(target, "s"),
+            sql.SQL(">=" if inclusive else ">"),
             statements.pk_from_json(target, sql.SQL("%(after)s::jsonb")),
         )
-    )
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in target.pk_columns)
+    c_cols = sql.SQL(", ").join(sql.Identifier("c", c) for c in target.pk_columns)
+    desc = sql.SQL(" DESC, ").join(sql.Identifier("x", c) for c in target.pk_columns)
     return sql.SQL(
         """WITH chunk AS (
-               SELECT {pk_cols}, {input} AS input FROM {source} s {after}
-               ORDER BY {pk_cols} LIMIT %(limit)s
+               SELECT {cols}, {input} AS input FROM {source} s {after}
+               ORDER BY {cols} LIMIT %(scan)s
            ), stale AS (
-               SELECT {c_json} AS pk FROM chunk c
+               SELECT {c_cols}, {c_json} AS pk FROM chunk c
                LEFT JOIN {table} v ON {v_match} AND v.chunk = 0
                WHERE c.input ~ '\\S' AND (v.content_hash IS NULL
                    OR v.content_hash <> syncsvc.content_hash({key}, c.input))
+               ORDER BY {c_cols} LIMIT %(room)s
            ), enqueued AS (
                INSERT INTO syncsvc.queue (target_id, pk, priority)
                SELECT {tid}, pk, %(priority)s FROM stale
@@ -55,21 +69,60 @@ def _chunk_statement(target: Target, generation: Generation, first: bool) -> sql
                RETURNING 1
            )
            SELECT (SELECT count(*) FROM chunk) AS scanned,
+                  (SELECT count(*) FROM stale) AS stale,
                   (SELECT count(*) FROM enqueued) AS enqueued,
-                  (SELECT {last_json} FROM chunk c ORDER BY {c_cols} DESC LIMIT 1) AS last"""
+                  (SELECT {x_json} FROM chunk x ORDER BY {desc} DESC LIMIT 1) AS last_scanned,
+                  (SELECT x.pk FROM stale x ORDER BY {desc} DESC LIMIT 1) AS last_stale"""
     ).format(
-        pk_cols=sql.SQL(", ").join(sql.Identifier(c) for c in target.pk_columns),
+        cols=cols,
         input=statements.input_expr(target, "s"),
         source=statements.source(target),
         after=after,
+        c_cols=c_cols,
         c_json=statements.pk_json(target, "c"),
         table=statements.vector_table(generation),
         v_match=statements.pk_equals(target, "v", "c"),
         key=sql.Literal(generation.key),
         tid=sql.Literal(target.id),
-        last_json=statements.pk_json(target, "c"),
-        c_cols=sql.SQL(" DESC, ").join(sql.Identifier("c", c) for c in target.pk_columns),
+        x_json=statements.pk_json(target, "x"),
+        desc=desc,
     )
+
+
+async def feed_chunk(
+    conn: AsyncConn,
+    target: Target,
+    generation: Generation,
+    *,
+    cursor: list[object] | None,
+    inclusive: bool,
+    scan_rows: int,
+    room: int,
+    priority: int,
+) -> ChunkResult:
+    """Scan up to ``scan_rows`` rows after ``cursor``; enqueue up to ``room`` stale ones.
+
+    Shared by the sweep (active generation, whole table) and re-embedding jobs (a building
+    generation, paced by ``room``, resumable from ``cursor``).
+    """
+    statement = chunk_statement(target, generation, first=cursor is None, inclusive=inclusive)
+    cur = await conn.execute(
+        statement,
+        {
+            "scan": scan_rows,
+            "room": room,
+            "priority": priority,
+            "after": Jsonb(cursor) if cursor is not None else None,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    if row["stale"] >= room and row["last_stale"] is not None:
+        # The room filled up inside the chunk: resume right after the last row taken.
+        return ChunkResult(row["scanned"], row["stale"], row["enqueued"], row["last_stale"], False)
+    done = row["scanned"] < scan_rows
+    last = row["last_scanned"] if row["last_scanned"] is not None else cursor
+    return ChunkResult(row["scanned"], row["stale"], row["enqueued"], last, done)
 
 
 async def sweep_target(
@@ -80,26 +133,23 @@ async def sweep_target(
     if generation is None:
         return SweepResult(0, 0, 0)
     scanned = enqueued = 0
-    after: list[object] | None = None
-    first_statement = _chunk_statement(target, generation, first=True)
-    next_statement = _chunk_statement(target, generation, first=False)
+    cursor: list[object] | None = None
     while True:
-        statement = first_statement if after is None else next_statement
-        cur = await conn.execute(
-            statement,
-            {
-                "limit": chunk_rows,
-                "priority": priority,
-                "after": Jsonb(after) if after is not None else None,
-            },
+        chunk = await feed_chunk(
+            conn,
+            target,
+            generation,
+            cursor=cursor,
+            inclusive=False,
+            scan_rows=chunk_rows,
+            room=chunk_rows,
+            priority=priority,
         )
-        row = await cur.fetchone()
-        assert row is not None
-        scanned += row["scanned"]
-        enqueued += row["enqueued"]
-        if row["scanned"] < chunk_rows or row["last"] is None:
+        scanned += chunk.scanned
+        enqueued += chunk.enqueued
+        if chunk.scan_done or chunk.cursor is None:
             break
-        after = row["last"]
+        cursor = chunk.cursor
     orphans = await remove_orphans(conn, target)
     if enqueued or orphans:
         await conn.execute("SELECT pg_notify(%s, %s)", (statements.QUEUE_CHANNEL, str(target.id)))
