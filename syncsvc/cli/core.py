@@ -45,7 +45,8 @@ def migrate_command(
 
 def run_command(
     until_idle: Annotated[
-        bool, typer.Option("--until-idle", help="Exit once every queue is empty.")
+        bool,
+        typer.Option("--until-idle", help="Exit once no row is queued and no job is running."),
     ] = False,
 ) -> None:
     """Run the daemon: listen for changes, embed, sweep; SIGTERM/SIGINT stop it gracefully."""
@@ -75,7 +76,8 @@ async def _stop_when_idle(daemon: object) -> None:
         async with daemon.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT (SELECT count(*) FROM syncsvc.queue WHERE state <> 'failed') "
-                "+ (SELECT count(*) FROM syncsvc.inbox) AS n"
+                "+ (SELECT count(*) FROM syncsvc.inbox) "
+                "+ (SELECT count(*) FROM syncsvc.jobs WHERE state IN ('pending', 'running')) AS n"
             )
             row = await cur.fetchone()
         if row is not None and row["n"] == 0:
