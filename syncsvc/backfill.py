@@ -102,7 +102,7 @@ class JobRunner:
             logger.error("job %d cannot start: %s", job.id, exc)
             await jobs.fail_job(conn, job, str(exc))
             return await jobs.get_job(conn, job.id), generation
-        key = generation_key(space, generation.model, generation.dimensions, generation.options)
+        key = generation_key(space, generation.dimensions, generation.options)
         if key != generation.key:
             # request_reembed guessed the space without the provider profiles: correct it.
             # Vectors written under the guessed key would never match a hash: drop them.

@@ -31,7 +31,7 @@ async def create_generation(
     state: GenerationState,
 ) -> Generation:
     """Record a generation and create its vector table (call inside a transaction)."""
-    key = generation_key(space, model, dimensions, options)
+    key = generation_key(space, dimensions, options)
     cur = await conn.execute(
         sqlfiles.query("catalog", "insert_generation"),
         {

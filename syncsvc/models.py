@@ -100,10 +100,14 @@ class ClaimedItem:
     """When the row's oldest unembedded change was captured (for the lag metric)."""
 
 
-def generation_key(space: str, model: str, dimensions: int, options: dict[str, Any]) -> str:
-    """Stable identity of a vector space: equal keys mean comparable vectors."""
+def generation_key(space: str, dimensions: int, options: dict[str, Any]) -> str:
+    """Stable identity of a vector space: equal keys mean comparable vectors.
+
+    The space names the model family (``dashscope/text-embedding-v4``), so the model's name at
+    a given host is left out: a gateway declared to serve the same space shares the key.
+    """
     canonical = json.dumps(
-        {"space": space, "model": model, "dimensions": dimensions, "options": options},
+        {"space": space, "dimensions": dimensions, "options": options},
         sort_keys=True,
         separators=(",", ":"),
     )

@@ -139,7 +139,8 @@ async def validate(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> dic
         allowed = "/".join(str(d) for d in model.dimensions)
         raise ValidationError(f"{spec.model} does not offer {dimensions} dimensions ({allowed})")
     configured = settings.providers.get(spec.provider)
-    space = (configured.space if configured else None) or model.space or profile.name
+    declared = configured.space if configured else None
+    space = declared or model.space or f"{profile.name}/{model.model}"
     return {
         "name": spec.name,
         "schema": schema,

@@ -58,7 +58,7 @@ class Worker:
         queue: Queue,
         provider_factory: ProviderFactory,
         *,
-        concurrency: int = 8,
+        concurrency: int | None = None,
     ) -> None:
         self.pool = pool
         self.queue = queue

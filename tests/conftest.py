@@ -17,6 +17,8 @@ import pytest
 from syncsvc import migrate
 from syncsvc.database import AsyncConn, aconnect
 
+pytest_plugins = ["tests.simulator_fixtures"]
+
 TEMPLATE = "syncsvc_template"
 _counter = itertools.count()
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.simulator_fixtures)
 """The Embedder over real HTTP against the simulator: packing, faults, bisection, limits."""
 
 from __future__ import annotations
@@ -15,12 +14,7 @@ from syncsvc.providers.local import LocalHashProvider
 from syncsvc.providers.profiles import OverlongPolicy
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread
 from syncsvc.tokens import QwenTokens
-from tests.simulator_fixtures import (  # noqa: F401 - fixtures
-    ProviderMaker,
-    make_provider,
-    simulator,
-    simulator_session,
-)
+from tests.simulator_fixtures import ProviderMaker
 
 V4 = EmbedSpec(model="text-embedding-v4", dimensions=64)
 

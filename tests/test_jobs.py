@@ -49,7 +49,7 @@ async def test_request_reembed_sql_creates_job_generation_and_table(conn: AsyncC
     # The SQL key is the same as the Python one, and the table has the Python DDL's shape.
     from syncsvc.models import generation_key
 
-    assert building.key == generation_key("local-hash", "local-hash", 128, {})
+    assert building.key == generation_key("local-hash", 128, {})
     cur = await conn.execute(
         "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull "
         "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "

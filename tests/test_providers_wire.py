@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.simulator_fixtures)
 """Both wire protocols over real HTTP against the simulator: payloads, parsing, error classes."""
 
 from __future__ import annotations
@@ -12,13 +11,7 @@ from syncsvc.providers.base import EmbeddingRequest, ErrorKind, ProviderError
 from syncsvc.providers.http import retry_after
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread
 from syncsvc.tokens import QwenTokens
-from tests.simulator_fixtures import (  # noqa: F401 - fixtures
-    SIM_KEY,
-    ProviderMaker,
-    make_provider,
-    simulator,
-    simulator_session,
-)
+from tests.simulator_fixtures import SIM_KEY, ProviderMaker
 
 V4 = "text-embedding-v4"
 

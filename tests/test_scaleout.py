@@ -17,9 +17,7 @@ from syncsvc.database import AsyncConn
 from syncsvc.settings import Settings
 from syncsvc.simulator import SimulatorThread
 from tests.helpers import fast_settings, queue_empty, scalar, wait_for
-from tests.simulator_fixtures import simulator, simulator_session, simulator_settings
-
-__all__ = ["simulator", "simulator_session"]  # fixtures used by name
+from tests.simulator_fixtures import simulator_settings
 
 RPM = 1200  # 20 requests per one-second window
 ROWS = 120

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.simulator_fixtures)
 """The simulator as a client sees it: documented limits, envelopes, windows, admin, CLI."""
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import pytest
 
 from syncsvc import lexical
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread, parse_fault
-from tests.simulator_fixtures import SIM_KEY, simulator, simulator_session  # noqa: F401
+from tests.simulator_fixtures import SIM_KEY
 
 AUTH = {"Authorization": f"Bearer {SIM_KEY}"}
 NATIVE = "/api/v1/services/embeddings/text-embedding/text-embedding"

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.simulator_fixtures)
 """Every fault the simulator injects, end to end: daemon + real HTTP + PostgreSQL final state."""
 
 from __future__ import annotations
@@ -14,12 +13,7 @@ from syncsvc.providers.registry import build_provider
 from syncsvc.settings import Settings
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread
 from tests.helpers import expected, fast_settings, running_daemon, scalar, wait_for
-from tests.simulator_fixtures import (  # noqa: F401 - fixtures
-    SIM_KEY_ENV,
-    simulator,
-    simulator_session,
-    simulator_settings,
-)
+from tests.simulator_fixtures import SIM_KEY_ENV, simulator_settings
 from tests.test_sync import current_texts, make_articles
 
 DIMS = 64

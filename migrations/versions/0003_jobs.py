@@ -116,8 +116,8 @@ BEGIN
         request_reembed.model);
     -- Mirrors syncsvc.models.generation_key for empty options (the daemon re-checks it).
     v_key := left(encode(sha256(convert_to(format(
-        '{"dimensions":%s,"model":%s,"options":{},"space":%s}',
-        request_reembed.dimensions, to_json(request_reembed.model)::text, to_json(v_space)::text),
+        '{"dimensions":%s,"options":{},"space":%s}',
+        request_reembed.dimensions, to_json(v_space)::text),
         'UTF8')), 'hex'), 16);
     SELECT * INTO existing FROM syncsvc.generations g WHERE g.target_id = t.id AND g.key = v_key;
     IF FOUND AND existing.state = 'active' THEN
