@@ -60,32 +60,8 @@ async def create_generation(
         state=state,
         table_name=row["table_name"],
     )
-    await conn.execute(vector_table_ddl(target, generation))
+    await conn.execute("SELECT syncsvc.create_vector_table(%s)", (generation.id,))
     return generation
-
-
-def vector_table_ddl(target: Target, generation: Generation) -> sql.Composed:
-    key_columns = sql.SQL(", ").join(
-        sql.SQL("{} {} NOT NULL").format(sql.Identifier(c), sql.SQL(t))
-        for c, t in zip(target.pk_columns, target.pk_types, strict=True)
-    )
-    return sql.SQL(
-        """CREATE TABLE {table} (
-            {key_columns},
-            chunk integer NOT NULL DEFAULT 0,
-            embedding vector({dims}) NOT NULL,
-            content_hash bytea NOT NULL,
-            tokens integer,
-            truncated boolean NOT NULL DEFAULT false,
-            embedded_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY ({pk}, chunk)
-        )"""
-    ).format(
-        table=statements.vector_table(generation),
-        key_columns=key_columns,
-        dims=sql.Literal(generation.dimensions),
-        pk=sql.SQL(", ").join(sql.Identifier(c) for c in target.pk_columns),
-    )
 
 
 async def replace_view(conn: AsyncConn, target: Target, generation: Generation) -> None:

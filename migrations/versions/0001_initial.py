@@ -91,6 +91,38 @@ CREATE FUNCTION syncsvc.content_hash(generation_key text, input text) RETURNS by
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN sha256(convert_to(generation_key || chr(31) || input, 'UTF8'));
 
+-- The one definition of a generation's vector table, used by Python and by request_reembed.
+-- No pinned search_path: the vector type lives wherever pgvector was installed.
+CREATE FUNCTION syncsvc.create_vector_table(generation integer) RETURNS text
+    LANGUAGE plpgsql AS $$
+DECLARE
+    g syncsvc.generations;
+    t syncsvc.targets;
+    key_defs text;
+    key_list text;
+BEGIN
+    SELECT * INTO STRICT g FROM syncsvc.generations WHERE id = generation;
+    SELECT * INTO STRICT t FROM syncsvc.targets WHERE id = g.target_id;
+    -- pk_types are format_type() output recorded when the target was validated.
+    SELECT string_agg(format('%I %s NOT NULL', k.col, k.typ), ', ' ORDER BY k.ord),
+           string_agg(format('%I', k.col), ', ' ORDER BY k.ord)
+    INTO key_defs, key_list
+    FROM unnest(t.pk_columns, t.pk_types) WITH ORDINALITY AS k(col, typ, ord);
+    EXECUTE format(
+        'CREATE TABLE syncsvc.%I (%s, chunk integer NOT NULL DEFAULT 0, '
+        'embedding vector(%s) NOT NULL, content_hash bytea NOT NULL, tokens integer, '
+        'truncated boolean NOT NULL DEFAULT false, '
+        'embedded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (%s, chunk))',
+        g.table_name, key_defs, g.dimensions, key_list);
+    IF g.dimensions <= 1536 THEN
+        -- Small enough to stay in the row: exact scans then skip de-TOASTing every vector.
+        EXECUTE format('ALTER TABLE syncsvc.%I ALTER COLUMN embedding SET STORAGE PLAIN',
+                       g.table_name);
+    END IF;
+    RETURN g.table_name;
+END
+$$;
+
 -- TRUNCATE of a source table: drop every vector and queue entry of the target.
 CREATE FUNCTION syncsvc.on_truncate() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -129,6 +161,7 @@ BEGIN
 END
 $$;
 DROP FUNCTION syncsvc.on_truncate();
+DROP FUNCTION syncsvc.create_vector_table(integer);
 DROP FUNCTION syncsvc.content_hash(text, text);
 DROP VIEW syncsvc.failures;
 DROP TABLE syncsvc.inbox;

@@ -83,8 +83,6 @@ DECLARE
     v_key    text;
     gen_id   integer;
     tbl      text;
-    key_defs text;
-    key_list text;
     job_id   integer;
 BEGIN
     -- Serialises concurrent requests for one target; NO KEY UPDATE lets application writes
@@ -137,17 +135,7 @@ BEGIN
         OVERRIDING SYSTEM VALUE
         VALUES (gen_id, t.id, v_key, v_provider, v_space, request_reembed.model,
                 request_reembed.dimensions, '{}', 'building', tbl);
-        -- Same shape as syncsvc.generations.vector_table_ddl.
-        SELECT string_agg(format('%I %s NOT NULL', k.col, k.typ), ', ' ORDER BY k.ord),
-               string_agg(format('%I', k.col), ', ' ORDER BY k.ord)
-        INTO key_defs, key_list
-        FROM unnest(t.pk_columns, t.pk_types) WITH ORDINALITY AS k(col, typ, ord);
-        EXECUTE format(
-            'CREATE TABLE syncsvc.%I (%s, chunk integer NOT NULL DEFAULT 0, '
-            'embedding vector(%s) NOT NULL, content_hash bytea NOT NULL, tokens integer, '
-            'truncated boolean NOT NULL DEFAULT false, '
-            'embedded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (%s, chunk))',
-            tbl, key_defs, request_reembed.dimensions, key_list);
+        PERFORM syncsvc.create_vector_table(gen_id);
     END IF;
     INSERT INTO syncsvc.jobs (target_id, generation_id, auto_promote, max_queued)
     VALUES (t.id, gen_id, coalesce(request_reembed.auto_promote, false),
