@@ -202,8 +202,9 @@ def main() -> None:
         )
     lines += [
         "",
-        "Without an index every query reads and de-TOASTs all vectors (4 KiB each at 1,024 dims),"
-        " so latency grows with the table; the filtered exact scan is faster only because it"
+        "Without an index every query computes a distance to every vector (kept in the row, not"
+        " TOASTed, up to 1,536 dims), so latency grows with the table; the filtered exact scan is"
+        " faster only because it"
         " computes one distance in ten. With the index, unfiltered searches answer in"
         " milliseconds; filtered ones keep scanning the graph (iterative scan) until k rows pass"
         " the filter, so they cost more but still return k rows. Raise `hnsw.ef_search` for"
