@@ -38,3 +38,17 @@ WHERE last_used_at < now() - make_interval(secs => %(seconds)s);
 -- name: cache_stats --
 SELECT generation_id, count(*) AS entries, sum(hits) AS hits, max(last_used_at) AS last_used_at
 FROM syncsvc.query_cache GROUP BY generation_id ORDER BY generation_id;
+
+-- name: sparse_cache_get --
+UPDATE syncsvc.sparse_query_cache SET last_used_at = now()
+WHERE generation_id = %(generation_id)s AND query_hash = %(query_hash)s
+RETURNING sparse;
+
+-- name: sparse_cache_put --
+INSERT INTO syncsvc.sparse_query_cache (generation_id, query_hash, sparse)
+VALUES (%(generation_id)s, %(query_hash)s, %(sparse)b)
+ON CONFLICT (generation_id, query_hash) DO UPDATE SET last_used_at = now();
+
+-- name: sparse_cache_prune --
+DELETE FROM syncsvc.sparse_query_cache
+WHERE last_used_at < now() - make_interval(secs => %(seconds)s);

@@ -92,9 +92,9 @@ class AsyncClient:
         """The ``k`` rows of ``target`` nearest in meaning to ``text``, nearest first.
 
         ``where`` is a SQL boolean expression over the source row (alias ``s``), with values
-        bound from ``params``. ``hybrid`` fuses the dense ranking with full-text matches by
-        reciprocal rank. The query is embedded once per generation and then served from the
-        database cache.
+        bound from ``params``. ``hybrid`` fuses the dense ranking by reciprocal rank with the
+        sparse one (generations storing DashScope sparse vectors) or else with full-text matches.
+        The query is embedded once per generation and then served from the database cache.
         """
         pool = await self._connection_pool()
         async with pool.connection() as conn:

@@ -58,6 +58,11 @@ class Generation:
         """Live generations receive every edit: the active one and any being built."""
         return self.state in (GenerationState.ACTIVE, GenerationState.BUILDING)
 
+    @property
+    def sparse(self) -> bool:
+        """Whether the generation also stores DashScope sparse vectors (option ``sparse``)."""
+        return bool(self.options.get("sparse"))
+
 
 @dataclass(frozen=True)
 class Target:

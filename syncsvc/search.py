@@ -3,8 +3,9 @@
 The nearest-neighbour SQL lives in the database (``syncsvc.search_by_vector``, migration 0002),
 so psql users, the Python API and the CLI all run the same statement. This module adds what
 needs Python: embedding the query text with the generation's own provider and parameters, the
-query-vector cache, filters given as SQL, joining the source rows, and hybrid (dense + full-text)
-fusion by reciprocal rank.
+query-vector cache, filters given as SQL, joining the source rows, and hybrid fusion by
+reciprocal rank: dense + sparse when the generation stores DashScope sparse vectors, otherwise
+dense + PostgreSQL full-text search.
 
 A query vector carries the generation it was made for; it is only ever compared with that
 generation's vectors, so a model or dimension change can never mix vector spaces.
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from pgvector import Vector
+from pgvector import SparseVector, Vector
 from psycopg import sql
 
 from syncsvc import sqlfiles, statements
@@ -28,6 +29,7 @@ from syncsvc.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
 from syncsvc.errors import SyncsvcError, ValidationError
 from syncsvc.models import HASH_SEPARATOR, Generation, Target, TextType
 from syncsvc.providers.base import EmbeddingProvider
+from syncsvc.vectors import sparse_vector
 
 RRF_K = 60
 """Reciprocal-rank-fusion constant (Cormack et al.): score = sum 1 / (RRF_K + rank)."""
@@ -54,6 +56,8 @@ class QueryVector:
     cached: bool
     """True when served from ``syncsvc.query_cache`` (no provider call)."""
     tokens: int | None = None
+    sparse: dict[int, float] | None = None
+    """The query's sparse vector ``{token id: weight}``, for generations that store them."""
 
     @property
     def dimensions(self) -> int:
@@ -131,15 +135,32 @@ async def embed_query(
     key = {"generation_id": generation.id, "query_hash": digest}
     cur = await conn.execute(sqlfiles.query("search", "cache_get"), key)
     row = await cur.fetchone()
-    if row is not None and len(row["embedding"].to_list()) == generation.dimensions:
+    cached_sparse: dict[int, float] | None = None
+    if row is not None and generation.sparse:
+        sparse_cur = await conn.execute(sqlfiles.query("search", "sparse_cache_get"), key)
+        sparse_row = await sparse_cur.fetchone()
+        if sparse_row is not None:
+            stored: SparseVector = sparse_row["sparse"]
+            cached_sparse = dict(zip(stored.indices(), stored.values(), strict=True))
+    if (
+        row is not None
+        and len(row["embedding"].to_list()) == generation.dimensions
+        and (cached_sparse is not None or not generation.sparse)
+    ):
         return QueryVector(
-            generation.id, generation.key, tuple(row["embedding"].to_list()), True, row["tokens"]
+            generation.id,
+            generation.key,
+            tuple(row["embedding"].to_list()),
+            True,
+            row["tokens"],
+            cached_sparse,
         )
     spec = EmbedSpec(
         model=generation.model,
         dimensions=generation.dimensions,
         text_type=TextType.QUERY,
         instruct=instruct,
+        sparse=generation.sparse,
     )
     outcome = (await Embedder(provider, spec).embed([EmbedInput("query", text)]))["query"]
     if not isinstance(outcome, Embedded):
@@ -150,7 +171,13 @@ async def embed_query(
         sqlfiles.query("search", "cache_put"),
         {**key, "embedding": Vector(list(vector)), "tokens": outcome.tokens},
     )
-    return QueryVector(generation.id, generation.key, tuple(vector), False, outcome.tokens)
+    sparse = outcome.sparse[0] if outcome.sparse else None
+    if sparse is not None:
+        await conn.execute(
+            sqlfiles.query("search", "sparse_cache_put"),
+            {**key, "sparse": sparse_vector(sparse)},
+        )
+    return QueryVector(generation.id, generation.key, tuple(vector), False, outcome.tokens, sparse)
 
 
 def check_query(target: Target, query: QueryVector, generation: Generation | None = None) -> int:
@@ -221,12 +248,7 @@ def _dense_statement(target: Target) -> sql.Composed:
 
 def _hybrid_statement(target: Target, filter_sql: str | None) -> sql.Composed:
     document = sql.SQL("to_tsvector('simple', {})").format(statements.input_expr(target, "s"))
-    # The filter is already literal SQL; escape % so it is not read as a placeholder.
-    extra = (
-        sql.SQL("AND ({})").format(sql.SQL(filter_sql.replace("%", "%%")))
-        if filter_sql
-        else sql.SQL("")
-    )
+    extra = _filter_clause(filter_sql)
     return sql.SQL(
         """WITH dense AS (
                SELECT h.pk, h.distance, row_number() OVER (ORDER BY h.distance, h.pk) AS rank
@@ -266,6 +288,58 @@ def _hybrid_statement(target: Target, filter_sql: str | None) -> sql.Composed:
     )
 
 
+def _filter_clause(filter_sql: str | None) -> sql.Composable:
+    # The filter is already literal SQL; escape % so it is not read as a placeholder.
+    if not filter_sql:
+        return sql.SQL("")
+    return sql.SQL("AND ({})").format(sql.SQL(filter_sql.replace("%", "%%")))
+
+
+def _sparse_hybrid_statement(
+    target: Target, generation: Generation, filter_sql: str | None
+) -> sql.Composed:
+    """Dense and sparse rankings fused by reciprocal rank (generations storing sparse vectors).
+
+    The sparse ranking orders rows by inner product with the query's sparse vector (``<#>`` is
+    its negative); a row sharing no weighted token with the query (product 0) is not ranked,
+    as a row without a full-text match is not. A chunked row counts by its best chunk.
+    """
+    return sql.SQL(
+        """WITH dense AS (
+               SELECT h.pk, h.distance, row_number() OVER (ORDER BY h.distance, h.pk) AS rank
+               FROM syncsvc.search_by_vector(%(target)s, %(query)b, %(pool)s, %(filter)s,
+                                             %(generation)s) h
+           ), sparse_hits AS (
+               SELECT {key} AS pk, min(v.sparse <#> %(sparse)b) AS distance
+               FROM {table} v JOIN {source} s ON {join}
+               WHERE v.sparse IS NOT NULL AND (v.sparse <#> %(sparse)b) < 0 {extra}
+               GROUP BY 1
+               ORDER BY distance, pk LIMIT %(pool)s
+           ), sparse AS (
+               SELECT pk, row_number() OVER (ORDER BY distance, pk) AS rank FROM sparse_hits
+           ), fused AS (
+               SELECT coalesce(d.pk, p.pk) AS pk, d.distance,
+                      coalesce(1.0 / (%(rrf_k)s + d.rank), 0)
+                          + coalesce(1.0 / (%(rrf_k)s + p.rank), 0) AS score
+               FROM dense d FULL JOIN sparse p ON p.pk = d.pk
+               ORDER BY score DESC, pk LIMIT %(k)s
+           )
+           SELECT h.pk AS {pk}, h.distance AS {distance}, h.score::float8 AS {score}, s.*
+           FROM fused h JOIN {source} s ON {match}
+           ORDER BY h.score DESC, h.pk"""
+    ).format(
+        key=_key_object(target, "s"),
+        table=statements.vector_table(generation),
+        source=statements.source(target),
+        join=statements.pk_equals(target, "s", "v"),
+        extra=_filter_clause(filter_sql),
+        pk=sql.Identifier(_PK),
+        distance=sql.Identifier(_DISTANCE),
+        score=sql.Identifier(_SCORE),
+        match=_key_match(target, "s", "h"),
+    )
+
+
 async def search_vector(
     conn: AsyncConn,
     target: Target,
@@ -279,7 +353,8 @@ async def search_vector(
     """The ``k`` source rows nearest to ``query`` in the target's active generation.
 
     ``where`` is a SQL boolean expression over the source row (alias ``s``). With
-    ``hybrid_text``, dense results are fused with full-text matches of that text.
+    ``hybrid_text``, dense results are fused with the sparse ranking of ``query.sparse`` when the
+    generation stores sparse vectors, otherwise with full-text matches of that text.
     """
     if not 1 <= k <= 10_000:
         raise ValidationError(f"k must be between 1 and 10000, not {k}")
@@ -292,8 +367,17 @@ async def search_vector(
         "filter": filter_sql,
         "generation": generation_id,
     }
+    generation = active_generation(target)
     if hybrid_text is None:
         statement = _dense_statement(target)
+    elif generation.sparse:
+        if query.sparse is None:
+            raise SearchError(
+                f"generation {generation.id} of {target.name!r} stores sparse vectors but the "
+                "query vector has none; embed the query with this generation"
+            )
+        statement = _sparse_hybrid_statement(target, generation, filter_sql)
+        values.update(pool=max(k, HYBRID_POOL), sparse=sparse_vector(query.sparse), rrf_k=RRF_K)
     else:
         statement = _hybrid_statement(target, filter_sql)
         values.update(pool=max(k, HYBRID_POOL), text=hybrid_text, rrf_k=RRF_K)
@@ -360,5 +444,8 @@ async def prune_cache(conn: AsyncConn, older_than_seconds: float) -> int:
     """Forget cached query vectors unused for ``older_than_seconds``; returns how many."""
     cur = await conn.execute(
         sqlfiles.query("search", "cache_prune"), {"seconds": older_than_seconds}
+    )
+    await conn.execute(
+        sqlfiles.query("search", "sparse_cache_prune"), {"seconds": older_than_seconds}
     )
     return cur.rowcount

@@ -14,6 +14,7 @@ from syncsvc.catalog import get_target, load_targets
 from syncsvc.database import AsyncConn
 from syncsvc.errors import ValidationError
 from syncsvc.models import GenerationState, Metric, Target
+from syncsvc.providers.profiles import ModelProfile, Protocol, ProviderProfile
 from syncsvc.providers.registry import provider_profile
 from syncsvc.settings import Settings
 
@@ -138,6 +139,8 @@ async def validate(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> dic
     if dimensions not in model.dimensions:
         allowed = "/".join(str(d) for d in model.dimensions)
         raise ValidationError(f"{spec.model} does not offer {dimensions} dimensions ({allowed})")
+    if spec.options.get("sparse"):
+        check_sparse(profile, model)
     configured = settings.providers.get(spec.provider)
     declared = configured.space if configured else None
     space = declared or model.space or f"{profile.name}/{model.model}"
@@ -153,6 +156,16 @@ async def validate(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> dic
         "dimensions": dimensions,
         "space": space,
     }
+
+
+def check_sparse(profile: ProviderProfile, model: ModelProfile) -> None:
+    """Refuse sparse vectors unless the provider's wire can return them (DashScope native)."""
+    if profile.protocol is not Protocol.DASHSCOPE_NATIVE or not model.supports_sparse:
+        raise ValidationError(
+            f"provider profile {profile.name!r} cannot return sparse vectors for "
+            f"{model.model!r}: only DashScope's native API does (profiles dashscope-*-native "
+            "with text-embedding-v3/v4)"
+        )
 
 
 async def _resolve_key(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pgvector import Vector
+from pgvector import SparseVector, Vector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -21,6 +21,10 @@ from syncsvc.database import AsyncConn
 from syncsvc.models import Generation, PkValue, Target
 
 _NON_SPACE = re.compile(r"\S")
+
+SPARSE_DIMENSIONS = 1_000_000
+"""Dimension of stored sparse vectors (``sparsevec(1000000)``, migration 0005): it bounds the
+token ids DashScope returns (Qwen vocabulary, ~152k) and the simulator's (250k)."""
 
 
 def has_text(text: str) -> bool:
@@ -46,6 +50,15 @@ class VectorWrite:
     vectors: tuple[tuple[float, ...], ...]
     tokens: int
     truncated: bool
+    sparse: tuple[dict[int, float], ...] | None = None
+    """One sparse vector per chunk, for generations that store them."""
+
+
+def sparse_vector(values: dict[int, float]) -> SparseVector:
+    """A provider's ``{token id: weight}`` as a pgvector sparse vector of the stored dimension."""
+    if any(not 0 <= index < SPARSE_DIMENSIONS for index in values):
+        raise ValueError(f"sparse index outside 0..{SPARSE_DIMENSIONS - 1}")
+    return SparseVector(values, SPARSE_DIMENSIONS)
 
 
 async def read_rows(
@@ -99,18 +112,21 @@ def _write_statement(target: Target, generation: Generation) -> sql.Composed:
     """One set-based, guarded upsert for a whole batch (one input row per chunk).
 
     Vectors travel in binary: pgvector's text format costs ~2 ms per 1,024-dim vector to build.
+    A generation storing sparse vectors also writes its ``sparse`` column (NULL when absent).
 
     ``fresh`` keeps only rows whose current text still hashes to what was embedded; chunks
     beyond a row's new chunk count are removed so a shorter text leaves no stale chunks.
     """
+    sparse = generation.sparse
     return sql.SQL(
         """WITH incoming AS (
                SELECT * FROM unnest(%(pks)s::jsonb[], %(chunks)s::integer[],
                                     %(vectors)b::vector[], %(hashes)s::bytea[],
-                                    %(tokens)s::integer[], %(truncated)s::boolean[])
-                   AS i(pk, chunk, embedding, content_hash, tokens, truncated)
+                                    %(tokens)s::integer[], %(truncated)s::boolean[]{sparse_in})
+                   AS i(pk, chunk, embedding, content_hash, tokens, truncated{sparse_col})
            ), fresh AS (
                SELECT {pk_cols}, i.chunk, i.embedding, i.content_hash, i.tokens, i.truncated
+                      {sparse_sel}
                FROM incoming i JOIN {source} s ON {match}
                WHERE syncsvc.content_hash({key}, {input}) = i.content_hash
            ), purge AS (
@@ -119,11 +135,12 @@ def _write_statement(target: Target, generation: Generation) -> sql.Composed:
                WHERE {v_match} AND v.chunk > f.last
            )
            INSERT INTO {table} AS v ({pk_names}, chunk, embedding, content_hash, tokens,
-                                      truncated, embedded_at)
+                                      truncated, embedded_at{sparse_col})
            SELECT {pk_names}, chunk, embedding, content_hash, tokens, truncated, now()
+                  {sparse_col}
            FROM fresh
            ON CONFLICT ({pk_names}, chunk) DO UPDATE SET
-               embedding = EXCLUDED.embedding,
+               embedding = EXCLUDED.embedding,{sparse_set}
                content_hash = EXCLUDED.content_hash,
                tokens = EXCLUDED.tokens,
                truncated = EXCLUDED.truncated,
@@ -138,6 +155,10 @@ def _write_statement(target: Target, generation: Generation) -> sql.Composed:
         table=statements.vector_table(generation),
         v_match=statements.pk_equals(target, "v", "f"),
         pk_names=sql.SQL(", ").join(sql.Identifier(c) for c in target.pk_columns),
+        sparse_in=sql.SQL(", %(sparse)b::sparsevec[]" if sparse else ""),
+        sparse_col=sql.SQL(", sparse" if sparse else ""),
+        sparse_sel=sql.SQL(", i.sparse" if sparse else ""),
+        sparse_set=sql.SQL("\n               sparse = EXCLUDED.sparse," if sparse else ""),
     )
 
 
@@ -155,6 +176,8 @@ async def write_vectors(
         "tokens": [],
         "truncated": [],
     }
+    if generation.sparse:
+        params["sparse"] = []
     for write in writes:
         for chunk, vector in enumerate(write.vectors):
             if len(vector) != generation.dimensions:
@@ -169,6 +192,9 @@ async def write_vectors(
             params["hashes"].append(write.content_hash)
             params["tokens"].append(write.tokens)
             params["truncated"].append(write.truncated)
+            if generation.sparse:
+                values = write.sparse[chunk] if write.sparse else None
+                params["sparse"].append(None if values is None else sparse_vector(values))
     cur = await conn.execute(_write_statement(target, generation), params)
     return sum(1 for row in await cur.fetchall() if row["chunk"] == 0)
 

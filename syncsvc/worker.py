@@ -74,7 +74,11 @@ class Worker:
 
     def embedder(self, generation: Generation) -> Embedder:
         if generation.id not in self._embedders:
-            spec = EmbedSpec(model=generation.model, dimensions=generation.dimensions)
+            spec = EmbedSpec(
+                model=generation.model,
+                dimensions=generation.dimensions,
+                sparse=generation.sparse,
+            )
             self._embedders[generation.id] = Embedder(
                 self.provider(generation.provider), spec, concurrency=self._concurrency
             )
@@ -167,6 +171,7 @@ class Worker:
                         vectors=outcome.vectors,
                         tokens=outcome.tokens,
                         truncated=outcome.truncated,
+                        sparse=outcome.sparse,
                     )
                 )
                 stats.tokens += outcome.tokens

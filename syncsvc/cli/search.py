@@ -109,7 +109,7 @@ def search_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     hybrid: Annotated[
-        bool, typer.Option("--hybrid", help="Fuse with PostgreSQL full-text search (RRF).")
+        bool, typer.Option("--hybrid", help="Fuse with sparse or full-text matches (RRF).")
     ] = False,
     like: Annotated[
         str | None,

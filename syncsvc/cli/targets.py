@@ -56,6 +56,13 @@ def add(
         str | None, typer.Option("--pk", help="Key columns if not the primary key")
     ] = None,
     metric: Annotated[Metric, typer.Option("--metric")] = Metric.COSINE,
+    sparse: Annotated[
+        bool,
+        typer.Option(
+            "--sparse",
+            help="Also store DashScope sparse vectors (native profiles) for hybrid search.",
+        ),
+    ] = False,
 ) -> None:
     """Register a table: validate, create its vector table and view, install triggers."""
     migrate.upgrade(STATE.url())
@@ -69,6 +76,7 @@ def add(
         template=template.encode().decode("unicode_escape") if template else None,
         pk=_split(pk),
         metric=metric,
+        options={"sparse": True} if sparse else {},
     )
     _add(spec)
 

@@ -1,0 +1,186 @@
+"""DashScope sparse vectors: stored per row by the daemon, fused with dense ones in hybrid search.
+
+Everything runs against the real HTTP simulator on the native wire and a real pgvector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pgvector import SparseVector
+from typer.testing import CliRunner
+
+from syncsvc import migrate, search, targets
+from syncsvc.catalog import get_target
+from syncsvc.database import AsyncConn, aconnect
+from syncsvc.errors import ValidationError
+from syncsvc.providers.registry import build_provider
+from syncsvc.search import RRF_K
+from syncsvc.settings import Settings
+from syncsvc.simulator import SimulatorThread
+from syncsvc.simulator.vectors import sparse_entries
+from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, wait_for
+from tests.simulator_fixtures import simulator_settings
+from tests.test_search import DOCS, make_docs
+from tests.test_sync import current_texts, make_articles
+
+DIMS = 64
+NATIVE = "dashscope-intl-native"
+
+
+def native_settings(sim: SimulatorThread, profile: str = NATIVE) -> Settings:
+    providers = simulator_settings(sim, profile).providers
+    return Settings(worker=fast_settings().worker, providers=providers)
+
+
+def simulated(text: str) -> dict[int, float]:
+    """What the simulator returns as the sparse vector of ``text``."""
+    return {e["index"]: e["value"] for e in sparse_entries(text)}
+
+
+def as_dict(vector: SparseVector) -> dict[int, float]:
+    return dict(zip(vector.indices(), vector.values(), strict=True))
+
+
+def assert_sparse_equal(stored: dict[int, float], wanted: dict[int, float]) -> None:
+    assert set(stored) == set(wanted)
+    for index, value in wanted.items():
+        assert stored[index] == pytest.approx(value, rel=1e-6)  # float32 in sparsevec
+
+
+async def sparse_target(
+    conn: AsyncConn, settings: Settings, name: str, table: str, columns: tuple[str, ...]
+) -> None:
+    spec = targets.TargetSpec(
+        name=name,
+        table=table,
+        columns=columns,
+        model="text-embedding-v4",
+        dimensions=DIMS,
+        provider="sim",
+        options={"sparse": True},
+    )
+    await targets.add_target(conn, settings, spec)
+
+
+async def embed_all(conn: AsyncConn, url: str, settings: Settings) -> None:
+    provider = build_provider("sim", settings)
+    async with running_daemon(url, settings, provider):
+        await wait_for(lambda: queue_empty(conn), timeout=30)
+
+
+async def test_daemon_stores_the_providers_sparse_vector_of_every_row(
+    conn: AsyncConn, db_url: str, simulator: SimulatorThread
+) -> None:
+    settings = native_settings(simulator)
+    await make_articles(conn, rows=12)
+    await conn.execute("UPDATE articles SET body = body || ' apple apple pie' WHERE id = 3")
+    await sparse_target(conn, settings, "articles", "articles", ("title", "body"))
+    await embed_all(conn, db_url, settings)
+    # An edit re-embeds both vectors.
+    await conn.execute("UPDATE articles SET body = 'pear tart and pear jam' WHERE id = 5")
+    await embed_all(conn, db_url, settings)
+    texts = await current_texts(conn)
+    cur = await conn.execute("SELECT id, sparse FROM syncsvc.articles_embeddings")
+    stored = {r["id"]: r["sparse"] for r in await cur.fetchall()}
+    assert set(stored) == set(texts)
+    for pk, text in texts.items():
+        assert stored[pk] is not None, pk
+        assert_sparse_equal(as_dict(stored[pk]), simulated(text))
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.failures") == 0
+
+
+async def test_hybrid_search_on_a_sparse_generation_fuses_dense_and_sparse_rankings(
+    conn: AsyncConn, db_url: str, simulator: SimulatorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = native_settings(simulator)
+    await make_docs(conn)
+    await sparse_target(conn, settings, "docs", "docs", ("title", "body"))
+    await embed_all(conn, db_url, settings)
+    target = await get_target(conn, "docs")
+    generation = search.active_generation(target)
+    assert generation.sparse
+
+    def no_full_text(*args: Any) -> Any:
+        raise AssertionError("a sparse generation must not fall back to full-text search")
+
+    monkeypatch.setattr(search, "_hybrid_statement", no_full_text)
+    text = "knead the bread dough"
+    provider = build_provider("sim", settings)
+    try:
+        query = await search.embed_query(conn, provider, target, text)
+        again = await search.embed_query(conn, provider, target, text)
+    finally:
+        await provider.aclose()
+    assert not query.cached and query.sparse is not None
+    assert_sparse_equal(query.sparse, simulated(text))
+    # The second time both vectors come from the cache: no API call.
+    assert again.cached and again.sparse is not None
+    assert_sparse_equal(again.sparse, query.sparse)
+    assert simulator.stats()["inputs"] == len(DOCS) + 1
+
+    hits = await search.search_vector(conn, target, query, k=5, hybrid_text=text)
+
+    # The same fusion computed here: dense ranks from the plain search, sparse ranks from the
+    # simulator's sparse vectors of the query and of every document.
+    dense = await search.search_vector(conn, target, query, k=len(DOCS))
+    dense_rank = {h.pk["id"]: i for i, h in enumerate(dense, start=1)}
+    q = simulated(text)
+    products = {
+        doc_id: sum(v * q.get(i, 0.0) for i, v in simulated(f"{title}\n\n{body}").items())
+        for doc_id, title, body, _, _ in DOCS
+    }
+    ranked = sorted((pk for pk, p in products.items() if p > 0), key=lambda pk: -products[pk])
+    sparse_rank = {pk: i for i, pk in enumerate(ranked, start=1)}
+    fused = {
+        pk: 1 / (RRF_K + rank) + (1 / (RRF_K + sparse_rank[pk]) if pk in sparse_rank else 0)
+        for pk, rank in dense_rank.items()
+    }
+    best = max(fused, key=lambda pk: fused[pk])
+    assert hits[0].pk == {"id": best}
+    assert best in (1, 3, 10)  # a bread recipe
+    for hit in hits:
+        assert hit.score == pytest.approx(fused[hit.pk["id"]], rel=1e-9)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+    # A filter applies to both rankings.
+    filtered = await search.search_vector(
+        conn, target, query, k=5, where="s.topic = %s", params=["sport"], hybrid_text=text
+    )
+    assert filtered and all(h.row["topic"] == "sport" for h in filtered)
+
+
+async def test_sparse_is_refused_unless_the_profile_returns_sparse_vectors(
+    conn: AsyncConn, db_url: str, simulator: SimulatorThread
+) -> None:
+    await make_articles(conn, rows=1)
+    settings = native_settings(simulator, profile="dashscope-intl")  # compatible mode
+    with pytest.raises(ValidationError, match="cannot return sparse vectors"):
+        await sparse_target(conn, settings, "articles", "articles", ("title", "body"))
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.targets") == 0
+
+    from syncsvc.cli import app
+
+    args = ["--database-url", db_url, "target", "add", "articles", "--table", "articles"]
+    args += ["--columns", "title,body", "--sparse"]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert result.exit_code != 0
+    assert "cannot return sparse vectors" in result.output
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.targets") == 0
+
+
+async def test_sparse_migration_downgrades_and_upgrades(db_url: str) -> None:
+    check = (
+        "SELECT to_regclass('syncsvc.sparse_query_cache') IS NULL AND "
+        "position('sparse' IN prosrc) = 0 FROM pg_proc WHERE proname = 'create_vector_table'"
+    )
+    await asyncio.to_thread(migrate.downgrade, db_url, "sparse@0001")
+    connection = await aconnect(db_url)
+    try:
+        assert await scalar(connection, check)
+        await asyncio.to_thread(migrate.upgrade, db_url)
+        assert not await scalar(connection, check)
+    finally:
+        await connection.close()
