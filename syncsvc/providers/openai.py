@@ -11,17 +11,13 @@ import base64
 import binascii
 import logging
 import struct
-from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
 from syncsvc.models import TextType
-from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
-from syncsvc.providers.http import HttpClient, Reply, classify, malformed, request_id
-from syncsvc.providers.profiles import ModelProfile, ProviderProfile
-from syncsvc.ratelimit import RateLimiter
-from syncsvc.tokens import counter
+from syncsvc.providers.account import HttpProvider
+from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ProviderError
+from syncsvc.providers.http import Reply, classify, malformed, request_id
+from syncsvc.providers.profiles import ModelProfile
 
 logger = logging.getLogger(__name__)
 
@@ -58,64 +54,11 @@ def decode_vector(raw: object) -> tuple[float, ...] | None:
     return None
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(HttpProvider):
     """One configured OpenAI-compatible account (see ``syncsvc.providers.registry``)."""
 
-    def __init__(
-        self,
-        name: str,
-        profile: ProviderProfile,
-        *,
-        api_key: str | None,
-        missing_key_env: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        if not profile.base_url:
-            from syncsvc.errors import ConfigurationError
-
-            raise ConfigurationError(f"provider {name!r}: set base_url for profile {profile.name}")
-        self._name = name
-        self._profile = profile
-        self._missing_key_env = missing_key_env
-        limiter = RateLimiter(profile.rpm, profile.tpm)
-        self.http = HttpClient(
-            profile.base_url,
-            api_key=api_key,
-            timeout=profile.timeout_seconds,
-            concurrency=profile.concurrency,
-            limiter=limiter,
-            transport=transport,
-        )
-        self._tokens = counter(profile.tokenizer)
-
-    def __repr__(self) -> str:
-        return f"OpenAICompatibleProvider({self._name!r}, profile={self._profile.name!r})"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def profile(self) -> ProviderProfile:
-        return self._profile
-
-    @property
-    def limiter(self) -> RateLimiter | None:
-        return self.http.limiter
-
-    def _budget_tokens(self, texts: Sequence[str]) -> int:
-        """Tokens to charge the TPM budget; counting is skipped when there is none."""
-        if self._profile.tpm is None:
-            return 0
-        return sum(self._tokens.count(t) for t in texts)
-
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
-        if self._missing_key_env:
-            raise ProviderError(
-                ErrorKind.AUTH,
-                f"environment variable {self._missing_key_env} is not set",
-                code="MissingApiKey",
-            )
+        self._check_key()
         model = self._profile.model(request.model)
         texts = [format_query(model, request, t) for t in request.texts]
         payload: dict[str, Any] = {
@@ -169,6 +112,3 @@ class OpenAICompatibleProvider:
         return EmbeddingResponse(
             vectors=tuple(rows[i] for i in range(count)), total_tokens=total, request_id=rid
         )
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
