@@ -36,13 +36,22 @@ SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
 WHERE state = 'in_flight' AND lease_until < now();
 
 -- name: claim --
-WITH candidates AS (
-    SELECT q.target_id, q.pk
+-- A round holds one priority only: a live edit is not held up by the backfill rows that would
+-- otherwise fill the rest of its round.
+WITH ready AS (
+    SELECT min(q.priority) AS priority
     FROM syncsvc.queue q
     WHERE q.state = 'pending'
       AND q.next_attempt_at <= now()
       AND q.target_id = ANY(%(target_ids)s)
-    ORDER BY q.priority, q.next_attempt_at
+), candidates AS (
+    SELECT q.target_id, q.pk
+    FROM syncsvc.queue q, ready
+    WHERE q.state = 'pending'
+      AND q.next_attempt_at <= now()
+      AND q.target_id = ANY(%(target_ids)s)
+      AND q.priority = ready.priority
+    ORDER BY q.next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
