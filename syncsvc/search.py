@@ -23,7 +23,7 @@ import psycopg
 from pgvector import SparseVector, Vector
 from psycopg import sql
 
-from syncsvc import sqlfiles, statements
+from syncsvc import ranking, sqlfiles, statements
 from syncsvc.database import AsyncConn
 from syncsvc.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
 from syncsvc.errors import SyncsvcError, ValidationError
@@ -36,10 +36,6 @@ RRF_K = 60
 HYBRID_POOL = 50
 """Candidates taken from each ranking before fusion (at least ``k``)."""
 Params = Sequence[Any] | Mapping[str, Any] | None
-
-_PK = "__syncsvc_pk"
-_DISTANCE = "__syncsvc_distance"
-_SCORE = "__syncsvc_score"
 
 
 class SearchError(SyncsvcError):
@@ -209,137 +205,6 @@ def render_where(conn: AsyncConn, where: str | None, params: Params = None) -> s
     return psycopg.AsyncClientCursor(conn).mogrify(where, params)
 
 
-def _key_match(target: Target, alias: str, json_ref: str) -> sql.Composed:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{} = ({} ->> {})::{}").format(
-            sql.Identifier(alias, column),
-            sql.Identifier(json_ref, "pk"),
-            sql.Literal(column),
-            sql.SQL(pk_type),
-        )
-        for column, pk_type in zip(target.pk_columns, target.pk_types, strict=True)
-    )
-
-
-def _key_object(target: Target, alias: str) -> sql.Composed:
-    return sql.SQL("jsonb_build_object({})").format(
-        sql.SQL(", ").join(
-            sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(alias, c))
-            for c in target.pk_columns
-        )
-    )
-
-
-def _dense_statement(target: Target) -> sql.Composed:
-    return sql.SQL(
-        """SELECT h.pk AS {pk}, h.distance AS {distance}, NULL::float8 AS {score}, s.*
-           FROM syncsvc.search_by_vector(%(target)s, %(query)b, %(k)s, %(filter)s,
-                                         %(generation)s) h
-           JOIN {source} s ON {match}
-           ORDER BY h.distance, h.pk"""
-    ).format(
-        pk=sql.Identifier(_PK),
-        distance=sql.Identifier(_DISTANCE),
-        score=sql.Identifier(_SCORE),
-        source=statements.source(target),
-        match=_key_match(target, "s", "h"),
-    )
-
-
-def _hybrid_statement(target: Target, filter_sql: str | None) -> sql.Composed:
-    document = sql.SQL("to_tsvector('simple', {})").format(statements.input_expr(target, "s"))
-    extra = _filter_clause(filter_sql)
-    return sql.SQL(
-        """WITH dense AS (
-               SELECT h.pk, h.distance, row_number() OVER (ORDER BY h.distance, h.pk) AS rank
-               FROM syncsvc.search_by_vector(%(target)s, %(query)b, %(pool)s, %(filter)s,
-                                             %(generation)s) h
-           ), terms AS (
-               -- Any query word may match (OR): natural-language queries rarely share every word.
-               SELECT (SELECT string_agg(quote_literal(t), ' | ')
-                       FROM unnest(tsvector_to_array(to_tsvector('simple', %(text)s))) t
-                      )::tsquery AS q
-           ), lexical AS (
-               SELECT {key} AS pk,
-                      row_number() OVER (ORDER BY ts_rank_cd({document}, terms.q) DESC, {key})
-                          AS rank
-               FROM {source} s, terms
-               WHERE terms.q IS NOT NULL AND {document} @@ terms.q {extra}
-               ORDER BY rank LIMIT %(pool)s
-           ), fused AS (
-               SELECT coalesce(d.pk, l.pk) AS pk, d.distance,
-                      coalesce(1.0 / (%(rrf_k)s + d.rank), 0)
-                          + coalesce(1.0 / (%(rrf_k)s + l.rank), 0) AS score
-               FROM dense d FULL JOIN lexical l ON l.pk = d.pk
-               ORDER BY score DESC, pk LIMIT %(k)s
-           )
-           SELECT h.pk AS {pk}, h.distance AS {distance}, h.score::float8 AS {score}, s.*
-           FROM fused h JOIN {source} s ON {match}
-           ORDER BY h.score DESC, h.pk"""
-    ).format(
-        key=_key_object(target, "s"),
-        document=document,
-        source=statements.source(target),
-        extra=extra,
-        pk=sql.Identifier(_PK),
-        distance=sql.Identifier(_DISTANCE),
-        score=sql.Identifier(_SCORE),
-        match=_key_match(target, "s", "h"),
-    )
-
-
-def _filter_clause(filter_sql: str | None) -> sql.Composable:
-    # The filter is already literal SQL; escape % so it is not read as a placeholder.
-    if not filter_sql:
-        return sql.SQL("")
-    return sql.SQL("AND ({})").format(sql.SQL(filter_sql.replace("%", "%%")))
-
-
-def _sparse_hybrid_statement(
-    target: Target, generation: Generation, filter_sql: str | None
-) -> sql.Composed:
-    """Dense and sparse rankings fused by reciprocal rank (generations storing sparse vectors).
-
-    The sparse ranking orders rows by inner product with the query's sparse vector (``<#>`` is
-    its negative); a row sharing no weighted token with the query (product 0) is not ranked,
-    as a row without a full-text match is not. A chunked row counts by its best chunk.
-    """
-    return sql.SQL(
-        """WITH dense AS (
-               SELECT h.pk, h.distance, row_number() OVER (ORDER BY h.distance, h.pk) AS rank
-               FROM syncsvc.search_by_vector(%(target)s, %(query)b, %(pool)s, %(filter)s,
-                                             %(generation)s) h
-           ), sparse_hits AS (
-               SELECT {key} AS pk, min(v.sparse <#> %(sparse)b) AS distance
-               FROM {table} v JOIN {source} s ON {join}
-               WHERE v.sparse IS NOT NULL AND (v.sparse <#> %(sparse)b) < 0 {extra}
-               GROUP BY 1
-               ORDER BY distance, pk LIMIT %(pool)s
-           ), sparse AS (
-               SELECT pk, row_number() OVER (ORDER BY distance, pk) AS rank FROM sparse_hits
-           ), fused AS (
-               SELECT coalesce(d.pk, p.pk) AS pk, d.distance,
-                      coalesce(1.0 / (%(rrf_k)s + d.rank), 0)
-                          + coalesce(1.0 / (%(rrf_k)s + p.rank), 0) AS score
-               FROM dense d FULL JOIN sparse p ON p.pk = d.pk
-               ORDER BY score DESC, pk LIMIT %(k)s
-           )
-           SELECT h.pk AS {pk}, h.distance AS {distance}, h.score::float8 AS {score}, s.*
-           FROM fused h JOIN {source} s ON {match}
-           ORDER BY h.score DESC, h.pk"""
-    ).format(
-        key=_key_object(target, "s"),
-        table=statements.vector_table(generation),
-        source=statements.source(target),
-        join=statements.pk_equals(target, "s", "v"),
-        extra=_filter_clause(filter_sql),
-        pk=sql.Identifier(_PK),
-        distance=sql.Identifier(_DISTANCE),
-        score=sql.Identifier(_SCORE),
-        match=_key_match(target, "s", "h"),
-    )
-
-
 async def search_vector(
     conn: AsyncConn,
     target: Target,
@@ -369,17 +234,17 @@ async def search_vector(
     }
     generation = active_generation(target)
     if hybrid_text is None:
-        statement = _dense_statement(target)
+        statement = ranking.dense_statement(target)
     elif generation.sparse:
         if query.sparse is None:
             raise SearchError(
                 f"generation {generation.id} of {target.name!r} stores sparse vectors but the "
                 "query vector has none; embed the query with this generation"
             )
-        statement = _sparse_hybrid_statement(target, generation, filter_sql)
+        statement = ranking.sparse_hybrid_statement(target, generation, filter_sql)
         values.update(pool=max(k, HYBRID_POOL), sparse=sparse_vector(query.sparse), rrf_k=RRF_K)
     else:
-        statement = _hybrid_statement(target, filter_sql)
+        statement = ranking.hybrid_statement(target, filter_sql)
         values.update(pool=max(k, HYBRID_POOL), text=hybrid_text, rrf_k=RRF_K)
     try:
         cur = await conn.execute(statement, values)
@@ -389,9 +254,9 @@ async def search_vector(
         raise ValidationError(f"invalid filter {where!r}: {exc}") from exc
     hits = []
     for row in await cur.fetchall():
-        pk = row.pop(_PK)
-        distance = row.pop(_DISTANCE)
-        score = row.pop(_SCORE)
+        pk = row.pop(ranking.PK_COLUMN)
+        distance = row.pop(ranking.DISTANCE_COLUMN)
+        score = row.pop(ranking.SCORE_COLUMN)
         hits.append(SearchHit(pk=dict(pk), distance=distance, row=row, score=score))
     return hits
 
@@ -415,11 +280,11 @@ async def similar_rows(
            JOIN {source} s ON {match}
            ORDER BY h.distance, h.pk"""
     ).format(
-        pk=sql.Identifier(_PK),
-        distance=sql.Identifier(_DISTANCE),
-        score=sql.Identifier(_SCORE),
+        pk=sql.Identifier(ranking.PK_COLUMN),
+        distance=sql.Identifier(ranking.DISTANCE_COLUMN),
+        score=sql.Identifier(ranking.SCORE_COLUMN),
         source=statements.source(target),
-        match=_key_match(target, "s", "h"),
+        match=ranking.key_match(target, "s", "h"),
     )
     cur = await conn.execute(
         statement,
@@ -433,9 +298,9 @@ async def similar_rows(
     )
     hits = []
     for row in await cur.fetchall():
-        key = row.pop(_PK)
-        distance = row.pop(_DISTANCE)
-        row.pop(_SCORE)
+        key = row.pop(ranking.PK_COLUMN)
+        distance = row.pop(ranking.DISTANCE_COLUMN)
+        row.pop(ranking.SCORE_COLUMN)
         hits.append(SearchHit(pk=dict(key), distance=distance, row=row))
     return hits
 

@@ -12,7 +12,7 @@ import pytest
 from pgvector import SparseVector
 from typer.testing import CliRunner
 
-from syncsvc import migrate, search, targets
+from syncsvc import migrate, ranking, search, targets
 from syncsvc.catalog import get_target
 from syncsvc.database import AsyncConn, aconnect
 from syncsvc.errors import ValidationError
@@ -106,7 +106,7 @@ async def test_hybrid_search_on_a_sparse_generation_fuses_dense_and_sparse_ranki
     def no_full_text(*args: Any) -> Any:
         raise AssertionError("a sparse generation must not fall back to full-text search")
 
-    monkeypatch.setattr(search, "_hybrid_statement", no_full_text)
+    monkeypatch.setattr(ranking, "hybrid_statement", no_full_text)
     text = "knead the bread dough"
     provider = build_provider("sim", settings)
     try:
