@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import AsyncConnectionPool
 
-from syncsvc import logs, metrics, vectors
+from syncsvc import logs, metrics, sqlfiles, vectors
 from syncsvc.catalog import load_targets
 from syncsvc.database import AsyncConn
 from syncsvc.embedder import Embedded, Embedder, EmbedFailure, EmbedInput, EmbedSpec, ProviderPaused
@@ -112,8 +112,6 @@ class Worker:
         return stats
 
     async def _pause(self, target: Target, paused: ProviderPaused) -> None:
-        from syncsvc import sqlfiles
-
         reason = f"provider refused requests: {paused.error}"
         logger.error("pausing target %s: %s", target.name, reason)
         async with self.pool.connection() as conn:
