@@ -91,6 +91,19 @@ class Result:
     """Share of that job's rows done when the edits ended (below 1: the backfill was running)."""
 
 
+def sim_providers(run: Run, sim_url: str) -> dict[str, ProviderSettings]:
+    """The DashScope compatible-mode provider pointed at the simulator, as both phases use it."""
+    return {
+        "sim": ProviderSettings(
+            profile="dashscope-intl",
+            base_url=f"{sim_url}/compatible-mode/v1",
+            api_key_env=KEY_ENV,
+            concurrency=run.concurrency,
+            rpm=run.rpm,
+        )
+    }
+
+
 def ceiling(run: Run) -> float:
     by_latency = run.concurrency * INPUTS_PER_REQUEST / (run.latency_ms / 1000)
     if run.rpm is None:
@@ -179,15 +192,7 @@ async def bench(run: Run, db_url: str) -> Result:
     with simulator(run, key) as sim_url:
         admin = httpx.AsyncClient(base_url=sim_url)
         settings = Settings(
-            providers={
-                "sim": ProviderSettings(
-                    profile="dashscope-intl",
-                    base_url=f"{sim_url}/compatible-mode/v1",
-                    api_key_env=KEY_ENV,
-                    concurrency=run.concurrency,
-                    rpm=run.rpm,
-                )
-            },
+            providers=sim_providers(run, sim_url),
             worker=WorkerSettings(
                 claim_size=max(100, run.concurrency * INPUTS_PER_REQUEST * 2),
                 rounds_in_flight=6,
@@ -337,17 +342,7 @@ async def client_only(run: Run) -> float:
     rng = random.Random(7)
     items = [EmbedInput(i, "\n\n".join(text_for(rng, i))) for i in range(1, run.rows + 1)]
     with simulator(run, key) as sim_url:
-        settings = Settings(
-            providers={
-                "sim": ProviderSettings(
-                    profile="dashscope-intl",
-                    base_url=f"{sim_url}/compatible-mode/v1",
-                    api_key_env=KEY_ENV,
-                    concurrency=run.concurrency,
-                    rpm=run.rpm,
-                )
-            }
-        )
+        settings = Settings(providers=sim_providers(run, sim_url))
         provider = build_provider("sim", settings)
         embedder = Embedder(provider, EmbedSpec(model="text-embedding-v4", dimensions=DIMS))
         await embedder.embed(items[:80])  # warm the tokenizer and the connections
