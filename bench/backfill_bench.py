@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import database_url, machine, write_section
 from syncsvc import jobs, migrate, targets
-from syncsvc.daemon import Daemon, DaemonTaskDied
+from syncsvc.daemon import Daemon, DaemonTaskDied, tune_gc
 from syncsvc.database import AsyncConn, aconnect
 from syncsvc.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
 from syncsvc.providers.registry import build_provider
@@ -193,11 +193,8 @@ async def bench(run: Run, db_url: str) -> Result:
         admin = httpx.AsyncClient(base_url=sim_url)
         settings = Settings(
             providers=sim_providers(run, sim_url),
-            worker=WorkerSettings(
-                claim_size=max(100, run.concurrency * INPUTS_PER_REQUEST * 2),
-                rounds_in_flight=6,
-                poll_interval_seconds=0.2,
-            ),
+            # The shipped defaults, but for a faster poll (the lag figures are about NOTIFY).
+            worker=WorkerSettings(poll_interval_seconds=0.2),
         )
         conn = await aconnect(db_url)
         await conn.execute("DROP TABLE IF EXISTS items CASCADE")
@@ -417,6 +414,7 @@ def main() -> None:
         rpm = args.rpm or 3000
         runs.append(Run(args.rows, 50.0, args.concurrency, rpm, args.edit_rate, args.edit_seconds))
     base = database_url(args.database_url)
+    tune_gc()  # as `syncsvc run` does
     results = []
     for number, run in enumerate(runs):
         result = asyncio.run(bench(run, fresh_database(base, f"syncsvc_bench_{number}")))

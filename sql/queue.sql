@@ -37,13 +37,15 @@ WHERE state = 'in_flight' AND lease_until < now();
 
 -- name: claim --
 -- A round holds one priority only: a live edit is not held up by the backfill rows that would
--- otherwise fill the rest of its round.
+-- otherwise fill the rest of its round. max_priority (NULL: any) lets the round slot kept for
+-- live edits take nothing else.
 WITH ready AS (
     SELECT min(q.priority) AS priority
     FROM syncsvc.queue q
     WHERE q.state = 'pending'
       AND q.next_attempt_at <= now()
       AND q.target_id = ANY(%(target_ids)s)
+      AND q.priority <= coalesce(%(max_priority)s::integer, q.priority)
 ), candidates AS (
     SELECT q.target_id, q.pk
     FROM syncsvc.queue q, ready
@@ -62,7 +64,7 @@ SET state = 'in_flight',
     updated_at = now()
 FROM candidates c
 WHERE q.target_id = c.target_id AND q.pk = c.pk
-RETURNING q.target_id, q.pk, q.seq, q.attempts, q.enqueued_at;
+RETURNING q.target_id, q.pk, q.seq, q.attempts, q.enqueued_at, q.priority;
 
 -- name: renew_leases --
 UPDATE syncsvc.queue

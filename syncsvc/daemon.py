@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -34,6 +35,9 @@ from syncsvc.worker import RoundStats, Worker
 
 logger = logging.getLogger(__name__)
 
+LIVE_PRIORITY = 0
+"""Queue priority of rows captured by the triggers (sweeps and backfills use higher numbers)."""
+
 RoundHook = Callable[[RoundStats], Awaitable[None] | None]
 Service = Callable[["Daemon"], Coroutine[Any, Any, None]]
 """A long-running coroutine run beside the daemon's own tasks (jobs feeder, metrics server)."""
@@ -48,6 +52,19 @@ def _died(task: asyncio.Task[None], stop: asyncio.Event) -> bool:
     if task.cancelled():
         return not stop.is_set()
     return task.exception() is not None or not stop.is_set()
+
+
+def tune_gc() -> None:
+    """Garbage-collect less often, and never re-scan what startup built.
+
+    Every API response is tens of thousands of fresh objects; with the default thresholds the
+    collector ran often enough to stall the event loop for tens of milliseconds, and every
+    request waiting for its reply paid that stall (the p99 request time fell from about 120 to
+    80 ms at 50 ms latency). Called by the process entry points, not by the library.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def worker_id() -> str:
@@ -74,7 +91,8 @@ class Daemon:
         self.hooks: list[RoundHook] = []
         self.services: dict[str, Service] = {}
         conf = settings.worker
-        self.pool = create_pool(url, min_size=2, max_size=max(4, conf.rounds_in_flight + 4))
+        # A connection per round (and the live-edit round), plus the claimer, jobs and indexes.
+        self.pool = create_pool(url, min_size=2, max_size=conf.rounds_in_flight + 5)
         self.queue = Queue(
             self.pool,
             self.id,
@@ -89,7 +107,8 @@ class Daemon:
         self.worker = worker or Worker(self.pool, self.queue, factory)  # type: ignore[arg-type]
         self.listener = Listener(url, self.wake, self.stop_event)
         self._rounds: set[asyncio.Task[None]] = set()
-        self._round_slots = asyncio.Semaphore(conf.rounds_in_flight)
+        self._live_round: asyncio.Task[None] | None = None
+        """The round on the slot kept for live edits, beyond ``rounds_in_flight``."""
         self.scheduler = AsyncIOScheduler()
         self.started = asyncio.Event()
         self.add_service("indexes", indexes.index_service)
@@ -199,7 +218,7 @@ class Daemon:
         backoff = 0.5
         while not self.stop_event.is_set():
             try:
-                claimed_any = await self._claim_rounds()
+                await self._claim_rounds()
                 backoff = 0.5
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 # A database restart or failover must not kill the daemon: wait and retry.
@@ -207,40 +226,58 @@ class Daemon:
                 await self._sleep(backoff)
                 backoff = min(30.0, backoff * 2)
                 continue
-            if not claimed_any:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.wake.wait(), self.settings.worker.poll_interval_seconds
-                    )
+            # Woken by a notification, a finished round (a slot is free) or a stop; the poll
+            # interval catches retries coming due and anything a lost notification missed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.settings.worker.poll_interval_seconds)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop_event.wait(), seconds)
 
-    async def _claim_rounds(self) -> bool:
-        """Claim and start rounds until the queue is empty or every round slot is busy."""
+    def _round_slot(self) -> tuple[bool, int | None]:
+        """Whether a round may start now, and the largest priority number it may claim.
+
+        ``rounds_in_flight`` rounds take any priority; one more slot is kept for live edits,
+        so a backfill filling every round never makes an edit wait for a round to finish.
+        """
+        regular = len(self._rounds) - (self._live_round is not None)
+        if regular < self.settings.worker.rounds_in_flight:
+            return True, None
+        if self._live_round is None:
+            return True, LIVE_PRIORITY
+        return False, None
+
+    async def _claim_rounds(self) -> None:
+        """Claim and start rounds until the queue has nothing due or every round slot is busy.
+
+        The inbox is expanded on every call (every wake-up), not only when the queue runs dry:
+        a live edit must reach the queue while a long backfill keeps it full.
+        """
         self.wake.clear()
         await self.queue.expand_inbox()
         await self.queue.expire_leases()
         target_ids = await self._active_target_ids()
-        claimed_any = False
         while not self.stop_event.is_set():
-            await self._round_slots.acquire()
-            try:
-                items = [] if self.stop_event.is_set() else await self.queue.claim(
-                    target_ids, self.settings.worker.claim_size
-                )
-            except BaseException:
-                self._round_slots.release()
-                raise
+            free, max_priority = self._round_slot()
+            if not free:
+                return
+            items = await self.queue.claim(
+                target_ids, self.settings.worker.claim_size, max_priority
+            )
             if not items:
-                self._round_slots.release()
-                break
-            claimed_any = True
+                return
             task = asyncio.create_task(self._round(items), name="syncsvc-round")
             self._rounds.add(task)
-            task.add_done_callback(self._rounds.discard)
-        return claimed_any
+            task.add_done_callback(self._round_done)
+            if max_priority is not None:
+                self._live_round = task
+
+    def _round_done(self, task: asyncio.Task[None]) -> None:
+        self._rounds.discard(task)
+        if task is self._live_round:
+            self._live_round = None
+        self.wake.set()
 
     async def _round(self, items: list[ClaimedItem]) -> None:
         try:
@@ -254,9 +291,6 @@ class Daemon:
                 await self.queue.release(items)
             await asyncio.sleep(1.0)
             return
-        finally:
-            self._round_slots.release()
-            self.wake.set()
         self.stats.add(stats)
         for hook in self.hooks:
             result = hook(stats)

@@ -110,7 +110,6 @@ class Embedder:
         provider: EmbeddingProvider,
         spec: EmbedSpec,
         *,
-        concurrency: int | None = None,
         request_retries: int = 4,
         rate_limit_retries: int = 8,
         backoff_base: float = 0.2,
@@ -121,7 +120,6 @@ class Embedder:
         self.provider = provider
         self.spec = spec
         profile = provider.profile
-        self._semaphore = asyncio.Semaphore(concurrency or profile.concurrency)
         self._request_retries = request_retries
         self._rate_limit_retries = rate_limit_retries
         self._backoff_base = backoff_base
@@ -188,8 +186,14 @@ class Embedder:
             batches.append(current)
         return batches
 
-    async def embed(self, inputs: Sequence[EmbedInput]) -> dict[Hashable, Outcome]:
-        """Embed every input; identical texts (and identical chunks) are sent once."""
+    async def embed(
+        self, inputs: Sequence[EmbedInput], *, priority: int = 0
+    ) -> dict[Hashable, Outcome]:
+        """Embed every input; identical texts (and identical chunks) are sent once.
+
+        ``priority`` is the queue priority of the rows (0: live edits): the provider serves
+        lower numbers first when its request slots are all busy.
+        """
         by_text: dict[str, list[Hashable]] = {}
         for item in inputs:
             by_text.setdefault(item.text, []).append(item.key)
@@ -199,7 +203,7 @@ class Embedder:
         plans = {text: self.plan(text, limit) for text in by_text}
         unique = list(dict.fromkeys(p for plan in plans.values() for p in plan.pieces))
         results: dict[str, _Piece | EmbedFailure] = {}
-        for part in await _gather([self._embed_batch(b) for b in self.pack(unique)]):
+        for part in await _gather([self._embed_batch(b, priority) for b in self.pack(unique)]):
             results.update(part)
         outcomes: dict[Hashable, Outcome] = {}
         for text, keys in by_text.items():
@@ -225,9 +229,11 @@ class Embedder:
             sparse=sparse if len(sparse) == len(pieces) else None,
         )
 
-    async def _embed_batch(self, texts: list[str]) -> dict[str, _Piece | EmbedFailure]:
+    async def _embed_batch(
+        self, texts: list[str], priority: int
+    ) -> dict[str, _Piece | EmbedFailure]:
         try:
-            response = await self._request(texts)
+            response = await self._request(texts, priority)
         except ProviderError as error:
             if error.kind is ErrorKind.BAD_INPUT:
                 if len(texts) == 1:
@@ -237,7 +243,10 @@ class Embedder:
                 # Split to isolate the offending input(s); the rest still succeed.
                 half = len(texts) // 2
                 left, right = await _gather(
-                    [self._embed_batch(texts[:half]), self._embed_batch(texts[half:])]
+                    [
+                        self._embed_batch(texts[:half], priority),
+                        self._embed_batch(texts[half:], priority),
+                    ]
                 )
                 return {**left, **right}
             failure = EmbedFailure(str(error), permanent=False, request_id=error.request_id)
@@ -258,7 +267,7 @@ class Embedder:
         # "Equal jitter": never less than half the step, so retries do spread out.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    async def _request(self, texts: list[str]) -> EmbeddingResponse:
+    async def _request(self, texts: list[str], priority: int) -> EmbeddingResponse:
         request = EmbeddingRequest(
             texts=tuple(texts),
             model=self.spec.model,
@@ -266,12 +275,13 @@ class Embedder:
             text_type=self.spec.text_type,
             instruct=self.spec.instruct,
             sparse=self.spec.sparse,
+            priority=priority,
         )
         attempt = 0
         while True:
             try:
-                async with self._semaphore:
-                    response = await self.provider.embed(request)
+                # Requests in flight are bounded by the provider's own slots.
+                response = await self.provider.embed(request)
                 validate(response, len(texts), self.spec.dimensions, self.spec.sparse)
                 return response
             except ProviderError as error:

@@ -6,6 +6,7 @@ offline while similarity search still ranks texts that share vocabulary close to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -79,9 +80,14 @@ _STOPWORDS = frozenset(
 PAIR_WEIGHT = 0.5
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _hash(token: str) -> int:
+    # Words and word pairs recur across texts: the simulator hashes each once, not per request.
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+
+
 def _bucket(token: str, dimensions: int) -> tuple[int, float]:
-    digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
-    value = int.from_bytes(digest, "little")
+    value = _hash(token)
     return value % dimensions, (1.0 if (value >> 63) & 1 else -1.0)
 
 

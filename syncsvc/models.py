@@ -103,6 +103,8 @@ class ClaimedItem:
     attempts: int
     enqueued_at: datetime | None = None
     """When the row's oldest unembedded change was captured (for the lag metric)."""
+    priority: int = 0
+    """0 for live edits, then sweeps, then re-embedding backfills."""
 
 
 def generation_key(space: str, dimensions: int, options: dict[str, Any]) -> str:

@@ -89,7 +89,10 @@ class Queue:
             cur = await conn.execute(_q("expire_leases"))
             return cur.rowcount
 
-    async def claim(self, target_ids: Sequence[int], limit: int) -> list[ClaimedItem]:
+    async def claim(
+        self, target_ids: Sequence[int], limit: int, max_priority: int | None = None
+    ) -> list[ClaimedItem]:
+        """Lease up to ``limit`` due entries of one priority, the most urgent first."""
         if not target_ids:
             return []
         async with self.pool.connection() as conn:
@@ -100,6 +103,7 @@ class Queue:
                     "limit": limit,
                     "worker": self.worker,
                     "lease_seconds": self.lease_seconds,
+                    "max_priority": max_priority,
                 },
             )
             rows = await cur.fetchall()
@@ -110,6 +114,7 @@ class Queue:
                 seq=r["seq"],
                 attempts=r["attempts"],
                 enqueued_at=r["enqueued_at"],
+                priority=r["priority"],
             )
             for r in rows
         ]

@@ -8,7 +8,7 @@ overwrite the vector of a newer edit.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +25,39 @@ _NON_SPACE = re.compile(r"\S")
 SPARSE_DIMENSIONS = 1_000_000
 """Dimension of stored sparse vectors (``sparsevec(1000000)``, migration 0005): it bounds the
 token ids DashScope returns (Qwen vocabulary, ~152k) and the simulator's (250k)."""
+
+
+_RENDERED: dict[tuple[object, ...], bytes] = {}
+_RENDERED_LIMIT = 256
+
+
+def _rendered(
+    conn: AsyncConn,
+    target: Target,
+    generations: Sequence[Generation],
+    what: str,
+    build: Callable[[], sql.Composable],
+) -> bytes:
+    """A per-target statement, composed and quoted once per shape rather than every round
+    (composing cost about a millisecond of the event loop); stable bytes also let psycopg
+    prepare it."""
+    key = (
+        what,
+        target.id,
+        target.source_schema,
+        target.source_table,
+        target.pk_columns,
+        target.pk_types,
+        target.columns,
+        target.template,
+        tuple((g.id, g.key, g.table_name, g.sparse) for g in generations),
+    )
+    query = _RENDERED.get(key)
+    if query is None:
+        if len(_RENDERED) >= _RENDERED_LIMIT:
+            _RENDERED.clear()
+        query = _RENDERED[key] = build().as_bytes(conn)
+    return query
 
 
 def has_text(text: str) -> bool:
@@ -65,32 +98,8 @@ async def read_rows(
     conn: AsyncConn, target: Target, generations: Sequence[Generation], pks: Sequence[PkValue]
 ) -> list[RowState]:
     """Current input text and stored hashes of the given rows, in one query."""
-    joins = sql.SQL(" ").join(
-        sql.SQL("LEFT JOIN {table} {alias} ON {match} AND {alias}.chunk = 0").format(
-            table=statements.vector_table(g),
-            alias=sql.Identifier(f"g{g.id}"),
-            match=statements.pk_matches_json(target, f"g{g.id}", sql.SQL("d.pk")),
-        )
-        for g in generations
-    )
-    hashes = sql.SQL("").join(
-        sql.SQL(", {}.content_hash AS {}").format(
-            sql.Identifier(f"g{g.id}"), sql.Identifier(f"h{g.id}")
-        )
-        for g in generations
-    )
-    query = sql.SQL(
-        """SELECT d.pk, CASE WHEN s.{first} IS NULL THEN NULL ELSE {input} END AS input{hashes}
-           FROM unnest(%(pks)s::jsonb[]) AS d(pk)
-           LEFT JOIN {source} s ON {match}
-           {joins}"""
-    ).format(
-        first=sql.Identifier(target.pk_columns[0]),
-        input=statements.input_expr(target, "s"),
-        hashes=hashes,
-        source=statements.source(target),
-        match=statements.pk_matches_json(target, "s", sql.SQL("d.pk")),
-        joins=joins,
+    query = _rendered(
+        conn, target, generations, "read", lambda: _read_statement(target, generations)
     )
     cur = await conn.execute(query, {"pks": [Jsonb(pk) for pk in pks]})
     states = []
@@ -106,6 +115,36 @@ async def read_rows(
             )
         )
     return states
+
+
+def _read_statement(target: Target, generations: Sequence[Generation]) -> sql.Composed:
+    joins = sql.SQL(" ").join(
+        sql.SQL("LEFT JOIN {table} {alias} ON {match} AND {alias}.chunk = 0").format(
+            table=statements.vector_table(g),
+            alias=sql.Identifier(f"g{g.id}"),
+            match=statements.pk_matches_json(target, f"g{g.id}", sql.SQL("d.pk")),
+        )
+        for g in generations
+    )
+    hashes = sql.SQL("").join(
+        sql.SQL(", {}.content_hash AS {}").format(
+            sql.Identifier(f"g{g.id}"), sql.Identifier(f"h{g.id}")
+        )
+        for g in generations
+    )
+    return sql.SQL(
+        """SELECT d.pk, CASE WHEN s.{first} IS NULL THEN NULL ELSE {input} END AS input{hashes}
+           FROM unnest(%(pks)s::jsonb[]) AS d(pk)
+           LEFT JOIN {source} s ON {match}
+           {joins}"""
+    ).format(
+        first=sql.Identifier(target.pk_columns[0]),
+        input=statements.input_expr(target, "s"),
+        hashes=hashes,
+        source=statements.source(target),
+        match=statements.pk_matches_json(target, "s", sql.SQL("d.pk")),
+        joins=joins,
+    )
 
 
 def _write_statement(target: Target, generation: Generation) -> sql.Composed:
@@ -195,7 +234,10 @@ async def write_vectors(
             if generation.sparse:
                 values = write.sparse[chunk] if write.sparse else None
                 params["sparse"].append(None if values is None else sparse_vector(values))
-    cur = await conn.execute(_write_statement(target, generation), params)
+    query = _rendered(
+        conn, target, (generation,), "write", lambda: _write_statement(target, generation)
+    )
+    cur = await conn.execute(query, params)
     return sum(1 for row in await cur.fetchall() if row["chunk"] == 0)
 
 

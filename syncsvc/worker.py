@@ -57,15 +57,12 @@ class Worker:
         pool: AsyncConnectionPool[AsyncConn],
         queue: Queue,
         provider_factory: ProviderFactory,
-        *,
-        concurrency: int | None = None,
     ) -> None:
         self.pool = pool
         self.queue = queue
         self._provider_factory = provider_factory
         self._providers: dict[str, EmbeddingProvider] = {}
         self._embedders: dict[int, Embedder] = {}
-        self._concurrency = concurrency
 
     def provider(self, name: str) -> EmbeddingProvider:
         if name not in self._providers:
@@ -79,9 +76,7 @@ class Worker:
                 dimensions=generation.dimensions,
                 sparse=generation.sparse,
             )
-            self._embedders[generation.id] = Embedder(
-                self.provider(generation.provider), spec, concurrency=self._concurrency
-            )
+            self._embedders[generation.id] = Embedder(self.provider(generation.provider), spec)
         return self._embedders[generation.id]
 
     async def aclose(self) -> None:
@@ -150,7 +145,8 @@ class Worker:
             if not todo:
                 continue
             outcomes = await self.embedder(generation).embed(
-                [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo]
+                [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo],
+                priority=min(item.priority for item, _, _ in todo),
             )
             writes = []
             for item, _, digest in todo:

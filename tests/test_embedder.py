@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Hashable
 
@@ -253,3 +254,21 @@ async def test_local_provider_still_works_with_lexical_tokens() -> None:
     outcomes = await Embedder(provider, spec).embed(items)
     assert vectors_of(outcomes["a"]) == (lex("text a", 32),)
     assert provider.calls == 1
+
+
+async def test_live_requests_take_the_next_slot_ahead_of_a_backfill(
+    make_provider: ProviderMaker, simulator: SimulatorThread
+) -> None:
+    simulator.configure(latency_ms=20)
+    embedder = fast(make_provider(concurrency=1))
+    rows = inputs(*(f"backfill row {i}" for i in range(100)))
+    backfill = asyncio.create_task(embedder.embed(rows, priority=2))
+    await asyncio.sleep(0.005)  # one backfill request in flight, nine waiting for the slot
+    live = await embedder.embed([EmbedInput("edit", "a live edit")], priority=0)
+    served_by_then = simulator.stats()["requests"]
+    outcomes = await backfill
+    assert vectors_of(live["edit"]) == (lex("a live edit"),)
+    # First come, first served, the edit would have waited for all ten backfill requests.
+    assert served_by_then <= 3
+    assert [vectors_of(outcomes[r.key]) for r in rows] == [(lex(r.text),) for r in rows]
+    assert simulator.stats()["requests"] == 11

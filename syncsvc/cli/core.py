@@ -50,10 +50,11 @@ def run_command(
     ] = False,
 ) -> None:
     """Run the daemon: listen for changes, embed, sweep; SIGTERM/SIGINT stop it gracefully."""
-    from syncsvc.daemon import Daemon
+    from syncsvc.daemon import Daemon, tune_gc
 
     url = STATE.url()
     migrate.upgrade(url)
+    tune_gc()
 
     async def main() -> None:
         daemon = Daemon(STATE.settings, url)

@@ -22,6 +22,8 @@ class EmbeddingRequest:
     text_type: TextType = TextType.DOCUMENT
     instruct: str | None = None
     sparse: bool = False
+    priority: int = 0
+    """Queue priority of the rows asked for: lower numbers get a request slot first."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ case a gateway echoes the header back.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import functools
 import json
@@ -22,7 +21,9 @@ import httpx
 import orjson
 
 from syncsvc import metrics
+from syncsvc.gate import PriorityGate
 from syncsvc.providers.base import ErrorKind, ProviderError
+from syncsvc.providers.transport import LeanTransport
 from syncsvc.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class HttpClient:
         self.base_url = base_url.rstrip("/") + "/"
         self.limiter = limiter
         self.concurrency = concurrency
-        self._slots = asyncio.Semaphore(concurrency)
+        self.slots = PriorityGate(concurrency)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
@@ -105,7 +106,7 @@ class HttpClient:
                 max_keepalive_connections=concurrency,
                 keepalive_expiry=60.0,
             ),
-            transport=transport,
+            transport=transport or LeanTransport(ssl_context=_tls(), max_idle=concurrency),
             verify=_tls(),
         )
 
@@ -118,17 +119,36 @@ class HttpClient:
             text = text.replace(self._secret, "***")
         return text[:_MESSAGE_LIMIT]
 
-    async def post(self, path: str, payload: dict[str, Any], tokens: int) -> Reply:
-        """POST ``payload``; transport failures become RETRYABLE ``ProviderError``s."""
-        async with self._slots:
-            return await self._post(path, payload, tokens)
+    async def post(
+        self, path: str, payload: dict[str, Any], tokens: int, priority: int = 0
+    ) -> Reply:
+        """POST ``payload``; transport failures become RETRYABLE ``ProviderError``s.
 
-    async def _post(self, path: str, payload: dict[str, Any], tokens: int) -> Reply:
+        ``priority`` orders the wait for a request slot (lower first: live edits before
+        backfills). The slot is held for the HTTP exchange only; the body is parsed after it
+        is given back, so the next request goes out without waiting for the parse.
+        """
+        async with self.slots.slot(priority):
+            if self.limiter is not None:
+                await self.limiter.acquire(tokens)
+            started = time.monotonic()
+            response = await self._send(path, payload)
+        reply = Reply(
+            response.status_code, response.headers, _json(response.content),
+            time.monotonic() - started,
+        )  # fmt: skip
+        metrics.record_api_reply(self.base_url, reply.status, reply.elapsed)
         if self.limiter is not None:
-            await self.limiter.acquire(tokens)
-        started = time.monotonic()
+            if reply.status == 429:
+                self.limiter.on_rate_limited(retry_after(reply.headers))
+            elif reply.status == 200:
+                self.limiter.on_success()
+        return reply
+
+    async def _send(self, path: str, payload: dict[str, Any]) -> httpx.Response:
         try:
-            response = await self._client.post(path, json=payload)
+            # orjson: the payload is serialised in C, and the body is read in full here.
+            return await self._client.post(path, content=orjson.dumps(payload))
         except httpx.TimeoutException as error:
             metrics.record_api_reply(self.base_url, "timeout", None)
             raise ProviderError(
@@ -143,27 +163,24 @@ class HttpClient:
                 self.scrub(f"connection failed: {type(error).__name__}: {error}"),
                 code="ConnectionError",
             ) from None
-        body: Any
-        try:
-            # orjson: a 10 x 1,024-float body parses 3x faster than with json.
-            body = orjson.loads(response.content) if response.content else None
-        except orjson.JSONDecodeError:
-            # orjson refuses NaN literals; json reads them, so validation can name the fault.
-            try:
-                body = json.loads(response.content)
-            except ValueError:
-                body = None
-        reply = Reply(response.status_code, response.headers, body, time.monotonic() - started)
-        metrics.record_api_reply(self.base_url, reply.status, reply.elapsed)
-        if self.limiter is not None:
-            if reply.status == 429:
-                self.limiter.on_rate_limited(retry_after(reply.headers))
-            elif reply.status == 200:
-                self.limiter.on_success()
-        return reply
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _json(content: bytes) -> Any:
+    """The parsed body, or None when it is not JSON."""
+    if not content:
+        return None
+    try:
+        # orjson: a 10 x 1,024-float body parses 3x faster than with json.
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        # orjson refuses NaN literals; json reads them, so validation can name the fault.
+        try:
+            return json.loads(content)
+        except ValueError:
+            return None
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
