@@ -12,7 +12,14 @@ from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.queue import Queue, RetryStrategy
 from syncsvc.worker import Worker
-from tests.helpers import expected, queue_empty, running_daemon, scalar, wait_for
+from tests.helpers import (
+    expected,
+    fast_settings,
+    queue_empty,
+    running_daemon,
+    scalar,
+    wait_for,
+)
 from tests.test_sync import DIMS, add, assert_in_sync, make_articles
 
 
@@ -116,4 +123,40 @@ async def test_two_daemons_share_work_without_duplicates(conn, db_url: str) -> N
     assert one.inputs + two.inputs == 2000
     assert await scalar(conn, "SELECT count(*) FROM writes") == 2000
     assert await scalar(conn, "SELECT count(DISTINCT id) FROM writes") == 2000
+    await assert_in_sync(conn)
+
+
+async def test_a_live_edit_is_embedded_while_backfill_rounds_fill_every_slot(
+    conn, db_url: str
+) -> None:
+    """With the only regular round stuck in a backfill, the slot kept for live edits serves
+    an edit at once; the backfill rows finish once their provider answers."""
+    await make_articles(conn, rows=5)
+    await add(conn)
+    await conn.execute("UPDATE articles SET body = 'slow backfill ' || id")
+    pool = create_pool(db_url)
+    await pool.open()
+    try:
+        await Queue(pool, "setup", lease_seconds=10, retry=RetryStrategy()).expand_inbox()
+    finally:
+        await pool.close()
+    # The five rows wait as a re-embedding backfill's would.
+    await conn.execute("UPDATE syncsvc.queue SET priority = 2")
+    slow = BlockingProvider("slow backfill")
+    settings = fast_settings(rounds_in_flight=1, claim_size=5)
+    async with running_daemon(db_url, settings, provider=slow):
+        await asyncio.wait_for(slow.entered.wait(), 10)
+        await conn.execute("INSERT INTO articles VALUES (6, 'live', 'a live edit', 0)")
+
+        async def edit_embedded() -> bool:
+            stored = await scalar(
+                conn, "SELECT count(*) FROM syncsvc.articles_embeddings WHERE id = 6"
+            )
+            return bool(stored)
+
+        await wait_for(edit_embedded, timeout=10)
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.articles_embeddings") == 1
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue WHERE priority = 2") == 5
+        slow.release.set()
+        await wait_for(lambda: queue_empty(conn), timeout=20)
     await assert_in_sync(conn)
