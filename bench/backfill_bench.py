@@ -380,8 +380,9 @@ def report(results: list[Result]) -> str:
     lines += [
         "",
         "rows/s is the daemon's, measured over the span of `embedded_at` (first to last vector "
-        "written); *embedder alone* sends the same rows through `Embedder.embed` without the "
-        "database, i.e. the provider client's own throughput; "
+        "written); *embedder alone* sends the same rows through one `Embedder.embed` call without "
+        "the database (all 2,000 requests queued at once, where the daemon feeds rounds of "
+        "`claim_size` rows), a cross-check of the provider client's own throughput; "
         "lag is edit commit to vector commit for edits at the given rate on an idle daemon "
         f"({results[0].run.edit_rate:g} edits/s for {results[0].run.edit_seconds:g} s); "
         "*during a re-embed* repeats the edits while a re-embedding job backfills a second "

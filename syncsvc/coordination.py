@@ -126,8 +126,8 @@ class SharedRateLimiter(RateLimiter):
         self.store = store
         self.account = account
 
-    async def acquire(self, tokens: int) -> None:
-        await super().acquire(tokens)
+    async def acquire(self, tokens: int, priority: int = 0) -> None:
+        await super().acquire(tokens, priority)
         factor = self.stats().factor
         request_cost = 60.0 / (self.rpm * SAFETY * factor) if self.rpm else 0.0
         token_cost = 60.0 * tokens / (self.tpm * SAFETY * factor) if self.tpm else 0.0

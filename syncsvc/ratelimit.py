@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from syncsvc.gate import PriorityGate
+
 logger = logging.getLogger(__name__)
 
 SAFETY = 0.97
@@ -116,7 +118,7 @@ class RateLimiter:
         self._tokens = SlidingWindow(tpm / 60 * SAFETY) if tpm else None
         self._resume_at = 0.0
         self._last_cut = -MAX_PAUSE
-        self._lock: asyncio.Lock | None = None
+        self._turn = PriorityGate(1)
         self._counts = [0, 0, 0]
         self._waited = 0.0
 
@@ -125,12 +127,14 @@ class RateLimiter:
         """The largest request a one-second TPM window can take (None if unlimited)."""
         return None if self.tpm is None else max(1, int(self.tpm / 60 * SAFETY))
 
-    async def acquire(self, tokens: int) -> None:
-        """Wait until one request of ``tokens`` tokens fits the budgets, then spend them."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        # One waiter at a time keeps callers in FIFO order and the buckets consistent.
-        async with self._lock:
+    async def acquire(self, tokens: int, priority: int = 0) -> None:
+        """Wait until one request of ``tokens`` tokens fits the budgets, then spend them.
+
+        Waiters take turns by ``priority`` (lower first), first come first served within one:
+        under a rate cap a live edit's request goes before the backfill's already waiting.
+        """
+        # One waiter at a time keeps the buckets consistent.
+        async with self._turn.slot(priority):
             started = self._clock()
             while True:
                 now = self._clock()

@@ -100,3 +100,20 @@ async def test_concurrent_callers_are_served_in_order() -> None:
 
     await asyncio.gather(*(call(i) for i in range(30)))
     assert order == list(range(30))
+
+
+async def test_under_a_cap_a_live_request_takes_the_next_turn() -> None:
+    limiter = RateLimiter(rpm=600)  # 9.7 per window: nine requests fill it
+    for _ in range(9):
+        await limiter.acquire(1, priority=2)
+    order: list[str] = []
+
+    async def take(name: str, priority: int) -> None:
+        await limiter.acquire(1, priority)
+        order.append(name)
+
+    waiting = [asyncio.create_task(take(f"backfill-{i}", 2)) for i in range(3)]
+    await asyncio.sleep(0.05)  # backfill-0 holds the turn, waiting for the window to clear
+    waiting.append(asyncio.create_task(take("edit", 0)))
+    await asyncio.wait_for(asyncio.gather(*waiting), 5)
+    assert order == ["backfill-0", "edit", "backfill-1", "backfill-2"]

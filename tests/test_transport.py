@@ -179,3 +179,14 @@ async def test_a_refused_connection_becomes_a_retryable_connection_error() -> No
         await http.aclose()
     assert (caught.value.kind, caught.value.code) == (ErrorKind.RETRYABLE, "ConnectionError")
     assert "sk-secret" not in str(caught.value)
+
+
+async def test_a_connection_idle_past_the_expiry_is_not_reused(
+    client: HttpClient, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syncsvc.providers import transport
+
+    await client.post("length", {}, tokens=0)
+    monkeypatch.setattr(transport, "KEEPALIVE_EXPIRY", 0.0)
+    await client.post("length", {}, tokens=0)
+    assert [number for number, *_ in server.requests] == [1, 2]

@@ -99,7 +99,7 @@ class HttpClient:
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
-            # No pool timeout: waiting for a free connection is bounded by the semaphore instead.
+            # No pool timeout: waiting for a connection is bounded by the request slots instead.
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0), pool=None),
             limits=httpx.Limits(
                 max_connections=concurrency,
@@ -130,7 +130,7 @@ class HttpClient:
         """
         async with self.slots.slot(priority):
             if self.limiter is not None:
-                await self.limiter.acquire(tokens)
+                await self.limiter.acquire(tokens, priority)
             started = time.monotonic()
             response = await self._send(path, payload)
         reply = Reply(

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 _MAX_HEAD = 64 * 1024
+KEEPALIVE_EXPIRY = 60.0
+"""Idle connections older than this are closed rather than reused: a NAT or load balancer may
+have dropped them silently, and a request on one would wait for its full timeout."""
 _Origin = tuple[str, str, int]
 
 
@@ -26,6 +30,7 @@ _Origin = tuple[str, str, int]
 class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    idle_since: float = 0.0
 
     def close(self) -> None:
         self.writer.close()
@@ -64,15 +69,18 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def _take(self, origin: _Origin) -> _Connection | None:
         idle = self._idle.get(origin)
+        fresh_after = time.monotonic() - KEEPALIVE_EXPIRY
         while idle:
             connection = idle.pop()
-            if not connection.reader.at_eof() and not connection.writer.is_closing():
+            usable = not connection.reader.at_eof() and not connection.writer.is_closing()
+            if usable and connection.idle_since > fresh_after:
                 return connection
             connection.close()
         return None
 
     def _give_back(self, origin: _Origin, connection: _Connection) -> None:
         idle = self._idle.setdefault(origin, [])
+        connection.idle_since = time.monotonic()
         if len(idle) < self._max_idle:
             idle.append(connection)
         else:
