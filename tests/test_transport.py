@@ -8,16 +8,22 @@ APIs and gateways might take is exercised over TCP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import itertools
 import json
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import httpx
 import pytest
 
 from syncsvc.providers.base import ErrorKind, ProviderError
 from syncsvc.providers.http import HttpClient
+from syncsvc.providers.transport import LeanTransport
 
 BODY = {"data": [{"embedding": [0.5, -0.25], "index": 0}], "usage": {"total_tokens": 3}}
 RAW = json.dumps(BODY).encode()
@@ -54,6 +60,9 @@ async def _answer(path: str, writer: asyncio.StreamWriter) -> bool:
         # Answers, then closes without saying so: the next request finds a dead connection.
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(RAW), RAW))
         return False
+    elif path.endswith("/interim"):
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(RAW), RAW))
     elif path.endswith("/error"):
         text = b'{"error": {"code": "InvalidParameter", "message": "bad input"}}'
         writer.write(
@@ -106,7 +115,7 @@ async def client(server: Server) -> AsyncIterator[HttpClient]:
     await http.aclose()
 
 
-@pytest.mark.parametrize("path", ["length", "chunked", "gzip", "until-close"])
+@pytest.mark.parametrize("path", ["length", "chunked", "gzip", "until-close", "interim"])
 async def test_every_framing_yields_the_same_body(
     client: HttpClient, server: Server, path: str
 ) -> None:
@@ -190,3 +199,47 @@ async def test_a_connection_idle_past_the_expiry_is_not_reused(
     monkeypatch.setattr(transport, "KEEPALIVE_EXPIRY", 0.0)
     await client.post("length", {}, tokens=0)
     assert [number for number, *_ in server.requests] == [1, 2]
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1, and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_https_verifies_the_server_certificate(certificate: tuple[Path, Path]) -> None:
+    """TLS through the lean transport: a trusted certificate works, an untrusted one fails."""
+    cert, key = certificate
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(RAW), RAW))
+            await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=served)
+    url = f"https://localhost:{listener.sockets[0].getsockname()[1]}/x"
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(
+            transport=LeanTransport(ssl_context=trusting, max_idle=1)
+        ) as client:
+            reply = await client.post(url, content=b"{}")
+        assert (reply.status_code, reply.json()) == (200, BODY)
+        async with httpx.AsyncClient(
+            transport=LeanTransport(ssl_context=ssl.create_default_context(), max_idle=1)
+        ) as client:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.post(url, content=b"{}")
+    finally:
+        listener.close()

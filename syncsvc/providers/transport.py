@@ -117,6 +117,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 connection.writer.write(payload)
                 await connection.writer.drain()
                 status, headers, keep_alive = await _read_head(connection.reader)
+                while 100 <= status < 200 and status != 101:
+                    # Interim replies (100 Continue, 103 Early Hints) precede the real one.
+                    status, headers, keep_alive = await _read_head(connection.reader)
                 content, framed = await _read_body(connection.reader, headers, request, status)
             ok = True
         except TimeoutError:
