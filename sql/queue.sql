@@ -4,6 +4,9 @@
 -- name: expand_inbox --
 -- Move captured keys from the inbox into the queue, one entry per row. An entry already queued
 -- is bumped (seq + 1) so a worker holding it knows the row changed while it was in flight.
+-- An entry a sweep or backfill round holds is taken back instead (pending, no holder): that
+-- round's result for the old text is refused by the hash guard anyway, and the edit need not
+-- wait for the whole round. The round's completion then matches nothing, as its holder is gone.
 -- Callers hold an advisory lock so two daemons never upsert overlapping keys at once.
 WITH batch AS (
     DELETE FROM syncsvc.inbox
@@ -18,7 +21,9 @@ INSERT INTO syncsvc.queue AS q (target_id, pk, enqueued_at)
 SELECT target_id, pk, created_at FROM keys
 ON CONFLICT (target_id, pk) DO UPDATE SET
     seq = q.seq + 1,
-    state = CASE WHEN q.state = 'in_flight' THEN 'in_flight' ELSE 'pending' END,
+    state = CASE WHEN q.state = 'in_flight' AND q.priority = 0 THEN 'in_flight' ELSE 'pending' END,
+    worker = CASE WHEN q.state = 'in_flight' AND q.priority = 0 THEN q.worker END,
+    lease_until = CASE WHEN q.state = 'in_flight' AND q.priority = 0 THEN q.lease_until END,
     attempts = 0,
     priority = 0,
     next_attempt_at = now(),
@@ -69,19 +74,20 @@ RETURNING q.target_id, q.pk, q.seq, q.attempts, q.enqueued_at, q.priority;
 -- name: renew_leases --
 UPDATE syncsvc.queue
 SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
-WHERE worker = %(worker)s AND state = 'in_flight';
+WHERE starts_with(worker, %(worker)s || '/') AND state = 'in_flight';
 
 -- name: complete --
 -- Done with these entries, unless the row was edited meanwhile (seq moved): then the entry
--- goes back to pending so the newer text is embedded too.
+-- goes back to pending so the newer text is embedded too. ``holder`` is the claiming round.
 WITH done AS (
-    SELECT * FROM unnest(%(target_ids)s::integer[], %(pks)s::jsonb[], %(seqs)s::bigint[])
-        AS d(target_id, pk, seq)
+    SELECT * FROM unnest(%(target_ids)s::integer[], %(pks)s::jsonb[], %(seqs)s::bigint[],
+                         %(holders)s::text[])
+        AS d(target_id, pk, seq, holder)
 ), deleted AS (
     DELETE FROM syncsvc.queue q
     USING done d
     WHERE q.target_id = d.target_id AND q.pk = d.pk AND q.seq = d.seq
-      AND q.worker = %(worker)s AND q.state = 'in_flight'
+      AND q.worker = d.holder AND q.state = 'in_flight'
     RETURNING q.target_id, q.pk
 )
 UPDATE syncsvc.queue q
@@ -89,7 +95,7 @@ SET state = 'pending', worker = NULL, lease_until = NULL, next_attempt_at = now(
     updated_at = now()
 FROM done d
 WHERE q.target_id = d.target_id AND q.pk = d.pk
-  AND q.worker = %(worker)s AND q.state = 'in_flight'
+  AND q.worker = d.holder AND q.state = 'in_flight'
   AND NOT EXISTS (SELECT 1 FROM deleted x WHERE x.target_id = d.target_id AND x.pk = d.pk);
 
 -- name: fail --
@@ -109,24 +115,26 @@ SET attempts = CASE WHEN q.seq = d.seq THEN q.attempts + 1 ELSE 0 END,
     lease_until = NULL,
     updated_at = now()
 FROM unnest(%(target_ids)s::integer[], %(pks)s::jsonb[], %(seqs)s::bigint[], %(errors)s::text[],
-            %(request_ids)s::text[], %(permanent)s::boolean[], %(delays)s::float8[])
-    AS d(target_id, pk, seq, error, request_id, permanent, delay)
+            %(request_ids)s::text[], %(permanent)s::boolean[], %(delays)s::float8[],
+            %(holders)s::text[])
+    AS d(target_id, pk, seq, error, request_id, permanent, delay, holder)
 WHERE q.target_id = d.target_id AND q.pk = d.pk
-  AND q.worker = %(worker)s AND q.state = 'in_flight'
+  AND q.worker = d.holder AND q.state = 'in_flight'
 RETURNING q.target_id, q.pk, q.state;
 
 -- name: release --
 -- Give entries back untouched (shutdown, paused target): no attempt is spent.
 UPDATE syncsvc.queue q
 SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
-FROM unnest(%(target_ids)s::integer[], %(pks)s::jsonb[]) AS d(target_id, pk)
+FROM unnest(%(target_ids)s::integer[], %(pks)s::jsonb[], %(holders)s::text[])
+    AS d(target_id, pk, holder)
 WHERE q.target_id = d.target_id AND q.pk = d.pk
-  AND q.worker = %(worker)s AND q.state = 'in_flight';
+  AND q.worker = d.holder AND q.state = 'in_flight';
 
 -- name: release_all --
 UPDATE syncsvc.queue
 SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
-WHERE worker = %(worker)s AND state = 'in_flight';
+WHERE starts_with(worker, %(worker)s || '/') AND state = 'in_flight';
 
 -- name: list_failed --
 SELECT t.name AS target, q.pk, q.attempts, q.last_error, q.request_id, q.updated_at

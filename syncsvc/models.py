@@ -105,6 +105,9 @@ class ClaimedItem:
     """When the row's oldest unembedded change was captured (for the lag metric)."""
     priority: int = 0
     """0 for live edits, then sweeps, then re-embedding backfills."""
+    holder: str = ""
+    """The claiming round (``<worker>/<round>``): completion and failure match on it, so an
+    entry a live edit took back from a backfill round is not completed by that round."""
 
 
 def generation_key(space: str, dimensions: int, options: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class Queue:
     ) -> None:
         self.pool = pool
         self.worker = worker
+        self._rounds = itertools.count(1)
         self.lease_seconds = lease_seconds
         self.retry = retry
 
@@ -95,13 +97,14 @@ class Queue:
         """Lease up to ``limit`` due entries of one priority, the most urgent first."""
         if not target_ids:
             return []
+        holder = f"{self.worker}/{next(self._rounds)}"
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 _q("claim"),
                 {
                     "target_ids": list(target_ids),
                     "limit": limit,
-                    "worker": self.worker,
+                    "worker": holder,
                     "lease_seconds": self.lease_seconds,
                     "max_priority": max_priority,
                 },
@@ -115,6 +118,7 @@ class Queue:
                 attempts=r["attempts"],
                 enqueued_at=r["enqueued_at"],
                 priority=r["priority"],
+                holder=holder,
             )
             for r in rows
         ]
@@ -137,7 +141,7 @@ class Queue:
                     "target_ids": [i.target_id for i in items],
                     "pks": [Jsonb(i.pk) for i in items],
                     "seqs": [i.seq for i in items],
-                    "worker": self.worker,
+                    "holders": [i.holder for i in items],
                 },
             )
 
@@ -158,7 +162,7 @@ class Queue:
                     "permanent": [f.permanent for f in failures],
                     "delays": [self.retry.delay(f.item.attempts + 1) for f in failures],
                     "max_attempts": self.retry.max_attempts,
-                    "worker": self.worker,
+                    "holders": [f.item.holder for f in failures],
                 },
             )
             rows = await cur.fetchall()
@@ -174,7 +178,7 @@ class Queue:
                 {
                     "target_ids": [i.target_id for i in items],
                     "pks": [Jsonb(i.pk) for i in items],
-                    "worker": self.worker,
+                    "holders": [i.holder for i in items],
                 },
             )
 

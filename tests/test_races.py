@@ -20,7 +20,7 @@ from tests.helpers import (
     scalar,
     wait_for,
 )
-from tests.test_sync import DIMS, add, assert_in_sync, make_articles
+from tests.test_sync import DIMS, add, assert_in_sync, current_texts, make_articles, vectors
 
 
 class BlockingProvider(LocalHashProvider):
@@ -157,6 +157,41 @@ async def test_a_live_edit_is_embedded_while_backfill_rounds_fill_every_slot(
         await wait_for(edit_embedded, timeout=10)
         assert await scalar(conn, "SELECT count(*) FROM syncsvc.articles_embeddings") == 1
         assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue WHERE priority = 2") == 5
+        slow.release.set()
+        await wait_for(lambda: queue_empty(conn), timeout=20)
+    await assert_in_sync(conn)
+
+
+async def test_a_live_edit_takes_its_row_back_from_a_backfill_round(conn, db_url: str) -> None:
+    """The edited row is embedded while the backfill round that held it is still waiting for
+    the API; that round's late result is refused and its completion leaves the row alone."""
+    await make_articles(conn, rows=5)
+    await add(conn)
+    await conn.execute("UPDATE articles SET body = 'slow backfill ' || id")
+    pool = create_pool(db_url)
+    await pool.open()
+    try:
+        await Queue(pool, "setup", lease_seconds=10, retry=RetryStrategy()).expand_inbox()
+    finally:
+        await pool.close()
+    await conn.execute("UPDATE syncsvc.queue SET priority = 2")
+    slow = BlockingProvider("slow backfill")
+    settings = fast_settings(rounds_in_flight=1, claim_size=5)
+    async with running_daemon(db_url, settings, provider=slow):
+        await asyncio.wait_for(slow.entered.wait(), 10)
+        await conn.execute("UPDATE articles SET body = 'edited live' WHERE id = 3")
+
+        async def edit_embedded() -> bool:
+            return 3 in await vectors(conn)
+
+        await wait_for(edit_embedded, timeout=10)
+        text = (await current_texts(conn))[3]
+        assert text.endswith("edited live")
+        np.testing.assert_allclose((await vectors(conn))[3], expected(text, DIMS), rtol=1e-6)
+        # The other four rows are still held by the blocked backfill round.
+        assert (
+            await scalar(conn, "SELECT count(*) FROM syncsvc.queue WHERE state = 'in_flight'") == 4
+        )
         slow.release.set()
         await wait_for(lambda: queue_empty(conn), timeout=20)
     await assert_in_sync(conn)
