@@ -203,7 +203,7 @@ class Embedder:
         plans = {text: self.plan(text, limit) for text in by_text}
         unique = list(dict.fromkeys(p for plan in plans.values() for p in plan.pieces))
         results: dict[str, _Piece | EmbedFailure] = {}
-        for part in await _gather([self._embed_batch(b, priority) for b in self.pack(unique)]):
+        for part in await gather([self._embed_batch(b, priority) for b in self.pack(unique)]):
             results.update(part)
         outcomes: dict[Hashable, Outcome] = {}
         for text, keys in by_text.items():
@@ -242,7 +242,7 @@ class Embedder:
                     return {texts[0]: failure}
                 # Split to isolate the offending input(s); the rest still succeed.
                 half = len(texts) // 2
-                left, right = await _gather(
+                left, right = await gather(
                     [
                         self._embed_batch(texts[:half], priority),
                         self._embed_batch(texts[half:], priority),
@@ -318,8 +318,8 @@ def _apportion(total: int, weights: list[int]) -> list[int]:
     return shares
 
 
-async def _gather(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run concurrently; on a pause, cancel the rest and raise the pause itself."""
+async def gather(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run concurrently; on a failure, cancel the rest and raise it (a pause before others)."""
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(c) for c in coroutines]

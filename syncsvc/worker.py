@@ -16,7 +16,15 @@ from psycopg_pool import AsyncConnectionPool
 from syncsvc import logs, metrics, sqlfiles, vectors
 from syncsvc.catalog import load_targets
 from syncsvc.database import AsyncConn
-from syncsvc.embedder import Embedded, Embedder, EmbedFailure, EmbedInput, EmbedSpec, ProviderPaused
+from syncsvc.embedder import (
+    Embedded,
+    Embedder,
+    EmbedFailure,
+    EmbedInput,
+    EmbedSpec,
+    ProviderPaused,
+    gather,
+)
 from syncsvc.models import ClaimedItem, Generation, Target, content_hash
 from syncsvc.providers.base import EmbeddingProvider
 from syncsvc.queue import Failure, Queue
@@ -139,50 +147,17 @@ class Worker:
             stats.removed += len(absent)
 
         failures: dict[Hashable, Failure] = {}
-        for generation in generations:
-            logs.bind(generation=generation.id)
-            todo = work.get(generation.id, [])
-            if not todo:
-                continue
-            outcomes = await self.embedder(generation).embed(
-                [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo],
-                priority=min(item.priority for item, _, _ in todo),
-            )
-            writes = []
-            for item, _, digest in todo:
-                outcome = outcomes[_key(item.pk)]
-                if isinstance(outcome, EmbedFailure):
-                    failures.setdefault(
-                        _key(item.pk),
-                        Failure(item, outcome.message, outcome.permanent, outcome.request_id),
-                    )
-                    continue
-                assert isinstance(outcome, Embedded)
-                writes.append(
-                    vectors.VectorWrite(
-                        pk=item.pk,
-                        content_hash=digest,
-                        vectors=outcome.vectors,
-                        tokens=outcome.tokens,
-                        truncated=outcome.truncated,
-                        sparse=outcome.sparse,
-                    )
-                )
-                stats.tokens += outcome.tokens
-            async with self.pool.connection() as conn:
-                written = await vectors.write_vectors(conn, target, generation, writes)
-            metrics.record_written(
-                target.name,
-                generation.id,
-                tokens=sum(w.tokens for w in writes),
-                price_per_million=metrics.price_per_million(
-                    self.provider(generation.provider).profile, generation.model
-                ),
-                enqueued_at=[item_by_pk[_key(w.pk)].enqueued_at for w in writes],
-            )
-            stats.embedded += written
-            stats.stale += len(writes) - written
-            stats.per_target[target.name] += written
+        # Generations are embedded side by side: during a re-embed a live edit's vector for
+        # the active generation need not wait for the one being built (nor the reverse).
+        embeds = [
+            self._embed_generation(target, g, work[g.id], item_by_pk)
+            for g in generations
+            if work.get(g.id)
+        ]
+        for generation_stats, generation_failures in await gather(embeds):
+            stats.add(generation_stats)
+            for key, failure in generation_failures.items():
+                failures.setdefault(key, failure)
 
         embedded_any = {_key(item.pk) for todo in work.values() for item, _, _ in todo}
         stats.unchanged += sum(
@@ -201,6 +176,58 @@ class Worker:
                 )
         await self.queue.complete(i for i in items if _key(i.pk) not in failures)
         return stats
+
+    async def _embed_generation(
+        self,
+        target: Target,
+        generation: Generation,
+        todo: list[tuple[ClaimedItem, str, bytes]],
+        item_by_pk: dict[Hashable, ClaimedItem],
+    ) -> tuple[RoundStats, dict[Hashable, Failure]]:
+        """Embed and write one generation's share of a round."""
+        stats = RoundStats()
+        failures: dict[Hashable, Failure] = {}
+        logs.bind(generation=generation.id)
+        outcomes = await self.embedder(generation).embed(
+            [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo],
+            priority=min(item.priority for item, _, _ in todo),
+        )
+        writes = []
+        for item, _, digest in todo:
+            outcome = outcomes[_key(item.pk)]
+            if isinstance(outcome, EmbedFailure):
+                failures.setdefault(
+                    _key(item.pk),
+                    Failure(item, outcome.message, outcome.permanent, outcome.request_id),
+                )
+                continue
+            assert isinstance(outcome, Embedded)
+            writes.append(
+                vectors.VectorWrite(
+                    pk=item.pk,
+                    content_hash=digest,
+                    vectors=outcome.vectors,
+                    tokens=outcome.tokens,
+                    truncated=outcome.truncated,
+                    sparse=outcome.sparse,
+                )
+            )
+            stats.tokens += outcome.tokens
+        async with self.pool.connection() as conn:
+            written = await vectors.write_vectors(conn, target, generation, writes)
+        metrics.record_written(
+            target.name,
+            generation.id,
+            tokens=sum(w.tokens for w in writes),
+            price_per_million=metrics.price_per_million(
+                self.provider(generation.provider).profile, generation.model
+            ),
+            enqueued_at=[item_by_pk[_key(w.pk)].enqueued_at for w in writes],
+        )
+        stats.embedded += written
+        stats.stale += len(writes) - written
+        stats.per_target[target.name] += written
+        return stats, failures
 
 
 def _key(pk: list[object]) -> Hashable:
