@@ -26,6 +26,14 @@ UPDATE syncsvc.query_cache SET hits = hits + 1, last_used_at = now()
 WHERE generation_id = %(generation_id)s AND query_hash = %(query_hash)s
 RETURNING embedding, tokens;
 
+-- name: cache_peek --
+-- The read-only form of cache_get (a hot standby cannot count hits).
+SELECT embedding, tokens FROM syncsvc.query_cache
+WHERE generation_id = %(generation_id)s AND query_hash = %(query_hash)s;
+
+-- name: read_only --
+SELECT current_setting('transaction_read_only') = 'on' AS read_only;
+
 -- name: cache_put --
 INSERT INTO syncsvc.query_cache (generation_id, query_hash, embedding, tokens)
 VALUES (%(generation_id)s, %(query_hash)s, %(embedding)b, %(tokens)s)
@@ -36,13 +44,17 @@ DELETE FROM syncsvc.query_cache
 WHERE last_used_at < now() - make_interval(secs => %(seconds)s);
 
 -- name: cache_stats --
-SELECT generation_id, count(*) AS entries, sum(hits) AS hits, max(last_used_at) AS last_used_at
+SELECT generation_id, count(*) AS entries, sum(hits)::bigint AS hits, max(last_used_at) AS last_used_at
 FROM syncsvc.query_cache GROUP BY generation_id ORDER BY generation_id;
 
 -- name: sparse_cache_get --
 UPDATE syncsvc.sparse_query_cache SET last_used_at = now()
 WHERE generation_id = %(generation_id)s AND query_hash = %(query_hash)s
 RETURNING sparse;
+
+-- name: sparse_cache_peek --
+SELECT sparse FROM syncsvc.sparse_query_cache
+WHERE generation_id = %(generation_id)s AND query_hash = %(query_hash)s;
 
 -- name: sparse_cache_put --
 INSERT INTO syncsvc.sparse_query_cache (generation_id, query_hash, sparse)

@@ -116,7 +116,8 @@ async def embed_query(
     """The query vector of ``text`` in ``generation`` (default: the active one).
 
     Served from ``syncsvc.query_cache`` when this generation has embedded the same text with the
-    same instruction before; otherwise embedded with ``text_type=query`` and cached.
+    same instruction before; otherwise embedded with ``text_type=query`` and cached. On a
+    read-only connection (a hot standby) the cache is only read: no hit count, no new entry.
     """
     generation = generation or active_generation(target)
     if provider.name != generation.provider:
@@ -129,11 +130,17 @@ async def embed_query(
     instruct = query_instruct(provider, generation)
     digest = query_hash(instruct, text)
     key = {"generation_id": generation.id, "query_hash": digest}
-    cur = await conn.execute(sqlfiles.query("search", "cache_get"), key)
+    cur = await conn.execute(sqlfiles.query("search", "read_only"))
+    flag = await cur.fetchone()
+    read_only = bool(flag and flag["read_only"])
+    get, sparse_get = (
+        ("cache_peek", "sparse_cache_peek") if read_only else ("cache_get", "sparse_cache_get")
+    )
+    cur = await conn.execute(sqlfiles.query("search", get), key)
     row = await cur.fetchone()
     cached_sparse: dict[int, float] | None = None
     if row is not None and generation.sparse:
-        sparse_cur = await conn.execute(sqlfiles.query("search", "sparse_cache_get"), key)
+        sparse_cur = await conn.execute(sqlfiles.query("search", sparse_get), key)
         sparse_row = await sparse_cur.fetchone()
         if sparse_row is not None:
             stored: SparseVector = sparse_row["sparse"]
@@ -163,11 +170,15 @@ async def embed_query(
         raise SearchError(f"could not embed the query: {outcome.message}")
     # An overlong query is truncated by default; under the 'chunk' policy its first piece leads.
     vector = outcome.vectors[0]
+    sparse = outcome.sparse[0] if outcome.sparse else None
+    if read_only:
+        return QueryVector(
+            generation.id, generation.key, tuple(vector), False, outcome.tokens, sparse
+        )
     await conn.execute(
         sqlfiles.query("search", "cache_put"),
         {**key, "embedding": Vector(list(vector)), "tokens": outcome.tokens},
     )
-    sparse = outcome.sparse[0] if outcome.sparse else None
     if sparse is not None:
         await conn.execute(
             sqlfiles.query("search", "sparse_cache_put"),
@@ -314,3 +325,9 @@ async def prune_cache(conn: AsyncConn, older_than_seconds: float) -> int:
         sqlfiles.query("search", "sparse_cache_prune"), {"seconds": older_than_seconds}
     )
     return cur.rowcount
+
+
+async def cache_stats(conn: AsyncConn) -> list[dict[str, Any]]:
+    """Per generation: cached query vectors, their hits and when one was last used."""
+    cur = await conn.execute(sqlfiles.query("search", "cache_stats"))
+    return list(await cur.fetchall())

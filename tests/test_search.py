@@ -7,8 +7,10 @@ import json
 from typing import Any
 
 import pytest
+import typer
 from pgvector import Vector
 from psycopg import errors
+from psycopg.conninfo import make_conninfo
 from typer.testing import CliRunner
 
 from syncsvc import AsyncClient, Client, migrate, targets
@@ -298,3 +300,60 @@ async def test_search_without_migration_fails_clearly(empty_db_url: str) -> None
     async with AsyncClient(empty_db_url, fast_settings()) as client:
         with pytest.raises(Exception, match="no target named"):
             await client.search("docs", "anything")
+
+
+async def test_search_on_a_read_only_connection_reads_the_cache_and_writes_nothing(
+    conn: AsyncConn, db_url: str
+) -> None:
+    """A hot standby refuses writes: search there must still work, from the cache or not."""
+    await synced_docs(conn, db_url)
+    provider = LocalHashProvider()
+    settings = fast_settings()
+    async with AsyncClient(db_url, settings, provider_factory=lambda _: provider) as client:
+        cached_on_primary = await client.search("docs", "bake a loaf of bread", k=3)
+    assert provider.calls == 1
+    standby = make_conninfo(db_url, options="-c default_transaction_read_only=on")
+    async with AsyncClient(standby, settings, provider_factory=lambda _: provider) as client:
+        assert await client.search("docs", "bake a loaf of bread", k=3) == cached_on_primary
+        assert provider.calls == 1  # read from the cache without counting the hit
+        for expected_calls in (2, 3):  # not cached: embedded each time, never stored
+            hits = await client.search("docs", "marathon long runs", k=1)
+            assert hits[0].pk == {"id": 4}
+            assert provider.calls == expected_calls
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.query_cache") == 1
+    assert await scalar(conn, "SELECT sum(hits) FROM syncsvc.query_cache") == 0
+
+
+def test_query_cache_ages_are_parsed_with_units() -> None:
+    from syncsvc.cli.search import parse_age
+
+    assert [parse_age(t) for t in ("30d", "12h", "1.5h", "90m", "600s", "600")] == [
+        2_592_000, 43_200, 5_400, 5_400, 600, 600
+    ]  # fmt: skip
+    with pytest.raises(typer.BadParameter, match="not an age"):
+        parse_age("soon")
+
+
+async def test_query_cache_cli_prunes_only_entries_unused_for_the_given_age(
+    conn: AsyncConn, db_url: str
+) -> None:
+    await synced_docs(conn, db_url)
+    provider = LocalHashProvider()
+    async with AsyncClient(db_url, fast_settings(), provider_factory=lambda _: provider) as client:
+        await client.search("docs", "bread dough", k=1)
+        await client.search("docs", "marathon", k=1)
+    await conn.execute(
+        "UPDATE syncsvc.query_cache SET last_used_at = now() - interval '40 days' "
+        "WHERE query_hash = (SELECT min(query_hash) FROM syncsvc.query_cache)"
+    )
+    from syncsvc.cli import app
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(app, ["--database-url", db_url, "query-cache", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "removed 0 " in await asyncio.to_thread(cli, "prune", "--older-than", "41d")
+    assert "removed 1 " in await asyncio.to_thread(cli, "prune", "--older-than", "30d")
+    stats = json.loads(await asyncio.to_thread(cli, "stats", "--json"))
+    assert [(s["entries"], s["hits"]) for s in stats] == [(1, 0)]

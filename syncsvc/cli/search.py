@@ -1,8 +1,9 @@
-"""``syncsvc search`` and ``syncsvc index build|list|drop``."""
+"""``syncsvc search``, ``syncsvc index build|list|drop`` and ``syncsvc query-cache``."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 import psycopg
@@ -19,6 +20,7 @@ from syncsvc.providers.registry import build_provider
 from syncsvc.search import SearchHit
 
 index_app = typer.Typer(help="HNSW indexes of generations.", no_args_is_help=True)
+cache_app = typer.Typer(help="The cache of embedded search queries.", no_args_is_help=True)
 
 CELL_WIDTH = 60
 MISSING_SCHEMA = "the search functions are not installed; run 'syncsvc migrate' first"
@@ -27,6 +29,7 @@ MISSING_SCHEMA = "the search functions are not installed; run 'syncsvc migrate' 
 def register(app: typer.Typer) -> None:
     app.command("search")(search_command)
     app.add_typer(index_app, name="index")
+    app.add_typer(cache_app, name="query-cache")
 
 
 def _cell(value: Any) -> str:
@@ -240,3 +243,52 @@ def drop_command(
 ) -> None:
     """Drop a generation's index (DROP INDEX CONCURRENTLY); the daemon may build it again."""
     _drop(target, generation)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_age(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``600s`` or plain seconds, in seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not an age like 30d, 12h, 90m or 600s")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+@with_connection
+async def _cache_stats(conn: AsyncConn, as_json: bool) -> None:
+    rows = await search_module.cache_stats(conn)
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    table = Table()
+    for column in ("generation", "entries", "hits", "last used"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r["generation_id"]), str(r["entries"]), str(r["hits"]), str(r["last_used_at"])
+        )
+    console.print(table)
+
+
+@cache_app.command("stats")
+def cache_stats_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Cached query vectors per generation, with their hits."""
+    _cache_stats(as_json)
+
+
+@with_connection
+async def _cache_prune(conn: AsyncConn, seconds: float) -> None:
+    removed = await search_module.prune_cache(conn, seconds)
+    console.print(f"removed {removed} cached query vector(s) unused for {seconds:g}s")
+
+
+@cache_app.command("prune")
+def cache_prune_command(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Unused for at least this long: 30d, 12h, 90m.")
+    ] = "30d",
+) -> None:
+    """Forget cached query vectors nobody has searched for in a while."""
+    _cache_prune(parse_age(older_than))
