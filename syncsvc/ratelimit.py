@@ -5,7 +5,10 @@ budget that allows a one-minute burst gets throttled at once, and so does a toke
 bounds the long-run rate, but two large requests can still land in the same server window. A
 sliding one-second log bounds every one-second interval, hence every fixed window the server
 can use. The window is a little longer than a second and the budget a little lower than the cap
-so network jitter cannot push one request across into a full window. A 429 pauses every caller
+so network jitter cannot push one request across into a full window. Requests are also spaced
+evenly (GCRA: one every window/budget seconds, a burst of a few allowed) instead of spending a
+window's budget in one burst and then waiting out the rest: a live edit arriving in such a gap
+would wait for it, and bursts are what a server's windows punish. A 429 pauses every caller
 until the server's ``Retry-After`` (or a default) and cuts the budget; successes win it back.
 """
 
@@ -37,6 +40,9 @@ MAX_PAUSE = 60.0
 CUT = 0.8
 RECOVERY = 0.02
 MIN_FACTOR = 0.1
+BURST = 4
+"""Requests that may go back to back (GCRA tolerance, in spacing intervals): an idle client's
+first few requests do not wait, and a late timer wake-up does not lose the interval."""
 MIN_OBSERVED = 4
 """Below this many requests in the last second a 429 says nothing about our rate (a quota
 shared with other clients, a blip): pause, but do not learn a rate from it."""
@@ -117,6 +123,8 @@ class RateLimiter:
         self._requests = SlidingWindow(rpm / 60 * SAFETY if rpm else math.inf)
         self._tokens = SlidingWindow(tpm / 60 * SAFETY) if tpm else None
         self._resume_at = 0.0
+        self._theoretical = 0.0
+        """GCRA's theoretical arrival time of the next request (spacing, not bursts)."""
         self._last_cut = -MAX_PAUSE
         self._turn = PriorityGate(1)
         self._counts = [0, 0, 0]
@@ -138,7 +146,9 @@ class RateLimiter:
             started = self._clock()
             while True:
                 now = self._clock()
-                wait = max(0.0, self._resume_at - now)
+                spacing = self._spacing()
+                early = self._theoretical - BURST * spacing - now
+                wait = max(0.0, self._resume_at - now, early)
                 wait = max(wait, self._requests.delay(1, now))
                 if self._tokens is not None:
                     wait = max(wait, self._tokens.delay(tokens, now))
@@ -146,11 +156,16 @@ class RateLimiter:
                     break
                 await asyncio.sleep(wait)
             self._requests.take(1, now)
+            self._theoretical = max(self._theoretical, now) + spacing
             if self._tokens is not None:
                 self._tokens.take(tokens, now)
             self._counts[0] += 1
             self._counts[1] += tokens
             self._waited += now - started
+
+    def _spacing(self) -> float:
+        limit = self._requests.limit
+        return 0.0 if limit == math.inf else self._requests.window / limit
 
     def on_success(self) -> None:
         """Additive recovery: each success gives back a little of the rate cut by 429s."""

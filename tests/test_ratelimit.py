@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from syncsvc.ratelimit import CUT, SAFETY, WIDEN, WINDOW, RateLimiter, SlidingWindow
+from syncsvc.ratelimit import BURST, CUT, SAFETY, WIDEN, WINDOW, RateLimiter, SlidingWindow
 
 
 def test_window_bounds_every_interval_of_a_second() -> None:
@@ -40,15 +40,19 @@ def test_large_requests_never_share_a_fixed_server_window() -> None:
         assert sum(800 for t in sent if second <= t < second + 1) <= 1000
 
 
-async def test_limiter_admits_a_second_of_requests_then_waits() -> None:
-    limiter = RateLimiter(rpm=1200)  # 20/s, 19.4 used
-    started = time.monotonic()
-    for _ in range(19):
+async def test_limiter_spaces_requests_evenly_within_the_budget() -> None:
+    limiter = RateLimiter(rpm=1200)  # 20/s, 19.4 used per window: one every 53.6 ms
+    spacing = WINDOW / (20 * SAFETY)
+    sent = []
+    for _ in range(25):
         await limiter.acquire(1)
-    assert time.monotonic() - started < 0.05
-    for _ in range(6):
-        await limiter.acquire(1)
-    assert time.monotonic() - started == pytest.approx(WINDOW, abs=0.08)
+        sent.append(time.monotonic())
+    # A short burst (BURST + 1 back to back), then one request per spacing interval.
+    assert sent[BURST] - sent[0] < 0.02
+    assert sent[BURST + 1] - sent[0] == pytest.approx(spacing, abs=0.02)
+    assert sent[-1] - sent[BURST] == pytest.approx((24 - BURST) * spacing, abs=0.1)
+    # Never more than the budget in any one-second interval.
+    assert max(sum(1 for t in sent if s <= t < s + 1.0) for s in sent) <= 19
     assert limiter.stats().requests == 25
 
 
