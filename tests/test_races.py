@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import numpy as np
 
@@ -126,11 +128,10 @@ async def test_two_daemons_share_work_without_duplicates(conn, db_url: str) -> N
     await assert_in_sync(conn)
 
 
-async def test_a_live_edit_is_embedded_while_backfill_rounds_fill_every_slot(
-    conn, db_url: str
-) -> None:
-    """With the only regular round stuck in a backfill, the slot kept for live edits serves
-    an edit at once; the backfill rows finish once their provider answers."""
+@contextlib.asynccontextmanager
+async def backfill_held_by_a_blocked_round(conn, db_url: str) -> AsyncIterator[BlockingProvider]:
+    """Five rows queued at backfill priority; a daemon whose only regular round holds them all,
+    blocked in the provider until ``release`` is set. Everything is in sync on exit."""
     await make_articles(conn, rows=5)
     await add(conn)
     await conn.execute("UPDATE articles SET body = 'slow backfill ' || id")
@@ -140,45 +141,37 @@ async def test_a_live_edit_is_embedded_while_backfill_rounds_fill_every_slot(
         await Queue(pool, "setup", lease_seconds=10, retry=RetryStrategy()).expand_inbox()
     finally:
         await pool.close()
-    # The five rows wait as a re-embedding backfill's would.
     await conn.execute("UPDATE syncsvc.queue SET priority = 2")
     slow = BlockingProvider("slow backfill")
     settings = fast_settings(rounds_in_flight=1, claim_size=5)
     async with running_daemon(db_url, settings, provider=slow):
         await asyncio.wait_for(slow.entered.wait(), 10)
-        await conn.execute("INSERT INTO articles VALUES (6, 'live', 'a live edit', 0)")
-
-        async def edit_embedded() -> bool:
-            stored = await scalar(
-                conn, "SELECT count(*) FROM syncsvc.articles_embeddings WHERE id = 6"
-            )
-            return bool(stored)
-
-        await wait_for(edit_embedded, timeout=10)
-        assert await scalar(conn, "SELECT count(*) FROM syncsvc.articles_embeddings") == 1
-        assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue WHERE priority = 2") == 5
+        yield slow
         slow.release.set()
         await wait_for(lambda: queue_empty(conn), timeout=20)
     await assert_in_sync(conn)
 
 
+async def test_a_live_edit_is_embedded_while_backfill_rounds_fill_every_slot(
+    conn, db_url: str
+) -> None:
+    """With the only regular round stuck in a backfill, the slot kept for live edits serves
+    an edit at once; the backfill rows finish once their provider answers."""
+    async with backfill_held_by_a_blocked_round(conn, db_url):
+        await conn.execute("INSERT INTO articles VALUES (6, 'live', 'a live edit', 0)")
+
+        async def edit_embedded() -> bool:
+            return 6 in await vectors(conn)
+
+        await wait_for(edit_embedded, timeout=10)
+        assert set(await vectors(conn)) == {6}
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue WHERE priority = 2") == 5
+
+
 async def test_a_live_edit_takes_its_row_back_from_a_backfill_round(conn, db_url: str) -> None:
     """The edited row is embedded while the backfill round that held it is still waiting for
     the API; that round's late result is refused and its completion leaves the row alone."""
-    await make_articles(conn, rows=5)
-    await add(conn)
-    await conn.execute("UPDATE articles SET body = 'slow backfill ' || id")
-    pool = create_pool(db_url)
-    await pool.open()
-    try:
-        await Queue(pool, "setup", lease_seconds=10, retry=RetryStrategy()).expand_inbox()
-    finally:
-        await pool.close()
-    await conn.execute("UPDATE syncsvc.queue SET priority = 2")
-    slow = BlockingProvider("slow backfill")
-    settings = fast_settings(rounds_in_flight=1, claim_size=5)
-    async with running_daemon(db_url, settings, provider=slow):
-        await asyncio.wait_for(slow.entered.wait(), 10)
+    async with backfill_held_by_a_blocked_round(conn, db_url):
         await conn.execute("UPDATE articles SET body = 'edited live' WHERE id = 3")
 
         async def edit_embedded() -> bool:
@@ -189,9 +182,5 @@ async def test_a_live_edit_takes_its_row_back_from_a_backfill_round(conn, db_url
         assert text.endswith("edited live")
         np.testing.assert_allclose((await vectors(conn))[3], expected(text, DIMS), rtol=1e-6)
         # The other four rows are still held by the blocked backfill round.
-        assert (
-            await scalar(conn, "SELECT count(*) FROM syncsvc.queue WHERE state = 'in_flight'") == 4
-        )
-        slow.release.set()
-        await wait_for(lambda: queue_empty(conn), timeout=20)
-    await assert_in_sync(conn)
+        in_flight = "SELECT count(*) FROM syncsvc.queue WHERE state = 'in_flight'"
+        assert await scalar(conn, in_flight) == 4
