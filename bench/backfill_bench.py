@@ -38,10 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import database_url, machine, write_section
 from syncsvc import jobs, migrate, targets
-from syncsvc.daemon import Daemon, DaemonTaskDied, tune_gc
+from syncsvc.daemon import Daemon, DaemonTaskDied
 from syncsvc.database import AsyncConn, aconnect
 from syncsvc.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
 from syncsvc.providers.registry import build_provider
+from syncsvc.runtime import tune_gc
 from syncsvc.settings import ProviderSettings, Settings, WorkerSettings
 
 KEY_ENV = "SYNCSVC_BENCH_API_KEY"

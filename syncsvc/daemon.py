@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -27,16 +26,13 @@ from syncsvc.database import create_pool
 from syncsvc.listener import Listener
 from syncsvc.models import ClaimedItem
 from syncsvc.providers.registry import build_provider
-from syncsvc.queue import Queue, RetryStrategy
+from syncsvc.queue import LIVE_PRIORITY, Queue, RetryStrategy
 from syncsvc.schedule import ScheduledRunner
 from syncsvc.settings import Settings
 from syncsvc.sweep import sweep_target
 from syncsvc.worker import RoundStats, Worker
 
 logger = logging.getLogger(__name__)
-
-LIVE_PRIORITY = 0
-"""Queue priority of rows captured by the triggers (sweeps and backfills use higher numbers)."""
 
 RoundHook = Callable[[RoundStats], Awaitable[None] | None]
 Service = Callable[["Daemon"], Coroutine[Any, Any, None]]
@@ -52,19 +48,6 @@ def _died(task: asyncio.Task[None], stop: asyncio.Event) -> bool:
     if task.cancelled():
         return not stop.is_set()
     return task.exception() is not None or not stop.is_set()
-
-
-def tune_gc() -> None:
-    """Garbage-collect less often, and never re-scan what startup built.
-
-    Every API response is tens of thousands of fresh objects; with the default thresholds the
-    collector ran often enough to stall the event loop for tens of milliseconds, and every
-    request waiting for its reply paid that stall (the p99 request time fell from about 120 to
-    80 ms at 50 ms latency). Called by the process entry points, not by the library.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
 
 
 def worker_id() -> str:

@@ -15,6 +15,9 @@ from syncsvc import sqlfiles
 from syncsvc.database import AsyncConn
 from syncsvc.models import ClaimedItem
 
+LIVE_PRIORITY = 0
+"""Queue priority of rows the triggers captured; sweeps (1) and backfills (2) come after."""
+
 
 @dataclass(frozen=True)
 class Failure:

@@ -74,6 +74,9 @@ class PackedVector(Vector):
     def to_binary(self) -> bytes:
         return self._binary
 
+    def __repr__(self) -> str:
+        return f"PackedVector({(len(self._binary) - 4) // 4} dims)"
+
 
 def has_text(text: str) -> bool:
     """Whether ``text`` is worth embedding (mirrors the SQL ``~ '\\S'`` test)."""

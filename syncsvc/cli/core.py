@@ -50,7 +50,8 @@ def run_command(
     ] = False,
 ) -> None:
     """Run the daemon: listen for changes, embed, sweep; SIGTERM/SIGINT stop it gracefully."""
-    from syncsvc.daemon import Daemon, tune_gc
+    from syncsvc.daemon import Daemon
+    from syncsvc.runtime import tune_gc
 
     url = STATE.url()
     migrate.upgrade(url)
