@@ -31,9 +31,6 @@ RETURNING embedding, tokens;
 SELECT embedding, tokens FROM syncsvc.query_cache
 WHERE generation_id = %(generation_id)s AND query_hash = %(query_hash)s;
 
--- name: read_only --
-SELECT current_setting('transaction_read_only') = 'on' AS read_only;
-
 -- name: cache_put --
 INSERT INTO syncsvc.query_cache (generation_id, query_hash, embedding, tokens)
 VALUES (%(generation_id)s, %(query_hash)s, %(embedding)b, %(tokens)s)

@@ -130,9 +130,7 @@ async def embed_query(
     instruct = query_instruct(provider, generation)
     digest = query_hash(instruct, text)
     key = {"generation_id": generation.id, "query_hash": digest}
-    cur = await conn.execute(sqlfiles.query("search", "read_only"))
-    flag = await cur.fetchone()
-    read_only = bool(flag and flag["read_only"])
+    read_only = _read_only(conn)
     get, sparse_get = (
         ("cache_peek", "sparse_cache_peek") if read_only else ("cache_get", "sparse_cache_get")
     )
@@ -331,3 +329,12 @@ async def cache_stats(conn: AsyncConn) -> list[dict[str, Any]]:
     """Per generation: cached query vectors, their hits and when one was last used."""
     cur = await conn.execute(sqlfiles.query("search", "cache_stats"))
     return list(await cur.fetchall())
+
+
+def _read_only(conn: AsyncConn) -> bool:
+    """Whether this session cannot write: a hot standby or a read-only default. The server
+    reports both settings to the client (PostgreSQL 14+), so asking costs no round trip."""
+    status = conn.info.parameter_status
+    return bool(conn.read_only) or any(
+        status(name) == "on" for name in ("in_hot_standby", "default_transaction_read_only")
+    )
