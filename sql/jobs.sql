@@ -4,7 +4,7 @@
 -- name: request_reembed --
 SELECT syncsvc.request_reembed(
     %(target)s, %(model)s, %(dimensions)s, %(provider)s, %(auto_promote)s, %(space)s,
-    %(max_queued)s) AS id;
+    %(max_queued)s, %(options)s) AS id;
 
 -- name: list_jobs --
 SELECT j.*, t.name AS target, g.model, g.dimensions, g.provider, g.state AS generation_state

@@ -96,7 +96,11 @@ class JobRunner:
         """Validate a requested job against the provider profile, fix its key, count rows."""
         try:
             model, space = jobs.resolve_model(
-                self.settings, generation.provider, generation.model, generation.dimensions
+                self.settings,
+                generation.provider,
+                generation.model,
+                generation.dimensions,
+                generation.options,
             )
         except SyncsvcError as exc:
             logger.error("job %d cannot start: %s", job.id, exc)

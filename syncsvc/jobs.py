@@ -25,6 +25,7 @@ from syncsvc.models import GenerationState, PkValue, Target
 from syncsvc.providers.profiles import ModelProfile
 from syncsvc.providers.registry import provider_profile
 from syncsvc.settings import Settings
+from syncsvc.targets import check_sparse
 from syncsvc.tokens import counter
 
 BACKFILL_PRIORITY = 2
@@ -165,14 +166,21 @@ async def get_job(conn: AsyncConn, job_id: int) -> Job:
 
 
 def resolve_model(
-    settings: Settings, provider: str, model: str, dimensions: int
+    settings: Settings,
+    provider: str,
+    model: str,
+    dimensions: int,
+    options: dict[str, Any] | None = None,
 ) -> tuple[ModelProfile, str]:
-    """The model's profile and vector space, or a ValidationError saying what is offered."""
+    """The model's profile and vector space, or a ValidationError saying what is offered
+    (including generation ``options`` the provider cannot honour, such as sparse output)."""
     profile = provider_profile(provider, settings)
     found = profile.model(model)
     if dimensions not in found.dimensions:
         allowed = "/".join(str(d) for d in found.dimensions)
         raise ValidationError(f"{model} does not offer {dimensions} dimensions ({allowed})")
+    if options and options.get("sparse"):
+        check_sparse(profile, found)
     configured = settings.providers.get(provider)
     space = (configured.space if configured else None) or found.space or profile.name
     return found, space
@@ -194,15 +202,20 @@ async def request_reembed(
     provider: str | None = None,
     auto_promote: bool = False,
     max_queued: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Job:
     """Validate, then create the job and its building generation via ``syncsvc.request_reembed``.
 
     The SQL function is the one entry point (psql users call it directly), so both paths
-    create exactly the same rows and the same vector table.
+    create exactly the same rows and the same vector table. ``options`` (None: those of the
+    active generation, e.g. sparse output) shape the new vector space.
     """
     target = await get_target(conn, target_name)
     provider = _provider_of(target, provider)
-    _, space = resolve_model(settings, provider, model, dimensions)
+    inherited = target.active.options if target.active else {}
+    _, space = resolve_model(
+        settings, provider, model, dimensions, inherited if options is None else options
+    )
     try:
         cur = await conn.execute(
             sqlfiles.query("jobs", "request_reembed"),
@@ -214,6 +227,7 @@ async def request_reembed(
                 "auto_promote": auto_promote,
                 "space": space,
                 "max_queued": max_queued,
+                "options": None if options is None else Jsonb(options),
             },
         )
     except (psycopg.errors.RaiseException, psycopg.errors.UniqueViolation) as exc:
@@ -222,6 +236,17 @@ async def request_reembed(
     row = await cur.fetchone()
     assert row is not None
     return await get_job(conn, row["id"])
+
+
+async def options_with_sparse(conn: AsyncConn, target_name: str, sparse: bool) -> dict[str, Any]:
+    """The active generation's options with sparse output switched on or off."""
+    target = await get_target(conn, target_name)
+    options = dict(target.active.options) if target.active else {}
+    if sparse:
+        options["sparse"] = True
+    else:
+        options.pop("sparse", None)
+    return options
 
 
 async def estimate(

@@ -288,6 +288,12 @@ async def test_dry_run_estimate_spends_nothing(conn: AsyncConn) -> None:
 
 
 async def test_jobs_migration_downgrades_and_upgrades(db_url: str) -> None:
+    arguments = "SELECT pronargs FROM pg_proc WHERE proname = 'request_reembed'"
+    async with await aconnect(db_url) as c:
+        assert await scalar(c, arguments) == 8  # 0006 added ``options``
+    await asyncio.to_thread(migrate.downgrade, db_url, "0003")
+    async with await aconnect(db_url) as c:
+        assert await scalar(c, arguments) == 7
     await asyncio.to_thread(migrate.downgrade, db_url, "jobs@0001")
     async with await aconnect(db_url) as c:
         assert await scalar(c, "SELECT to_regclass('syncsvc.jobs') IS NULL")

@@ -12,17 +12,18 @@ import pytest
 from pgvector import SparseVector
 from typer.testing import CliRunner
 
-from syncsvc import migrate, ranking, search, targets
+from syncsvc import jobs, migrate, ranking, search, targets
 from syncsvc.catalog import get_target
 from syncsvc.database import AsyncConn, aconnect
 from syncsvc.errors import ValidationError
+from syncsvc.models import generation_key
 from syncsvc.providers.registry import build_provider
 from syncsvc.search import RRF_K
-from syncsvc.settings import Settings
+from syncsvc.settings import JobSettings, Settings
 from syncsvc.simulator import SimulatorThread
 from syncsvc.simulator.vectors import sparse_entries
 from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, wait_for
-from tests.simulator_fixtures import simulator_settings
+from tests.simulator_fixtures import SIM_KEY_ENV, simulator_settings
 from tests.test_search import DOCS, make_docs
 from tests.test_sync import current_texts, make_articles
 
@@ -184,3 +185,75 @@ async def test_sparse_migration_downgrades_and_upgrades(db_url: str) -> None:
         assert not await scalar(connection, check)
     finally:
         await connection.close()
+
+
+async def test_a_reembed_keeps_the_sparse_vectors_unless_told_not_to(
+    conn: AsyncConn, db_url: str, simulator: SimulatorThread
+) -> None:
+    settings = native_settings(simulator).model_copy(
+        update={"jobs": JobSettings(poll_seconds=0.05, progress_seconds=0.1)}
+    )
+    await make_articles(conn, rows=12)
+    await sparse_target(conn, settings, "articles", "articles", ("title", "body"))
+    job = await jobs.request_reembed(
+        conn, settings, "articles", model="text-embedding-v4", dimensions=128, auto_promote=True
+    )
+    provider = build_provider("sim", settings)
+    async with running_daemon(db_url, settings, provider):
+
+        async def promoted() -> bool:
+            target = await get_target(conn, "articles")
+            return target.active is not None and target.active.id == job.generation_id
+
+        await wait_for(promoted, timeout=30)
+        await wait_for(lambda: queue_empty(conn), timeout=30)
+    active = (await get_target(conn, "articles")).active
+    assert active is not None
+    assert (active.dimensions, active.options) == (128, {"sparse": True})
+    # The daemon gave the generation its real key (the SQL function can only guess it).
+    assert active.key == generation_key(active.space, 128, {"sparse": True})
+    texts = await current_texts(conn)
+    cur = await conn.execute("SELECT id, sparse FROM syncsvc.articles_embeddings")
+    stored = {r["id"]: r["sparse"] for r in await cur.fetchall()}
+    assert set(stored) == set(texts)
+    for pk, text in texts.items():
+        assert_sparse_equal(as_dict(stored[pk]), simulated(text))
+
+    # --no-sparse: the next generation is dense only.
+    from syncsvc.cli import app
+
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["--database-url", db_url, "reembed", "articles", "--model", "text-embedding-v4",
+         "--dimensions", "256", "--provider", "sim", "--no-sparse"],
+        env={"SYNCSVC_PROVIDERS__SIM__PROFILE": NATIVE,
+             "SYNCSVC_PROVIDERS__SIM__BASE_URL": simulator.native_base,
+             "SYNCSVC_PROVIDERS__SIM__API_KEY_ENV": SIM_KEY_ENV},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    building = [g for g in (await get_target(conn, "articles")).generations if g.dimensions == 256]
+    assert [g.options for g in building] == [{}]
+
+
+async def test_a_sparse_target_cannot_be_reembedded_through_a_wire_without_sparse(
+    conn: AsyncConn, simulator: SimulatorThread
+) -> None:
+    settings = native_settings(simulator)
+    compatible = simulator_settings(simulator, "dashscope-intl", name="compat").providers
+    settings = settings.model_copy(update={"providers": {**settings.providers, **compatible}})
+    await make_articles(conn, rows=2)
+    await sparse_target(conn, settings, "articles", "articles", ("title", "body"))
+    with pytest.raises(ValidationError, match="cannot return sparse vectors"):
+        await jobs.request_reembed(
+            conn, settings, "articles", model="text-embedding-v4", dimensions=64,
+            provider="compat",
+        )  # fmt: skip
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.jobs") == 0
+    # Without the sparse vectors it may.
+    job = await jobs.request_reembed(
+        conn, settings, "articles", model="text-embedding-v4", dimensions=64,
+        provider="compat", options={},
+    )  # fmt: skip
+    assert (await get_target(conn, "articles")).generations[-1].options == {}
+    assert job.generation_id == (await get_target(conn, "articles")).generations[-1].id

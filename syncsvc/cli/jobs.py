@@ -53,6 +53,7 @@ async def _reembed(
     dry_run: bool,
     auto_promote: bool,
     max_queued: int | None,
+    sparse: bool | None,
 ) -> None:
     if dry_run:
         est = await jobs.estimate(
@@ -76,6 +77,7 @@ async def _reembed(
         provider=provider,
         auto_promote=auto_promote,
         max_queued=max_queued,
+        options=None if sparse is None else await jobs.options_with_sparse(conn, target, sparse),
     )
     then = (
         "it is promoted automatically"
@@ -107,10 +109,17 @@ def reembed_command(
         int | None,
         typer.Option("--max-queued", help="Rows queued at once (API share; default: config)."),
     ] = None,
+    sparse: Annotated[
+        bool | None,
+        typer.Option(
+            "--sparse/--no-sparse",
+            help="Store DashScope sparse vectors too (default: as the active generation does).",
+        ),
+    ] = None,
 ) -> None:
     """Build a new generation of TARGET beside the active one (a model or dimensions change)."""
     migrate.upgrade(STATE.url())
-    _reembed(target, model, dimensions, provider, dry_run, auto_promote, max_queued)
+    _reembed(target, model, dimensions, provider, dry_run, auto_promote, max_queued, sparse)
 
 
 @with_connection
