@@ -257,3 +257,31 @@ async def test_a_sparse_target_cannot_be_reembedded_through_a_wire_without_spars
     )  # fmt: skip
     assert (await get_target(conn, "articles")).generations[-1].options == {}
     assert job.generation_id == (await get_target(conn, "articles")).generations[-1].id
+
+
+async def test_the_daemon_fails_a_psql_reembed_that_would_lose_its_sparse_wire(
+    conn: AsyncConn, db_url: str, simulator: SimulatorThread
+) -> None:
+    """``syncsvc.request_reembed`` in psql cannot see provider profiles: the daemon checks."""
+    settings = native_settings(simulator)
+    compatible = simulator_settings(simulator, "dashscope-intl", name="compat").providers
+    settings = settings.model_copy(
+        update={
+            "providers": {**settings.providers, **compatible},
+            "jobs": JobSettings(poll_seconds=0.05, progress_seconds=0.1),
+        }
+    )
+    await make_articles(conn, rows=2)
+    await sparse_target(conn, settings, "articles", "articles", ("title", "body"))
+    job_id = await scalar(
+        conn,
+        "SELECT syncsvc.request_reembed('articles', 'text-embedding-v4', 128, 'compat')",
+    )
+    async with running_daemon(db_url, settings, build_provider("sim", settings)):
+
+        async def failed() -> bool:
+            return (await jobs.get_job(conn, job_id)).state is jobs.JobState.FAILED
+
+        await wait_for(failed, timeout=20)
+    job = await jobs.get_job(conn, job_id)
+    assert job.error is not None and "cannot return sparse vectors" in job.error
