@@ -243,3 +243,20 @@ async def test_https_verifies_the_server_certificate(certificate: tuple[Path, Pa
                 await client.post(url, content=b"{}")
     finally:
         listener.close()
+
+
+async def test_a_proxy_named_in_the_environment_is_used(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lean transport speaks to origins directly, so a configured proxy hands the request
+    to httpx's own transport: the proxy sees the absolute URL."""
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    http = HttpClient("http://api.example.invalid/v1", api_key="k", timeout=2, concurrency=1)
+    try:
+        reply = await http.post("length", {}, tokens=0)
+    finally:
+        await http.aclose()
+    assert reply.body == BODY
+    assert server.requests[0][1] == "http://api.example.invalid/v1/length"

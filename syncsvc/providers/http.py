@@ -14,6 +14,7 @@ import logging
 import os
 import ssl
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,15 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
+def _lean_unless_proxied(concurrency: int) -> httpx.AsyncBaseTransport | None:
+    """The lean transport, or None (httpx's own) when the environment names a proxy: httpx
+    honours HTTP(S)_PROXY / ALL_PROXY / NO_PROXY only with its own transport."""
+    proxies = urllib.request.getproxies()
+    if any(proxies.get(scheme) for scheme in ("http", "https", "all")):
+        return None
+    return LeanTransport(ssl_context=_tls(), max_idle=concurrency)
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
@@ -106,7 +116,7 @@ class HttpClient:
                 max_keepalive_connections=concurrency,
                 keepalive_expiry=60.0,
             ),
-            transport=transport or LeanTransport(ssl_context=_tls(), max_idle=concurrency),
+            transport=transport or _lean_unless_proxied(concurrency),
             verify=_tls(),
         )
 

@@ -5,8 +5,9 @@ event-loop time per request. At 8 requests in flight and 50 ms latency that is s
 of throughput, and every other coroutine of the daemon waits behind it. Embedding APIs need
 little of HTTP: a POST with a known body, a reply framed by Content-Length or chunked encoding,
 and kept-alive connections. This transport does exactly that over asyncio streams; httpx still
-builds the requests, routes proxied URLs to its own proxy transports (``trust_env``), decodes
-compressed bodies and raises its usual exceptions, which the callers already classify.
+builds the requests, decodes compressed bodies and raises its usual exceptions, which the
+callers already classify. It speaks to the origin directly: ``HttpClient`` leaves httpx its own
+transport when the environment names a proxy.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             try:
                 return await self._exchange(reused, origin, payload, request)
             except _StaleConnection:
-                pass  # closed by the server while idle: one fresh try, as browsers do
+                pass  # closed by the server while idle: one fresh try (embedding is repeatable)
         connection = await self._connect(origin, request, _timeout(request, "connect"))
         try:
             return await self._exchange(connection, origin, payload, request)
