@@ -11,6 +11,13 @@ from sqlalchemy import create_engine, pool, text
 SCHEMA = "syncsvc"
 MIGRATION_LOCK = 7368297721
 config = context.config
+# A migration that recreates a table or view drops its grants: give every recorded search role
+# its rights again (the function exists from revision 0007 on; a downgrade may remove it).
+REAPPLY_GRANTS = """DO $$ BEGIN
+    IF to_regprocedure('syncsvc.apply_search_grants(integer)') IS NOT NULL THEN
+        PERFORM syncsvc.apply_search_grants();
+    END IF;
+END $$"""
 
 
 def _url() -> str:
@@ -40,6 +47,7 @@ def run_offline() -> None:
     with context.begin_transaction():
         context.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         context.run_migrations()
+        context.execute(REAPPLY_GRANTS)
 
 
 def run_online() -> None:
@@ -53,6 +61,7 @@ def run_online() -> None:
         context.configure(connection=connection, version_table_schema=SCHEMA)
         with context.begin_transaction():
             context.run_migrations()
+            connection.execute(text(REAPPLY_GRANTS))
         connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
         connection.commit()
 

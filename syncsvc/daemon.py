@@ -29,6 +29,7 @@ from syncsvc.providers.registry import build_provider
 from syncsvc.queue import LIVE_PRIORITY, Queue, RetryStrategy
 from syncsvc.schedule import ScheduledRunner
 from syncsvc.settings import Settings
+from syncsvc.statements import QUEUE_CHANNEL, TARGETS_CHANNEL
 from syncsvc.sweep import sweep_target
 from syncsvc.worker import RoundStats, Worker
 
@@ -88,7 +89,9 @@ class Daemon:
         )
         factory = provider_factory or (lambda name: build_provider(name, settings))
         self.worker = worker or Worker(self.pool, self.queue, factory)  # type: ignore[arg-type]
-        self.listener = Listener(url, self.wake, self.stop_event)
+        self.listener = Listener(
+            url, self.wake, self.stop_event, channels=(QUEUE_CHANNEL, TARGETS_CHANNEL)
+        )
         self._rounds: set[asyncio.Task[None]] = set()
         self._live_round: asyncio.Task[None] | None = None
         """The round on the slot kept for live edits, beyond ``rounds_in_flight``."""
@@ -127,6 +130,7 @@ class Daemon:
                 asyncio.create_task(self.listener.run(), name="syncsvc-listener"),
                 asyncio.create_task(self._claim_loop(), name="syncsvc-claimer"),
                 asyncio.create_task(self._lease_loop(), name="syncsvc-leases"),
+                asyncio.create_task(self._target_watch(), name="syncsvc-targets"),
             ]
             tasks += [
                 asyncio.create_task(service(self), name=f"syncsvc-{name}")
@@ -192,6 +196,25 @@ class Daemon:
         if enqueued:
             self.wake.set()
         return enqueued
+
+    async def _target_watch(self) -> None:
+        """Sweep a target as soon as ``target add`` announces it (other payloads are dropped)."""
+        while not self.stop_event.is_set():
+            channel, payload = await self.listener.payloads.get()
+            if channel != TARGETS_CHANNEL:
+                continue
+            try:
+                async with self.pool.connection() as conn:
+                    found = [t for t in await load_targets(conn) if str(t.id) == payload]
+                    for target in found:
+                        result = await sweep_target(
+                            conn, target, chunk_rows=self.settings.worker.sweep_chunk_rows
+                        )
+                        logger.info("new target %s: %d rows to embed", target.name, result.enqueued)
+            except (psycopg.Error, PoolTimeout) as exc:
+                # The scheduled sweep tries again; one target's trouble must not stop the daemon.
+                logger.warning("sweep of new target %s failed: %s", payload, exc)
+            self.wake.set()
 
     async def _active_target_ids(self) -> list[int]:
         async with self.pool.connection() as conn:

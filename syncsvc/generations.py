@@ -86,6 +86,8 @@ async def replace_view(conn: AsyncConn, target: Target, generation: Generation) 
             ),
         )
     )
+    # The new view has no grants yet: give it to the roles allowed to search this target.
+    await conn.execute("SELECT syncsvc.apply_search_grants(%s)", (target.id,))
 
 
 async def drop_generation_table(conn: AsyncConn, generation: Generation) -> None:

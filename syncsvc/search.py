@@ -14,6 +14,7 @@ generation's vectors, so a model or dimension change can never mix vector spaces
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,7 +131,7 @@ async def embed_query(
     instruct = query_instruct(provider, generation)
     digest = query_hash(instruct, text)
     key = {"generation_id": generation.id, "query_hash": digest}
-    read_only = _read_only(conn)
+    read_only = _read_only(conn) or not await _may_write_cache(conn)
     get, sparse_get = (
         ("cache_peek", "sparse_cache_peek") if read_only else ("cache_get", "sparse_cache_get")
     )
@@ -329,6 +330,24 @@ async def cache_stats(conn: AsyncConn) -> list[dict[str, Any]]:
     """Per generation: cached query vectors, their hits and when one was last used."""
     cur = await conn.execute(sqlfiles.query("search", "cache_stats"))
     return list(await cur.fetchall())
+
+
+_cache_writers: weakref.WeakKeyDictionary[AsyncConn, bool] = weakref.WeakKeyDictionary()
+
+
+async def _may_write_cache(conn: AsyncConn) -> bool:
+    """Whether this session's role may add to the query cache (asked once per connection).
+
+    A role given only ``syncsvc grant search`` reads the cache: cache rows come from syncsvc's
+    own role, so no searcher can plant a vector for somebody else's query.
+    """
+    allowed = _cache_writers.get(conn)
+    if allowed is None:
+        cur = await conn.execute(sqlfiles.query("privileges", "can_write_cache"))
+        row = await cur.fetchone()
+        allowed = bool(row and row["ok"])
+        _cache_writers[conn] = allowed
+    return allowed
 
 
 def _read_only(conn: AsyncConn) -> bool:

@@ -14,6 +14,8 @@ from psycopg import sql
 from syncsvc.models import Generation, Target
 
 QUEUE_CHANNEL = "syncsvc_wakeup"
+# target add/remove: the payload is the target id, so a daemon sweeps a new target at once.
+TARGETS_CHANNEL = "syncsvc_targets"
 
 
 def template_parts(template: str) -> list[tuple[str, str | None]]:
@@ -148,6 +150,15 @@ $fn$"""
         channel=sql.Literal(QUEUE_CHANNEL),
         tid_text=sql.Literal(str(target.id)),
     )
+
+
+def lock_capture_function(target: Target) -> sql.Composed:
+    """Only the owner may attach the definer function: nobody can aim it at another table.
+
+    Triggers fire regardless of the writing role's EXECUTE right, so the application is still
+    captured; CREATE OR REPLACE keeps this ACL.
+    """
+    return sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(capture_function_name(target))
 
 
 def create_triggers(target: Target) -> list[sql.Composed]:

@@ -225,8 +225,11 @@ async def add_target(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> T
         )
         await generations.replace_view(conn, target, generation)
         await conn.execute(statements.capture_function(target))
+        await conn.execute(statements.lock_capture_function(target))
         for statement in statements.create_triggers(target):
             await conn.execute(statement)
+        # Delivered at commit: running daemons sweep the new target now, not at the next sweep.
+        await conn.execute("SELECT pg_notify(%s, %s)", (statements.TARGETS_CHANNEL, str(target.id)))
     logger.info("target %s added on %s.%s", spec.name, row["schema"], row["table"])
     return await get_target(conn, spec.name)
 

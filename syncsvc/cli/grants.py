@@ -1,0 +1,81 @@
+"""``syncsvc grant search|list`` and ``syncsvc revoke search``: who may search which target."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from syncsvc import privileges
+from syncsvc.cli.context import console, with_connection
+from syncsvc.database import AsyncConn
+
+grant_app = typer.Typer(help="Give roles the rights search needs.", no_args_is_help=True)
+revoke_app = typer.Typer(help="Take back what 'grant' gave.", no_args_is_help=True)
+
+TargetOption = Annotated[
+    str | None, typer.Option("--target", "-t", help="Only this target (default: every target).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(grant_app, name="grant")
+    app.add_typer(revoke_app, name="revoke")
+
+
+@with_connection
+async def _grant(conn: AsyncConn, role: str, target: str | None) -> None:
+    tables = await privileges.grant_search(conn, role, target)
+    scope = f"target {target}" if target else "every target (also those added later)"
+    console.print(
+        f"role {role} may search {scope}: {tables} vector table(s) granted; the grant is kept "
+        "across promote, re-embeds and migrate. It also needs SELECT on the source table(s) "
+        "for filters and rows.",
+        highlight=False,
+    )
+
+
+@grant_app.command("search")
+def grant_search(role: str, target: TargetOption = None) -> None:
+    """Give ROLE exactly what search needs (schema usage, catalog, caches, vectors, views)."""
+    _grant(role, target)
+
+
+@with_connection
+async def _list(conn: AsyncConn, as_json: bool) -> None:
+    grants = await privileges.search_grants(conn)
+    if as_json:
+        rows = [
+            {
+                "role": g.role,
+                "target": g.target,
+                "granted_by": g.granted_by,
+                "granted_at": g.granted_at.isoformat(),
+            }
+            for g in grants
+        ]
+        console.print_json(json.dumps(rows))
+        return
+    if not grants:
+        console.print("no role has been granted search (syncsvc grant search ROLE)")
+    for g in grants:
+        console.print(f"{g.role}: {g.target or 'every target'}", highlight=False)
+
+
+@grant_app.command("list")
+def grant_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Roles that may search, and which targets."""
+    _list(as_json)
+
+
+@with_connection
+async def _revoke(conn: AsyncConn, role: str, target: str | None) -> None:
+    await privileges.revoke_search(conn, role, target)
+    console.print(f"role {role} may no longer search {target or 'any target'}", highlight=False)
+
+
+@revoke_app.command("search")
+def revoke_search(role: str, target: TargetOption = None) -> None:
+    """Take back search rights given by 'syncsvc grant search'."""
+    _revoke(role, target)

@@ -1,0 +1,86 @@
+"""Roles and rights: which roles may search, and the audit of syncsvc's definer functions.
+
+The SQL functions ``syncsvc.grant_search`` / ``syncsvc.revoke_search`` (migration 0007) are the
+one implementation; the CLI (``syncsvc grant search``) and Python call them. Grants are recorded
+in ``syncsvc.search_grants`` and re-applied whenever syncsvc creates a vector table or a view
+and on every ``migrate``, so a promote or a re-embed never takes a reader's access away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from syncsvc import sqlfiles
+from syncsvc.database import AsyncConn
+from syncsvc.errors import NotFoundError, ValidationError
+
+# What a search role receives, for the README, docs and ``grant search`` output.
+SEARCH_PRIVILEGES = (
+    "USAGE ON SCHEMA syncsvc",
+    "SELECT ON syncsvc.targets, syncsvc.generations",
+    "SELECT ON syncsvc.query_cache, syncsvc.sparse_query_cache",
+    "SELECT ON every vector table of the target(s) (syncsvc.<target>_g<N>)",
+    "SELECT ON the view syncsvc.<target>_embeddings",
+)
+
+
+@dataclass(frozen=True)
+class SearchGrant:
+    """A role allowed to search one target (``target`` None: every target, also future ones)."""
+
+    role: str
+    target: str | None
+    granted_by: str
+    granted_at: datetime
+
+
+@dataclass(frozen=True)
+class DefinerFunction:
+    function: str
+    public_execute: bool
+    config: tuple[str, ...]
+
+    @property
+    def pins_search_path(self) -> bool:
+        return any(c.startswith("search_path=") for c in self.config)
+
+
+async def grant_search(conn: AsyncConn, role: str, target: str | None = None) -> int:
+    """Let ``role`` search ``target`` (or every target); returns the vector tables granted."""
+    try:
+        cur = await conn.execute(
+            sqlfiles.query("privileges", "grant_search"), {"role": role, "target": target}
+        )
+    except psycopg.errors.UndefinedObject as exc:
+        raise ValidationError(
+            f"{exc.diag.message_primary}: create it first (CREATE ROLE)"
+        ) from None
+    except psycopg.errors.NoDataFound:
+        raise NotFoundError(f"no target named {target!r} (see 'syncsvc target list')") from None
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["tables"])
+
+
+async def revoke_search(conn: AsyncConn, role: str, target: str | None = None) -> None:
+    """Take back what :func:`grant_search` gave (for one target, or all)."""
+    await conn.execute(
+        sqlfiles.query("privileges", "revoke_search"), {"role": role, "target": target}
+    )
+
+
+async def search_grants(conn: AsyncConn) -> list[SearchGrant]:
+    cur = await conn.execute(sqlfiles.query("privileges", "list_search_grants"))
+    return [SearchGrant(**row) for row in await cur.fetchall()]
+
+
+async def definer_functions(conn: AsyncConn) -> list[DefinerFunction]:
+    """syncsvc's SECURITY DEFINER functions: none may be executable by PUBLIC."""
+    cur = await conn.execute(sqlfiles.query("privileges", "definer_functions"))
+    return [
+        DefinerFunction(r["function"], bool(r["public_execute"]), tuple(r["config"]))
+        for r in await cur.fetchall()
+    ]
