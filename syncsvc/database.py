@@ -87,6 +87,29 @@ async def ensure_pgvector(conn: AsyncConn) -> str:
     return version
 
 
+async def ensure_schema(conn: AsyncConn) -> None:
+    """Fail clearly unless syncsvc's schema is there and this role may use it."""
+    cur = await conn.execute(
+        "SELECT n.oid IS NOT NULL AS schema, "
+        "coalesce(has_schema_privilege(n.oid, 'USAGE'), false) AS usage, "
+        "EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid "
+        "AND c.relname = 'targets') AS migrated "
+        "FROM (SELECT 1) one LEFT JOIN pg_namespace n ON n.nspname = 'syncsvc'"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    if not row["schema"] or not row["migrated"]:
+        raise ConfigurationError(
+            "this database has no syncsvc schema yet: run 'syncsvc migrate' as the role that "
+            "will own it"
+        )
+    if not row["usage"]:
+        raise ConfigurationError(
+            f"role {conn.info.user} may not use schema syncsvc: run syncsvc as the role that "
+            "owns it, or give this role search rights with 'syncsvc grant search ROLE'"
+        )
+
+
 async def aconnect(url: str, *, check: bool = True) -> AsyncConn:
     """An async connection (autocommit, dict rows) with pgvector checked and registered."""
     try:

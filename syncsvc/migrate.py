@@ -6,6 +6,7 @@ one, so ``upgrade`` targets all heads.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from contextlib import redirect_stdout
 from typing import TYPE_CHECKING
@@ -33,10 +34,19 @@ def _config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "heads") -> None:
-    """Bring the schema to ``revision`` (idempotent)."""
+    """Bring the schema to ``revision`` (idempotent); first prove pgvector is there, so a
+    server without it fails with the one message that says how to install it."""
     from alembic import command
 
+    asyncio.run(_check(url))
     command.upgrade(_config(url), revision)
+
+
+async def _check(url: str) -> None:
+    from syncsvc.database import aconnect
+
+    conn = await aconnect(url)
+    await conn.close()
 
 
 def downgrade(url: str, revision: str) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 from typing import Annotated
 
 import typer
 
 from syncsvc import logs
-from syncsvc.cli.context import STATE
+from syncsvc.cli.context import STATE, err_console
+from syncsvc.cli.failure import describe
 from syncsvc.settings import Settings
 
 app = typer.Typer(
@@ -58,8 +61,7 @@ def _global(
     if log_level:
         overrides["log_level"] = log_level
     # Environment (SYNCSVC_LOG_FORMAT...) and syncsvc.toml are read by Settings itself.
-    STATE.settings = Settings(**overrides)  # type: ignore[arg-type]
-    STATE._url = None
+    STATE.reset(Settings(**overrides))  # type: ignore[arg-type]
     logs.configure(STATE.settings.log_level, STATE.settings.log_format)
     logging.getLogger(__name__).debug("settings loaded")
 
@@ -78,5 +80,25 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The ``syncsvc`` entry point: known failures print one or two lines and exit 1."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="syncsvc")
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        message = describe(exc)
+        if message is None or _debug(args):
+            raise
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+        sys.exit(1)
+
+
+def _debug(args: list[str]) -> bool:
+    for i, arg in enumerate(args):
+        if arg == "--log-level" and i + 1 < len(args):
+            return args[i + 1].lower() == "debug"
+        if arg.startswith("--log-level="):
+            return arg.split("=", 1)[1].lower() == "debug"
+    return os.environ.get("SYNCSVC_LOG_LEVEL", "").lower() == "debug"

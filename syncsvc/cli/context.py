@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
+from syncsvc.cli.failure import describe
 from syncsvc.database import AsyncConn, aconnect, resolve_url
-from syncsvc.errors import SyncsvcError
 from syncsvc.settings import Settings
 
 P = ParamSpec("P")
@@ -23,10 +22,24 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-@dataclass
 class State:
-    settings: Settings = field(default_factory=Settings)
-    _url: str | None = None
+    """The settings and database of this invocation, built on first use: a broken
+    syncsvc.toml must fail inside a command (one readable line), not at import."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._url: str | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings()
+        return self._settings
+
+    def reset(self, settings: Settings) -> None:
+        """Start an invocation with these settings (and resolve its database anew)."""
+        self._settings = settings
+        self._url = None
 
     def url(self) -> str:
         if self._url is None:
@@ -38,12 +51,25 @@ STATE = State()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine, turning syncsvc errors into a clear message and exit code 1."""
+    """Run a coroutine, turning known failures into a clear message and exit code 1."""
     try:
         return asyncio.run(coro)
-    except SyncsvcError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    except Exception as exc:
+        raise report(exc) from None
+
+
+def debugging() -> bool:
+    return STATE.settings.log_level.lower() == "debug"
+
+
+def report(exc: Exception) -> Exception:
+    """Print what went wrong in a line or two and return the Exit to raise (or ``exc`` itself:
+    a bug, or ``--log-level debug``, keeps its traceback)."""
+    message = describe(exc)
+    if message is None or debugging():
+        return exc
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(1)
 
 
 def with_connection(

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from syncsvc import migrate, operations, sqlfiles, status
 from syncsvc.cli.context import STATE, console, run, with_connection
-from syncsvc.database import AsyncConn, aconnect
+from syncsvc.database import AsyncConn
 
 failed_app = typer.Typer(help="Inspect and retry rows that failed to embed.", no_args_is_help=True)
 
@@ -32,14 +32,7 @@ def migrate_command(
     if sql:
         typer.echo(migrate.upgrade_sql())
         return
-    url = STATE.url()
-
-    async def check() -> None:
-        conn = await aconnect(url)  # proves pgvector is there before any DDL runs
-        await conn.close()
-
-    run(check())
-    migrate.upgrade(url)
+    migrate.upgrade(STATE.url())
     console.print("[green]schema is up to date[/]")
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from syncsvc.cli.context import STATE, console, fail, run
-from syncsvc.database import aconnect, create_pool
+from syncsvc.database import aconnect, create_pool, ensure_schema
 from syncsvc.web.app import create_app
 from syncsvc.web.auth import AdminAccess
 from syncsvc.web.server import bind, parse_address, serve
@@ -41,7 +41,10 @@ def serve_admin_command(
 
     async def main() -> None:
         conn = await aconnect(url)  # a clear error now beats a failing page later
-        await conn.close()
+        try:
+            await ensure_schema(conn)
+        finally:
+            await conn.close()
         pool = create_pool(url, min_size=1, max_size=4)
         await pool.open(wait=True)
         stop = asyncio.Event()

@@ -1,0 +1,76 @@
+"""What the CLI says when a command fails: one or two lines, what is wrong and what to do.
+
+Every command's exceptions end here (``describe``); tracebacks only with ``--log-level debug``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from typing import Any
+
+import psycopg
+import pydantic
+
+from syncsvc.errors import SyncsvcError
+from syncsvc.settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE
+
+NOT_MIGRATED = (
+    "the syncsvc schema is missing or out of date in this database ({detail}); "
+    "run 'syncsvc migrate' as the role that owns syncsvc"
+)
+NO_PRIVILEGE = (
+    "{detail}. syncsvc runs as the role that owns schema syncsvc and the source tables' triggers "
+    "(see README 'Requirements'); searchers need 'syncsvc grant search ROLE'"
+)
+
+
+def _database_error(exc: psycopg.Error) -> str:
+    detail = (exc.diag.message_primary or str(exc)).strip()
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return NO_PRIVILEGE.format(detail=detail)
+    if isinstance(
+        exc,
+        psycopg.errors.UndefinedTable
+        | psycopg.errors.InvalidSchemaName
+        | psycopg.errors.UndefinedFunction
+        | psycopg.errors.UndefinedColumn,
+    ) and "syncsvc" in str(exc):
+        return NOT_MIGRATED.format(detail=detail)
+    if isinstance(exc, psycopg.OperationalError):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no reply"
+        return f"cannot connect to PostgreSQL: {first}"
+    return f"database error: {detail}"
+
+
+def _settings_error(exc: pydantic.ValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        problems.append(f"{where}: {error['msg']}")
+    more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return (
+        f"invalid settings ({_config_file()} or SYNCSVC_* variables): {'; '.join(problems)}{more}"
+    )
+
+
+def _config_file() -> str:
+    return os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE)
+
+
+def describe(exc: BaseException) -> str | None:
+    """The user-facing message for ``exc``; None for a bug (which keeps its traceback)."""
+    original: Any = getattr(exc, "orig", None)  # SQLAlchemy (Alembic) wraps the driver's error
+    if isinstance(original, psycopg.Error):
+        exc = original
+    if isinstance(exc, SyncsvcError):
+        return str(exc)
+    if isinstance(exc, psycopg.Error):
+        return _database_error(exc)
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return f"{_config_file()} is not valid TOML: {exc}"
+    if isinstance(exc, pydantic.ValidationError):
+        return _settings_error(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return None

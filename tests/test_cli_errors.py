@@ -1,0 +1,156 @@
+"""Every command fails in one or two lines, with no traceback, on each way a setup goes wrong:
+no pgvector, no server, no schema, a role without rights, a broken syncsvc.toml."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from syncsvc.cli import main
+from syncsvc.errors import ConfigurationError
+from tests.conftest import Deployment
+
+SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+UNREACHABLE = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=2"
+
+COMMANDS: list[list[str]] = [
+    ["migrate"],
+    ["run", "--until-idle"],
+    ["status"],
+    ["serve-admin", "--address", "127.0.0.1:0"],
+    ["search", "docs", "some words"],
+    ["reembed", "docs", "--model", "local-hash", "--dimensions", "64"],
+    ["promote", "docs", "2"],
+    ["failed", "list"],
+    ["failed", "retry", "--target", "docs"],
+    ["target", "add", "docs", "--table", "docs", "--columns", "title"],
+    ["target", "list"],
+    ["target", "remove", "docs"],
+    ["index", "build", "docs"],
+    ["index", "list"],
+    ["index", "drop", "docs", "--generation", "1"],
+    ["query-cache", "stats"],
+    ["query-cache", "prune"],
+    ["jobs", "list"],
+    ["jobs", "watch", "1"],
+    ["jobs", "pause", "1"],
+    ["jobs", "resume", "1"],
+    ["jobs", "cancel", "1"],
+    ["generation", "list", "docs"],
+    ["generation", "drop", "docs", "2"],
+    ["grant", "search", "app_reader"],
+    ["grant", "list"],
+    ["revoke", "search", "app_reader"],
+]
+
+# These bring the schema up to date themselves (as the owner would want).
+AUTO_MIGRATING = {"migrate", "run", "reembed", "target add"}
+
+CASES = ["no-pgvector", "unreachable", "not-migrated", "no-privilege", "bad-toml", "bad-setting"]
+
+EXPECTED = {
+    "no-pgvector": "pgvector",
+    "unreachable": "cannot connect to PostgreSQL",
+    "not-migrated": "syncsvc migrate",
+    "no-privilege": "syncsvc",
+    "bad-toml": "syncsvc.toml is not valid TOML",
+    "bad-setting": "invalid settings",
+}
+
+
+@pytest.fixture(scope="module")
+def system_pg() -> str:
+    try:
+        psycopg.connect(SYSTEM_PG, connect_timeout=3).close()
+    except psycopg.OperationalError:
+        pytest.skip("no system PostgreSQL on 127.0.0.1:5432")
+    return SYSTEM_PG
+
+
+@pytest.fixture
+def setup_case(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The database URL of the broken setup named by the test's ``case``."""
+    case = request.node.callspec.params["case"]
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps at 80 columns when not on a terminal
+    monkeypatch.setenv("SYNCSVC_CONFIG", str(tmp_path / "syncsvc.toml"))
+    monkeypatch.delenv("SYNCSVC_LOG_LEVEL", raising=False)
+    if case == "no-pgvector":
+        yield request.getfixturevalue("system_pg")
+    elif case == "unreachable":
+        yield UNREACHABLE
+    elif case == "not-migrated":
+        yield request.getfixturevalue("empty_db_url")
+    elif case == "no-privilege":
+        deployment: Deployment = request.getfixturevalue("deployment")
+        yield deployment.reader
+    else:
+        text = (
+            "[worker\nconcurrency = 4\n"
+            if case == "bad-toml"
+            else "[worker]\nclaim_size = 'many'\n"
+        )
+        (tmp_path / "syncsvc.toml").write_text(text)
+        yield request.getfixturevalue("db_url")
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_fails_in_one_line(
+    command: list[str], case: str, setup_case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if case == "not-migrated" and (
+        command[0] in AUTO_MIGRATING or " ".join(command[:2]) in AUTO_MIGRATING
+    ):
+        pytest.skip("this command migrates the schema first")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--database-url", setup_case, *command])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code not in (0, None), out + err
+    assert "Traceback" not in out + err
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 2, lines
+    assert lines[0].startswith("error: "), lines
+    assert EXPECTED[case] in err, err
+
+
+def test_debug_keeps_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigurationError, match="cannot connect"):
+        main(["--database-url", UNREACHABLE, "--log-level", "debug", "status"])
+    assert os.environ.get("SYNCSVC_LOG_LEVEL") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[worker\n", "is not valid TOML: Expected ']'"),
+        ("[worker]\nclaim_size = 'many'\n", "worker.claim_size: Input should be a valid integer"),
+    ],
+)
+def test_a_broken_config_file_is_one_line_from_a_real_process(
+    tmp_path: Path, db_url: str, text: str, message: str
+) -> None:
+    config = tmp_path / "syncsvc.toml"
+    config.write_text(text)
+    env = {**os.environ, "SYNCSVC_CONFIG": str(config), "COLUMNS": "400"}
+    result = subprocess.run(
+        [sys.executable, "-m", "syncsvc", "--database-url", db_url, "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [result.stderr.strip()]  # one line
+    assert result.stderr.startswith(
+        f"error: invalid settings ({config}"
+    ) or result.stderr.startswith(f"error: {config} ")
+    assert message in result.stderr
