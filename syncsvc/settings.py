@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         default=False,
         description="Also serve the admin page on metrics_address (needs a token off loopback).",
     )
+    admin_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the admin page answers to (besides loopback and the bound "
+        "address); set it when the page is reached through a proxy or DNS name.",
+    )
     admin_token_env: str = Field(
         default="SYNCSVC_ADMIN_TOKEN",
         description="Environment variable holding the admin page's bearer token.",

@@ -110,7 +110,9 @@ def test_exposure_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not off.enabled
     exposed = AdminAccess.from_settings(web_settings(), "0.0.0.0")
     assert not exposed.enabled and "SYNCSVC_ADMIN_TOKEN" in exposed.reason
-    assert AdminAccess.from_settings(web_settings(), "127.0.0.1") == AdminAccess(True, None)
+    assert AdminAccess.from_settings(web_settings(), "127.0.0.1") == AdminAccess(
+        True, None, hosts=frozenset({"127.0.0.1"})
+    )
     monkeypatch.setenv("SYNCSVC_ADMIN_TOKEN", "s3cret-token")
     assert AdminAccess.from_settings(web_settings(), "0.0.0.0").token == "s3cret-token"
 
@@ -178,3 +180,52 @@ async def test_job_buttons_drive_a_reembedding(conn: AsyncConn, db_url: str) -> 
 
 async def _true(conn: AsyncConn, query: str) -> bool:
     return bool(await scalar(conn, query))
+
+
+async def test_dns_rebinding_is_refused_and_pages_cannot_be_framed(
+    conn: AsyncConn, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SYNCSVC_ADMIN_TOKEN", raising=False)
+    await make_articles(conn, rows=3)
+    await add(conn)
+    await conn.execute(
+        "INSERT INTO syncsvc.queue (target_id, pk, state, last_error) "
+        "SELECT id, '[1]', 'failed', 'boom' FROM syncsvc.targets"
+    )
+    pool = create_pool(db_url, min_size=1, max_size=2)
+    await pool.open()
+    # Tokenless, as 'serve-admin' on 127.0.0.1 builds it.
+    access = AdminAccess.from_settings(web_settings(), "127.0.0.1")
+    app = create_app(pool, web_settings(), access)
+    transport = httpx.ASGITransport(app=app)
+    failed = "SELECT count(*) FROM syncsvc.queue WHERE state = 'failed'"
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://evil.example") as evil:
+            # evil.example resolves to 127.0.0.1: the browser sends its own name and origin.
+            attack = await evil.post(
+                "/admin/retry-failed", headers={"Origin": "http://evil.example"}
+            )
+            assert attack.status_code == 421
+            assert (await evil.get("/admin")).status_code == 421
+            assert await scalar(conn, failed) == 1
+            assert (await evil.get("/healthz")).status_code == 200  # probes answer any name
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as ok:
+            page = await ok.get("/admin")
+            assert page.status_code == 200
+            for response in (page, await ok.get("/metrics"), await ok.get("/healthz")):
+                assert response.headers["x-frame-options"] == "DENY"
+                assert response.headers["content-security-policy"] == "frame-ancestors 'none'"
+                assert response.headers["x-content-type-options"] == "nosniff"
+            retry = await ok.post(
+                "/admin/retry-failed", headers={"Origin": "http://127.0.0.1:8080"}
+            )
+            assert retry.status_code == 303
+            assert await scalar(conn, failed) == 0
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8080") as ok:
+            assert (await ok.get("/admin")).status_code == 200
+    finally:
+        await pool.close()
+    listed = AdminAccess.from_settings(
+        web_settings(admin_allowed_hosts=["ops.example.com"]), "127.0.0.1"
+    )
+    assert listed.hosts == frozenset({"ops.example.com", "127.0.0.1"})

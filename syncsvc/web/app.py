@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, quote
 from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -24,6 +25,7 @@ from starlette.responses import (
     Response,
 )
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from syncsvc import metrics, sqlfiles, statements
 from syncsvc.database import AsyncConn
@@ -104,10 +106,19 @@ async def index(request: Request) -> Response:
     return PlainTextResponse("syncsvc: /metrics /healthz /readyz\n")
 
 
+def _host_refused(access: AdminAccess, request: Request) -> Response | None:
+    if access.host_allowed(request):
+        return None
+    logger.warning("admin request for host %r refused", request.headers.get("host"))
+    return PlainTextResponse("host not allowed (add it to admin_allowed_hosts)\n", status_code=421)
+
+
 def _denied(request: Request) -> Response | None:
     access = _state(request).access
     if not access.enabled:
         return PlainTextResponse(access.reason + "\n", status_code=404)
+    if (refused := _host_refused(access, request)) is not None:
+        return refused
     if not access.authorized(request):
         if request.method == "GET":
             return RedirectResponse("/login", status_code=303)
@@ -133,6 +144,8 @@ async def login(request: Request) -> Response:
     access = _state(request).access
     if not access.enabled:
         return PlainTextResponse(access.reason + "\n", status_code=404)
+    if (refused := _host_refused(access, request)) is not None:
+        return refused
     if access.token is None:
         return RedirectResponse("/admin", status_code=303)
     if request.method == "GET":
@@ -240,6 +253,7 @@ def create_app(
 ) -> Starlette:
     """The Starlette application; the caller owns (opens and closes) ``pool``."""
     app = Starlette(
+        middleware=[Middleware(SecurityHeaders)],
         routes=[
             Route("/", index),
             Route("/healthz", healthz),
@@ -252,7 +266,35 @@ def create_app(
             Route("/admin/jobs/start", start_job, methods=["POST"]),
             Route("/admin/jobs/{job:int}/{action}", job_action, methods=["POST"]),
             Route("/admin/promote", promote, methods=["POST"]),
-        ]
+        ],
     )
     app.state.web = WebState(pool, settings, access, daemon, refresh_seconds)
     return app
+
+
+SECURITY_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    # Not no-referrer: browsers then send "Origin: null", and the same-origin check refuses forms.
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    """ASGI middleware: no page of ours may be framed (clickjacking) or content-sniffed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -32,13 +32,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_name(header: str) -> str:
+    """The host of a ``Host`` header, without port or IPv6 brackets, lower-cased."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0].lower()
+    return header.rpartition(":")[0].lower() if header.count(":") == 1 else header.lower()
+
+
 @dataclass(frozen=True)
 class AdminAccess:
-    """Whether the admin page is served, and the token it demands (None: loopback only)."""
+    """Whether the admin page is served, and the token it demands (None: loopback only).
+
+    ``hosts`` are the ``Host`` names the page answers to besides loopback ones: the bound
+    address and ``admin_allowed_hosts``. Without a token every other name is refused, so a
+    DNS-rebinding page (evil.example resolving to 127.0.0.1) cannot reach the buttons.
+    """
 
     enabled: bool
     token: str | None
     reason: str = ""
+    hosts: frozenset[str] = frozenset()
+    hosts_configured: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, host: str) -> AdminAccess:
@@ -52,7 +66,15 @@ class AdminAccess:
                 f"the admin page needs a token when bound to {host}: "
                 f"set {settings.admin_token_env}",
             )
-        return cls(True, token)
+        allowed = frozenset(h.lower() for h in settings.admin_allowed_hosts)
+        return cls(True, token, hosts=allowed | {host.lower()}, hosts_configured=bool(allowed))
+
+    def host_allowed(self, request: Request) -> bool:
+        name = host_name(request.headers.get("host", ""))
+        if name in self.hosts or (is_loopback(name) and not self.hosts_configured):
+            return True
+        # Behind a token the name alone proves nothing either way, unless a list was given.
+        return self.token is not None and not self.hosts_configured
 
     def authorized(self, request: Request) -> bool:
         if not self.enabled:
