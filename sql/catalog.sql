@@ -37,8 +37,10 @@ UPDATE syncsvc.targets SET paused_reason = %(reason)s, paused_at = now()
 WHERE id = %(id)s AND paused_reason IS DISTINCT FROM %(reason)s;
 
 -- name: resume_targets --
+-- At daemon start: retry what syncsvc paused itself (a fixed key, a fixed table); an
+-- operator's 'target pause' stays until 'target resume'.
 UPDATE syncsvc.targets SET paused_reason = NULL, paused_at = NULL
-WHERE paused_reason IS NOT NULL
+WHERE paused_reason IS NOT NULL AND NOT paused_by_operator
 RETURNING name;
 
 -- name: find_table --
@@ -71,3 +73,10 @@ JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 WHERE i.indrelid = %(oid)s::regclass AND i.indisunique AND i.indpred IS NULL
 GROUP BY i.indexrelid
 HAVING bool_and(a.attnotnull);
+
+-- name: capture_errors --
+-- The newest capture error of each running target (paused ones already say why).
+SELECT DISTINCT ON (e.target_id) e.target_id, t.name, e.operation, e.error
+FROM syncsvc.capture_errors e JOIN syncsvc.targets t ON t.id = e.target_id
+WHERE t.paused_reason IS NULL
+ORDER BY e.target_id, e.id DESC;

@@ -20,7 +20,7 @@ import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from psycopg_pool import PoolTimeout
 
-from syncsvc import backfill, indexes, sqlfiles
+from syncsvc import backfill, drift, indexes, sqlfiles
 from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
 from syncsvc.listener import Listener
@@ -184,36 +184,50 @@ class Daemon:
         self.schedules.install()
         self.scheduler.start()
 
-    async def sweep(self) -> int:
-        """Enqueue missing or stale rows of every target; returns how many were enqueued."""
+    async def sweep(self, target_id: int | None = None) -> int:
+        """Enqueue missing or stale rows of every running target (or one); returns how many.
+
+        A target whose table is gone or changed shape is paused with the cause; the others
+        are swept all the same.
+        """
         enqueued = 0
         async with self.pool.connection() as conn:
+            await drift.pause_for_capture_errors(conn)
             for target in await load_targets(conn):
-                result = await sweep_target(
-                    conn, target, chunk_rows=self.settings.worker.sweep_chunk_rows
-                )
+                if target.paused_reason is not None or target_id not in (None, target.id):
+                    continue
+                try:
+                    result = await sweep_target(
+                        conn, target, chunk_rows=self.settings.worker.sweep_chunk_rows
+                    )
+                except psycopg.Error as exc:
+                    if not drift.is_target_fault(exc):
+                        raise
+                    reason = await drift.diagnose(conn, target, exc)
+                    await conn.execute(
+                        sqlfiles.query("catalog", "pause_target"),
+                        {"id": target.id, "reason": reason},
+                    )
+                    logger.error("pausing target %s: %s", target.name, reason)
+                    continue
                 enqueued += result.enqueued
         if enqueued:
             self.wake.set()
         return enqueued
 
     async def _target_watch(self) -> None:
-        """Sweep a target as soon as ``target add`` announces it (other payloads are dropped)."""
+        """React at once to target changes: a new or resumed target is swept, a capture error
+        pauses its target (other payloads are dropped)."""
         while not self.stop_event.is_set():
             channel, payload = await self.listener.payloads.get()
-            if channel != TARGETS_CHANNEL:
+            if channel != TARGETS_CHANNEL or not payload.isdigit():
                 continue
             try:
-                async with self.pool.connection() as conn:
-                    found = [t for t in await load_targets(conn) if str(t.id) == payload]
-                    for target in found:
-                        result = await sweep_target(
-                            conn, target, chunk_rows=self.settings.worker.sweep_chunk_rows
-                        )
-                        logger.info("new target %s: %d rows to embed", target.name, result.enqueued)
+                enqueued = await self.sweep(int(payload))
+                logger.info("target %s changed: %d rows to embed", payload, enqueued)
             except (psycopg.Error, PoolTimeout) as exc:
                 # The scheduled sweep tries again; one target's trouble must not stop the daemon.
-                logger.warning("sweep of new target %s failed: %s", payload, exc)
+                logger.warning("sweep of target %s failed: %s", payload, exc)
             self.wake.set()
 
     async def _active_target_ids(self) -> list[int]:

@@ -97,7 +97,8 @@ def capture_function(target: Target) -> sql.Composed:
 
     It compares OLD and NEW transition rows itself, because PostgreSQL forbids column lists on
     triggers with transition tables: only rows whose embedded columns really changed enqueue.
-    The keys of one statement become one inbox row, which keeps bulk writes cheap.
+    The keys of one statement become one inbox row, which keeps bulk writes cheap. Any error
+    (the table's shape drifted) is logged to ``syncsvc.capture_errors`` instead of raised.
     """
     old_cols = sql.SQL(", ").join(sql.Identifier("o", c) for c in target.columns)
     new_cols = sql.SQL(", ").join(sql.Identifier("n", c) for c in target.columns)
@@ -129,16 +130,25 @@ def capture_function(target: Target) -> sql.Composed:
 CREATE OR REPLACE FUNCTION {name}() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        {ins};
-    ELSIF TG_OP = 'UPDATE' THEN
-        {upd};
-    ELSE
-        {dele};
-    END IF;
-    IF FOUND THEN
-        PERFORM pg_notify({channel}, {tid_text});
-    END IF;
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            {ins};
+        ELSIF TG_OP = 'UPDATE' THEN
+            {upd};
+        ELSE
+            {dele};
+        END IF;
+        IF FOUND THEN
+            PERFORM pg_notify({channel}, {tid_text});
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        -- The table no longer has the shape this function was built for (a column renamed or
+        -- dropped): the application's statement must still succeed. The daemon pauses the
+        -- target with this error; 'syncsvc target repair' rebuilds capture and sweeps.
+        INSERT INTO syncsvc.capture_errors (target_id, operation, error)
+        VALUES ({tid}, TG_OP, SQLERRM);
+        PERFORM pg_notify({targets_channel}, {tid_text});
+    END;
     RETURN NULL;
 END
 $fn$"""
@@ -148,6 +158,8 @@ $fn$"""
         upd=enqueue.format(tid=tid, keys=updated),
         dele=enqueue.format(tid=tid, keys=deleted),
         channel=sql.Literal(QUEUE_CHANNEL),
+        targets_channel=sql.Literal(TARGETS_CHANNEL),
+        tid=tid,
         tid_text=sql.Literal(str(target.id)),
     )
 

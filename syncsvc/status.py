@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
-from syncsvc import sqlfiles, statements
+from syncsvc import drift, sqlfiles, statements
 from syncsvc.catalog import load_targets
 from syncsvc.database import AsyncConn
 
@@ -39,18 +40,28 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
     inbox = {r["target_id"]: r for r in await cur.fetchall()}
     result = []
     for target in await load_targets(conn):
-        cur = await conn.execute(
-            sql.SQL("SELECT count(*) AS n FROM {}").format(statements.source(target))
-        )
-        rows = (await cur.fetchone() or {"n": 0})["n"]
-        generations = []
-        for generation in target.generations:
-            cur = await conn.execute(
-                sql.SQL("SELECT count(*) AS n FROM {} WHERE chunk = 0").format(
-                    statements.vector_table(generation)
-                )
+        problem: str | None = None
+        try:
+            rows = await _count(
+                conn, sql.SQL("SELECT count(*) AS n FROM {}").format(statements.source(target))
             )
-            count = (await cur.fetchone() or {"n": 0})["n"]
+        except psycopg.Error as exc:
+            # A dropped or unreadable table is this target's problem; show it, go on.
+            rows, problem = 0, drift.fault_reason(target, exc)
+        generations: list[dict[str, Any]] = []
+        for generation in target.generations:
+            try:
+                count = await _count(
+                    conn,
+                    sql.SQL("SELECT count(*) AS n FROM {} WHERE chunk = 0").format(
+                        statements.vector_table(generation)
+                    ),
+                )
+            except psycopg.Error as exc:
+                count, problem = (
+                    0,
+                    problem or f"vector table unreadable: {exc.diag.message_primary}",
+                )
             generations.append(
                 {
                     "id": generation.id,
@@ -85,8 +96,16 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
                 active_generation=active.id if active else None,
                 model=active.model if active else None,
                 dimensions=active.dimensions if active else None,
-                paused_reason=target.paused_reason,
+                paused_reason=target.paused_reason or problem,
                 generations=generations,
             )
         )
     return result
+
+
+async def _count(conn: AsyncConn, query: sql.Composed) -> int:
+    # A savepoint (or a transaction of its own): a failure must not abort the caller's.
+    async with conn.transaction():
+        cur = await conn.execute(query)
+        row = await cur.fetchone()
+    return int(row["n"]) if row else 0

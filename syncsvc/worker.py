@@ -11,9 +11,10 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from syncsvc import logs, metrics, sqlfiles, vectors
+from syncsvc import drift, logs, metrics, sqlfiles, vectors
 from syncsvc.catalog import load_targets
 from syncsvc.database import AsyncConn
 from syncsvc.embedder import (
@@ -25,6 +26,7 @@ from syncsvc.embedder import (
     ProviderPaused,
     gather,
 )
+from syncsvc.errors import SyncsvcError
 from syncsvc.models import ClaimedItem, Generation, Target, content_hash
 from syncsvc.providers.base import EmbeddingProvider
 from syncsvc.queue import Failure, Queue
@@ -109,13 +111,29 @@ class Worker:
             try:
                 stats.add(await self._process_target(target, target_items))
             except ProviderPaused as paused:
-                await self._pause(target, paused)
+                await self._pause(target, f"provider refused requests: {paused.error}")
                 await self.queue.release(target_items)
                 stats.released += len(target_items)
+            except SyncsvcError as exc:
+                # E.g. a provider this daemon has no settings for: only this target stops.
+                await self._pause_faulty(target, target_items, str(exc), stats)
+            except psycopg.Error as exc:
+                if not drift.is_target_fault(exc):
+                    raise
+                async with self.pool.connection() as conn:
+                    reason = await drift.diagnose(conn, target, exc)
+                await self._pause_faulty(target, target_items, reason, stats)
         return stats
 
-    async def _pause(self, target: Target, paused: ProviderPaused) -> None:
-        reason = f"provider refused requests: {paused.error}"
+    async def _pause_faulty(
+        self, target: Target, items: list[ClaimedItem], reason: str, stats: RoundStats
+    ) -> None:
+        """Pause the target, and keep its entries queued with the error and a backoff."""
+        await self._pause(target, reason)
+        await self.queue.fail(Failure(item, reason, permanent=False) for item in items)
+        stats.released += len(items)
+
+    async def _pause(self, target: Target, reason: str) -> None:
         logger.error("pausing target %s: %s", target.name, reason)
         async with self.pool.connection() as conn:
             await conn.execute(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncsvc import migrate, targets
+from syncsvc import drift, migrate, targets
 from syncsvc.catalog import load_targets
 from syncsvc.cli.context import STATE, console, with_connection
 from syncsvc.database import AsyncConn
@@ -25,6 +25,24 @@ def _split(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def _template(text: str) -> str:
+    """Interpret ``\\n``, ``\\t`` and ``\\\\`` as a shell user means them; every other
+    character, any Unicode, stays exactly as written."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 @with_connection
@@ -73,7 +91,7 @@ def add(
         model=model,
         dimensions=dimensions,
         provider=provider,
-        template=template.encode().decode("unicode_escape") if template else None,
+        template=_template(template) if template else None,
         pk=_split(pk),
         metric=metric,
         options={"sparse": True} if sparse else {},
@@ -139,3 +157,76 @@ def remove(
 ) -> None:
     """Drop a target's triggers (and its vectors unless --keep-vectors)."""
     _remove(name, keep_vectors)
+
+
+@with_connection
+async def _pause(conn: AsyncConn, name: str, reason: str) -> None:
+    await drift.pause(conn, name, reason)
+    console.print(f"target {name} paused: {reason}", highlight=False)
+
+
+@target_app.command("pause")
+def pause(
+    name: str,
+    reason: Annotated[str, typer.Option("--reason")] = "paused by an operator",
+) -> None:
+    """Stop embedding a target; its changes keep being captured."""
+    _pause(name, reason)
+
+
+@with_connection
+async def _resume(conn: AsyncConn, name: str) -> None:
+    previous = await drift.resume(conn, name)
+    was = f" (was: {previous})" if previous else " (it was not paused)"
+    console.print(f"target {name} resumed{was}", highlight=False)
+
+
+@target_app.command("resume")
+def resume(name: str) -> None:
+    """Embed a paused target again; running daemons pick it up at once."""
+    _resume(name)
+
+
+@with_connection
+async def _check(conn: AsyncConn, name: str) -> None:
+    from syncsvc.catalog import get_target
+
+    target = await get_target(conn, name)
+    problems = await drift.check(conn, target)
+    if not problems:
+        paused = f"; paused: {target.paused_reason}" if target.paused_reason else ""
+        console.print(f"target {name} matches its table{paused}", highlight=False)
+        return
+    for problem in problems:
+        console.print(f"[red]{problem}[/]", highlight=False)
+    raise typer.Exit(1)
+
+
+@target_app.command("check")
+def check(name: str) -> None:
+    """Compare a target with its table's current shape (exit 1 on drift)."""
+    _check(name)
+
+
+@with_connection
+async def _repair(
+    conn: AsyncConn, name: str, columns: tuple[str, ...] | None, template: str | None
+) -> None:
+    target = await drift.repair(conn, name, columns=columns, template=template)
+    console.print(
+        f"target {name} repaired: capture rebuilt for {', '.join(target.columns)}; resumed, "
+        "rows whose text changed are re-embedded",
+        highlight=False,
+    )
+
+
+@target_app.command("repair")
+def repair(
+    name: str,
+    columns: Annotated[
+        str | None, typer.Option("--columns", help="The embedded columns' new names.")
+    ] = None,
+    template: Annotated[str | None, typer.Option("--template")] = None,
+) -> None:
+    """Rebuild a target's capture after DDL on its table, then resume it."""
+    _repair(name, _split(columns), _template(template) if template else None)

@@ -1,0 +1,84 @@
+"""Drift: capture never fails the application; pausing and resuming a target from SQL.
+
+* ``syncsvc.capture_errors``: an append-only log a capture trigger writes when the tracked
+  table no longer has the shape it was compiled for (a renamed or dropped column). The
+  application's statement goes on; the daemon pauses the target with that reason and the rows
+  are found again by the sweep after ``syncsvc target repair``. Append-only, so concurrent
+  application transactions never wait on each other's row lock.
+* ``syncsvc.pause_target(name, reason)`` / ``syncsvc.resume_target(name)``: the one
+  implementation behind the CLI, Python and the admin page. Both notify the daemons.
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+UPGRADE = r"""
+-- An operator's pause survives daemon restarts; pauses syncsvc made itself are retried then.
+ALTER TABLE syncsvc.targets ADD COLUMN paused_by_operator boolean NOT NULL DEFAULT false;
+
+CREATE TABLE syncsvc.capture_errors (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    target_id  integer NOT NULL REFERENCES syncsvc.targets (id) ON DELETE CASCADE,
+    operation  text NOT NULL,
+    error      text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE FUNCTION syncsvc.pause_target(target text, reason text DEFAULT 'paused by an operator')
+    RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE syncsvc.targets SET paused_reason = reason, paused_at = now(), paused_by_operator = true
+    WHERE name = target;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no target named %', target USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM pg_notify('syncsvc_targets', (SELECT id::text FROM syncsvc.targets WHERE name = target));
+END
+$$;
+
+CREATE FUNCTION syncsvc.resume_target(target text) RETURNS text
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    previous text;
+    tid integer;
+BEGIN
+    SELECT id, paused_reason INTO tid, previous FROM syncsvc.targets WHERE name = target
+        FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no target named %', target USING ERRCODE = 'no_data_found';
+    END IF;
+    UPDATE syncsvc.targets SET paused_reason = NULL, paused_at = NULL, paused_by_operator = false
+    WHERE id = tid;
+    DELETE FROM syncsvc.capture_errors WHERE target_id = tid;
+    -- Entries that waited out a backoff while the target was broken go again now.
+    UPDATE syncsvc.queue SET next_attempt_at = now() WHERE target_id = tid AND state = 'pending';
+    PERFORM pg_notify('syncsvc_targets', tid::text);
+    RETURN previous;
+END
+$$;
+"""
+
+DOWNGRADE = r"""
+DROP FUNCTION syncsvc.resume_target(text);
+DROP FUNCTION syncsvc.pause_target(text, text);
+DROP TABLE syncsvc.capture_errors;
+ALTER TABLE syncsvc.targets DROP COLUMN paused_by_operator;
+"""
+
+
+def upgrade() -> None:
+    op.execute(UPGRADE)
+
+
+def downgrade() -> None:
+    op.execute(DOWNGRADE)
