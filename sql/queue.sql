@@ -35,10 +35,18 @@ ON CONFLICT (target_id, pk) DO UPDATE SET
 SELECT EXISTS (SELECT 1 FROM syncsvc.inbox) AS waiting;
 
 -- name: expire_leases --
--- Work held by a daemon that died (kill -9, lost connection) becomes claimable again.
+-- Work held by a daemon that died (kill -9, lost connection) becomes claimable again: when its
+-- lease ran out, or at once when no session of its daemon is connected any more (each daemon's
+-- connections carry 'syncsvc <tag>' as application_name, the tag ending its holder id). The
+-- grace covers a claim committed just before its daemon's first connection shows.
 UPDATE syncsvc.queue
 SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
-WHERE state = 'in_flight' AND lease_until < now();
+WHERE state = 'in_flight'
+  AND (lease_until < now()
+       OR (updated_at < now() - make_interval(secs => %(grace_seconds)s)
+           AND regexp_replace(split_part(worker, '/', 1), '^.*:', '') NOT IN (
+               SELECT substr(a.application_name, 9) FROM pg_stat_activity a
+               WHERE a.datname = current_database() AND a.application_name LIKE 'syncsvc %%')));
 
 -- name: claim --
 -- A round holds one priority only: a live edit is not held up by the backfill rows that would
@@ -74,7 +82,15 @@ RETURNING q.target_id, q.pk, q.seq, q.attempts, q.enqueued_at, q.priority;
 -- name: renew_leases --
 UPDATE syncsvc.queue
 SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
-WHERE starts_with(worker, %(worker)s || '/') AND state = 'in_flight';
+WHERE worker = ANY(%(holders)s) AND state = 'in_flight';
+
+-- name: release_orphans --
+-- This daemon's entries that no round of it holds any more (a round whose release was lost
+-- with the database connection): pending again at once, no attempt spent.
+UPDATE syncsvc.queue
+SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
+WHERE starts_with(worker, %(worker)s || '/') AND state = 'in_flight'
+  AND NOT worker = ANY(%(holders)s);
 
 -- name: complete --
 -- Done with these entries, unless the row was edited meanwhile (seq moved): then the entry

@@ -23,6 +23,7 @@ from psycopg_pool import PoolTimeout
 from syncsvc import backfill, drift, indexes, sqlfiles
 from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
+from syncsvc.errorlog import RepeatedErrors
 from syncsvc.listener import Listener
 from syncsvc.models import ClaimedItem
 from syncsvc.providers.registry import build_provider
@@ -52,7 +53,12 @@ def _died(task: asyncio.Task[None], stop: asyncio.Event) -> bool:
 
 
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def liveness_tag(daemon_id: str) -> str:
+    """The part of a daemon id its sessions announce (sql/queue.sql expire_leases reads it)."""
+    return daemon_id.rpartition(":")[2]
 
 
 class Daemon:
@@ -72,11 +78,19 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.wake = asyncio.Event()
         self.stats = RoundStats()
+        self.errors = RepeatedErrors()
         self.hooks: list[RoundHook] = []
         self.services: dict[str, Service] = {}
         conf = settings.worker
         # A connection per round (and the live-edit round), plus the claimer, jobs and indexes.
-        self.pool = create_pool(url, min_size=2, max_size=conf.rounds_in_flight + 5)
+        # The application name is this daemon's liveness: while one of its sessions is
+        # connected its claims are its own; once none is, other daemons take them at once.
+        self.pool = create_pool(
+            url,
+            min_size=2,
+            max_size=conf.rounds_in_flight + 5,
+            application_name=f"syncsvc {liveness_tag(self.id)}",
+        )
         self.queue = Queue(
             self.pool,
             self.id,
@@ -227,7 +241,7 @@ class Daemon:
                 logger.info("target %s changed: %d rows to embed", payload, enqueued)
             except (psycopg.Error, PoolTimeout) as exc:
                 # The scheduled sweep tries again; one target's trouble must not stop the daemon.
-                logger.warning("sweep of target %s failed: %s", payload, exc)
+                self.errors.report("sweep of target %s failed", payload, exc=exc)
             self.wake.set()
 
     async def _active_target_ids(self) -> list[int]:
@@ -242,9 +256,10 @@ class Daemon:
                 backoff = 0.5
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 # A database restart or failover must not kill the daemon: wait and retry.
-                logger.warning("database unavailable (%s); retrying in %.1fs", exc, backoff)
+                self.errors.report("database unavailable; retrying", exc=exc)
                 await self._sleep(backoff)
-                backoff = min(30.0, backoff * 2)
+                # Capped low: work resumes within seconds of the database coming back.
+                backoff = min(5.0, backoff * 2)
                 continue
             # Woken by a notification, a finished round (a slot is free) or a stop; the poll
             # interval catches retries coming due and anything a lost notification missed.
@@ -304,13 +319,16 @@ class Daemon:
             stats = await self.worker.process(items)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # A bug or a lost database must not lose rows: give them back, retry later.
-            logger.exception("round of %d entries failed; releasing them", len(items))
+        except Exception as exc:
+            # A bug or a lost database must not lose rows: give them back, retry later. If the
+            # release is lost too, the lease loop gives them back once the database answers.
+            self.errors.report("round of %d entries failed; releasing them", len(items), exc=exc)
             with contextlib.suppress(Exception):
                 await self.queue.release(items)
             await asyncio.sleep(1.0)
             return
+        finally:
+            self.queue.done(items[0].holder)
         self.stats.add(stats)
         for hook in self.hooks:
             result = hook(stats)
@@ -318,11 +336,14 @@ class Daemon:
                 await result
 
     async def _lease_loop(self) -> None:
-        interval = self.settings.worker.lease_seconds / 3
+        # Often enough that entries orphaned by a lost connection go back within seconds of
+        # the database returning, and a dead daemon's claims are taken over just as fast.
+        interval = min(self.settings.worker.lease_seconds / 3, 5.0)
         while not self.stop_event.is_set():
             await self._sleep(interval)
-            if self._rounds:
-                try:
-                    await self.queue.renew_leases()
-                except (psycopg.OperationalError, PoolTimeout) as exc:
-                    logger.warning("could not renew leases (%s); will retry", exc)
+            try:
+                await self.queue.renew_leases()
+                if await self.queue.expire_leases():
+                    self.wake.set()
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                self.errors.report("could not renew leases; will retry", exc=exc)

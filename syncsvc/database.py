@@ -131,15 +131,18 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 def create_pool(
-    url: str, *, min_size: int = 1, max_size: int = 10
+    url: str, *, min_size: int = 1, max_size: int = 10, application_name: str | None = None
 ) -> AsyncConnectionPool[AsyncConn]:
     """An async pool whose connections all know the pgvector types. Open it with ``await``."""
+    kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
+    if application_name:
+        kwargs["application_name"] = application_name
     return AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         open=False,
         configure=_configure,
-        kwargs={"autocommit": True, "row_factory": dict_row},
+        kwargs=kwargs,
         name="syncsvc",
     )

@@ -45,6 +45,12 @@ HEARTBEAT = Gauge(
     "Unix time of the daemon's last heartbeat; stale means the event loop is stuck.",
     registry=REGISTRY,
 )
+DAEMON_ERRORS = Counter(
+    "syncsvc_daemon_errors_total",
+    "Errors of the daemon's own loops (database away, a round that failed), by exception type.",
+    ["kind"],
+    registry=REGISTRY,
+)
 READY = Gauge("syncsvc_ready", "1 when /readyz would answer 200.", registry=REGISTRY)
 LISTENER_CONNECTED = Gauge(
     "syncsvc_listener_connected", "1 while the LISTEN connection is up.", registry=REGISTRY

