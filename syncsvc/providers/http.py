@@ -53,9 +53,14 @@ AUTH_CODES = frozenset(
 MAX_RETRY_AFTER = 60.0
 _REQUEST_ID_HEADERS = ("x-request-id", "x-dashscope-request-id", "req-id")
 _MESSAGE_LIMIT = 500
-_CONFIG_WORDS = ("model", "dimension", "encoding_format", "url", "not found")
+_CONFIG_WORDS = ("model", "dimension", "encoding_format", "url", "not found", "batch size")
 """A 400 naming one of these is about the request's settings, not one input: bisecting cannot
 help and would fail every row, so it pauses the target like an auth error instead."""
+INPUT_CODES = frozenset({"DataInspectionFailed", "data_inspection_failed"})
+_INPUT_WORDS = ("input", "content", "text", "token")
+"""Only a 400 that says it is about the inputs fails rows. Anything else (a bare 400, an
+unknown code: a key pasted with a trailing CR, a gateway's own rule) is a configuration fault
+that every request would hit: the target pauses with the API's message."""
 
 
 @functools.cache
@@ -245,8 +250,11 @@ def classify(
         kind = ErrorKind.RETRYABLE
     elif 400 <= status < 500:
         lowered = message.lower()
-        config = code != "DataInspectionFailed" and any(w in lowered for w in _CONFIG_WORDS)
-        kind = ErrorKind.AUTH if config else ErrorKind.BAD_INPUT
+        config = any(w in lowered for w in _CONFIG_WORDS)
+        about_input = code in INPUT_CODES or (
+            not config and any(w in lowered for w in _INPUT_WORDS)
+        )
+        kind = ErrorKind.BAD_INPUT if about_input else ErrorKind.AUTH
     else:
         kind = ErrorKind.RETRYABLE
     return ProviderError(

@@ -84,7 +84,10 @@ def build_provider(name: str, settings: Settings) -> EmbeddingProvider:
     profile = provider_profile(name, settings)
     if profile.protocol is Protocol.LOCAL:
         return LocalHashProvider(name, profile)
-    api_key = os.environ.get(profile.api_key_env) if profile.api_key_env else None
+    # A key pasted with a trailing newline or CR is never valid: the API would answer a bare 400.
+    api_key = (
+        (os.environ.get(profile.api_key_env) or "").strip() or None if profile.api_key_env else None
+    )
     missing = None
     if not api_key and profile.name not in KEYLESS_PROFILES:
         missing = profile.api_key_env or "(no api_key_env configured)"

@@ -1,0 +1,134 @@
+"""Recovery without waiting out leases: a database restart mid-backfill, and a daemon killed
+with -9 while another runs. Leases are the default 120 s; recovery must take seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from syncsvc import migrate, targets
+from syncsvc.database import AsyncConn, aconnect
+from tests.conftest import Cluster, Deployment
+from tests.helpers import fast_settings, running_daemon, scalar, wait_for
+
+ROWS = 20_000
+
+
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[Cluster]:
+    """A server of its own: restarting it must not cut the other tests' sessions."""
+    cluster = Cluster(None)
+    yield cluster
+    cluster.stop()
+
+
+async def _setup(conn: AsyncConn) -> None:
+    for table, rows in (("docs", ROWS), ("notes", 10)):
+        await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, body text)")
+        await conn.execute(
+            f"INSERT INTO {table} SELECT i, 'document ' || i || ' about ' || (i %% 97) "
+            "FROM generate_series(1, %s) i",
+            (rows,),
+        )
+        spec = targets.TargetSpec(
+            name=table, table=table, columns=("body",), model="local-hash", dimensions=64
+        )
+        await targets.add_target(conn, fast_settings(), spec)
+
+
+async def _done(conn: AsyncConn, table: str, rows: int) -> bool:
+    return bool(
+        await scalar(conn, f"SELECT count(*) = %s FROM syncsvc.{table}_embeddings", (rows,))
+    )
+
+
+async def test_database_restart_mid_backfill_recovers_in_seconds(own_cluster: Cluster) -> None:
+    made: Deployment = own_cluster.deployment("restart_mid_backfill", migrated=False)
+    await asyncio.to_thread(migrate.upgrade, made.owner)
+    async with await aconnect(made.owner) as conn:
+        await _setup(conn)
+    settings = fast_settings(lease_seconds=120, claim_size=100, poll_interval_seconds=0.5)
+    async with running_daemon(made.owner, settings):
+        async with await aconnect(made.owner) as conn:
+            await wait_for(lambda: _some_done(conn), timeout=30, interval=0.02)
+        await asyncio.to_thread(own_cluster.restart, 2.0)
+        restarted = time.monotonic()
+        async with await aconnect(made.owner) as conn:
+            await wait_for(lambda: _done(conn, "docs", ROWS), timeout=30)
+            await wait_for(lambda: _done(conn, "notes", 10), timeout=5)
+            assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue") == 0
+    assert time.monotonic() - restarted < 30
+
+
+async def _some_done(conn: AsyncConn) -> bool:
+    count = await scalar(conn, "SELECT count(*) FROM syncsvc.docs_embeddings")
+    return bool(0 < count < ROWS // 2)
+
+
+def _daemon(url: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "SYNCSVC_DATABASE_URL": url,
+        "SYNCSVC_WORKER__LEASE_SECONDS": "120",
+        "SYNCSVC_WORKER__POLL_INTERVAL_SECONDS": "0.5",
+        "SYNCSVC_WORKER__CLAIM_SIZE": "200",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "syncsvc", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_kill_9_of_one_daemon_is_taken_over_by_the_other(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        asyncio.run(_setup_sync(db_url))
+        survivor = _daemon(db_url)
+        victim = _daemon(db_url)
+        try:
+            held = f"%:{victim.pid}:%"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT count(*) FROM syncsvc.queue WHERE state = 'in_flight' "
+                    "AND worker LIKE %s",
+                    (held,),
+                ).fetchone()
+                if row and row[0] > 0:
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the victim never held any entries")
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+            killed = time.monotonic()
+            # Its claims are someone else's within seconds, not after the 120 s lease.
+            while time.monotonic() - killed < 30:
+                row = conn.execute(
+                    "SELECT (SELECT count(*) FROM syncsvc.docs_embeddings), "
+                    "(SELECT count(*) FROM syncsvc.queue)"
+                ).fetchone()
+                if row == (ROWS, 0):
+                    break
+                time.sleep(0.2)
+            assert row == (ROWS, 0), f"after {time.monotonic() - killed:.0f}s: {row}"
+            assert survivor.poll() is None
+        finally:
+            for proc in (survivor, victim):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(30)
+
+
+async def _setup_sync(url: str) -> None:
+    async with await aconnect(url) as conn:
+        await _setup(conn)
