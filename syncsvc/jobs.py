@@ -78,6 +78,14 @@ class Job:
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    target_paused: str | None = None
+
+    @property
+    def blocked(self) -> str | None:
+        """Why an unfinished job makes no progress: its target is paused."""
+        if self.target_paused is None or self.state not in (JobState.PENDING, JobState.RUNNING):
+            return None
+        return f"blocked: target paused ({self.target_paused})"
 
     @property
     def fraction(self) -> float:
@@ -90,6 +98,8 @@ class Job:
         """Seconds left at the recent rate (None when unknown or not running)."""
         if self.state is not JobState.RUNNING or not self.rate or self.total_rows is None:
             return None
+        if self.blocked:
+            return None
         return max(0.0, self.total_rows - self.done_rows) / self.rate
 
     def as_dict(self) -> dict[str, Any]:
@@ -97,6 +107,7 @@ class Job:
         out["state"] = self.state.value
         out["fraction"] = round(self.fraction, 4)
         out["eta_seconds"] = self.eta_seconds
+        out["blocked"] = self.blocked
         return out
 
 
@@ -144,6 +155,7 @@ def _job(row: dict[str, Any]) -> Job:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        target_paused=row.get("target_paused"),
     )
 
 

@@ -232,3 +232,18 @@ async def test_pause_and_resume_from_cli_and_sql(conn: AsyncConn, deployment: De
         await wait_for(lambda: _is(conn, "docs", 10, "title 10\n\nbody 10"), timeout=10)
     code, out = await asyncio.to_thread(cli, deployment.owner, "target", "resume", "nope")
     assert code == 1 and "no target named 'nope'" in out
+
+
+async def test_a_job_of_a_paused_target_says_it_is_blocked(conn: AsyncConn) -> None:
+    from syncsvc import jobs
+
+    await _setup(conn)
+    job = await jobs.request_reembed(
+        conn, fast_settings(), "docs", model="local-hash", dimensions=128
+    )
+    await drift.pause(conn, "docs", "provider refused requests: 401 InvalidApiKey")
+    shown = await jobs.get_job(conn, job.id)
+    assert shown.blocked == "blocked: target paused (provider refused requests: 401 InvalidApiKey)"
+    assert shown.eta_seconds is None and shown.as_dict()["blocked"] == shown.blocked
+    await drift.resume(conn, "docs")
+    assert (await jobs.get_job(conn, job.id)).blocked is None

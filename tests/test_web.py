@@ -229,3 +229,28 @@ async def test_dns_rebinding_is_refused_and_pages_cannot_be_framed(
         web_settings(admin_allowed_hosts=["ops.example.com"]), "127.0.0.1"
     )
     assert listed.hosts == frozenset({"ops.example.com", "127.0.0.1"})
+
+
+async def test_pause_and_resume_buttons(conn: AsyncConn, db_url: str) -> None:
+    await make_articles(conn, rows=3)
+    await add(conn)
+    pool = create_pool(db_url, min_size=1, max_size=2)
+    await pool.open()
+    app = create_app(pool, web_settings(), AdminAccess(True, None))
+    transport = httpx.ASGITransport(app=app)
+    paused = "SELECT paused_reason FROM syncsvc.targets WHERE name = 'articles'"
+    origin = {"Origin": "http://127.0.0.1"}
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            page = (await client.get("/admin")).text
+            assert 'action="/admin/targets/pause"' in page
+            done = await client.post(
+                "/admin/targets/pause", data={"target": "articles"}, headers=origin
+            )
+            assert done.status_code == 303 and "paused" in done.headers["location"]
+            assert await scalar(conn, paused) == "paused by an operator"
+            assert 'action="/admin/targets/resume"' in (await client.get("/admin")).text
+            await client.post("/admin/targets/resume", data={"target": "articles"}, headers=origin)
+            assert await scalar(conn, paused) is None
+    finally:
+        await pool.close()

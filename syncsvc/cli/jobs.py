@@ -146,7 +146,7 @@ async def _list(conn: AsyncConn, as_json: bool, open_only: bool) -> None:
             str(j.tokens),
             f"${j.cost:.4f}",
             _duration(j.eta_seconds),
-            j.error or "",
+            j.blocked or j.error or "",
         )
     console.print(table)
 

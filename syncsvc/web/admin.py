@@ -120,6 +120,8 @@ def _targets(data: PageData) -> str:
         retry = (
             _button("/admin/retry-failed", "Retry failed", {"target": t.target}) if t.failed else ""
         )
+        toggle = "resume" if t.paused_reason else "pause"
+        retry += _button(f"/admin/targets/{toggle}", toggle.capitalize(), {"target": t.target})
         rows.append(
             f'<tr data-target="{_e(t.target)}"><td>{_e(t.target)}</td><td>{_e(t.table)}</td>'
             f'<td class="n">{t.rows}</td><td class="n">{t.embedded}</td>'

@@ -27,7 +27,7 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from syncsvc import metrics, sqlfiles, statements
+from syncsvc import drift, metrics, sqlfiles, statements
 from syncsvc.database import AsyncConn
 from syncsvc.errors import SyncsvcError
 from syncsvc.settings import Settings
@@ -216,6 +216,15 @@ async def _perform(
         )
     if what == "job":
         return await jobs.control(conn, int(path["job"]), path["action"])
+    if what == "target":
+        target, action = form["target"], path["action"]
+        if action == "pause":
+            await drift.pause(conn, target)
+            return f"target {target} paused"
+        if action == "resume":
+            previous = await drift.resume(conn, target)
+            return f"target {target} resumed" + (f" (was: {previous})" if previous else "")
+        raise ValueError(f"unknown target action {action!r}")
     if what == "promote":
         return await jobs.promote(conn, form["target"], int(form["generation"]))
     raise ValueError(f"unknown action {what!r}")
@@ -231,6 +240,10 @@ async def start_job(request: Request) -> Response:
 
 async def job_action(request: Request) -> Response:
     return await _act(request, "job")
+
+
+async def target_action(request: Request) -> Response:
+    return await _act(request, "target")
 
 
 async def promote(request: Request) -> Response:
@@ -266,6 +279,7 @@ def create_app(
             Route("/admin/jobs/start", start_job, methods=["POST"]),
             Route("/admin/jobs/{job:int}/{action}", job_action, methods=["POST"]),
             Route("/admin/promote", promote, methods=["POST"]),
+            Route("/admin/targets/{action}", target_action, methods=["POST"]),
         ],
     )
     app.state.web = WebState(pool, settings, access, daemon, refresh_seconds)

@@ -71,7 +71,7 @@ async def list_jobs(conn: AsyncConn) -> list[JobView] | None:
             progress=float(job.fraction),
             cost=float(job.cost),
             eta_seconds=job.eta_seconds,
-            error=job.error,
+            error=job.blocked or job.error,
         )
         for job in await module.list_jobs(conn)
     ]
