@@ -20,12 +20,13 @@ import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from psycopg_pool import PoolTimeout
 
-from syncsvc import backfill, drift, indexes, sqlfiles
+from syncsvc import backfill, drift, indexes, probe, sqlfiles
 from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
+from syncsvc.embedder import Embedder
 from syncsvc.errorlog import RepeatedErrors
 from syncsvc.listener import Listener
-from syncsvc.models import ClaimedItem
+from syncsvc.models import ClaimedItem, Generation
 from syncsvc.providers.registry import build_provider
 from syncsvc.queue import LIVE_PRIORITY, Queue, RetryStrategy
 from syncsvc.schedule import ScheduledRunner
@@ -113,7 +114,12 @@ class Daemon:
         self.started = asyncio.Event()
         self.add_service("indexes", indexes.index_service)
         self.add_service("jobs", backfill.run)
+        self.add_service("probe", probe.probe_service)
         self.schedules = ScheduledRunner(self)
+
+    def embedder_for(self, generation: Generation) -> Embedder:
+        """The embedder rounds use for ``generation`` (its provider, budget and limits)."""
+        return self.worker.embedder(generation)
 
     def add_service(self, name: str, service: Service) -> None:
         """Run ``service(daemon)`` as a supervised task named ``syncsvc-<name>``.

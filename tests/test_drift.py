@@ -247,3 +247,39 @@ async def test_a_job_of_a_paused_target_says_it_is_blocked(conn: AsyncConn) -> N
     assert shown.eta_seconds is None and shown.as_dict()["blocked"] == shown.blocked
     await drift.resume(conn, "docs")
     assert (await jobs.get_job(conn, job.id)).blocked is None
+
+
+class _KeyProvider(LocalHashProvider):
+    """Refuses every request with 401 until the operator 'fixes the key'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revoked = True
+
+    async def embed(self, request: Any) -> Any:
+        from syncsvc.providers.base import ErrorKind, ProviderError
+
+        if self.revoked:
+            raise ProviderError(
+                ErrorKind.AUTH, "Invalid API-key provided.", code="InvalidApiKey", status=401
+            )
+        return await super().embed(request)
+
+
+async def test_a_target_paused_by_the_provider_resumes_once_the_key_works(
+    conn: AsyncConn, deployment: Deployment
+) -> None:
+    from syncsvc import probe
+
+    await _setup(conn)
+    provider = _KeyProvider()
+    async with running_daemon(deployment.owner, provider=provider) as daemon:
+        await wait_for(lambda: _paused(conn, "docs"), timeout=10)
+        reason = await _paused(conn, "docs")
+        assert reason is not None and reason.startswith(probe.PROVIDER_PAUSE)
+        assert await probe.probe_once(daemon) == []  # still refused: stays paused
+        assert await _paused(conn, "docs") == reason
+        provider.revoked = False  # the operator fixed the key; nothing else
+        assert sorted(await probe.probe_once(daemon)) == ["docs", "notes"]
+        await wait_for(lambda: _is(conn, "docs", 10, "title 10\n\nbody 10"), timeout=10)
+        await wait_for(lambda: _is(conn, "notes", 10, "title 10\n\nbody 10"), timeout=10)
