@@ -145,8 +145,8 @@ class JobRunner:
     @staticmethod
     async def _count_rows(conn: AsyncConn, target: Target) -> int:
         cur = await conn.execute(
-            sql.SQL("SELECT count(*) AS n FROM {} s WHERE {} ~ '\\S'").format(
-                statements.source(target), statements.input_expr(target, "s")
+            sql.SQL("SELECT count(*) AS n FROM {} s WHERE {}").format(
+                statements.source(target), statements.has_text(target, "s")
             )
         )
         row = await cur.fetchone()

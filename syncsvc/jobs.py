@@ -277,8 +277,8 @@ async def estimate(
     tokenizer = counter(provider_profile(provider, settings).tokenizer)
     text = statements.input_expr(target, "s")
     cur = await conn.execute(
-        sql.SQL("SELECT count(*) AS n FROM {} s WHERE {} ~ '\\S'").format(
-            statements.source(target), text
+        sql.SQL("SELECT count(*) AS n FROM {} s WHERE {}").format(
+            statements.source(target), statements.has_text(target, "s")
         )
     )
     row = await cur.fetchone()
@@ -292,8 +292,8 @@ async def estimate(
             sql.Literal(percent), sql.Literal(random.randint(1, 1_000_000))
         )
     cur = await conn.execute(
-        sql.SQL("SELECT {} AS input FROM {} s {} WHERE {} ~ '\\S'").format(
-            text, statements.source(target), sample, text
+        sql.SQL("SELECT {} AS input FROM {} s {} WHERE {}").format(
+            text, statements.source(target), sample, statements.has_text(target, "s")
         )
     )
     counted = [tokenizer.count(r["input"]) for r in await cur.fetchall()]

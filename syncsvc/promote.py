@@ -61,15 +61,16 @@ async def coverage(conn: AsyncConn, target: Target, generation: Generation) -> C
     cur = await conn.execute(
         sql.SQL(
             """WITH src AS (
-                   SELECT {s_json} AS pk, {input} AS input, v.content_hash
+                   SELECT {s_json} AS pk, {input} AS input, {has_text} AS has_text,
+                          v.content_hash
                    FROM {source} s LEFT JOIN {table} v ON {match} AND v.chunk = 0
                ), stale AS (
                    SELECT pk FROM src
-                   WHERE input ~ '\\S'
+                   WHERE has_text
                      AND content_hash IS DISTINCT FROM syncsvc.content_hash({key}, input)
                )
-               SELECT (SELECT count(*) FROM src WHERE input ~ '\\S') AS rows,
-                      (SELECT count(*) FROM src WHERE input ~ '\\S') - (SELECT count(*) FROM stale)
+               SELECT (SELECT count(*) FROM src WHERE has_text) AS rows,
+                      (SELECT count(*) FROM src WHERE has_text) - (SELECT count(*) FROM stale)
                           AS current,
                       (SELECT count(*) FROM stale x WHERE EXISTS
                           (SELECT 1 FROM syncsvc.queue q WHERE q.target_id = {tid}
@@ -81,6 +82,7 @@ async def coverage(conn: AsyncConn, target: Target, generation: Generation) -> C
         ).format(
             s_json=statements.pk_json(target, "s"),
             input=statements.input_expr(target, "s"),
+            has_text=statements.has_text(target, "s"),
             source=statements.source(target),
             table=statements.vector_table(generation),
             match=statements.pk_equals(target, "s", "v"),

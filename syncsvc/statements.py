@@ -55,6 +55,15 @@ def input_expr(target: Target, alias: str) -> sql.Composed:
     return sql.SQL("concat({})").format(sql.SQL(", ").join(args))
 
 
+def has_text(target: Target, alias: str) -> sql.Composed:
+    """Whether a row has anything to embed: its embedded columns (never the template's
+    literals) hold some visible character. ``syncsvc.has_text`` is the one definition."""
+    fields = sql.SQL(", ").join(
+        sql.SQL("{}::text").format(sql.Identifier(alias, c)) for c in target.columns
+    )
+    return sql.SQL("syncsvc.has_text(concat({}))").format(fields)
+
+
 def pk_columns(target: Target, alias: str) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(alias, c) for c in target.pk_columns)
 

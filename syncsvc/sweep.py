@@ -54,12 +54,12 @@ def chunk_statement(
     desc = sql.SQL(" DESC, ").join(sql.Identifier("x", c) for c in target.pk_columns)
     return sql.SQL(
         """WITH chunk AS (
-               SELECT {cols}, {input} AS input FROM {source} s {after}
+               SELECT {cols}, {input} AS input, {has_text} AS has_text FROM {source} s {after}
                ORDER BY {cols} LIMIT %(scan)s
            ), stale AS (
                SELECT {c_cols}, {c_json} AS pk FROM chunk c
                LEFT JOIN {table} v ON {v_match} AND v.chunk = 0
-               WHERE c.input ~ '\\S' AND (v.content_hash IS NULL
+               WHERE c.has_text AND (v.content_hash IS NULL
                    OR v.content_hash <> syncsvc.content_hash({key}, c.input))
                ORDER BY {c_cols} LIMIT %(room)s
            ), enqueued AS (
@@ -76,6 +76,7 @@ def chunk_statement(
     ).format(
         cols=cols,
         input=statements.input_expr(target, "s"),
+        has_text=statements.has_text(target, "s"),
         source=statements.source(target),
         after=after,
         c_cols=c_cols,

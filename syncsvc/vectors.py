@@ -8,7 +8,6 @@ overwrite the vector of a newer edit.
 from __future__ import annotations
 
 import asyncio
-import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,8 +19,6 @@ from psycopg.types.json import Jsonb
 from syncsvc import statements
 from syncsvc.database import AsyncConn
 from syncsvc.models import Generation, PkValue, Target
-
-_NON_SPACE = re.compile(r"\S")
 
 SPARSE_DIMENSIONS = 1_000_000
 """Dimension of stored sparse vectors (``sparsevec(1000000)``, migration 0005): it bounds the
@@ -78,11 +75,6 @@ class PackedVector(Vector):
         return f"PackedVector({(len(self._binary) - 4) // 4} dims)"
 
 
-def has_text(text: str) -> bool:
-    """Whether ``text`` is worth embedding (mirrors the SQL ``~ '\\S'`` test)."""
-    return _NON_SPACE.search(text) is not None
-
-
 @dataclass(frozen=True)
 class RowState:
     """What a queue entry's row looks like now."""
@@ -122,13 +114,10 @@ async def read_rows(
     cur = await conn.execute(query, {"pks": [Jsonb(pk) for pk in pks]})
     states = []
     for row in await cur.fetchall():
-        text = row["input"]
-        if text is not None and not has_text(text):
-            text = None  # nothing to embed: treat like a deleted row
         states.append(
             RowState(
                 pk=row["pk"],
-                input=text,
+                input=row["input"],
                 stored_hashes={g.id: row[f"h{g.id}"] for g in generations},
             )
         )
@@ -151,12 +140,15 @@ def _read_statement(target: Target, generations: Sequence[Generation]) -> sql.Co
         for g in generations
     )
     return sql.SQL(
-        """SELECT d.pk, CASE WHEN s.{first} IS NULL THEN NULL ELSE {input} END AS input{hashes}
+        # A row with nothing to embed reads like a deleted one: its vector goes.
+        """SELECT d.pk, CASE WHEN s.{first} IS NULL OR NOT {has_text} THEN NULL ELSE {input} END
+                  AS input{hashes}
            FROM unnest(%(pks)s::jsonb[]) AS d(pk)
            LEFT JOIN {source} s ON {match}
            {joins}"""
     ).format(
         first=sql.Identifier(target.pk_columns[0]),
+        has_text=statements.has_text(target, "s"),
         input=statements.input_expr(target, "s"),
         hashes=hashes,
         source=statements.source(target),
@@ -273,13 +265,13 @@ async def delete_absent(
                 """DELETE FROM {table} v USING unnest(%(pks)s::jsonb[]) AS d(pk)
                    WHERE {v_match} AND NOT EXISTS (
                        SELECT 1 FROM {source} s
-                       WHERE {s_match} AND {input} ~ '\\S')"""
+                       WHERE {s_match} AND {has_text})"""
             ).format(
                 table=statements.vector_table(generation),
                 v_match=statements.pk_matches_json(target, "v", sql.SQL("d.pk")),
                 source=statements.source(target),
                 s_match=statements.pk_equals(target, "s", "v"),
-                input=statements.input_expr(target, "s"),
+                has_text=statements.has_text(target, "s"),
             ),
             {"pks": [Jsonb(pk) for pk in pks]},
         )

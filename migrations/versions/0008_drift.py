@@ -1,4 +1,5 @@
-"""Drift: capture never fails the application; pausing and resuming a target from SQL.
+"""Drift: capture never fails the application; pausing and resuming a target from SQL; one
+definition of an empty row (``syncsvc.has_text``).
 
 * ``syncsvc.capture_errors``: an append-only log a capture trigger writes when the tracked
   table no longer has the shape it was compiled for (a renamed or dropped column). The
@@ -23,6 +24,14 @@ branch_labels = None
 depends_on = None
 
 UPGRADE = r"""
+-- The one definition of "this row has text to embed", used by every path (worker, sweep,
+-- coverage, jobs, status): some character that is not white space, a control or an invisible
+-- format character (NBSP, zero-width space, BOM, soft hyphen, U+001F ...). Applied to the
+-- embedded columns only, never to the template's literals.
+CREATE FUNCTION syncsvc.has_text(fields text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+    RETURN fields ~ '[^\u0001-\u0020\u007f-\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8]';
+
 -- An operator's pause survives daemon restarts; pauses syncsvc made itself are retried then.
 ALTER TABLE syncsvc.targets ADD COLUMN paused_by_operator boolean NOT NULL DEFAULT false;
 
@@ -69,6 +78,7 @@ $$;
 """
 
 DOWNGRADE = r"""
+DROP FUNCTION syncsvc.has_text(text);
 DROP FUNCTION syncsvc.resume_target(text);
 DROP FUNCTION syncsvc.pause_target(text, text);
 DROP TABLE syncsvc.capture_errors;

@@ -1,0 +1,92 @@
+"""One definition of "empty" in every path (worker, sweep, coverage, jobs): a row whose
+embedded columns hold only white space, controls or invisible format characters has no
+vector, and the template's own labels never make a row non-empty."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from syncsvc import jobs, promote, targets
+from syncsvc.catalog import get_target
+from syncsvc.database import AsyncConn
+from syncsvc.sweep import sweep_target
+from tests.conftest import Deployment
+from tests.helpers import expected, fast_settings, queue_empty, running_daemon, scalar, wait_for
+
+DIMS = 64
+TEMPLATE = "Title: {title}\nBody: {body}"
+INVISIBLE = ["\u00a0", "\x1f", "\u200b", "\ufeff", " \t\n", "\u3000\u2060", ""]
+
+
+async def _setup(conn: AsyncConn) -> None:
+    await conn.execute("CREATE TABLE docs (id int PRIMARY KEY, title text, body text)")
+    await conn.execute("CREATE TABLE notes (id int PRIMARY KEY, title text, body text)")
+    await conn.execute("INSERT INTO notes VALUES (1, 'a note', 'with words')")
+    await conn.execute("INSERT INTO docs VALUES (1, 'real', 'text'), (2, NULL, NULL)")
+    for i, blank in enumerate(INVISIBLE, start=3):
+        await conn.execute("INSERT INTO docs VALUES (%s, %s, NULL)", (i, blank))
+    for name in ("docs", "notes"):
+        spec = targets.TargetSpec(
+            name=name,
+            table=name,
+            columns=("title", "body"),
+            model="local-hash",
+            dimensions=DIMS,
+            template=TEMPLATE,
+        )
+        await targets.add_target(conn, fast_settings(), spec)
+
+
+async def _ids(conn: AsyncConn) -> list[int]:
+    cur = await conn.execute("SELECT id FROM syncsvc.docs_embeddings ORDER BY id")
+    return [r["id"] for r in await cur.fetchall()]
+
+
+async def test_empty_rows_have_no_vector_in_every_path(
+    conn: AsyncConn, deployment: Deployment
+) -> None:
+    await _setup(conn)
+    async with running_daemon(deployment.owner):
+        await wait_for(lambda: queue_empty(conn))
+        await wait_for(lambda: _count_is(conn, "notes", 1))
+        assert await _ids(conn) == [1]  # the labels alone are not text
+        stored = await scalar(conn, "SELECT embedding FROM syncsvc.docs_embeddings")
+        np.testing.assert_allclose(
+            stored.to_numpy(), expected("Title: real\nBody: text", DIMS), atol=1e-6
+        )
+        # Editing an embedded row to "empty" removes its vector at once.
+        await conn.execute("UPDATE docs SET title = E'\\u00a0', body = NULL WHERE id = 1")
+        await wait_for(lambda: _count_is(conn, "docs", 0))
+        await conn.execute("UPDATE notes SET body = 'still embedded' WHERE id = 1")
+        await wait_for(lambda: _notes_is(conn, "Title: a note\nBody: still embedded"))
+    target = await get_target(conn, "docs")
+    generation = target.active
+    assert generation is not None
+    # Sweeps never queue them again (they were re-queued and dropped forever before).
+    for _ in range(2):
+        result = await sweep_target(conn, target)
+        assert result.enqueued == 0
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue") == 0
+    measured = await promote.coverage(conn, target, generation)
+    assert (measured.rows, measured.current, measured.missing) == (0, 0, 0)
+    estimate = await jobs.estimate(
+        conn, fast_settings(), "docs", model="local-hash", dimensions=DIMS
+    )
+    assert estimate.rows == 0
+
+
+@pytest.mark.parametrize("blank", INVISIBLE)
+async def test_has_text_in_sql(conn: AsyncConn, blank: str) -> None:
+    assert await scalar(conn, "SELECT syncsvc.has_text(%s)", (blank,)) is False
+    assert await scalar(conn, "SELECT syncsvc.has_text(%s)", (blank + "x",)) is True
+    assert await scalar(conn, "SELECT syncsvc.has_text(%s)", ("标题",)) is True
+
+
+async def _count_is(conn: AsyncConn, view: str, n: int) -> bool:
+    return bool(await scalar(conn, f"SELECT count(*) = %s FROM syncsvc.{view}_embeddings", (n,)))
+
+
+async def _notes_is(conn: AsyncConn, text: str) -> bool:
+    stored = await scalar(conn, "SELECT embedding FROM syncsvc.notes_embeddings WHERE id = 1")
+    return bool(np.allclose(stored.to_numpy(), expected(text, DIMS), atol=1e-6))
