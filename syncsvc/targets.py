@@ -195,6 +195,34 @@ async def _resolve_key(
     )
 
 
+async def preview(
+    conn: AsyncConn, settings: Settings, spec: TargetSpec, rows: int = 3
+) -> list[str]:
+    """Validate ``spec`` and render the exact embedding input of a few rows; changes nothing."""
+    row = await validate(conn, settings, spec)
+    target = Target(
+        id=0,
+        name=spec.name,
+        source_schema=row["schema"],
+        source_table=row["table"],
+        pk_columns=tuple(row["pk_columns"]),
+        pk_types=tuple(row["pk_types"]),
+        columns=tuple(row["columns"]),
+        template=row["template"],
+        metric=spec.metric,
+    )
+    cur = await conn.execute(
+        sql.SQL("SELECT {} AS input FROM {} s WHERE {} ORDER BY {} LIMIT {}").format(
+            statements.input_expr(target, "s"),
+            statements.source(target),
+            statements.has_text(target, "s"),
+            statements.pk_columns(target, "s"),
+            sql.Literal(rows),
+        )
+    )
+    return [r["input"] for r in await cur.fetchall()]
+
+
 async def add_target(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> Target:
     """Validate, then create the target, its first (active) generation, view and triggers."""
     row = await validate(conn, settings, spec)

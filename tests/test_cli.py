@@ -158,3 +158,53 @@ def test_failed_list_and_retry(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT state, attempts FROM syncsvc.queue").fetchone()
     assert row == ("pending", 0)
+
+
+def test_unicode_template_is_stored_and_embedded_verbatim(db_url: str) -> None:
+    from tests.helpers import expected
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE posts (id int PRIMARY KEY, title text, body text)")
+        conn.execute("INSERT INTO posts VALUES (1, '望远镜', 'كيف تعمل 🔭')")
+    template = r"标题：{title}\n内容：{body} — ✓ ‏עברית\t😀 \x41"
+    rendered = "标题：望远镜\n内容：كيف تعمل 🔭 — ✓ ‏עברית\t😀 \\x41"
+    preview = syncsvc(
+        db_url,
+        "target",
+        "add",
+        "posts",
+        "--table",
+        "posts",
+        "--columns",
+        "title,body",
+        "--dimensions",
+        "64",
+        "--template",
+        template,
+        "--dry-run",
+    )
+    assert json.dumps(rendered, ensure_ascii=False) in preview.stdout
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM syncsvc.targets").fetchone() == (0,)
+    syncsvc(
+        db_url,
+        "target",
+        "add",
+        "posts",
+        "--table",
+        "posts",
+        "--columns",
+        "title,body",
+        "--dimensions",
+        "64",
+        "--template",
+        template,
+    )
+    syncsvc(db_url, "run", "--until-idle")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        stored = conn.execute("SELECT template FROM syncsvc.targets").fetchone()
+        assert stored == ("标题：{title}\n内容：{body} — ✓ ‏עברית\t😀 \\x41",)
+        row = conn.execute("SELECT embedding::text FROM syncsvc.posts_embeddings").fetchone()
+    assert row is not None
+    vector = [float(x) for x in row[0].strip("[]").split(",")]
+    assert vector == pytest.approx(list(expected(rendered, 64)), abs=1e-6)

@@ -81,6 +81,12 @@ def add(
             help="Also store DashScope sparse vectors (native profiles) for hybrid search.",
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Validate and print the text of a few rows; change nothing."
+        ),
+    ] = False,
 ) -> None:
     """Register a table: validate, create its vector table and view, install triggers."""
     migrate.upgrade(STATE.url())
@@ -96,7 +102,21 @@ def add(
         metric=metric,
         options={"sparse": True} if sparse else {},
     )
-    _add(spec)
+    if dry_run:
+        _preview(spec)
+    else:
+        _add(spec)
+
+
+@with_connection
+async def _preview(conn: AsyncConn, spec: targets.TargetSpec) -> None:
+    texts = await targets.preview(conn, STATE.settings, spec)
+    console.print(f"target {spec.name} is valid; nothing was changed. Texts to embed:")
+    for text in texts:
+        # repr-like quoting shows the exact characters, line breaks included.
+        console.print(json.dumps(text, ensure_ascii=False), highlight=False, markup=False)
+    if not texts:
+        console.print("(no row has text yet)")
 
 
 @with_connection
