@@ -94,6 +94,8 @@ class _Piece:
     tokens: int
     request_id: str | None
     sparse: dict[int, float] | None
+    truncated: bool = False
+    """Cut shorter than planned because the API counted more tokens than the client."""
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ class Embedder:
         return Embedded(
             vectors=tuple(p.vector for p in pieces),
             tokens=sum(p.tokens for p in pieces),
-            truncated=plan.truncated,
+            truncated=plan.truncated or any(p.truncated for p in pieces),
             request_id=pieces[0].request_id,
             sparse=sparse if len(sparse) == len(pieces) else None,
         )
@@ -236,6 +238,8 @@ class Embedder:
             response = await self._request(texts, priority)
         except ProviderError as error:
             if error.kind is ErrorKind.BAD_INPUT:
+                if len(texts) == 1 and is_length_error(error):
+                    return {texts[0]: await self._embed_shorter(texts[0], error, priority)}
                 if len(texts) == 1:
                     failure = EmbedFailure(str(error), permanent=True, request_id=error.request_id)
                     logger.warning("input rejected by the provider: %s", error)
@@ -259,6 +263,36 @@ class Embedder:
             text: _Piece(vector, share, response.request_id, s)
             for text, vector, share, s in zip(texts, response.vectors, shares, sparse, strict=True)
         }
+
+    async def _embed_shorter(
+        self, text: str, error: ProviderError, priority: int
+    ) -> _Piece | EmbedFailure:
+        """The API counted more tokens than our tokenizer: cut the input shorter and retry,
+        at most three times (to 3/4, 1/2, then 1/4 of our count: vocabularies can differ by 2x
+        on emoji). Length never fails a row otherwise."""
+        counted = self.tokens.count(text)
+        for share in SHORTER_SHARES:
+            shorter = self.tokens.truncate(text, max(1, int(counted * share)))
+            logger.warning(
+                "input of %d tokens rejected for length (%s); retrying at %d%%",
+                counted,
+                error,
+                int(share * 100),
+            )
+            try:
+                response = await self._request([shorter], priority)
+            except ProviderError as again:
+                if again.kind is not ErrorKind.BAD_INPUT or not is_length_error(again):
+                    permanent = again.kind is ErrorKind.BAD_INPUT
+                    return EmbedFailure(
+                        str(again), permanent=permanent, request_id=again.request_id
+                    )
+                error = again
+                continue
+            tokens = response.total_tokens or self.tokens.count(shorter)
+            sparse = response.sparse[0] if response.sparse else None
+            return _Piece(response.vectors[0], tokens, response.request_id, sparse, truncated=True)
+        return EmbedFailure(str(error), permanent=True, request_id=error.request_id)
 
     def _delay(self, attempt: int, error: ProviderError) -> float:
         if error.retry_after is not None:
@@ -304,6 +338,17 @@ class Embedder:
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+
+SHORTER_SHARES = (0.75, 0.5, 0.25)
+_LENGTH_WORDS = ("input length", "too long", "maximum context", "max_tokens", "token limit")
+
+
+def is_length_error(error: ProviderError) -> bool:
+    """A rejection of one input for its length (DashScope: 'Range of input length should be
+    [1, 8192]'), which a shorter cut can cure, unlike a content rejection."""
+    message = str(error).lower()
+    return any(word in message for word in _LENGTH_WORDS)
 
 
 def _apportion(total: int, weights: list[int]) -> list[int]:

