@@ -54,6 +54,8 @@ class Embedded:
     request_id: str | None = None
     sparse: tuple[dict[int, float], ...] | None = None
     """One sparse vector per chunk when the spec asked for them (native DashScope only)."""
+    chunk_tokens: tuple[int, ...] = ()
+    """The billed tokens of each chunk (they add up to ``tokens``)."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class Embedder:
 
     def _weight(self, text: str) -> int:
         """Exact tokens when a per-request token limit needs them, else a cheap proportional
-        stand-in (characters) used only to share a request's reported usage among its inputs."""
+        stand-in (characters) for packing requests."""
         if self.max_request_tokens is not None:
             return self.tokens.count(text)
         return max(1, len(text))
@@ -229,6 +231,7 @@ class Embedder:
             truncated=plan.truncated or any(p.truncated for p in pieces),
             request_id=pieces[0].request_id,
             sparse=sparse if len(sparse) == len(pieces) else None,
+            chunk_tokens=tuple(p.tokens for p in pieces),
         )
 
     async def _embed_batch(
@@ -255,10 +258,11 @@ class Embedder:
                 return {**left, **right}
             failure = EmbedFailure(str(error), permanent=False, request_id=error.request_id)
             return dict.fromkeys(texts, failure)
-        counts = [self._weight(t) for t in texts]
-        total = response.total_tokens or sum(self.tokens.count(t) for t in texts)
+        exact = [self.tokens.count(t) for t in texts]  # cached: plan() counted each input
+        total = response.total_tokens or sum(exact)
         sparse = response.sparse or (None,) * len(texts)
-        shares = _apportion(total, counts)
+        # Our counts where they agree with the bill; else the bill shared in proportion.
+        shares = exact if sum(exact) == total else _apportion(total, exact)
         return {
             text: _Piece(vector, share, response.request_id, s)
             for text, vector, share, s in zip(texts, response.vectors, shares, sparse, strict=True)

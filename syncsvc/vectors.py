@@ -95,6 +95,8 @@ class VectorWrite:
     truncated: bool
     sparse: tuple[dict[int, float], ...] | None = None
     """One sparse vector per chunk, for generations that store them."""
+    chunk_tokens: tuple[int, ...] = ()
+    """Billed tokens per chunk; empty: the whole row's ``tokens`` on its one chunk."""
 
 
 def sparse_vector(values: dict[int, float]) -> SparseVector:
@@ -243,7 +245,9 @@ async def write_vectors(
             params["chunks"].append(chunk)
             params["vectors"].append(PackedVector(vector))
             params["hashes"].append(write.content_hash)
-            params["tokens"].append(write.tokens)
+            params["tokens"].append(
+                write.chunk_tokens[chunk] if write.chunk_tokens else write.tokens
+            )
             params["truncated"].append(write.truncated)
             if generation.sparse:
                 values = write.sparse[chunk] if write.sparse else None

@@ -228,6 +228,7 @@ class Worker:
                     tokens=outcome.tokens,
                     truncated=outcome.truncated,
                     sparse=outcome.sparse,
+                    chunk_tokens=outcome.chunk_tokens,
                 )
             )
             stats.tokens += outcome.tokens

@@ -177,6 +177,11 @@ async def test_chunk_policy_gives_one_vector_per_piece(
     assert isinstance(embedded, Embedded) and not embedded.truncated
     assert embedded.vectors == tuple(lex(p) for p in pieces)
     assert embedded.tokens == sum(QwenTokens().count(p) for p in pieces)
+    # Each chunk carries its own share of the request's usage (the API reports one total per
+    # request), and the shares add up to what the API billed.
+    assert len(embedded.chunk_tokens) == len(pieces)
+    assert all(0 < n < embedded.tokens for n in embedded.chunk_tokens)
+    assert sum(embedded.chunk_tokens) == embedded.tokens == simulator.stats()["tokens"]
 
 
 async def test_requests_are_packed_to_one_second_of_the_tpm_budget(

@@ -90,3 +90,39 @@ async def _count_is(conn: AsyncConn, view: str, n: int) -> bool:
 async def _notes_is(conn: AsyncConn, text: str) -> bool:
     stored = await scalar(conn, "SELECT embedding FROM syncsvc.notes_embeddings WHERE id = 1")
     return bool(np.allclose(stored.to_numpy(), expected(text, DIMS), atol=1e-6))
+
+
+async def test_each_chunk_row_stores_its_own_tokens(
+    conn: AsyncConn, deployment: Deployment
+) -> None:
+    from syncsvc.providers.registry import build_provider
+    from syncsvc.settings import ProviderSettings
+
+    settings = fast_settings().model_copy(
+        update={
+            "providers": {
+                "local-hash": ProviderSettings(
+                    profile="local-hash", overlong="chunk", max_tokens_per_input=8
+                )
+            }
+        }
+    )
+    await conn.execute("CREATE TABLE docs (id int PRIMARY KEY, title text, body text)")
+    await conn.execute("CREATE TABLE notes (id int PRIMARY KEY, title text, body text)")
+    words = " ".join(f"w{i}" for i in range(30))
+    await conn.execute("INSERT INTO docs VALUES (1, 'long', %s)", (words,))
+    await conn.execute("INSERT INTO notes VALUES (1, 'short', 'note')")
+    for name in ("docs", "notes"):
+        spec = targets.TargetSpec(
+            name=name, table=name, columns=("title", "body"), model="local-hash", dimensions=DIMS
+        )
+        await targets.add_target(conn, settings, spec)
+    provider = build_provider("local-hash", settings)
+    async with running_daemon(deployment.owner, settings, provider=provider):
+        await wait_for(lambda: queue_empty(conn))
+        await wait_for(lambda: _count_is(conn, "notes", 1))
+    cur = await conn.execute("SELECT chunk, tokens FROM syncsvc.docs_g1 ORDER BY chunk")
+    rows = [(r["chunk"], r["tokens"]) for r in await cur.fetchall()]
+    assert len(rows) == 4  # 31 words in pieces of 8
+    assert [t for _, t in rows] == [8, 8, 8, 7]
+    assert sum(t for _, t in rows) == 31
