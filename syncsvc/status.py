@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +32,15 @@ class TargetStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def percent(done: int, total: int, digits: int = 1) -> str:
+    """``done/total`` as a percentage rounded *down*: 23,004 of 23,008 is 99.9%, never 100%."""
+    if total <= 0:
+        return "-"
+    scale = 10**digits
+    value = math.floor(done * 100 * scale / total) / scale
+    return f"{value:.{digits}f}%"
 
 
 async def collect(conn: AsyncConn) -> list[TargetStatus]:

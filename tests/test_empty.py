@@ -126,3 +126,12 @@ async def test_each_chunk_row_stores_its_own_tokens(
     assert len(rows) == 4  # 31 words in pieces of 8
     assert [t for _, t in rows] == [8, 8, 8, 7]
     assert sum(t for _, t in rows) == 31
+
+
+def test_percentages_round_down() -> None:
+    from syncsvc.status import percent
+
+    assert percent(23_004, 23_008) == "99.9%"
+    assert percent(23_008, 23_008) == "100.0%"
+    assert percent(199, 200, 0) == "99%"
+    assert percent(0, 0) == "-"

@@ -14,6 +14,7 @@ from syncsvc import jobs, migrate, promote
 from syncsvc.cli.context import STATE, console, with_connection
 from syncsvc.database import AsyncConn
 from syncsvc.jobs import Job
+from syncsvc.status import percent
 
 jobs_app = typer.Typer(help="Re-embedding jobs: progress, pause, resume, cancel.")
 generation_app = typer.Typer(help="A target's generations (vector spaces).")
@@ -141,7 +142,7 @@ async def _list(conn: AsyncConn, as_json: bool, open_only: bool) -> None:
             j.target,
             f"{j.generation_id} {j.model}/{j.dimensions}",
             j.state.value,
-            f"{j.done_rows}/{total} ({j.fraction:.0%})",
+            f"{j.done_rows}/{total} ({percent(j.done_rows, j.total_rows or 0, 0)})",
             f"{j.rate:.0f}/s" if j.rate else "-",
             str(j.tokens),
             f"${j.cost:.4f}",
@@ -289,7 +290,7 @@ async def _generations(conn: AsyncConn, target: str, as_json: bool) -> None:
             f"{g.provider}/{g.model}",
             str(g.dimensions),
             f"syncsvc.{g.table_name}",
-            f"{c.current}/{c.rows} ({c.fraction:.0%})",
+            f"{c.current}/{c.rows} ({percent(c.current, c.rows, 0)})",
             str(c.missing),
         )
     console.print(table)

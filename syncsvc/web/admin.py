@@ -15,6 +15,7 @@ from typing import Any
 
 from syncsvc import sqlfiles, status
 from syncsvc.database import AsyncConn
+from syncsvc.status import percent
 from syncsvc.web import jobs
 from syncsvc.web.health import Check
 
@@ -113,7 +114,7 @@ def _targets(data: PageData) -> str:
     )
     rows = []
     for t in data.targets:
-        coverage = f"{100 * t.embedded / t.rows:.1f}%" if t.rows else "-"
+        coverage = percent(t.embedded, t.rows)
         active = (
             f"{t.active_generation}: {t.model} ({t.dimensions})" if t.active_generation else "-"
         )
@@ -217,7 +218,8 @@ def _jobs(data: PageData) -> str:
             f'<tr data-job="{j.id}"><td class="n">{j.id}</td><td>{_e(j.target)}</td>'
             f'<td class="n">{j.generation}</td><td>{_e(j.model)} ({j.dimensions})</td>'
             f'<td>{_e(j.state)}</td><td><progress max="1" value="{j.progress:.4f}"></progress> '
-            f"{100 * j.progress:.1f}% ({j.done}/{j.total})</td><td>{_seconds(j.eta_seconds)}</td>"
+            f"{percent(j.done, j.total or 0)} ({j.done}/{j.total})</td>"
+            f"<td>{_seconds(j.eta_seconds)}</td>"
             f'<td class="n">{j.cost:.4f}</td><td class="bad">{_e(j.error or "")}</td>'
             f"<td>{''.join(buttons)}</td></tr>"
         )
