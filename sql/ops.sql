@@ -57,7 +57,8 @@ FROM syncsvc.daemons
 ORDER BY started_at;
 
 -- name: list_failed --
-SELECT t.name AS target, q.pk, q.attempts, q.last_error, q.request_id, q.updated_at
+SELECT t.name AS target, q.failed_generation AS generation, q.pk, q.attempts, q.last_error,
+       q.request_id, q.updated_at
 FROM syncsvc.queue q JOIN syncsvc.targets t ON t.id = q.target_id
 WHERE q.state = 'failed'
 ORDER BY q.updated_at DESC

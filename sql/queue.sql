@@ -127,13 +127,14 @@ SET attempts = CASE WHEN q.seq = d.seq THEN q.attempts + 1 ELSE 0 END,
         THEN now() + make_interval(secs => d.delay) ELSE now() END,
     last_error = d.error,
     request_id = d.request_id,
+    failed_generation = d.generation,
     worker = NULL,
     lease_until = NULL,
     updated_at = now()
 FROM unnest(%(target_ids)s::integer[], %(pks)s::jsonb[], %(seqs)s::bigint[], %(errors)s::text[],
             %(request_ids)s::text[], %(permanent)s::boolean[], %(delays)s::float8[],
-            %(holders)s::text[])
-    AS d(target_id, pk, seq, error, request_id, permanent, delay, holder)
+            %(holders)s::text[], %(generations)s::integer[])
+    AS d(target_id, pk, seq, error, request_id, permanent, delay, holder, generation)
 WHERE q.target_id = d.target_id AND q.pk = d.pk
   AND q.worker = d.holder AND q.state = 'in_flight'
 RETURNING q.target_id, q.pk, q.state;
@@ -153,7 +154,8 @@ SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
 WHERE starts_with(worker, %(worker)s || '/') AND state = 'in_flight';
 
 -- name: list_failed --
-SELECT t.name AS target, q.pk, q.attempts, q.last_error, q.request_id, q.updated_at
+SELECT t.name AS target, q.failed_generation AS generation, q.pk, q.attempts, q.last_error,
+       q.request_id, q.updated_at
 FROM syncsvc.queue q JOIN syncsvc.targets t ON t.id = q.target_id
 WHERE q.state = 'failed' AND (%(target)s::text IS NULL OR t.name = %(target)s)
 ORDER BY q.updated_at

@@ -14,3 +14,8 @@ SELECT target_id, sum(jsonb_array_length(pks))::bigint AS pending,
        extract(epoch FROM now() - min(created_at)) AS oldest_seconds
 FROM syncsvc.inbox
 GROUP BY target_id;
+
+-- name: failed_by_generation --
+SELECT target_id, failed_generation AS generation_id, count(*) AS failed
+FROM syncsvc.queue WHERE state = 'failed'
+GROUP BY target_id, failed_generation;

@@ -28,6 +28,8 @@ class Failure:
     error: str
     permanent: bool
     request_id: str | None = None
+    generation_id: int | None = None
+    """The generation the row failed in (None: not about one generation)."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ class Queue:
                     "delays": [self.retry.delay(f.item.attempts + 1) for f in failures],
                     "max_attempts": self.retry.max_attempts,
                     "holders": [f.item.holder for f in failures],
+                    "generations": [f.generation_id for f in failures],
                 },
             )
             rows = await cur.fetchall()

@@ -48,6 +48,10 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
     queue = {r["target_id"]: r for r in await cur.fetchall()}
     cur = await conn.execute(sqlfiles.query("status", "inbox_summary"))
     inbox = {r["target_id"]: r for r in await cur.fetchall()}
+    cur = await conn.execute(sqlfiles.query("status", "failed_by_generation"))
+    failed_in = {
+        (r["target_id"], r["generation_id"]): int(r["failed"]) for r in await cur.fetchall()
+    }
     result = []
     for target in await load_targets(conn):
         problem: str | None = None
@@ -80,6 +84,7 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
                     "model": generation.model,
                     "dimensions": generation.dimensions,
                     "embedded": count,
+                    "failed": failed_in.get((target.id, generation.id), 0),
                 }
             )
         active = target.active
@@ -101,7 +106,10 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
                 ),
                 pending=q.get("pending", 0) + captured.get("pending", 0),
                 in_flight=q.get("in_flight", 0),
-                failed=q.get("failed", 0),
+                # Failures of the searched generation (or of no generation): a row failing
+                # only in a generation being built is counted on that generation.
+                failed=failed_in.get((target.id, None), 0)
+                + (failed_in.get((target.id, active.id), 0) if active else 0),
                 oldest_pending_seconds=oldest,
                 active_generation=active.id if active else None,
                 model=active.model if active else None,

@@ -216,7 +216,13 @@ class Worker:
             if isinstance(outcome, EmbedFailure):
                 failures.setdefault(
                     _key(item.pk),
-                    Failure(item, outcome.message, outcome.permanent, outcome.request_id),
+                    Failure(
+                        item,
+                        outcome.message,
+                        outcome.permanent,
+                        outcome.request_id,
+                        generation_id=generation.id,
+                    ),
                 )
                 continue
             assert isinstance(outcome, Embedded)

@@ -135,3 +135,48 @@ def test_percentages_round_down() -> None:
     assert percent(23_008, 23_008) == "100.0%"
     assert percent(199, 200, 0) == "99%"
     assert percent(0, 0) == "-"
+
+
+async def test_a_row_failing_only_in_the_generation_being_built(
+    conn: AsyncConn, deployment: Deployment
+) -> None:
+    from syncsvc import status
+    from syncsvc.providers.base import ErrorKind, ProviderError
+    from syncsvc.providers.local import LocalHashProvider
+    from tests.jobs_support import job_settings
+
+    class PickyAt128(LocalHashProvider):
+        async def embed(self, request):  # type: ignore[no-untyped-def]
+            if request.dimensions == 128 and any("bad" in t for t in request.texts):
+                raise ProviderError(
+                    ErrorKind.BAD_INPUT,
+                    "Input data may contain inappropriate content.",
+                    code="DataInspectionFailed",
+                    status=400,
+                )
+            return await super().embed(request)
+
+    await conn.execute("CREATE TABLE docs (id int PRIMARY KEY, title text, body text)")
+    await conn.execute("INSERT INTO docs VALUES (1, 'good', 'row'), (2, 'bad', 'row')")
+    spec = targets.TargetSpec(
+        name="docs", table="docs", columns=("title", "body"), model="local-hash", dimensions=DIMS
+    )
+    await targets.add_target(conn, fast_settings(), spec)
+    async with running_daemon(deployment.owner, job_settings(), provider=PickyAt128()):
+        await wait_for(lambda: _count_is(conn, "docs", 2))
+        job = await jobs.request_reembed(
+            conn, job_settings(), "docs", model="local-hash", dimensions=128
+        )
+        await wait_for(lambda: _failed_rows(conn, 1))
+    cur = await conn.execute("SELECT target, pk, generation FROM syncsvc.failures")
+    assert [dict(r) for r in await cur.fetchall()] == [
+        {"target": "docs", "pk": [2], "generation": job.generation_id}
+    ]
+    shown = next(s for s in await status.collect(conn) if s.target == "docs")
+    assert shown.failed == 0  # the searched generation is whole
+    by_id = {g["id"]: g["failed"] for g in shown.generations}
+    assert by_id == {1: 0, job.generation_id: 1}
+
+
+async def _failed_rows(conn: AsyncConn, n: int) -> bool:
+    return bool(await scalar(conn, "SELECT count(*) = %s FROM syncsvc.failures", (n,)))

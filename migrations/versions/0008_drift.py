@@ -24,6 +24,15 @@ branch_labels = None
 depends_on = None
 
 UPGRADE = r"""
+-- Which generation a failed row failed in: during a re-embed a row may fail only in the
+-- generation being built, and must not look like a failure of the live one.
+ALTER TABLE syncsvc.queue ADD COLUMN failed_generation integer;
+CREATE OR REPLACE VIEW syncsvc.failures AS
+    SELECT t.name AS target, q.pk, q.attempts, q.last_error, q.request_id, q.updated_at,
+           q.failed_generation AS generation
+    FROM syncsvc.queue q JOIN syncsvc.targets t ON t.id = q.target_id
+    WHERE q.state = 'failed';
+
 -- The one definition of "this row has text to embed", used by every path (worker, sweep,
 -- coverage, jobs, status): some character that is not white space, a control or an invisible
 -- format character (NBSP, zero-width space, BOM, soft hyphen, U+001F ...). Applied to the
@@ -78,6 +87,12 @@ $$;
 """
 
 DOWNGRADE = r"""
+DROP VIEW syncsvc.failures;
+CREATE VIEW syncsvc.failures AS
+    SELECT t.name AS target, q.pk, q.attempts, q.last_error, q.request_id, q.updated_at
+    FROM syncsvc.queue q JOIN syncsvc.targets t ON t.id = q.target_id
+    WHERE q.state = 'failed';
+ALTER TABLE syncsvc.queue DROP COLUMN failed_generation;
 DROP FUNCTION syncsvc.has_text(text);
 DROP FUNCTION syncsvc.resume_target(text);
 DROP FUNCTION syncsvc.pause_target(text, text);

@@ -126,11 +126,12 @@ async def _failed_list(conn: AsyncConn, target: str | None, limit: int, as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     table = Table(title=f"failed rows ({len(rows)})")
-    for column in ("target", "key", "attempts", "last error", "request id", "at"):
+    for column in ("target", "generation", "key", "attempts", "last error", "request id", "at"):
         table.add_column(column)
     for r in rows:
         table.add_row(
             r["target"],
+            "-" if r["generation"] is None else str(r["generation"]),
             json.dumps(r["pk"]),
             str(r["attempts"]),
             r["last_error"] or "",

@@ -140,14 +140,15 @@ def _failures(data: PageData) -> str:
     if not data.failures:
         return '<p class="muted">No failed rows.</p>'
     rows = "".join(
-        f"<tr><td>{_e(f['target'])}</td><td><code>{_e(json.dumps(f['pk']))}</code></td>"
+        f'<tr><td>{_e(f["target"])}</td><td class="n">{_e(str(f["generation"] or "-"))}</td>'
+        f"<td><code>{_e(json.dumps(f['pk']))}</code></td>"
         f'<td class="n">{f["attempts"]}</td><td><pre>{_e(f["last_error"])}</pre></td>'
         f"<td>{_e(f['request_id'] or '')}</td><td>{_when(f['updated_at'])}</td></tr>"
         for f in data.failures
     )
     retry_all = _button("/admin/retry-failed", "Retry all failed rows", {})
     return (
-        f'<table id="failures"><tr><th>target</th><th>key</th><th>attempts</th>'
+        f'<table id="failures"><tr><th>target</th><th>generation</th><th>key</th><th>attempts</th>'
         f"<th>last error</th><th>request id</th><th>at</th></tr>{rows}</table>{retry_all}"
         f'<p class="muted">Newest {FAILURES_SHOWN} shown.</p>'
     )
