@@ -26,7 +26,8 @@ ROWS = [
     (400, "InvalidParameter", "Range of input length should be [1, 8192]", ErrorKind.BAD_INPUT),
     (400, "InvalidParameter", "Model not exist.", ErrorKind.AUTH),
     (400, "InvalidParameter", "The dimension parameter is invalid", ErrorKind.AUTH),
-    (400, "InvalidParameter", "batch size is invalid: input.contents", ErrorKind.AUTH),
+    # Too many inputs: bisecting heals it (smaller batches pass), so it is about the inputs.
+    (400, "InvalidParameter", "batch size is invalid: input.contents", ErrorKind.BAD_INPUT),
     # A bare 400 (e.g. an API key pasted with a trailing CR) is every request's problem.
     (400, None, "", ErrorKind.AUTH),
     (400, "SomeGatewayRule", "request rejected", ErrorKind.AUTH),

@@ -53,7 +53,7 @@ AUTH_CODES = frozenset(
 MAX_RETRY_AFTER = 60.0
 _REQUEST_ID_HEADERS = ("x-request-id", "x-dashscope-request-id", "req-id")
 _MESSAGE_LIMIT = 500
-_CONFIG_WORDS = ("model", "dimension", "encoding_format", "url", "not found", "batch size")
+_CONFIG_WORDS = ("model", "dimension", "encoding_format", "url", "not found")
 """A 400 naming one of these is about the request's settings, not one input: bisecting cannot
 help and would fail every row, so it pauses the target like an auth error instead."""
 INPUT_CODES = frozenset({"DataInspectionFailed", "data_inspection_failed"})
