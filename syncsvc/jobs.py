@@ -414,9 +414,10 @@ async def cancel_job(conn: AsyncConn, job_id: int, *, drop: bool = False) -> Job
 
 
 async def fail_job(conn: AsyncConn, job: Job, error: str) -> None:
-    """Mark a job failed and retire its generation, so nothing keeps writing to it."""
+    """Mark a job failed, and its generation, so nothing keeps writing to it (nor offers to
+    promote it)."""
     await _set_state(conn, job, JobState.FAILED, error)
     await conn.execute(
         sqlfiles.query("jobs", "set_generation_state"),
-        {"id": job.generation_id, "state": GenerationState.RETIRED.value},
+        {"id": job.generation_id, "state": GenerationState.FAILED.value},
     )

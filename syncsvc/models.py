@@ -25,6 +25,8 @@ class GenerationState(StrEnum):
     BUILDING = "building"
     ACTIVE = "active"
     RETIRED = "retired"
+    FAILED = "failed"
+    """Its job failed: kept for inspection, promoted only with ``--force``."""
 
 
 class Metric(StrEnum):

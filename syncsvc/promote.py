@@ -103,6 +103,11 @@ async def promote_generation(
     """Make ``generation`` the active one (call inside a transaction, with the target locked)."""
     if generation.state is GenerationState.ACTIVE:
         raise ValidationError(f"generation {generation.id} is already active")
+    if generation.state is GenerationState.FAILED and not force:
+        raise ValidationError(
+            f"generation {generation.id} of {target.name} belongs to a failed job "
+            "(see 'syncsvc jobs list'); resume the job, or promote with --force"
+        )
     measured = await coverage(conn, target, generation)
     if not measured.complete and not force:
         raise ValidationError(

@@ -191,3 +191,21 @@ async def test_reembed_back_to_a_retired_generation_reuses_it(conn: AsyncConn, d
     assert provider.inputs - before == 5
     target = await get_target(conn, "docs")
     assert target.active is not None and target.active.id == 1
+
+
+async def test_a_failed_jobs_generation_is_failed_and_not_promoted_without_force(
+    conn: AsyncConn,
+) -> None:
+    await make_docs(conn, 5)
+    job = await jobs.request_reembed(
+        conn, job_settings(), "docs", model="local-hash", dimensions=64
+    )
+    async with conn.transaction():
+        await jobs.fail_job(conn, await jobs.get_job(conn, job.id), "the provider went away")
+    target = await get_target(conn, "docs")
+    states = {g.id: g.state for g in target.generations}
+    assert states == {1: GenerationState.ACTIVE, job.generation_id: GenerationState.FAILED}
+    with pytest.raises(ValidationError, match="belongs to a failed job"):
+        await promote.promote(conn, "docs", job.generation_id)
+    done = await promote.promote(conn, "docs", job.generation_id, force=True)
+    assert done.generation.id == job.generation_id

@@ -24,6 +24,14 @@ branch_labels = None
 depends_on = None
 
 UPGRADE = r"""
+-- The generation of a failed job is 'failed', not 'retired': nothing offers to promote it.
+ALTER TABLE syncsvc.generations DROP CONSTRAINT generations_state_check,
+    ADD CONSTRAINT generations_state_check
+    CHECK (state IN ('building', 'active', 'retired', 'failed'));
+UPDATE syncsvc.generations g SET state = 'failed'
+WHERE g.state = 'retired' AND EXISTS (
+    SELECT 1 FROM syncsvc.jobs j WHERE j.generation_id = g.id AND j.state = 'failed');
+
 -- Which generation a failed row failed in: during a re-embed a row may fail only in the
 -- generation being built, and must not look like a failure of the live one.
 ALTER TABLE syncsvc.queue ADD COLUMN failed_generation integer;
@@ -98,6 +106,9 @@ DROP FUNCTION syncsvc.resume_target(text);
 DROP FUNCTION syncsvc.pause_target(text, text);
 DROP TABLE syncsvc.capture_errors;
 ALTER TABLE syncsvc.targets DROP COLUMN paused_by_operator;
+UPDATE syncsvc.generations SET state = 'retired' WHERE state = 'failed';
+ALTER TABLE syncsvc.generations DROP CONSTRAINT generations_state_check,
+    ADD CONSTRAINT generations_state_check CHECK (state IN ('building', 'active', 'retired'));
 """
 
 

@@ -159,7 +159,7 @@ def _generations(data: PageData) -> str:
     for t in data.targets:
         for g in t.generations:
             promote = ""
-            if g["state"] != "active" and data.jobs is not None:
+            if g["state"] not in ("active", "failed") and data.jobs is not None:
                 promote = _button(
                     "/admin/promote",
                     "Promote",
