@@ -51,6 +51,13 @@ DAEMON_ERRORS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+UNPROMOTED = Gauge(
+    "syncsvc_unpromoted_generations",
+    "Complete generations neither promoted nor dropped after the grace period (they double "
+    "the cost of live edits).",
+    ["target"],
+    registry=REGISTRY,
+)
 READY = Gauge("syncsvc_ready", "1 when /readyz would answer 200.", registry=REGISTRY)
 LISTENER_CONNECTED = Gauge(
     "syncsvc_listener_connected", "1 while the LISTEN connection is up.", registry=REGISTRY
@@ -277,7 +284,9 @@ def _reset(gauge: Gauge) -> None:
     gauge.clear()
 
 
-async def refresh(conn: AsyncConn, daemon: Daemon | None = None) -> list[status.TargetStatus]:
+async def refresh(
+    conn: AsyncConn, daemon: Daemon | None = None, *, unpromoted_grace_seconds: float | None = None
+) -> list[status.TargetStatus]:
     """Set the database-derived gauges; returns the status rows it read."""
     rows = await status.collect(conn)
     for gauge in (QUEUE_ENTRIES, OLDEST_PENDING, SOURCE_ROWS, EMBEDDED_ROWS, COVERAGE, PAUSED):
@@ -296,6 +305,12 @@ async def refresh(conn: AsyncConn, daemon: Daemon | None = None) -> list[status.
             )
     await _refresh_ops(conn)
     await _refresh_jobs(conn)
+    _reset(UNPROMOTED)
+    grace = unpromoted_grace_seconds
+    if grace is None:
+        grace = daemon.settings.jobs.unpromoted_grace_seconds if daemon else 3600.0
+    for idle in await status.unpromoted(conn, grace):
+        UNPROMOTED.labels(idle.target).inc()
     if daemon is not None:
         _refresh_daemon(daemon)
     return rows

@@ -95,6 +95,12 @@ class JobSettings(BaseModel):
     chunk_rows: int = Field(default=2000, ge=1, description="Source rows scanned per statement.")
     poll_seconds: float = Field(default=1.0, gt=0, description="How often jobs are fed.")
     progress_seconds: float = Field(default=5.0, gt=0, description="Progress refresh interval.")
+    unpromoted_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Warn (status, admin page, metric) when a complete generation is neither "
+        "promoted nor dropped this long after its job finished.",
+    )
 
 
 class ScheduleEntry(BaseModel):

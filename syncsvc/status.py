@@ -34,6 +34,52 @@ class TargetStatus:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Unpromoted:
+    """A complete generation left beside the active one: it doubles the cost of live edits."""
+
+    target: str
+    generation_id: int
+    idle_seconds: float
+    tokens_per_day: int
+    """Tokens embedded for it in the last 24 hours (live edits it still receives)."""
+    cost_per_day: float
+
+    def warning(self) -> str:
+        return (
+            f"generation {self.generation_id} of {self.target} has been complete for "
+            f"{self.idle_seconds / 3600:.1f} h but is neither promoted nor dropped: it costs "
+            f"{self.tokens_per_day} tokens (${self.cost_per_day:.4f}) a day in live edits "
+            f"('syncsvc promote {self.target} {self.generation_id}' or 'syncsvc generation "
+            f"drop {self.target} {self.generation_id}')"
+        )
+
+
+async def unpromoted(conn: AsyncConn, grace_seconds: float) -> list[Unpromoted]:
+    """Complete generations idle for more than ``grace_seconds``, with what they cost."""
+    cur = await conn.execute(sqlfiles.query("status", "unpromoted"), {"grace": grace_seconds})
+    found = []
+    for row in await cur.fetchall():
+        tokens = await _count(
+            conn,
+            sql.SQL(
+                "SELECT coalesce(sum(tokens), 0) AS n FROM syncsvc.{} "
+                "WHERE embedded_at > now() - interval '1 day'"
+            ).format(sql.Identifier(row["table_name"])),
+        )
+        price = float(row["price_per_million_tokens"] or 0.0)
+        found.append(
+            Unpromoted(
+                row["target"],
+                row["generation_id"],
+                row["idle_seconds"],
+                tokens,
+                tokens * price / 1e6,
+            )
+        )
+    return found
+
+
 def percent(done: int, total: int, digits: int = 1) -> str:
     """``done/total`` as a percentage rounded *down*: 23,004 of 23,008 is 99.9%, never 100%."""
     if total <= 0:

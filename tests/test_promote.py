@@ -209,3 +209,35 @@ async def test_a_failed_jobs_generation_is_failed_and_not_promoted_without_force
         await promote.promote(conn, "docs", job.generation_id)
     done = await promote.promote(conn, "docs", job.generation_id, force=True)
     assert done.generation.id == job.generation_id
+
+
+async def test_a_complete_generation_left_unpromoted_is_warned_about(
+    conn: AsyncConn, db_url: str
+) -> None:
+    from syncsvc import metrics, status
+    from syncsvc.web import admin
+
+    await make_docs(conn, 20)
+    job = await jobs.request_reembed(
+        conn, job_settings(), "docs", model="local-hash", dimensions=64
+    )
+    async with running_daemon(db_url, job_settings()):
+        await wait_for(lambda: _job_state(conn, job.id, JobState.COMPLETED))
+        await wait_for(lambda: queue_empty(conn))
+        await conn.execute("UPDATE docs SET body = 'a live edit' WHERE id = 1")
+        await wait_for(lambda: queue_empty(conn))
+    assert await status.unpromoted(conn, 3600) == []  # within the grace period
+    [idle] = await status.unpromoted(conn, 0)
+    assert (idle.target, idle.generation_id) == ("docs", job.generation_id)
+    assert idle.tokens_per_day > 0 and "neither promoted nor dropped" in idle.warning()
+    await metrics.refresh(conn)
+    assert (
+        metrics.REGISTRY.get_sample_value("syncsvc_unpromoted_generations", {"target": "docs"})
+        is None
+    )  # the default grace is an hour
+    page = admin.render(await admin.gather(conn, [], unpromoted_grace_seconds=0))
+    assert "neither promoted nor dropped" in page
+    out = await run_cli(db_url, "status")
+    assert "neither promoted" not in out
+    await promote.promote(conn, "docs", job.generation_id)
+    assert await status.unpromoted(conn, 0) == []

@@ -107,6 +107,8 @@ async def _status(conn: AsyncConn, as_json: bool) -> None:
             r.paused_reason or "",
         )
     console.print(table)
+    for idle in await status.unpromoted(conn, STATE.settings.jobs.unpromoted_grace_seconds):
+        console.print(f"[yellow]warning:[/] {idle.warning()}", highlight=False)
 
 
 def status_command(

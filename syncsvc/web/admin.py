@@ -62,7 +62,9 @@ class PageData:
     notes: list[str] = field(default_factory=list)
 
 
-async def gather(conn: AsyncConn, checks: list[Check]) -> PageData:
+async def gather(
+    conn: AsyncConn, checks: list[Check], *, unpromoted_grace_seconds: float = 3600.0
+) -> PageData:
     """Read everything the page shows."""
     targets = await status.collect(conn)
     cur = await conn.execute(sqlfiles.query("ops", "list_failed"), {"limit": FAILURES_SHOWN})
@@ -73,7 +75,8 @@ async def gather(conn: AsyncConn, checks: list[Check]) -> PageData:
     if found and found["found"]:
         cur = await conn.execute(sqlfiles.query("ops", "list_daemons"))
         daemons = await cur.fetchall()
-    return PageData(targets, failures, await jobs.list_jobs(conn), daemons, checks)
+    notes = [u.warning() for u in await status.unpromoted(conn, unpromoted_grace_seconds)]
+    return PageData(targets, failures, await jobs.list_jobs(conn), daemons, checks, notes=notes)
 
 
 def _e(value: object) -> str:
@@ -275,6 +278,7 @@ def render(data: PageData, *, message: str = "", error: str = "") -> str:
 <p><label><input type="checkbox" id="autorefresh"> refresh every 10 s</label>
  · <a href="/admin">reload</a> · <a href="/metrics">metrics</a></p>
 {flash}
+{"".join(f'<p class="bad warning">{_e(note)}</p>' for note in data.notes)}
 <h2>Health</h2>{_checks(data.checks)}
 <h2>Targets</h2>{_targets(data)}
 <h2>Failed rows</h2>{_failures(data)}

@@ -134,7 +134,11 @@ async def admin_page(request: Request) -> Response:
     web = _state(request)
     checks = await readiness(web.pool, web.daemon)
     async with web.pool.connection(timeout=5) as conn:
-        data = await admin.gather(conn, checks)
+        data = await admin.gather(
+            conn,
+            checks,
+            unpromoted_grace_seconds=web.settings.jobs.unpromoted_grace_seconds,
+        )
     params = request.query_params
     html = admin.render(data, message=params.get("msg", ""), error=params.get("err", ""))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
