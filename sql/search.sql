@@ -61,3 +61,18 @@ ON CONFLICT (generation_id, query_hash) DO UPDATE SET last_used_at = now();
 -- name: sparse_cache_prune --
 DELETE FROM syncsvc.sparse_query_cache
 WHERE last_used_at < now() - make_interval(secs => %(seconds)s);
+
+-- name: pending_queries --
+SELECT generation_id, text_hash, query FROM syncsvc.query_requests
+WHERE state = 'pending'
+ORDER BY requested_at
+LIMIT %(limit)s;
+
+-- name: query_done --
+UPDATE syncsvc.query_requests
+SET state = 'done', query_hash = %(query_hash)s, error = NULL, done_at = now()
+WHERE generation_id = %(generation_id)s AND text_hash = %(text_hash)s;
+
+-- name: query_failed --
+UPDATE syncsvc.query_requests SET state = 'failed', error = %(error)s, done_at = now()
+WHERE generation_id = %(generation_id)s AND text_hash = %(text_hash)s;

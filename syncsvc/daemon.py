@@ -20,7 +20,7 @@ import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from psycopg_pool import PoolTimeout
 
-from syncsvc import backfill, drift, indexes, probe, sqlfiles
+from syncsvc import backfill, drift, indexes, probe, queries, sqlfiles
 from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
 from syncsvc.embedder import Embedder
@@ -105,7 +105,10 @@ class Daemon:
         factory = provider_factory or (lambda name: build_provider(name, settings))
         self.worker = worker or Worker(self.pool, self.queue, factory)  # type: ignore[arg-type]
         self.listener = Listener(
-            url, self.wake, self.stop_event, channels=(QUEUE_CHANNEL, TARGETS_CHANNEL)
+            url,
+            self.wake,
+            self.stop_event,
+            channels=(QUEUE_CHANNEL, TARGETS_CHANNEL, queries.QUERIES_CHANNEL),
         )
         self._rounds: set[asyncio.Task[None]] = set()
         self._live_round: asyncio.Task[None] | None = None
@@ -150,7 +153,7 @@ class Daemon:
                 asyncio.create_task(self.listener.run(), name="syncsvc-listener"),
                 asyncio.create_task(self._claim_loop(), name="syncsvc-claimer"),
                 asyncio.create_task(self._lease_loop(), name="syncsvc-leases"),
-                asyncio.create_task(self._target_watch(), name="syncsvc-targets"),
+                asyncio.create_task(self._notifications(), name="syncsvc-notifications"),
             ]
             tasks += [
                 asyncio.create_task(service(self), name=f"syncsvc-{name}")
@@ -235,20 +238,27 @@ class Daemon:
             self.wake.set()
         return enqueued
 
-    async def _target_watch(self) -> None:
-        """React at once to target changes: a new or resumed target is swept, a capture error
-        pauses its target (other payloads are dropped)."""
+    async def _notifications(self) -> None:
+        """React at once to what NOTIFY announces: a new or resumed target is swept, a capture
+        error pauses its target, a text query from SQL is embedded (queue wake-ups are the
+        claimer's; their payloads are dropped here)."""
         while not self.stop_event.is_set():
             channel, payload = await self.listener.payloads.get()
-            if channel != TARGETS_CHANNEL or not payload.isdigit():
-                continue
             try:
-                enqueued = await self.sweep(int(payload))
-                logger.info("target %s changed: %d rows to embed", payload, enqueued)
+                if channel == queries.QUERIES_CHANNEL:
+                    await self.answer_queries()
+                elif channel == TARGETS_CHANNEL and payload.isdigit():
+                    enqueued = await self.sweep(int(payload))
+                    logger.info("target %s changed: %d rows to embed", payload, enqueued)
+                    self.wake.set()
             except (psycopg.Error, PoolTimeout) as exc:
-                # The scheduled sweep tries again; one target's trouble must not stop the daemon.
-                self.errors.report("sweep of target %s failed", payload, exc=exc)
-            self.wake.set()
+                # The periodic sweep and poll try again; one target's trouble must not stop
+                # the daemon.
+                self.errors.report("reacting to %s %s failed", channel, payload, exc=exc)
+
+    async def answer_queries(self) -> int:
+        """Embed the text queries psql users are waiting for (``syncsvc.embed_query``)."""
+        return await queries.embed_pending(self.pool, self.worker.provider)
 
     async def _active_target_ids(self) -> list[int]:
         async with self.pool.connection() as conn:
@@ -351,5 +361,6 @@ class Daemon:
                 await self.queue.renew_leases()
                 if await self.queue.expire_leases():
                     self.wake.set()
+                await self.answer_queries()  # NOTIFY only wakes: a lost one costs seconds
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 self.errors.report("could not renew leases; will retry", exc=exc)

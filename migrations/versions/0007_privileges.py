@@ -92,6 +92,11 @@ BEGIN
         -- vector for another user's query.
         EXECUTE format('GRANT SELECT ON syncsvc.targets, syncsvc.generations, '
                        'syncsvc.query_cache, syncsvc.sparse_query_cache TO %I', r.role_name);
+        -- Text queries asked for from SQL (revision 0009): a daemon embeds them.
+        IF to_regclass('syncsvc.query_requests') IS NOT NULL THEN
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE ON syncsvc.query_requests TO %I',
+                           r.role_name);
+        END IF;
     END LOOP;
     FOR r IN SELECT sg.role_name, t.name, g.table_name
              FROM syncsvc.search_grants sg
@@ -159,6 +164,9 @@ BEGIN
                    WHERE sg.role_name = grantee) THEN
         EXECUTE format('REVOKE SELECT ON syncsvc.targets, syncsvc.generations, '
                        'syncsvc.query_cache, syncsvc.sparse_query_cache FROM %I', grantee);
+        IF to_regclass('syncsvc.query_requests') IS NOT NULL THEN
+            EXECUTE format('REVOKE ALL ON syncsvc.query_requests FROM %I', grantee);
+        END IF;
         EXECUTE format('REVOKE USAGE ON SCHEMA syncsvc FROM %I', grantee);
     END IF;
 END
