@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from syncsvc.resources import migrations_dir
 
@@ -38,8 +40,19 @@ def upgrade(url: str, revision: str = "heads") -> None:
     server without it fails with the one message that says how to install it."""
     from alembic import command
 
-    asyncio.run(_check(url))
+    _run(_check(url))
     command.upgrade(_config(url), revision)
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    # Called from code that runs an event loop (the demo): check on a thread of its own.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
 
 
 async def _check(url: str) -> None:
