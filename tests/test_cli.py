@@ -208,3 +208,11 @@ def test_unicode_template_is_stored_and_embedded_verbatim(db_url: str) -> None:
     assert row is not None
     vector = [float(x) for x in row[0].strip("[]").split(",")]
     assert vector == pytest.approx(list(expected(rendered, 64)), abs=1e-6)
+
+
+def test_demo_runs_as_the_owner(db_url: str) -> None:
+    out = syncsvc(db_url, "demo")
+    assert "Done. Vectors live in syncsvc.demo_articles_embeddings" in " ".join(out.stdout.split())
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM syncsvc.demo_articles_embeddings").fetchone()
+    assert row is not None and row[0] > 0
