@@ -195,13 +195,10 @@ async def _resolve_key(
     )
 
 
-async def preview(
-    conn: AsyncConn, settings: Settings, spec: TargetSpec, rows: int = 3
-) -> list[str]:
-    """Validate ``spec`` and render the exact embedding input of a few rows; changes nothing."""
-    row = await validate(conn, settings, spec)
-    target = Target(
-        id=0,
+def _target(target_id: int, spec: TargetSpec, row: dict[str, Any]) -> Target:
+    """The target a validated catalog row describes."""
+    return Target(
+        id=target_id,
         name=spec.name,
         source_schema=row["schema"],
         source_table=row["table"],
@@ -211,6 +208,13 @@ async def preview(
         template=row["template"],
         metric=spec.metric,
     )
+
+
+async def preview(
+    conn: AsyncConn, settings: Settings, spec: TargetSpec, rows: int = 3
+) -> list[str]:
+    """Validate ``spec`` and render the exact embedding input of a few rows; changes nothing."""
+    target = _target(0, spec, await validate(conn, settings, spec))
     cur = await conn.execute(
         sql.SQL("SELECT {} AS input FROM {} s WHERE {} ORDER BY {} LIMIT {}").format(
             statements.input_expr(target, "s"),
@@ -230,17 +234,7 @@ async def add_target(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> T
         cur = await conn.execute(sqlfiles.query("catalog", "insert_target"), row)
         created = await cur.fetchone()
         assert created is not None
-        target = Target(
-            id=created["id"],
-            name=spec.name,
-            source_schema=row["schema"],
-            source_table=row["table"],
-            pk_columns=tuple(row["pk_columns"]),
-            pk_types=tuple(row["pk_types"]),
-            columns=tuple(row["columns"]),
-            template=row["template"],
-            metric=spec.metric,
-        )
+        target = _target(created["id"], spec, row)
         generation = await generations.create_generation(
             conn,
             target,

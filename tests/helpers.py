@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
+from psycopg import sql
 
 from syncsvc import lexical
 from syncsvc.daemon import Daemon
@@ -80,3 +84,52 @@ async def queue_empty(conn: AsyncConn) -> bool:
 
 def expected(text: str, dims: int) -> np.ndarray[Any, np.dtype[np.float32]]:
     return np.asarray(lexical.embed(text, dims), dtype=np.float32)
+
+
+async def text_targets(
+    conn: AsyncConn,
+    names: tuple[str, ...] = ("docs", "notes"),
+    *,
+    rows: int = 20,
+    title: str = "{table} title ",
+    body: str = "words of ",
+    dimensions: int = 64,
+    **spec: Any,
+) -> None:
+    """Tables ``(id int, title, body)`` of ``rows`` rows ('<title>i', '<body>i'), each a
+    local-hash target: the one under test and its healthy neighbours."""
+    from syncsvc import targets
+
+    for table in names:
+        await conn.execute(
+            sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, title text, body text)").format(
+                sql.Identifier(table)
+            )
+        )
+        await conn.execute(
+            sql.SQL(
+                "INSERT INTO {} SELECT i, %s || i, %s || i FROM generate_series(1, %s) i"
+            ).format(sql.Identifier(table)),
+            (title.format(table=table), body, rows),
+        )
+        target = targets.TargetSpec(
+            name=table,
+            table=table,
+            columns=("title", "body"),
+            model="local-hash",
+            dimensions=dimensions,
+            **spec,
+        )
+        await targets.add_target(conn, fast_settings(), target)
+
+
+def spawn_daemon(url: str, **worker: object) -> subprocess.Popen[bytes]:
+    """``syncsvc run`` in a process of its own (for kill -9), with ``worker`` settings."""
+    env = {**os.environ, "SYNCSVC_DATABASE_URL": url}
+    env.update({f"SYNCSVC_WORKER__{k.upper()}": str(v) for k, v in worker.items()})
+    return subprocess.Popen(
+        [sys.executable, "-m", "syncsvc", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

@@ -168,38 +168,13 @@ def test_unicode_template_is_stored_and_embedded_verbatim(db_url: str) -> None:
         conn.execute("INSERT INTO posts VALUES (1, '望远镜', 'كيف تعمل 🔭')")
     template = r"标题：{title}\n内容：{body} — ✓ ‏עברית\t😀 \x41"
     rendered = "标题：望远镜\n内容：كيف تعمل 🔭 — ✓ ‏עברית\t😀 \\x41"
-    preview = syncsvc(
-        db_url,
-        "target",
-        "add",
-        "posts",
-        "--table",
-        "posts",
-        "--columns",
-        "title,body",
-        "--dimensions",
-        "64",
-        "--template",
-        template,
-        "--dry-run",
-    )
+    add = ["target", "add", "posts", "--table", "posts", "--columns", "title,body"]
+    add += ["--dimensions", "64", "--template", template]
+    preview = syncsvc(db_url, *add, "--dry-run")
     assert json.dumps(rendered, ensure_ascii=False) in preview.stdout
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM syncsvc.targets").fetchone() == (0,)
-    syncsvc(
-        db_url,
-        "target",
-        "add",
-        "posts",
-        "--table",
-        "posts",
-        "--columns",
-        "title,body",
-        "--dimensions",
-        "64",
-        "--template",
-        template,
-    )
+    syncsvc(db_url, *add)
     syncsvc(db_url, "run", "--until-idle")
     with psycopg.connect(db_url, autocommit=True) as conn:
         stored = conn.execute("SELECT template FROM syncsvc.targets").fetchone()

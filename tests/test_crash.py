@@ -10,23 +10,13 @@ import time
 
 import psycopg
 
+from tests.helpers import spawn_daemon
+
 ROWS = 10_000
 
 
 def _daemon(url: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "SYNCSVC_DATABASE_URL": url,
-        "SYNCSVC_WORKER__LEASE_SECONDS": "2",
-        "SYNCSVC_WORKER__POLL_INTERVAL_SECONDS": "0.5",
-        "SYNCSVC_WORKER__CLAIM_SIZE": "50",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "syncsvc", "run"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return spawn_daemon(url, lease_seconds=2, poll_interval_seconds=0.5, claim_size=50)
 
 
 def _embedded(conn: psycopg.Connection[tuple[int]]) -> int:

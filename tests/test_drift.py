@@ -12,32 +12,18 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from syncsvc import drift, status, targets
+from syncsvc import drift, status
 from syncsvc.catalog import get_target
 from syncsvc.database import AsyncConn
 from syncsvc.providers.local import LocalHashProvider
 from tests.conftest import Deployment
-from tests.helpers import expected, fast_settings, running_daemon, scalar, wait_for
+from tests.helpers import expected, fast_settings, running_daemon, scalar, text_targets, wait_for
 
 DIMS = 64
 
 
-async def _setup(conn: AsyncConn, **docs: Any) -> None:
-    for table in ("docs", "notes"):
-        await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, title text, body text)")
-        await conn.execute(
-            f"INSERT INTO {table} SELECT i, 'title ' || i, 'body ' || i "
-            "FROM generate_series(1, 10) i"
-        )
-        spec = targets.TargetSpec(
-            name=table,
-            table=table,
-            columns=("title", "body"),
-            model="local-hash",
-            dimensions=DIMS,
-            **(docs if table == "docs" else {}),
-        )
-        await targets.add_target(conn, fast_settings(), spec)
+async def _setup(conn: AsyncConn) -> None:
+    await text_targets(conn, rows=10, title="title ", body="body ", dimensions=DIMS)
 
 
 async def _vector(conn: AsyncConn, view: str, pk: int) -> np.ndarray | None:

@@ -9,14 +9,22 @@ import numpy as np
 import psycopg
 import pytest
 
-from syncsvc import indexes, jobs, migrate, privileges, promote, targets
+from syncsvc import indexes, jobs, migrate, privileges, promote
 from syncsvc.catalog import get_target
 from syncsvc.client import AsyncClient
 from syncsvc.database import AsyncConn, aconnect
 from syncsvc.jobs import JobState
 from syncsvc.providers.local import LocalHashProvider
 from tests.conftest import OWNER, READER, WRITER, Cluster, Deployment
-from tests.helpers import expected, fast_settings, queue_empty, running_daemon, scalar, wait_for
+from tests.helpers import (
+    expected,
+    fast_settings,
+    queue_empty,
+    running_daemon,
+    scalar,
+    text_targets,
+    wait_for,
+)
 from tests.jobs_support import job_settings
 
 DIMS = 64
@@ -24,20 +32,7 @@ DIMS = 64
 
 async def _two_targets(conn: AsyncConn) -> None:
     """``docs`` (the one under test) and ``notes`` (the healthy neighbour)."""
-    for table in ("docs", "notes"):
-        await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, title text, body text)")
-        await conn.execute(
-            f"INSERT INTO {table} SELECT i, '{table} title ' || i, 'words of ' || i "
-            "FROM generate_series(1, 20) i"
-        )
-        spec = targets.TargetSpec(
-            name=table,
-            table=table,
-            columns=("title", "body"),
-            model="local-hash",
-            dimensions=DIMS,
-        )
-        await targets.add_target(conn, fast_settings(), spec)
+    await text_targets(conn, dimensions=DIMS)
 
 
 async def _vectors(conn: AsyncConn, view: str) -> int:
@@ -214,19 +209,7 @@ async def test_reader_search_survives_promote_new_targets_and_migrate(
         await indexes.build_index(conn, target, target.active)
 
         # A target added after the grant is searchable too.
-        await conn.execute("CREATE TABLE later (id int PRIMARY KEY, title text, body text)")
-        await conn.execute(
-            "INSERT INTO later SELECT i, 'later title ' || i, 'words of ' || i "
-            "FROM generate_series(1, 20) i"
-        )
-        spec = targets.TargetSpec(
-            name="later",
-            table="later",
-            columns=("title", "body"),
-            model="local-hash",
-            dimensions=DIMS,
-        )
-        await targets.add_target(conn, fast_settings(), spec)
+        await text_targets(conn, ("later",), dimensions=DIMS)
         await wait_for(lambda: queue_empty(conn))
         await wait_for(lambda: _has_vectors(conn, "later", 20))
 

@@ -4,10 +4,8 @@ with -9 while another runs. Leases are the default 120 s; recovery must take sec
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -17,7 +15,7 @@ import pytest
 from syncsvc import migrate, targets
 from syncsvc.database import AsyncConn, aconnect
 from tests.conftest import Cluster, Deployment
-from tests.helpers import fast_settings, running_daemon, scalar, wait_for
+from tests.helpers import fast_settings, running_daemon, scalar, spawn_daemon, wait_for
 
 ROWS = 20_000
 
@@ -74,19 +72,7 @@ async def _some_done(conn: AsyncConn) -> bool:
 
 
 def _daemon(url: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "SYNCSVC_DATABASE_URL": url,
-        "SYNCSVC_WORKER__LEASE_SECONDS": "120",
-        "SYNCSVC_WORKER__POLL_INTERVAL_SECONDS": "0.5",
-        "SYNCSVC_WORKER__CLAIM_SIZE": "200",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "syncsvc", "run"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return spawn_daemon(url, lease_seconds=120, poll_interval_seconds=0.5, claim_size=200)
 
 
 def test_kill_9_of_one_daemon_is_taken_over_by_the_other(db_url: str) -> None:

@@ -8,30 +8,17 @@ import asyncio
 import psycopg
 import pytest
 
-from syncsvc import privileges, targets
+from syncsvc import privileges
 from syncsvc.database import AsyncConn
 from syncsvc.providers.local import LocalHashProvider
 from tests.conftest import READER, Deployment
-from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, wait_for
+from tests.helpers import queue_empty, running_daemon, scalar, text_targets, wait_for
 
 DIMS = 64
 
 
 async def _setup(conn: AsyncConn) -> None:
-    for table in ("docs", "notes"):
-        await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, title text, body text)")
-        await conn.execute(
-            f"INSERT INTO {table} SELECT i, '{table} title ' || i, 'words of ' || i "
-            "FROM generate_series(1, 20) i"
-        )
-        spec = targets.TargetSpec(
-            name=table,
-            table=table,
-            columns=("title", "body"),
-            model="local-hash",
-            dimensions=DIMS,
-        )
-        await targets.add_target(conn, fast_settings(), spec)
+    await text_targets(conn, dimensions=DIMS)
     await privileges.grant_search(conn, READER)
 
 
