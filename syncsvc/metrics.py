@@ -105,7 +105,7 @@ COVERAGE = Gauge(
 )
 PAUSED = Gauge(
     "syncsvc_target_paused",
-    "1 when the target is paused (provider refused).",
+    "1 when the target is paused (by an operator, a provider refusal or schema drift).",
     ["target"],
     registry=REGISTRY,
 )

@@ -159,6 +159,15 @@ async def test_dropped_table_leaves_status_startup_and_neighbours_working(
     assert reason is not None and 'relation "public.docs" does not exist' in reason
     code, out = await asyncio.to_thread(cli, deployment.owner, "status", "--json")
     assert code == 0 and '"notes"' in out
+    # The admin page and /metrics read the same status: they show it, they do not fail.
+    from syncsvc import metrics
+    from syncsvc.web import admin
+
+    page = admin.render(await admin.gather(conn, []))
+    assert "relation &quot;public.docs&quot; does not exist" in page or "public.docs" in page
+    await metrics.refresh(conn)
+    assert metrics.REGISTRY.get_sample_value("syncsvc_target_source_rows", {"target": "notes"}) == 10
+    assert metrics.REGISTRY.get_sample_value("syncsvc_target_paused", {"target": "docs"}) == 1
     # A daemon starts (its first sweep pauses docs) and embeds notes.
     async with running_daemon(deployment.owner):
         await wait_for(lambda: _is(conn, "notes", 10, "title 10\n\nbody 10"))
@@ -269,3 +278,59 @@ async def test_a_target_paused_by_the_provider_resumes_once_the_key_works(
         assert sorted(await probe.probe_once(daemon)) == ["docs", "notes"]
         await wait_for(lambda: _is(conn, "docs", 10, "title 10\n\nbody 10"), timeout=10)
         await wait_for(lambda: _is(conn, "notes", 10, "title 10\n\nbody 10"), timeout=10)
+
+
+async def test_renamed_table_pauses_its_target_and_never_fails_the_application(
+    conn: AsyncConn, deployment: Deployment
+) -> None:
+    await _setup(conn)
+    async with running_daemon(deployment.owner):
+        await wait_for(lambda: _is(conn, "docs", 10, "title 10\n\nbody 10"))
+        await conn.execute("ALTER TABLE docs RENAME TO papers")
+        with psycopg.connect(deployment.writer, autocommit=True) as writer:
+            writer.execute("UPDATE papers SET body = 'edited after the rename' WHERE id = 2")
+            writer.execute("INSERT INTO papers VALUES (11, 'title 11', 'new')")
+            await wait_for(lambda: _paused(conn, "docs"), timeout=10)
+            reason = await _paused(conn, "docs")
+            assert reason is not None and "table public.docs no longer exists" in reason
+            await _healthy_neighbour(conn, writer, "after the rename")
+
+
+async def test_changed_type_of_an_embedded_column_keeps_capturing(
+    conn: AsyncConn, deployment: Deployment
+) -> None:
+    await _setup(conn)
+    async with running_daemon(deployment.owner):
+        await wait_for(lambda: _is(conn, "docs", 10, "title 10\n\nbody 10"))
+        await conn.execute("ALTER TABLE docs ALTER COLUMN body TYPE varchar(100)")
+        with psycopg.connect(deployment.writer, autocommit=True) as writer:
+            writer.execute("UPDATE docs SET body = 'a varchar now' WHERE id = 2")
+            await wait_for(lambda: _is(conn, "docs", 2, "title 2\n\na varchar now"))
+            await conn.execute("ALTER TABLE docs ALTER COLUMN body TYPE integer USING length(body)")
+            writer.execute("UPDATE docs SET body = 42 WHERE id = 3")
+            await wait_for(lambda: _is(conn, "docs", 3, "title 3\n\n42"))
+            await _healthy_neighbour(conn, writer, "neighbour too")
+    assert await _paused(conn, "docs") is None
+    code, out = await asyncio.to_thread(cli, deployment.owner, "target", "check", "docs")
+    assert code == 1 and "column body of public.docs is now integer" in out
+
+
+def test_a_repeated_error_logs_once_a_minute_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from syncsvc.errorlog import RepeatedErrors
+
+    errors = RepeatedErrors(interval_seconds=60)
+    boom = psycopg.OperationalError("connection refused")
+    with caplog.at_level("ERROR", logger="syncsvc.errorlog"):
+        logged = [errors.report("database unavailable; retrying", exc=boom) for _ in range(50)]
+        assert logged == [True] + [False] * 49
+        errors.report("another loop failed", exc=boom)
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert lines == [
+        "database unavailable; retrying: OperationalError: connection refused",
+        "another loop failed: OperationalError: connection refused",
+    ]
+    errors.interval = 0  # the next one after the interval says how many it swallowed
+    errors.report("database unavailable; retrying", exc=boom)
+    assert caplog.records[-1].getMessage().endswith("(repeated 49 more times)")
