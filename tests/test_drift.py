@@ -164,7 +164,7 @@ async def test_dropped_table_leaves_status_startup_and_neighbours_working(
     from syncsvc.web import admin
 
     page = admin.render(await admin.gather(conn, []))
-    assert "relation &quot;public.docs&quot; does not exist" in page or "public.docs" in page
+    assert "does not exist" in page  # the reason, in the docs row
     await metrics.refresh(conn)
     assert metrics.REGISTRY.get_sample_value("syncsvc_target_source_rows", {"target": "notes"}) == 10
     assert metrics.REGISTRY.get_sample_value("syncsvc_target_paused", {"target": "docs"}) == 1
