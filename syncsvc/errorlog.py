@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 class _Seen:
     last_logged: float
     suppressed: int = 0
+    last_seen: float = 0.0
 
 
 class RepeatedErrors:
@@ -38,10 +39,20 @@ class RepeatedErrors:
         seen = self._seen.get(key)
         if seen is not None and now - seen.last_logged < self.interval:
             seen.suppressed += 1
+            seen.last_seen = now
             return False
         repeats = f" (repeated {seen.suppressed} more times)" if seen and seen.suppressed else ""
         logger.error("%s: %s: %s%s", text, type(exc).__name__, key[2], repeats)
         if seen is None:
             logger.debug("first occurrence of: %s", text, exc_info=exc)
-        self._seen[key] = _Seen(now)
+        self._seen[key] = _Seen(now, last_seen=now)
         return True
+
+    def recent(self, seconds: float = 60.0) -> list[str]:
+        """The distinct errors seen in the last ``seconds`` (for /readyz detail)."""
+        now = time.monotonic()
+        return [
+            f"{text}: {kind}: {error}"
+            for (text, kind, error), seen in self._seen.items()
+            if now - seen.last_seen <= seconds
+        ]

@@ -166,7 +166,9 @@ async def test_dropped_table_leaves_status_startup_and_neighbours_working(
     page = admin.render(await admin.gather(conn, []))
     assert "does not exist" in page  # the reason, in the docs row
     await metrics.refresh(conn)
-    assert metrics.REGISTRY.get_sample_value("syncsvc_target_source_rows", {"target": "notes"}) == 10
+    assert (
+        metrics.REGISTRY.get_sample_value("syncsvc_target_source_rows", {"target": "notes"}) == 10
+    )
     assert metrics.REGISTRY.get_sample_value("syncsvc_target_paused", {"target": "docs"}) == 1
     # A daemon starts (its first sweep pauses docs) and embeds notes.
     async with running_daemon(deployment.owner):
@@ -328,6 +330,10 @@ def test_a_repeated_error_logs_once_a_minute_with_a_count(
         errors.report("another loop failed", exc=boom)
     lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert lines == [
+        "database unavailable; retrying: OperationalError: connection refused",
+        "another loop failed: OperationalError: connection refused",
+    ]
+    assert errors.recent() == [
         "database unavailable; retrying: OperationalError: connection refused",
         "another loop failed: OperationalError: connection refused",
     ]

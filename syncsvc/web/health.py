@@ -58,6 +58,8 @@ async def readiness(
         checks.append(Check("listener", connected, "" if connected else "LISTEN connection down"))
         stopping = daemon.stop_event.is_set()
         checks.append(Check("running", not stopping, "shutting down" if stopping else ""))
+        # Informational: the daemon keeps going (and retries), but says what keeps failing.
+        checks.append(Check("errors", True, "; ".join(daemon.errors.recent())[:500]))
     ready = all(c.ok for c in checks)
     metrics.READY.set(1 if ready else 0)
     if daemon is not None:
