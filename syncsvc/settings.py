@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,8 @@ DEFAULT_CONFIG_FILE = "syncsvc.toml"
 
 class ProviderSettings(BaseModel):
     """How to reach one embeddings API account."""
+
+    model_config = ConfigDict(extra="forbid")
 
     profile: str = Field(description="Name of a shipped provider profile, e.g. 'dashscope-intl'.")
     base_url: str | None = None
@@ -46,6 +48,10 @@ class ProviderSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
+    """How the daemon claims, retries and sweeps."""
+
+    model_config = ConfigDict(extra="forbid")
+
     claim_size: int = Field(
         default=320,
         ge=1,
@@ -70,6 +76,8 @@ class WorkerSettings(BaseModel):
 class SearchSettings(BaseModel):
     """Similarity search: HNSW index parameters and when the daemon builds the index."""
 
+    model_config = ConfigDict(extra="forbid")
+
     hnsw_m: int = Field(default=16, ge=2, le=100, description="HNSW graph degree (m).")
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
     index_build_fraction: float = Field(
@@ -86,6 +94,8 @@ class SearchSettings(BaseModel):
 
 class JobSettings(BaseModel):
     """How re-embedding jobs share the embedding API with live edits."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_queued_rows: int = Field(
         default=1000,
@@ -106,6 +116,8 @@ class JobSettings(BaseModel):
 class ScheduleEntry(BaseModel):
     """One cron-style schedule: ``[schedules.NAME]`` with ``cron`` and ``action``."""
 
+    model_config = ConfigDict(extra="forbid")
+
     cron: str = Field(description="5 fields (minute first) or 6 fields (second first).")
     action: str = Field(description="sweep, retry_failed or reembed.")
     timezone: str = "UTC"
@@ -122,7 +134,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SYNCSVC_",
         env_nested_delimiter="__",
-        extra="ignore",
+        extra="forbid",
     )
 
     database_url: str | None = Field(

@@ -132,6 +132,14 @@ def test_debug_keeps_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     [
         ("[worker\n", "is not valid TOML: Expected ']'"),
         ("[worker]\nclaim_size = 'many'\n", "worker.claim_size: Input should be a valid integer"),
+        (
+            "[worker]\nclaim_sise = 8\n",
+            "worker.claim_sise: unknown setting (did you mean 'claim_size'?)",
+        ),
+        (
+            "[providers.ds]\nprofile = 'dashscope-intl'\nconcurency = 3\n",
+            "providers.ds.concurency: unknown setting (did you mean 'concurrency'?)",
+        ),
     ],
 )
 def test_a_broken_config_file_is_one_line_from_a_real_process(

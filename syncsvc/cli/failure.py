@@ -5,15 +5,17 @@ Every command's exceptions end here (``describe``); tracebacks only with ``--log
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+import typing
 from typing import Any
 
 import psycopg
 import pydantic
 
 from syncsvc.errors import SyncsvcError
-from syncsvc.settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE
+from syncsvc.settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, Settings
 
 NOT_MIGRATED = (
     "the syncsvc schema is missing or out of date in this database ({detail}); "
@@ -47,11 +49,28 @@ def _settings_error(exc: pydantic.ValidationError) -> str:
     problems = []
     for error in exc.errors()[:3]:
         where = ".".join(str(part) for part in error["loc"]) or "settings"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown setting{_did_you_mean(error['loc'])}")
+            continue
         problems.append(f"{where}: {error['msg']}")
     more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
     return (
         f"invalid settings ({_config_file()} or SYNCSVC_* variables): {'; '.join(problems)}{more}"
     )
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    """A close known name for an unknown key at ``loc`` (e.g. providers.ds.concurency)."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(str(part))
+        if field is None:
+            continue  # a free-form name, e.g. the provider's own: [providers.<name>]
+        args = typing.get_args(field.annotation)
+        model = args[-1] if args else field.annotation
+    known = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _config_file() -> str:
