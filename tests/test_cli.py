@@ -191,3 +191,12 @@ def test_demo_runs_as_the_owner(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM syncsvc.demo_articles_embeddings").fetchone()
     assert row is not None and row[0] > 0
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = subprocess.run(
+        [sys.executable, "-m", "syncsvc", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == f"syncsvc {version('syncsvc')}"

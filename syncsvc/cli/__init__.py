@@ -36,6 +36,14 @@ COMMAND_MODULES = (
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"syncsvc {version('syncsvc')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
     database_url: Annotated[
@@ -52,6 +60,12 @@ def _global(
         typer.Option("--log-format", help="text or json (default: settings, else text)"),
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     if log_format not in (None, "text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
