@@ -135,3 +135,11 @@ UPDATE syncsvc.generations SET state = 'active', promoted_at = now() WHERE id = 
 UPDATE syncsvc.jobs
 SET state = 'completed', finished_at = coalesce(finished_at, now()), updated_at = now()
 WHERE generation_id = %(generation_id)s AND state IN ('pending', 'running', 'paused');
+
+-- name: held_by_dead --
+-- Entries of a target held by a daemon with no session left (see queue.sql expire_leases):
+-- its rows may still change the generation, so a job is not complete before they are taken.
+SELECT count(*) AS n FROM syncsvc.queue
+WHERE target_id = %(target_id)s AND state = 'in_flight'
+  AND regexp_replace(split_part(worker, '/', 1), '^.*:', '')
+      NOT IN (SELECT tag FROM syncsvc.daemon_sessions);

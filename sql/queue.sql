@@ -44,9 +44,8 @@ SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
 WHERE state = 'in_flight'
   AND (lease_until < now()
        OR (updated_at < now() - make_interval(secs => %(grace_seconds)s)
-           AND regexp_replace(split_part(worker, '/', 1), '^.*:', '') NOT IN (
-               SELECT substr(a.application_name, 9) FROM pg_stat_activity a
-               WHERE a.datname = current_database() AND a.application_name LIKE 'syncsvc %%')));
+           AND regexp_replace(split_part(worker, '/', 1), '^.*:', '')
+               NOT IN (SELECT tag FROM syncsvc.daemon_sessions)));
 
 -- name: claim --
 -- A round holds one priority only: a live edit is not held up by the backfill rows that would

@@ -240,6 +240,9 @@ class JobRunner:
                 "job %d: %d rows missing after the scan; rescanning", job.id, measured.missing
             )
             return None
+        held = await _scalar(conn, "held_by_dead", {"target_id": target.id})
+        if held:
+            return f"waiting for {held} rows held by a daemon that died (taken over in seconds)"
         await conn.execute(
             sqlfiles.query("jobs", "set_state"),
             {"id": job.id, "state": JobState.COMPLETED.value, "error": None},

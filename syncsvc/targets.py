@@ -269,4 +269,7 @@ async def remove_target(conn: AsyncConn, name: str, *, keep_vectors: bool = Fals
             for generation in target.generations:
                 await generations.drop_generation_table(conn, generation)
         await conn.execute(sqlfiles.query("catalog", "delete_target"), {"id": target.id})
+        await conn.execute(
+            "SELECT pg_notify(%s, %s)", (statements.TARGETS_CHANNEL, str(target.id))
+        )
     return target

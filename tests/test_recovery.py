@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from syncsvc import migrate, targets
-from syncsvc.database import AsyncConn, aconnect
+from syncsvc import migrate, sqlfiles, targets
+from syncsvc.database import AsyncConn, aconnect, create_pool
+from syncsvc.queue import Queue, RetryStrategy
 from tests.conftest import Cluster, Deployment
 from tests.helpers import fast_settings, running_daemon, scalar, spawn_daemon, wait_for
 
@@ -118,3 +119,39 @@ def test_kill_9_of_one_daemon_is_taken_over_by_the_other(db_url: str) -> None:
 async def _setup_sync(url: str) -> None:
     async with await aconnect(url) as conn:
         await _setup(conn)
+
+
+async def test_claims_of_a_daemon_without_sessions_are_dead(conn: AsyncConn, db_url: str) -> None:
+    await _setup_small(conn)
+    target_id = await scalar(conn, "SELECT id FROM syncsvc.targets WHERE name = 'notes'")
+    await conn.execute(
+        "INSERT INTO syncsvc.queue (target_id, pk, state, worker, lease_until, updated_at) "
+        "VALUES (%s, '[1]', 'in_flight', 'host:1:feedc0de/1', now() + interval '2 min', "
+        "now() - interval '1 min')",
+        (target_id,),
+    )
+    held = "SELECT count(*) FROM syncsvc.queue q WHERE q.target_id = %s AND q.state = 'in_flight'"
+    dead = "SELECT n FROM (" + sqlfiles.load("jobs")["held_by_dead"].rstrip(";") + ") x"
+    alive = await psycopg.AsyncConnection.connect(db_url, application_name="syncsvc feedc0de")
+    try:
+        # Its daemon still has a session: the claim is alive, whatever its age.
+        assert await scalar(conn, dead.replace("%(target_id)s", str(target_id))) == 0
+    finally:
+        await alive.close()
+    assert await scalar(conn, dead.replace("%(target_id)s", str(target_id))) == 1
+    assert await scalar(conn, held, (target_id,)) == 1
+    queue = Queue(create_pool(db_url), "someone:2:abc", lease_seconds=120, retry=RetryStrategy())
+    await queue.pool.open()
+    try:
+        assert await queue.expire_leases() == 1  # taken over long before the lease ends
+    finally:
+        await queue.pool.close()
+    assert await scalar(conn, held, (target_id,)) == 0
+
+
+async def _setup_small(conn: AsyncConn) -> None:
+    await conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    spec = targets.TargetSpec(
+        name="notes", table="notes", columns=("body",), model="local-hash", dimensions=64
+    )
+    await targets.add_target(conn, fast_settings(), spec)

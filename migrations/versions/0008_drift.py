@@ -24,6 +24,13 @@ branch_labels = None
 depends_on = None
 
 UPGRADE = r"""
+-- The liveness tags of the daemons connected now: each daemon's sessions carry
+-- application_name 'syncsvc <tag>', and its queue holders end with ':<tag>/<round>'.
+CREATE VIEW syncsvc.daemon_sessions AS
+    SELECT DISTINCT substr(a.application_name, 9) AS tag
+    FROM pg_stat_activity a
+    WHERE a.datname = current_database() AND a.application_name LIKE 'syncsvc %';
+
 -- The generation of a failed job is 'failed', not 'retired': nothing offers to promote it.
 ALTER TABLE syncsvc.generations DROP CONSTRAINT generations_state_check,
     ADD CONSTRAINT generations_state_check
@@ -102,6 +109,7 @@ CREATE VIEW syncsvc.failures AS
     WHERE q.state = 'failed';
 ALTER TABLE syncsvc.queue DROP COLUMN failed_generation;
 DROP FUNCTION syncsvc.has_text(text);
+DROP VIEW syncsvc.daemon_sessions;
 DROP FUNCTION syncsvc.resume_target(text);
 DROP FUNCTION syncsvc.pause_target(text, text);
 DROP TABLE syncsvc.capture_errors;
