@@ -58,6 +58,14 @@ async def test_search_by_text_from_psql(conn: AsyncConn, deployment: Deployment)
     with psycopg.connect(deployment.reader, autocommit=True) as psql:
         with pytest.raises(psycopg.errors.NoDataFound, match=r"CALL syncsvc.embed_query\('docs'"):
             psql.execute("SELECT * FROM syncsvc.search('docs', 'never asked', 3)")
+        # A searcher cannot forge what another text's search would read.
+        with pytest.raises(psycopg.errors.GeneratedAlways):
+            psql.execute(
+                "INSERT INTO syncsvc.query_requests (generation_id, query, text_hash) "
+                "VALUES (1, 'x', sha256('docs title 5 words of 5'))"
+            )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            psql.execute("UPDATE syncsvc.query_requests SET query_hash = sha256('x')")
         # No daemon running: the wait is bounded and says why.
         with pytest.raises(psycopg.errors.QueryCanceled, match="is 'syncsvc run' running"):
             psql.execute("CALL syncsvc.embed_query('docs', 'nobody answers', 0.3)")

@@ -94,7 +94,9 @@ BEGIN
                        'syncsvc.query_cache, syncsvc.sparse_query_cache TO %I', r.role_name);
         -- Text queries asked for from SQL (revision 0009): a daemon embeds them.
         IF to_regclass('syncsvc.query_requests') IS NOT NULL THEN
-            EXECUTE format('GRANT SELECT, INSERT, UPDATE ON syncsvc.query_requests TO %I',
+            -- Only what filing a request takes: its key is derived, its answer the daemon's.
+            EXECUTE format('GRANT SELECT, INSERT (generation_id, query), '
+                           'UPDATE (state, error, requested_at) ON syncsvc.query_requests TO %I',
                            r.role_name);
         END IF;
     END LOOP;

@@ -20,10 +20,16 @@ branch_labels = None
 depends_on = None
 
 UPGRADE = r"""
+-- The database encoding is fixed, so this is immutable in practice (as content_hash is).
+CREATE FUNCTION syncsvc.text_digest(query text) RETURNS bytea
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+    RETURN sha256(convert_to(query, 'UTF8'));
+
 CREATE TABLE syncsvc.query_requests (
     generation_id integer NOT NULL REFERENCES syncsvc.generations (id) ON DELETE CASCADE,
-    text_hash     bytea NOT NULL,
     query         text NOT NULL,
+    -- Derived, never given: a searcher cannot file a query under another text's key.
+    text_hash     bytea NOT NULL GENERATED ALWAYS AS (syncsvc.text_digest(query)) STORED,
     state         text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed')),
     query_hash    bytea,
     error         text,
@@ -43,7 +49,7 @@ CREATE FUNCTION syncsvc.query_vector(target text, query text) RETURNS vector
     SELECT c.embedding
     FROM syncsvc.search_generation($1) g
     JOIN syncsvc.query_requests r ON r.generation_id = g.generation_id
-         AND r.text_hash = sha256(convert_to($2, 'UTF8')) AND r.state = 'done'
+         AND r.text_hash = syncsvc.text_digest($2) AND r.state = 'done'
     JOIN syncsvc.query_cache c ON c.generation_id = r.generation_id
          AND c.query_hash = r.query_hash
 $$;
@@ -52,7 +58,7 @@ CREATE PROCEDURE syncsvc.embed_query(target text, query text, timeout_seconds fl
     LANGUAGE plpgsql AS $$
 DECLARE
     gen integer;
-    digest bytea := sha256(convert_to(query, 'UTF8'));
+    digest bytea := syncsvc.text_digest(query);
     deadline timestamptz;
     outcome text;
     reason text;
@@ -68,8 +74,8 @@ BEGIN
     IF syncsvc.query_vector(target, query) IS NOT NULL THEN
         RETURN;  -- cached: no API call, no wait
     END IF;
-    INSERT INTO syncsvc.query_requests AS r (generation_id, text_hash, query)
-    VALUES (gen, digest, query)
+    INSERT INTO syncsvc.query_requests AS r (generation_id, query)
+    VALUES (gen, query)
     ON CONFLICT (generation_id, text_hash) DO UPDATE
         SET state = 'pending', error = NULL, requested_at = now()
         WHERE r.state <> 'pending';
@@ -116,7 +122,8 @@ DECLARE
     r record;
 BEGIN
     FOR r IN SELECT DISTINCT role_name FROM syncsvc.search_grants LOOP
-        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON syncsvc.query_requests TO %I',
+        EXECUTE format('GRANT SELECT, INSERT (generation_id, query), '
+                       'UPDATE (state, error, requested_at) ON syncsvc.query_requests TO %I',
                        r.role_name);
     END LOOP;
 END
@@ -128,6 +135,7 @@ DROP FUNCTION syncsvc.search(text, text, integer, text);
 DROP PROCEDURE syncsvc.embed_query(text, text, float8);
 DROP FUNCTION syncsvc.query_vector(text, text);
 DROP TABLE syncsvc.query_requests;
+DROP FUNCTION syncsvc.text_digest(text);
 """
 
 
