@@ -2,7 +2,7 @@
 
 -- name: list_targets --
 SELECT id, name, source_schema, source_table, pk_columns, pk_types, columns, template, metric,
-       paused_reason
+       paused_reason, embed_labels
 FROM syncsvc.targets
 ORDER BY name;
 
@@ -13,9 +13,10 @@ ORDER BY target_id, id;
 
 -- name: insert_target --
 INSERT INTO syncsvc.targets
-    (name, source_schema, source_table, pk_columns, pk_types, columns, template, metric)
+    (name, source_schema, source_table, pk_columns, pk_types, columns, template, metric,
+     embed_labels)
 VALUES (%(name)s, %(schema)s, %(table)s, %(pk_columns)s, %(pk_types)s, %(columns)s,
-        %(template)s, %(metric)s)
+        %(template)s, %(metric)s, %(embed_labels)s)
 RETURNING id;
 
 -- name: insert_generation --
@@ -80,3 +81,33 @@ SELECT DISTINCT ON (e.target_id) e.target_id, t.name, e.operation, e.error
 FROM syncsvc.capture_errors e JOIN syncsvc.targets t ON t.id = e.target_id
 WHERE t.paused_reason IS NULL
 ORDER BY e.target_id, e.id DESC;
+
+-- name: publish_model --
+-- What a configured provider offers, for syncsvc.check_model (SQL callers' validation).
+INSERT INTO syncsvc.provider_models AS p
+    (provider, model, dimensions, default_dimensions, sparse)
+VALUES (%(provider)s, %(model)s, %(dimensions)s, %(default_dimensions)s, %(sparse)s)
+ON CONFLICT (provider, model) DO UPDATE
+    SET dimensions = excluded.dimensions, default_dimensions = excluded.default_dimensions,
+        sparse = excluded.sparse, published_at = now();
+
+-- name: unpublish_models --
+-- Models a provider no longer offers (its profile changed): not offered from SQL either.
+DELETE FROM syncsvc.provider_models
+WHERE provider = %(provider)s AND NOT model = ANY (%(models)s);
+
+-- name: claim_request --
+-- Held until the action and its outcome commit together; another daemon skips it meanwhile.
+SELECT id, action, target, args FROM syncsvc.requests
+WHERE state = 'pending'
+ORDER BY id
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: request_done --
+UPDATE syncsvc.requests SET state = 'done', result = %(result)s, finished_at = now()
+WHERE id = %(id)s;
+
+-- name: request_failed --
+UPDATE syncsvc.requests SET state = 'failed', error = %(error)s, finished_at = now()
+WHERE id = %(id)s;

@@ -7,11 +7,8 @@ SELECT syncsvc.request_reembed(
     %(max_queued)s, %(options)s) AS id;
 
 -- name: list_jobs --
-SELECT j.*, t.name AS target, t.paused_reason AS target_paused, g.model, g.dimensions,
-       g.provider, g.state AS generation_state
-FROM syncsvc.jobs j
-JOIN syncsvc.targets t ON t.id = j.target_id
-JOIN syncsvc.generations g ON g.id = j.generation_id
+-- The view SQL users read (syncsvc.job_status).
+SELECT * FROM syncsvc.job_status j
 WHERE (%(id)s::integer IS NULL OR j.id = %(id)s)
   AND (%(open_only)s IS FALSE OR j.state IN ('pending', 'running', 'paused'))
 ORDER BY j.id;

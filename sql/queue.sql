@@ -153,17 +153,12 @@ SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
 WHERE starts_with(worker, %(worker)s || '/') AND state = 'in_flight';
 
 -- name: list_failed --
-SELECT t.name AS target, q.failed_generation AS generation, q.pk, q.attempts, q.last_error,
-       q.request_id, q.updated_at
-FROM syncsvc.queue q JOIN syncsvc.targets t ON t.id = q.target_id
-WHERE q.state = 'failed' AND (%(target)s::text IS NULL OR t.name = %(target)s)
-ORDER BY q.updated_at
+-- The view SQL users read (syncsvc.failures).
+SELECT f.target, f.generation, f.pk, f.attempts, f.last_error, f.request_id, f.updated_at
+FROM syncsvc.failures f
+WHERE %(target)s::text IS NULL OR f.target = %(target)s
+ORDER BY f.updated_at
 LIMIT %(limit)s;
 
 -- name: retry_failed --
-UPDATE syncsvc.queue q
-SET state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
-FROM syncsvc.targets t
-WHERE t.id = q.target_id AND q.state = 'failed'
-  AND (%(target)s::text IS NULL OR t.name = %(target)s)
-RETURNING q.target_id, q.pk;
+SELECT syncsvc.retry_failed(%(target)s) AS retried;

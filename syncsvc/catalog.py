@@ -40,6 +40,7 @@ async def load_targets(conn: AsyncConn) -> list[Target]:
             metric=Metric(row["metric"]),
             paused_reason=row["paused_reason"],
             generations=tuple(generations.get(row["id"], ())),
+            embed_labels=row["embed_labels"],
         )
         for row in await cur.fetchall()
     ]

@@ -20,14 +20,14 @@ import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from psycopg_pool import PoolTimeout
 
-from syncsvc import backfill, drift, indexes, probe, queries, sqlfiles
+from syncsvc import actions, backfill, drift, indexes, probe, queries, sqlfiles
 from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
 from syncsvc.embedder import Embedder
 from syncsvc.errorlog import RepeatedErrors
 from syncsvc.listener import Listener
 from syncsvc.models import ClaimedItem, Generation
-from syncsvc.providers.registry import build_provider
+from syncsvc.providers.registry import build_provider, publish_models
 from syncsvc.queue import LIVE_PRIORITY, Queue, RetryStrategy
 from syncsvc.schedule import ScheduledRunner
 from syncsvc.settings import Settings
@@ -108,7 +108,12 @@ class Daemon:
             url,
             self.wake,
             self.stop_event,
-            channels=(QUEUE_CHANNEL, TARGETS_CHANNEL, queries.QUERIES_CHANNEL),
+            channels=(
+                QUEUE_CHANNEL,
+                TARGETS_CHANNEL,
+                queries.QUERIES_CHANNEL,
+                actions.REQUESTS_CHANNEL,
+            ),
         )
         self._rounds: set[asyncio.Task[None]] = set()
         self._live_round: asyncio.Task[None] | None = None
@@ -146,7 +151,11 @@ class Daemon:
         """Run until stopped; re-raises the failure of any background task."""
         await self.pool.open(wait=True)
         try:
+            async with self.pool.connection() as conn:
+                # SQL callers are validated against what this daemon will embed with.
+                await publish_models(conn, self.settings)
             await self._resume_paused_targets()
+            await self.carry_out_requests()
             await self.sweep()
             self._schedule()
             tasks = [
@@ -247,6 +256,8 @@ class Daemon:
             try:
                 if channel == queries.QUERIES_CHANNEL:
                     await self.answer_queries()
+                elif channel == actions.REQUESTS_CHANNEL:
+                    await self.carry_out_requests()
                 elif channel == TARGETS_CHANNEL and payload.isdigit():
                     enqueued = await self.sweep(int(payload))
                     logger.info("target %s changed: %d rows to embed", payload, enqueued)
@@ -255,6 +266,11 @@ class Daemon:
                 # The periodic sweep and poll try again; one target's trouble must not stop
                 # the daemon.
                 self.errors.report("reacting to %s %s failed", channel, payload, exc=exc)
+
+    async def carry_out_requests(self) -> int:
+        """Carry out what SQL callers asked for (``syncsvc.add_target``, ``promote`` ...)."""
+        async with self.pool.connection() as conn:
+            return await actions.carry_out(conn, self.settings)
 
     async def answer_queries(self) -> int:
         """Embed the text queries psql users are waiting for (``syncsvc.embed_query``)."""
@@ -361,6 +377,8 @@ class Daemon:
                 await self.queue.renew_leases()
                 if await self.queue.expire_leases():
                     self.wake.set()
-                await self.answer_queries()  # NOTIFY only wakes: a lost one costs seconds
+                # NOTIFY only wakes: a lost one costs seconds.
+                await self.answer_queries()
+                await self.carry_out_requests()
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 self.errors.report("could not renew leases; will retry", exc=exc)

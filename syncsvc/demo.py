@@ -128,7 +128,7 @@ async def _search(
 
 async def run_demo(settings: Settings, url: str, console: Console, options: DemoOptions) -> None:
     """Run the demo end to end; raises on any failure so the CLI exits non-zero."""
-    migrate.upgrade(url)
+    migrate.upgrade(url, settings=settings)
     conn = await aconnect(url)
     try:
         target = await _prepare(conn, settings, options)

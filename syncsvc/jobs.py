@@ -23,7 +23,7 @@ from syncsvc.database import AsyncConn
 from syncsvc.errors import NotFoundError, ValidationError
 from syncsvc.models import GenerationState, PkValue, Target
 from syncsvc.providers.profiles import ModelProfile
-from syncsvc.providers.registry import provider_profile
+from syncsvc.providers.registry import provider_profile, publish_models
 from syncsvc.settings import Settings
 from syncsvc.targets import check_sparse
 from syncsvc.tokens import counter
@@ -228,6 +228,9 @@ async def request_reembed(
     _, space = resolve_model(
         settings, provider, model, dimensions, inherited if options is None else options
     )
+    # The SQL function checks against the published models: publish this caller's view of
+    # the provider, which it has just validated against.
+    await publish_models(conn, settings, only=provider)
     try:
         cur = await conn.execute(
             sqlfiles.query("jobs", "request_reembed"),

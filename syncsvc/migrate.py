@@ -18,6 +18,8 @@ from syncsvc.resources import migrations_dir
 if TYPE_CHECKING:
     from alembic.config import Config
 
+    from syncsvc.settings import Settings
+
 SCHEMA = "syncsvc"
 
 
@@ -35,13 +37,16 @@ def _config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
+def upgrade(url: str, revision: str = "heads", settings: Settings | None = None) -> None:
     """Bring the schema to ``revision`` (idempotent); first prove pgvector is there, so a
-    server without it fails with the one message that says how to install it."""
+    server without it fails with the one message that says how to install it. Then publish
+    what the providers of ``settings`` offer, for SQL callers' validation."""
     from alembic import command
 
     _run(_check(url))
     command.upgrade(_config(url), revision)
+    if revision == "heads":
+        _run(_publish(url, settings))
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
@@ -53,6 +58,18 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
     # Called from code that runs an event loop (the demo): check on a thread of its own.
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, coro).result()
+
+
+async def _publish(url: str, settings: Settings | None) -> None:
+    from syncsvc.database import aconnect
+    from syncsvc.providers.registry import publish_models
+    from syncsvc.settings import Settings
+
+    conn = await aconnect(url)
+    try:
+        await publish_models(conn, settings or Settings())
+    finally:
+        await conn.close()
 
 
 async def _check(url: str) -> None:

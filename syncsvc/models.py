@@ -81,6 +81,8 @@ class Target:
     metric: Metric
     paused_reason: str | None = None
     generations: tuple[Generation, ...] = field(default=())
+    embed_labels: bool = False
+    """Embed rows whose columns are all empty too, as the template's labels alone."""
 
     @property
     def active(self) -> Generation | None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.triggers.cron import CronTrigger
 
-from syncsvc import jobs, sqlfiles, statements
+from syncsvc import failures, jobs, sqlfiles
 from syncsvc.errors import ValidationError
 from syncsvc.settings import ScheduleEntry
 
@@ -51,10 +51,7 @@ async def _sweep(daemon: Daemon, entry: ScheduleEntry) -> int:
 
 async def _retry_failed(daemon: Daemon, entry: ScheduleEntry) -> int:
     async with daemon.pool.connection() as conn:
-        cur = await conn.execute(sqlfiles.query("queue", "retry_failed"), {"target": entry.target})
-        retried = len(await cur.fetchall())
-        if retried:
-            await conn.execute("SELECT pg_notify(%s, '')", (statements.QUEUE_CHANNEL,))
+        retried = await failures.retry_failed(conn, entry.target)
     if retried:
         logger.info("scheduled retry: %d failed rows queued again", retried)
         daemon.wake.set()

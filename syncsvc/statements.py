@@ -57,7 +57,12 @@ def input_expr(target: Target, alias: str) -> sql.Composed:
 
 def has_text(target: Target, alias: str) -> sql.Composed:
     """Whether a row has anything to embed: its embedded columns (never the template's
-    literals) hold some visible character. ``syncsvc.has_text`` is the one definition."""
+    literals) hold some visible character. ``syncsvc.has_text`` is the one definition.
+
+    A target with ``embed_labels`` embeds any row whose rendered text is not empty, labels
+    alone included."""
+    if target.embed_labels:
+        return sql.SQL("syncsvc.has_text({})").format(input_expr(target, alias))
     fields = sql.SQL(", ").join(
         sql.SQL("{}::text").format(sql.Identifier(alias, c)) for c in target.columns
     )

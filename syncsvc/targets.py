@@ -37,6 +37,8 @@ class TargetSpec:
     pk: tuple[str, ...] | None = None
     metric: Metric = Metric.COSINE
     options: dict[str, Any] = field(default_factory=dict)
+    embed_labels: bool = False
+    """Embed rows whose embedded columns are all empty as the template's labels alone."""
 
 
 def split_qualified(name: str) -> tuple[str | None, str]:
@@ -153,6 +155,7 @@ async def validate(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> dic
         "columns": list(spec.columns),
         "template": template,
         "metric": spec.metric.value,
+        "embed_labels": spec.embed_labels,
         "dimensions": dimensions,
         "space": space,
     }
@@ -207,6 +210,7 @@ def _target(target_id: int, spec: TargetSpec, row: dict[str, Any]) -> Target:
         columns=tuple(row["columns"]),
         template=row["template"],
         metric=spec.metric,
+        embed_labels=spec.embed_labels,
     )
 
 
@@ -269,7 +273,5 @@ async def remove_target(conn: AsyncConn, name: str, *, keep_vectors: bool = Fals
             for generation in target.generations:
                 await generations.drop_generation_table(conn, generation)
         await conn.execute(sqlfiles.query("catalog", "delete_target"), {"id": target.id})
-        await conn.execute(
-            "SELECT pg_notify(%s, %s)", (statements.TARGETS_CHANNEL, str(target.id))
-        )
+        await conn.execute("SELECT pg_notify(%s, %s)", (statements.TARGETS_CHANNEL, str(target.id)))
     return target

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import psycopg
 import pytest
 from pgvector import SparseVector
 from typer.testing import CliRunner
@@ -17,7 +18,7 @@ from syncsvc.catalog import get_target
 from syncsvc.database import AsyncConn, aconnect
 from syncsvc.errors import ValidationError
 from syncsvc.models import generation_key
-from syncsvc.providers.registry import build_provider
+from syncsvc.providers.registry import build_provider, publish_models
 from syncsvc.search import RRF_K
 from syncsvc.settings import JobSettings, Settings
 from syncsvc.simulator import SimulatorThread
@@ -259,29 +260,19 @@ async def test_a_sparse_target_cannot_be_reembedded_through_a_wire_without_spars
     assert job.generation_id == (await get_target(conn, "articles")).generations[-1].id
 
 
-async def test_the_daemon_fails_a_psql_reembed_that_would_lose_its_sparse_wire(
-    conn: AsyncConn, db_url: str, simulator: SimulatorThread
+async def test_a_psql_reembed_that_would_lose_its_sparse_wire_is_refused_when_called(
+    conn: AsyncConn, simulator: SimulatorThread
 ) -> None:
-    """``syncsvc.request_reembed`` in psql cannot see provider profiles: the daemon checks."""
+    """``syncsvc.request_reembed`` checks against the models the daemons published."""
     settings = native_settings(simulator)
     compatible = simulator_settings(simulator, "dashscope-intl", name="compat").providers
-    settings = settings.model_copy(
-        update={
-            "providers": {**settings.providers, **compatible},
-            "jobs": JobSettings(poll_seconds=0.05, progress_seconds=0.1),
-        }
-    )
+    settings = settings.model_copy(update={"providers": {**settings.providers, **compatible}})
     await make_articles(conn, rows=2)
     await sparse_target(conn, settings, "articles", "articles", ("title", "body"))
-    job_id = await scalar(
-        conn,
-        "SELECT syncsvc.request_reembed('articles', 'text-embedding-v4', 128, 'compat')",
-    )
-    async with running_daemon(db_url, settings, build_provider("sim", settings)):
-
-        async def failed() -> bool:
-            return (await jobs.get_job(conn, job_id)).state is jobs.JobState.FAILED
-
-        await wait_for(failed, timeout=20)
-    job = await jobs.get_job(conn, job_id)
-    assert job.error is not None and "cannot return sparse vectors" in job.error
+    await publish_models(conn, settings)  # what a daemon with these settings does at start
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="cannot return sparse"):
+        await conn.execute(
+            "SELECT syncsvc.request_reembed('articles', 'text-embedding-v4', 128, 'compat')"
+        )
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.jobs") == 0
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.generations") == 1

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncsvc import migrate, operations, sqlfiles, status
+from syncsvc import failures, migrate, operations, status
 from syncsvc.cli.context import STATE, console, run, with_connection
 from syncsvc.database import AsyncConn
 
@@ -32,7 +32,7 @@ def migrate_command(
     if sql:
         typer.echo(migrate.upgrade_sql())
         return
-    migrate.upgrade(STATE.url())
+    migrate.upgrade(STATE.url(), settings=STATE.settings)
     console.print("[green]schema is up to date[/]")
 
 
@@ -47,7 +47,7 @@ def run_command(
     from syncsvc.runtime import tune_gc
 
     url = STATE.url()
-    migrate.upgrade(url)
+    migrate.upgrade(url, settings=STATE.settings)
     tune_gc()
 
     async def main() -> None:
@@ -120,25 +120,22 @@ def status_command(
 
 @with_connection
 async def _failed_list(conn: AsyncConn, target: str | None, limit: int, as_json: bool) -> None:
-    cur = await conn.execute(
-        sqlfiles.query("queue", "list_failed"), {"target": target, "limit": limit}
-    )
-    rows = await cur.fetchall()
+    rows = await failures.list_failed(conn, target, limit)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
+        typer.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
     table = Table(title=f"failed rows ({len(rows)})")
     for column in ("target", "generation", "key", "attempts", "last error", "request id", "at"):
         table.add_column(column)
     for r in rows:
         table.add_row(
-            r["target"],
-            "-" if r["generation"] is None else str(r["generation"]),
-            json.dumps(r["pk"]),
-            str(r["attempts"]),
-            r["last_error"] or "",
-            r["request_id"] or "",
-            str(r["updated_at"])[:19],
+            r.target,
+            "-" if r.generation is None else str(r.generation),
+            json.dumps(r.pk),
+            str(r.attempts),
+            r.last_error or "",
+            r.request_id or "",
+            str(r.updated_at)[:19],
         )
     console.print(table)
 
@@ -155,11 +152,8 @@ def failed_list(
 
 @with_connection
 async def _failed_retry(conn: AsyncConn, target: str | None) -> None:
-    cur = await conn.execute(sqlfiles.query("queue", "retry_failed"), {"target": target})
-    rows = await cur.fetchall()
-    if rows:
-        await conn.execute("SELECT pg_notify('syncsvc_wakeup', '')")
-    console.print(f"{len(rows)} failed rows queued again")
+    retried = await failures.retry_failed(conn, target)
+    console.print(f"{retried} failed rows queued again")
 
 
 @failed_app.command("retry")

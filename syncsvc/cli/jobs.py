@@ -119,7 +119,7 @@ def reembed_command(
     ] = None,
 ) -> None:
     """Build a new generation of TARGET beside the active one (a model or dimensions change)."""
-    migrate.upgrade(STATE.url())
+    migrate.upgrade(STATE.url(), settings=STATE.settings)
     _reembed(target, model, dimensions, provider, dry_run, auto_promote, max_queued, sparse)
 
 

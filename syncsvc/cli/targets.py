@@ -89,7 +89,7 @@ def add(
     ] = False,
 ) -> None:
     """Register a table: validate, create its vector table and view, install triggers."""
-    migrate.upgrade(STATE.url())
+    migrate.upgrade(STATE.url(), settings=STATE.settings)
     spec = targets.TargetSpec(
         name=name,
         table=table,

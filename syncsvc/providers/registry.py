@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
+from syncsvc.database import AsyncConn
 from syncsvc.errors import ValidationError
 from syncsvc.providers.base import EmbeddingProvider
 from syncsvc.providers.dashscope import DashScopeNativeProvider
@@ -94,3 +95,41 @@ def build_provider(name: str, settings: Settings) -> EmbeddingProvider:
     if profile.protocol is Protocol.DASHSCOPE_NATIVE:
         return DashScopeNativeProvider(name, profile, api_key=api_key, missing_key_env=missing)
     return OpenAICompatibleProvider(name, profile, api_key=api_key, missing_key_env=missing)
+
+
+def offered_models(name: str, settings: Settings) -> list[ModelProfile]:
+    """The models provider ``name`` offers; one named ``*`` stands for any name a host serves."""
+    profile = provider_profile(name, settings)
+    models = list(profile.models.values())
+    if profile.generic_model is not None:
+        models.append(replace(profile.generic_model, model="*"))
+    return models
+
+
+async def publish_models(conn: AsyncConn, settings: Settings, only: str | None = None) -> None:
+    """Record what the configured providers offer in ``syncsvc.provider_models``, so SQL
+    callers (``syncsvc.add_target``, ``syncsvc.request_reembed``) are validated when they call."""
+    from syncsvc import sqlfiles
+    from syncsvc.providers.profiles import Protocol as Wire
+
+    names = [only] if only else sorted({BUILTIN, *settings.providers})
+    async with conn.transaction():
+        for name in names:
+            profile = provider_profile(name, settings)
+            models = offered_models(name, settings)
+            for model in models:
+                await conn.execute(
+                    sqlfiles.query("catalog", "publish_model"),
+                    {
+                        "provider": name,
+                        "model": model.model,
+                        "dimensions": list(model.dimensions),
+                        "default_dimensions": model.default_dimensions,
+                        "sparse": model.supports_sparse
+                        and profile.protocol is Wire.DASHSCOPE_NATIVE,
+                    },
+                )
+            await conn.execute(
+                sqlfiles.query("catalog", "unpublish_models"),
+                {"provider": name, "models": [m.model for m in models]},
+            )

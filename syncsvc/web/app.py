@@ -27,7 +27,7 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from syncsvc import drift, metrics, sqlfiles, statements
+from syncsvc import drift, failures, metrics
 from syncsvc.database import AsyncConn
 from syncsvc.errors import SyncsvcError
 from syncsvc.settings import Settings
@@ -203,10 +203,7 @@ async def _perform(
 ) -> str:
     if what == "retry-failed":
         target = form.get("target") or None
-        cur = await conn.execute(sqlfiles.query("queue", "retry_failed"), {"target": target})
-        count = len(await cur.fetchall())
-        if count:
-            await conn.execute("SELECT pg_notify(%s, '')", (statements.QUEUE_CHANNEL,))
+        count = await failures.retry_failed(conn, target)
         return f"{count} failed rows queued again" + (f" for {target}" if target else "")
     if what == "start":
         return await jobs.start(
