@@ -1,35 +1,48 @@
-"""The Python API: search a target's rows by meaning from any application.
+"""The Python API: administer targets and search their rows by meaning from any application.
 
 ``AsyncClient`` for asyncio code; ``Client`` offers the same methods synchronously (it runs an
 event loop of its own in a background thread, so it also works inside other frameworks)::
 
     from syncsvc import Client
 
-    with Client("postgresql://localhost/app") as client:
+    with Client("postgresql://owner@db/app") as client:
+        client.add_target("articles", "public.articles", ["title", "body"],
+                          provider="dashscope", model="text-embedding-v4", dimensions=1024)
         for hit in client.search("articles", "how do I reset my password", k=5,
                                  where="s.published AND s.lang = %s", params=["en"]):
             print(hit.distance, hit.row["title"])
+
+Every method runs the same function as the matching CLI command and SQL function (see
+docs/python.md), so the three leave identical catalog state. Searching needs only a role
+granted ``syncsvc grant search``; administration needs the owner role.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
+from syncsvc import drift, failures, jobs, promote, status, targets
 from syncsvc import search as _search
-from syncsvc.catalog import get_target
+from syncsvc.catalog import get_target, load_targets
 from syncsvc.database import AsyncConn, create_pool, ensure_pgvector, resolve_url
+from syncsvc.failures import FailedRow
+from syncsvc.jobs import Estimate, Job
+from syncsvc.models import Metric, Target
+from syncsvc.promote import GenerationCoverage, Promotion
 from syncsvc.providers.base import EmbeddingProvider
 from syncsvc.providers.registry import build_provider
 from syncsvc.search import Params, QueryVector, SearchHit
 from syncsvc.settings import Settings
+from syncsvc.status import TargetStatus
 
 T = TypeVar("T")
+P = ParamSpec("P")
 ProviderFactory = Callable[[str], EmbeddingProvider]
 
 
@@ -143,6 +156,133 @@ class AsyncClient:
             found = await get_target(conn, target)
             return await _search.similar_rows(conn, found, pk, k=k, where=where, params=params)
 
+    async def _call(self, action: Callable[[AsyncConn], Awaitable[T]]) -> T:
+        pool = await self._connection_pool()
+        async with pool.connection() as conn:
+            return await action(conn)
+
+    # --- targets ---------------------------------------------------------------------------
+
+    async def add_target(
+        self,
+        name: str,
+        table: str,
+        columns: Sequence[str],
+        *,
+        provider: str,
+        model: str,
+        dimensions: int | None = None,
+        template: str | None = None,
+        pk: Sequence[str] | None = None,
+        metric: Metric | str = Metric.COSINE,
+        embed_labels: bool = False,
+        sparse: bool = False,
+    ) -> Target:
+        """Register ``table`` ([schema.]table): validate, create its first generation, vector
+        table and view, install the capture triggers (``syncsvc target add``)."""
+        spec = targets.TargetSpec(
+            name=name,
+            table=table,
+            columns=tuple(columns),
+            model=model,
+            dimensions=dimensions,
+            provider=provider,
+            template=template,
+            pk=tuple(pk) if pk else None,
+            metric=Metric(metric),
+            options={"sparse": True} if sparse else {},
+            embed_labels=embed_labels,
+        )
+        return await self._call(lambda conn: targets.add_target(conn, self.settings, spec))
+
+    async def remove_target(self, name: str, *, keep_vectors: bool = False) -> Target:
+        """Drop a target's triggers and catalog rows (and its vector tables unless kept)."""
+        return await self._call(
+            lambda conn: targets.remove_target(conn, name, keep_vectors=keep_vectors)
+        )
+
+    async def targets(self) -> list[Target]:
+        """Every target with its generations, in name order."""
+        return await self._call(load_targets)
+
+    async def target(self, name: str) -> Target:
+        """One target with its generations (``NotFoundError`` if there is none)."""
+        return await self._call(lambda conn: get_target(conn, name))
+
+    async def pause_target(self, name: str, reason: str = "paused by an operator") -> None:
+        """Stop embedding a target; its changes keep being captured."""
+        await self._call(lambda conn: drift.pause(conn, name, reason))
+
+    async def resume_target(self, name: str) -> str | None:
+        """Embed a paused target again; returns the reason it had been paused for."""
+        return await self._call(lambda conn: drift.resume(conn, name))
+
+    async def status(self) -> list[TargetStatus]:
+        """Per target: rows, embedded, pending, in flight, failed, lag, generation, pause."""
+        return await self._call(status.collect)
+
+    # --- failures --------------------------------------------------------------------------
+
+    async def failed(self, target: str | None = None, limit: int = 100) -> list[FailedRow]:
+        """Rows that failed to embed, oldest failure first."""
+        return await self._call(lambda conn: failures.list_failed(conn, target, limit))
+
+    async def retry_failed(self, target: str | None = None) -> int:
+        """Queue failed rows again with fresh attempts; returns how many."""
+        return await self._call(lambda conn: failures.retry_failed(conn, target))
+
+    # --- generations and jobs --------------------------------------------------------------
+
+    async def estimate_reembed(
+        self, target: str, model: str, dimensions: int, *, provider: str | None = None
+    ) -> Estimate:
+        """Rows, tokens and cost of a re-embed, computed without calling any API."""
+        return await self._call(
+            lambda conn: jobs.estimate(
+                conn, self.settings, target, model=model, dimensions=dimensions, provider=provider
+            )
+        )
+
+    async def reembed(
+        self,
+        target: str,
+        model: str,
+        dimensions: int,
+        *,
+        provider: str | None = None,
+        auto_promote: bool = False,
+        max_queued: int | None = None,
+    ) -> Job:
+        """Start building a new generation beside the active one; a daemon carries it out."""
+        return await self._call(
+            lambda conn: jobs.request_reembed(
+                conn,
+                self.settings,
+                target,
+                model=model,
+                dimensions=dimensions,
+                provider=provider,
+                auto_promote=auto_promote,
+                max_queued=max_queued,
+            )
+        )
+
+    async def jobs(self, *, open_only: bool = False) -> list[Job]:
+        """Re-embedding jobs with their progress, in id order."""
+        return await self._call(lambda conn: jobs.list_jobs(conn, open_only=open_only))
+
+    async def job(self, job_id: int) -> Job:
+        return await self._call(lambda conn: jobs.get_job(conn, job_id))
+
+    async def generations(self, target: str) -> list[GenerationCoverage]:
+        """Every generation of a target with how much of the source it covers."""
+        return await self._call(lambda conn: promote.generation_coverage(conn, target))
+
+    async def promote(self, target: str, generation: int, *, force: bool = False) -> Promotion:
+        """Atomically switch the target's search to ``generation`` (refused if incomplete
+        unless ``force``)."""
+        return await self._call(lambda conn: promote.promote(conn, target, generation, force=force))
+
     async def close(self) -> None:
         for provider in self._providers.values():
             await provider.aclose()
@@ -163,8 +303,22 @@ class AsyncClient:
         await self.close()
 
 
+def _blocking(
+    method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Client, P], T]:
+    """The synchronous face of an ``AsyncClient`` method: same arguments, same result."""
+
+    def call(client: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return client._run(method(client._async, *args, **kwargs))
+
+    call.__name__ = method.__name__
+    call.__qualname__ = f"Client.{method.__name__}"
+    call.__doc__ = method.__doc__
+    return call
+
+
 class Client:
-    """Synchronous face of ``AsyncClient``: same arguments, same results."""
+    """Synchronous face of ``AsyncClient``: same methods, arguments and results."""
 
     def __init__(
         self,
@@ -187,49 +341,33 @@ class Client:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def search(
-        self,
-        target: str,
-        text: str,
-        k: int = 10,
-        where: str | None = None,
-        hybrid: bool = False,
-        *,
-        params: Params = None,
-    ) -> list[SearchHit]:
-        """See ``AsyncClient.search``."""
-        return self._run(self._async.search(target, text, k, where, hybrid, params=params))
-
-    def embed_query(self, target: str, text: str) -> QueryVector:
-        """See ``AsyncClient.embed_query``."""
-        return self._run(self._async.embed_query(target, text))
-
-    def search_vector(
-        self,
-        target: str,
-        query: QueryVector,
-        k: int = 10,
-        where: str | None = None,
-        *,
-        params: Params = None,
-    ) -> list[SearchHit]:
-        """See ``AsyncClient.search_vector``."""
-        return self._run(self._async.search_vector(target, query, k, where, params=params))
-
-    def similar(
-        self,
-        target: str,
-        pk: Any,
-        k: int = 10,
-        where: str | None = None,
-        *,
-        params: Params = None,
-    ) -> list[SearchHit]:
-        """See ``AsyncClient.similar``."""
-        return self._run(self._async.similar(target, pk, k, where, params=params))
+    @property
+    def settings(self) -> Settings:
+        return self._async.settings
 
     def provider(self, name: str) -> EmbeddingProvider:
+        """See ``AsyncClient.provider``."""
         return self._async.provider(name)
+
+    search = _blocking(AsyncClient.search)
+    embed_query = _blocking(AsyncClient.embed_query)
+    search_vector = _blocking(AsyncClient.search_vector)
+    similar = _blocking(AsyncClient.similar)
+    add_target = _blocking(AsyncClient.add_target)
+    remove_target = _blocking(AsyncClient.remove_target)
+    targets = _blocking(AsyncClient.targets)
+    target = _blocking(AsyncClient.target)
+    pause_target = _blocking(AsyncClient.pause_target)
+    resume_target = _blocking(AsyncClient.resume_target)
+    status = _blocking(AsyncClient.status)
+    failed = _blocking(AsyncClient.failed)
+    retry_failed = _blocking(AsyncClient.retry_failed)
+    estimate_reembed = _blocking(AsyncClient.estimate_reembed)
+    reembed = _blocking(AsyncClient.reembed)
+    jobs = _blocking(AsyncClient.jobs)
+    job = _blocking(AsyncClient.job)
+    generations = _blocking(AsyncClient.generations)
+    promote = _blocking(AsyncClient.promote)
 
     def close(self) -> None:
         if self._loop.is_closed():

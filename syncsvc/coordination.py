@@ -41,6 +41,9 @@ SCHEDULER_LOCK = 0x73796E6353434845
 """Advisory lock key of the sweep scheduler ("syncSCHE"); one per database."""
 WARN_EVERY = 60.0
 
+Sweep = Callable[[int | None], Awaitable[int]]
+"""The daemon's sweep: of every target (None) or of one; returns the rows enqueued."""
+
 
 def account_key(base_url: str | None, api_key: str | None) -> str:
     """Identify an API account without revealing its key: host plus a short key fingerprint."""
@@ -205,28 +208,30 @@ class Coordinator:
         metrics.LEADER.set(1 if self.is_leader else 0)
         return self.is_leader
 
-    def gate(self, sweep: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
-        """Wrap the daemon's sweep so that only the leader runs it."""
+    def gate(self, sweep: Sweep) -> Sweep:
+        """Wrap the daemon's sweep (of every target, or of one) so that only the leader runs
+        it; the leader got the same notification and sweeps that target itself."""
 
-        async def leader_sweep() -> int:
+        async def leader_sweep(target_id: int | None = None) -> int:
             if await self.check_leadership():
-                return await sweep()
+                return await sweep(target_id)
             return 0
 
         return leader_sweep
 
     def install(self, daemon: Daemon) -> None:
         """Share providers' budgets, gate the sweep, and run heartbeats as a daemon service."""
-        worker = daemon.worker
-        build = worker._provider_factory
 
-        def factory(name: str) -> Any:
-            provider = build(name)
-            share_budget(provider, self.store)
-            return provider
+        def shared(build: Callable[[str], Any]) -> Callable[[str], Any]:
+            def factory(name: str) -> Any:
+                provider = build(name)
+                share_budget(provider, self.store)
+                return provider
+
+            return factory
 
         # Providers are built lazily by the worker; wrapping its factory covers every one.
-        worker._provider_factory = factory
+        daemon.worker.wrap_provider_factory(shared)
         # Cron-scheduled sweeps are already claimed by exactly one daemon per firing
         # (``syncsvc.schedule``); only the every-daemon interval sweep needs a leader.
         schedules = getattr(daemon.settings, "schedules", {}) or {}

@@ -128,6 +128,9 @@ class Estimate:
     def cost(self) -> float:
         return self.tokens * self.price_per_million_tokens / 1e6
 
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "cost": round(self.cost, 6)}
+
 
 def _job(row: dict[str, Any]) -> Job:
     return Job(

@@ -79,6 +79,15 @@ async def _check(url: str) -> None:
     await conn.close()
 
 
+def current(url: str) -> list[str]:
+    """The revisions the database is at (one per head)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(f"SELECT version_num FROM {SCHEMA}.alembic_version").fetchall()
+    return sorted(str(r[0]) for r in rows)
+
+
 def downgrade(url: str, revision: str) -> None:
     from alembic import command
 

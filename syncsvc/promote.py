@@ -7,8 +7,10 @@ together, so a search sees either the old space or the new one, never a mix. The
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg import sql
 
@@ -132,7 +134,13 @@ async def promote_generation(
         generation.dimensions,
         f", generation {previous.id} retired" if previous else "",
     )
-    return Promotion(target.name, generation, previous, measured)
+    # As they are now: the promoted generation active, the previous one retired.
+    return Promotion(
+        target.name,
+        dataclasses.replace(generation, state=GenerationState.ACTIVE),
+        dataclasses.replace(previous, state=GenerationState.RETIRED) if previous else None,
+        measured,
+    )
 
 
 async def lock_target(conn: AsyncConn, target_name: str) -> Target:
@@ -169,9 +177,29 @@ async def drop_generation(conn: AsyncConn, target_name: str, ref: str | int) -> 
     return generation
 
 
-async def generation_coverage(
-    conn: AsyncConn, target_name: str
-) -> list[tuple[Generation, Coverage]]:
+@dataclass(frozen=True)
+class GenerationCoverage:
+    """A generation and how much of its target's source it holds."""
+
+    generation: Generation
+    coverage: Coverage
+
+    def as_dict(self) -> dict[str, Any]:
+        g, c = self.generation, self.coverage
+        return {
+            "id": g.id,
+            "state": g.state.value,
+            "provider": g.provider,
+            "model": g.model,
+            "dimensions": g.dimensions,
+            "table": f"syncsvc.{g.table_name}",
+            "rows": c.rows,
+            "current": c.current,
+            "missing": c.missing,
+        }
+
+
+async def generation_coverage(conn: AsyncConn, target_name: str) -> list[GenerationCoverage]:
     """Every generation of a target with its coverage."""
     target = await get_target(conn, target_name)
-    return [(g, await coverage(conn, target, g)) for g in target.generations]
+    return [GenerationCoverage(g, await coverage(conn, target, g)) for g in target.generations]

@@ -74,6 +74,10 @@ class Worker:
         self._providers: dict[str, EmbeddingProvider] = {}
         self._embedders: dict[int, Embedder] = {}
 
+    def wrap_provider_factory(self, wrap: Callable[[ProviderFactory], ProviderFactory]) -> None:
+        """Build the providers not built yet through ``wrap(factory)`` (e.g. shared budgets)."""
+        self._provider_factory = wrap(self._provider_factory)
+
     def provider(self, name: str) -> EmbeddingProvider:
         if name not in self._providers:
             self._providers[name] = self._provider_factory(name)

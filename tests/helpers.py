@@ -39,9 +39,13 @@ async def running_daemon(
     settings: Settings | None = None,
     provider: Any | None = None,
 ) -> AsyncIterator[Daemon]:
-    """A daemon running as a task; stopped (and its failure re-raised) on exit."""
+    """A daemon running as a task, wired as ``syncsvc run`` wires it (metrics hooks, the
+    scale-out coordinator); stopped (and its failure re-raised) on exit."""
+    from syncsvc import operations
+
     local = provider or LocalHashProvider()
     daemon = Daemon(settings or fast_settings(), url, provider_factory=lambda name: local)
+    operations.install(daemon)
     task = asyncio.create_task(daemon.run())
     started = asyncio.create_task(daemon.started.wait())
     done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)

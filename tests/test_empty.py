@@ -180,3 +180,44 @@ async def test_a_row_failing_only_in_the_generation_being_built(
 
 async def _failed_rows(conn: AsyncConn, n: int) -> bool:
     return bool(await scalar(conn, "SELECT count(*) = %s FROM syncsvc.failures", (n,)))
+
+
+async def test_embed_labels_opt_out_embeds_label_only_rows(
+    conn: AsyncConn, deployment: Deployment
+) -> None:
+    """``embed_labels`` (off by default) embeds rows whose columns are empty as the
+    template's labels; a row with nothing visible at all still has no vector."""
+    await conn.execute("CREATE TABLE cards (id int PRIMARY KEY, title text, body text)")
+    await conn.execute("INSERT INTO cards VALUES (1, 'real', 'text'), (2, NULL, NULL)")
+    await conn.execute("CREATE TABLE bare (id int PRIMARY KEY, title text)")
+    await conn.execute("INSERT INTO bare VALUES (1, 'x'), (2, NULL)")
+    await _setup(conn)  # docs: the default, beside it
+    for name, columns, template in (
+        ("cards", ("title", "body"), TEMPLATE),
+        ("bare", ("title",), "{title}"),
+    ):
+        spec = targets.TargetSpec(
+            name=name,
+            table=name,
+            columns=columns,
+            model="local-hash",
+            dimensions=DIMS,
+            template=template,
+            embed_labels=True,
+        )
+        await targets.add_target(conn, fast_settings(), spec)
+    assert (await get_target(conn, "cards")).embed_labels is True
+    assert (await get_target(conn, "docs")).embed_labels is False
+    async with running_daemon(deployment.owner):
+        await wait_for(lambda: queue_empty(conn))
+        await wait_for(lambda: _count_is(conn, "cards", 2))
+        await wait_for(lambda: _count_is(conn, "notes", 1))
+    labels = await scalar(conn, "SELECT embedding FROM syncsvc.cards_embeddings WHERE id = 2")
+    np.testing.assert_allclose(labels.to_numpy(), expected("Title: \nBody: ", DIMS), atol=1e-6)
+    assert await _ids(conn) == [1]  # docs keeps the default: labels alone are not text
+    cur = await conn.execute("SELECT id FROM syncsvc.bare_embeddings ORDER BY id")
+    assert [r["id"] for r in await cur.fetchall()] == [1]  # no labels: still empty
+    target = await get_target(conn, "cards")
+    assert target.active is not None
+    measured = await promote.coverage(conn, target, target.active)
+    assert (measured.rows, measured.current) == (2, 2)

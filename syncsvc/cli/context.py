@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -102,3 +103,14 @@ def is_tty() -> bool:
 
 async def connect() -> AsyncConn:
     return await aconnect(STATE.url())
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON).")]
+
+
+def emit(as_json: bool, data: Any, message: str) -> None:
+    """Print ``message`` for people, or ``data`` as one JSON document for scripts."""
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    else:
+        console.print(message, highlight=False)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from syncsvc import failures, migrate, operations, status
-from syncsvc.cli.context import STATE, console, run, with_connection
+from syncsvc.cli.context import STATE, JsonFlag, console, emit, run, with_connection
 from syncsvc.database import AsyncConn
 
 failed_app = typer.Typer(help="Inspect and retry rows that failed to embed.", no_args_is_help=True)
@@ -27,13 +27,20 @@ def migrate_command(
     sql: Annotated[
         bool, typer.Option("--sql", help="Print the DDL instead of running it.")
     ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Create or upgrade the syncsvc schema (idempotent)."""
     if sql:
         typer.echo(migrate.upgrade_sql())
         return
-    migrate.upgrade(STATE.url(), settings=STATE.settings)
-    console.print("[green]schema is up to date[/]")
+    url = STATE.url()
+    migrate.upgrade(url, settings=STATE.settings)
+    revisions = migrate.current(url)
+    emit(
+        as_json,
+        {"up_to_date": True, "revisions": revisions},
+        f"[green]schema is up to date[/] (revision {', '.join(revisions)})",
+    )
 
 
 def run_command(
@@ -151,14 +158,15 @@ def failed_list(
 
 
 @with_connection
-async def _failed_retry(conn: AsyncConn, target: str | None) -> None:
+async def _failed_retry(conn: AsyncConn, target: str | None, as_json: bool) -> None:
     retried = await failures.retry_failed(conn, target)
-    console.print(f"{retried} failed rows queued again")
+    emit(as_json, {"target": target, "retried": retried}, f"{retried} failed rows queued again")
 
 
 @failed_app.command("retry")
 def failed_retry(
     target: Annotated[str | None, typer.Option(help="Only this target.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Queue failed rows again with fresh attempts."""
-    _failed_retry(target)
+    _failed_retry(target, as_json)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from syncsvc import privileges
-from syncsvc.cli.context import console, with_connection
+from syncsvc.cli.context import JsonFlag, console, emit, with_connection
 from syncsvc.database import AsyncConn
 
 grant_app = typer.Typer(help="Give roles the rights search needs.", no_args_is_help=True)
@@ -25,21 +25,22 @@ def register(app: typer.Typer) -> None:
 
 
 @with_connection
-async def _grant(conn: AsyncConn, role: str, target: str | None) -> None:
+async def _grant(conn: AsyncConn, role: str, target: str | None, as_json: bool) -> None:
     tables = await privileges.grant_search(conn, role, target)
     scope = f"target {target}" if target else "every target (also those added later)"
-    console.print(
+    emit(
+        as_json,
+        {"role": role, "target": target, "vector_tables": tables},
         f"role {role} may search {scope}: {tables} vector table(s) granted; the grant is kept "
         "across promote, re-embeds and migrate. It also needs SELECT on the source table(s) "
         "for filters and rows.",
-        highlight=False,
     )
 
 
 @grant_app.command("search")
-def grant_search(role: str, target: TargetOption = None) -> None:
+def grant_search(role: str, target: TargetOption = None, as_json: JsonFlag = False) -> None:
     """Give ROLE exactly what search needs (schema usage, catalog, caches, vectors, views)."""
-    _grant(role, target)
+    _grant(role, target, as_json)
 
 
 @with_connection
@@ -70,12 +71,16 @@ def grant_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
 
 @with_connection
-async def _revoke(conn: AsyncConn, role: str, target: str | None) -> None:
+async def _revoke(conn: AsyncConn, role: str, target: str | None, as_json: bool) -> None:
     await privileges.revoke_search(conn, role, target)
-    console.print(f"role {role} may no longer search {target or 'any target'}", highlight=False)
+    emit(
+        as_json,
+        {"role": role, "target": target, "revoked": True},
+        f"role {role} may no longer search {target or 'any target'}",
+    )
 
 
 @revoke_app.command("search")
-def revoke_search(role: str, target: TargetOption = None) -> None:
+def revoke_search(role: str, target: TargetOption = None, as_json: JsonFlag = False) -> None:
     """Take back search rights given by 'syncsvc grant search'."""
-    _revoke(role, target)
+    _revoke(role, target, as_json)

@@ -10,8 +10,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from syncsvc import jobs, migrate, promote
-from syncsvc.cli.context import STATE, console, with_connection
+from syncsvc import actions, jobs, migrate, promote
+from syncsvc.cli.context import STATE, JsonFlag, console, emit, with_connection
 from syncsvc.database import AsyncConn
 from syncsvc.jobs import Job
 from syncsvc.status import percent
@@ -55,18 +55,20 @@ async def _reembed(
     auto_promote: bool,
     max_queued: int | None,
     sparse: bool | None,
+    as_json: bool,
 ) -> None:
     if dry_run:
         est = await jobs.estimate(
             conn, STATE.settings, target, model=model, dimensions=dimensions, provider=provider
         )
         approx = "≈ " if est.sampled else ""
-        console.print(
+        emit(
+            as_json,
+            {"dry_run": True, "estimate": est.as_dict()},
             f"dry run: re-embedding {est.target} with {est.provider}/{est.model} "
             f"({est.dimensions} dims) would embed {est.rows} rows, {approx}{est.tokens} tokens, "
             f"estimated cost {approx}${est.cost:.4f} at ${est.price_per_million_tokens}/1M "
             "tokens. Nothing was created or spent.",
-            highlight=False,
         )
         return
     job = await jobs.request_reembed(
@@ -85,11 +87,16 @@ async def _reembed(
         if auto_promote
         else (f"promote it with 'syncsvc promote {target} {job.generation_id}'")
     )
-    console.print(
+    est = await jobs.estimate(
+        conn, STATE.settings, target, model=model, dimensions=dimensions, provider=job.provider
+    )
+    emit(
+        as_json,
+        {"job": job.as_dict(), "estimate": est.as_dict()},
         f"[green]job {job.id}[/] builds generation {job.generation_id} of {target} "
-        f"({model}, {dimensions} dims); a running daemon picks it up now. Watch it with "
+        f"({model}, {dimensions} dims): {est.rows} rows, about {est.tokens} tokens "
+        f"(${est.cost:.4f}); a running daemon picks it up now. Watch it with "
         f"'syncsvc jobs watch {job.id}'; once complete, {then}.",
-        highlight=False,
     )
 
 
@@ -117,10 +124,13 @@ def reembed_command(
             help="Store DashScope sparse vectors too (default: as the active generation does).",
         ),
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Build a new generation of TARGET beside the active one (a model or dimensions change)."""
     migrate.upgrade(STATE.url(), settings=STATE.settings)
-    _reembed(target, model, dimensions, provider, dry_run, auto_promote, max_queued, sparse)
+    _reembed(
+        target, model, dimensions, provider, dry_run, auto_promote, max_queued, sparse, as_json
+    )
 
 
 @with_connection
@@ -199,33 +209,42 @@ def watch_command(
 
 
 @with_connection
-async def _pause(conn: AsyncConn, job_id: int) -> None:
+async def _pause(conn: AsyncConn, job_id: int, as_json: bool) -> None:
     job = await jobs.pause_job(conn, job_id)
-    console.print(_describe(job) + "; queued rows were given back", highlight=False)
+    emit(as_json, job.as_dict(), _describe(job) + "; queued rows were given back")
 
 
 @jobs_app.command("pause")
-def pause_command(job_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+def pause_command(
+    job_id: Annotated[int, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
     """Stop feeding a job (rows already being embedded finish)."""
-    _pause(job_id)
+    _pause(job_id, as_json)
 
 
 @with_connection
-async def _resume(conn: AsyncConn, job_id: int) -> None:
-    console.print(_describe(await jobs.resume_job(conn, job_id)), highlight=False)
+async def _resume(conn: AsyncConn, job_id: int, as_json: bool) -> None:
+    job = await jobs.resume_job(conn, job_id)
+    emit(as_json, job.as_dict(), _describe(job))
 
 
 @jobs_app.command("resume")
-def resume_command(job_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+def resume_command(
+    job_id: Annotated[int, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
     """Continue a paused or failed job from its cursor."""
-    _resume(job_id)
+    _resume(job_id, as_json)
 
 
 @with_connection
-async def _cancel(conn: AsyncConn, job_id: int, drop: bool) -> None:
+async def _cancel(conn: AsyncConn, job_id: int, drop: bool, as_json: bool) -> None:
     job = await jobs.cancel_job(conn, job_id, drop=drop)
     what = "dropped" if drop else "retired (drop it with 'syncsvc generation drop')"
-    console.print(f"job {job.id} cancelled; generation {job.generation_id} {what}")
+    emit(
+        as_json,
+        {**job.as_dict(), "generation_dropped": drop},
+        f"job {job.id} cancelled; generation {job.generation_id} {what}",
+    )
 
 
 @jobs_app.command("cancel")
@@ -234,20 +253,24 @@ def cancel_command(
     drop: Annotated[
         bool, typer.Option("--drop", help="Also drop the generation's vector table.")
     ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Cancel a job; its generation stops receiving writes."""
-    _cancel(job_id, drop)
+    _cancel(job_id, drop, as_json)
 
 
 @with_connection
-async def _promote(conn: AsyncConn, target: str, generation: str, force: bool) -> None:
+async def _promote(
+    conn: AsyncConn, target: str, generation: str, force: bool, as_json: bool
+) -> None:
     done = await promote.promote(conn, target, generation, force=force)
     g = done.generation
     previous = f"; generation {done.previous.id} retired" if done.previous else ""
-    console.print(
+    emit(
+        as_json,
+        actions.promotion_result(done),
         f"[green]{target}[/] now searches generation {g.id} ({g.model}, {g.dimensions} dims), "
         f"{done.coverage.current}/{done.coverage.rows} rows current{previous}",
-        highlight=False,
     )
 
 
@@ -255,35 +278,23 @@ def promote_command(
     target: Annotated[str, typer.Argument()],
     generation: Annotated[str, typer.Argument(help="Generation id (or key).")],
     force: Annotated[bool, typer.Option("--force", help="Promote even if incomplete.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Atomically switch TARGET's view (its search) to GENERATION."""
-    _promote(target, generation, force)
+    _promote(target, generation, force, as_json)
 
 
 @with_connection
 async def _generations(conn: AsyncConn, target: str, as_json: bool) -> None:
     found = await promote.generation_coverage(conn, target)
     if as_json:
-        out = [
-            {
-                "id": g.id,
-                "state": g.state.value,
-                "provider": g.provider,
-                "model": g.model,
-                "dimensions": g.dimensions,
-                "table": f"syncsvc.{g.table_name}",
-                "rows": c.rows,
-                "current": c.current,
-                "missing": c.missing,
-            }
-            for g, c in found
-        ]
+        out = [found_one.as_dict() for found_one in found]
         typer.echo(json.dumps(out, indent=2))
         return
     table = Table(title=f"generations of {target}")
     for column in ("id", "state", "provider/model", "dims", "table", "current/rows", "missing"):
         table.add_column(column)
-    for g, c in found:
+    for g, c in ((f.generation, f.coverage) for f in found):
         table.add_row(
             str(g.id),
             g.state.value,
@@ -306,15 +317,20 @@ def generation_list(
 
 
 @with_connection
-async def _drop(conn: AsyncConn, target: str, generation: str) -> None:
+async def _drop(conn: AsyncConn, target: str, generation: str, as_json: bool) -> None:
     dropped = await promote.drop_generation(conn, target, generation)
-    console.print(f"generation {dropped.id} of {target} dropped (syncsvc.{dropped.table_name})")
+    emit(
+        as_json,
+        {"target": target, "generation": dropped.id, "table": f"syncsvc.{dropped.table_name}"},
+        f"generation {dropped.id} of {target} dropped (syncsvc.{dropped.table_name})",
+    )
 
 
 @generation_app.command("drop")
 def generation_drop(
     target: Annotated[str, typer.Argument()],
     generation: Annotated[str, typer.Argument(help="Generation id (or key).")],
+    as_json: JsonFlag = False,
 ) -> None:
     """Drop a retired or building generation and its vectors (never the active one)."""
-    _drop(target, generation)
+    _drop(target, generation, as_json)

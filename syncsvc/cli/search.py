@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Annotated, Any
@@ -13,7 +14,7 @@ from rich.table import Table
 from syncsvc import indexes
 from syncsvc import search as search_module
 from syncsvc.catalog import find_generation, get_target, load_targets
-from syncsvc.cli.context import STATE, console, fail, with_connection
+from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, with_connection
 from syncsvc.database import AsyncConn
 from syncsvc.models import Target
 from syncsvc.providers.registry import build_provider
@@ -133,6 +134,7 @@ async def _build(
     rebuild: bool,
     m: int | None,
     ef_construction: int | None,
+    as_json: bool,
 ) -> None:
     target = await get_target(conn, target_name)
     if generation_ref is not None:
@@ -146,9 +148,14 @@ async def _build(
             if v is not None
         }
     )
+    built = []
     for generation in chosen:
         info = await indexes.build_index(conn, target, generation, settings, rebuild=rebuild)
-        console.print(f"[green]{info.name}[/] ({info.bytes / 1e6:.1f} MB): {info.definition}")
+        built.append({"generation": generation.id, **dataclasses.asdict(info)})
+        if not as_json:
+            console.print(f"[green]{info.name}[/] ({info.bytes / 1e6:.1f} MB): {info.definition}")
+    if as_json:
+        emit(True, {"target": target.name, "indexes": built}, "")
 
 
 @index_app.command("build")
@@ -164,9 +171,10 @@ def build_command(
     ef_construction: Annotated[
         int | None, typer.Option("--ef-construction", min=4, max=1000)
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Build the HNSW index of a target's generations now (CREATE INDEX CONCURRENTLY)."""
-    _build(target, generation, rebuild, m, ef_construction)
+    _build(target, generation, rebuild, m, ef_construction, as_json)
 
 
 @with_connection
@@ -229,20 +237,25 @@ def list_command(
 
 
 @with_connection
-async def _drop(conn: AsyncConn, target_name: str, generation_ref: str) -> None:
+async def _drop(conn: AsyncConn, target_name: str, generation_ref: str, as_json: bool) -> None:
     target = await get_target(conn, target_name)
     generation = find_generation(target, generation_ref)
     dropped = await indexes.drop_index(conn, generation)
-    console.print("dropped" if dropped else "no index to drop")
+    emit(
+        as_json,
+        {"target": target.name, "generation": generation.id, "dropped": dropped},
+        "dropped" if dropped else "no index to drop",
+    )
 
 
 @index_app.command("drop")
 def drop_command(
     target: Annotated[str, typer.Argument(help="Target name.")],
     generation: Annotated[str, typer.Option("--generation", help="Generation id or key.")],
+    as_json: JsonFlag = False,
 ) -> None:
     """Drop a generation's index (DROP INDEX CONCURRENTLY); the daemon may build it again."""
-    _drop(target, generation)
+    _drop(target, generation, as_json)
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -279,9 +292,13 @@ def cache_stats_command(as_json: Annotated[bool, typer.Option("--json")] = False
 
 
 @with_connection
-async def _cache_prune(conn: AsyncConn, seconds: float) -> None:
+async def _cache_prune(conn: AsyncConn, seconds: float, as_json: bool) -> None:
     removed = await search_module.prune_cache(conn, seconds)
-    console.print(f"removed {removed} cached query vector(s) unused for {seconds:g}s")
+    emit(
+        as_json,
+        {"removed": removed, "older_than_seconds": seconds},
+        f"removed {removed} cached query vector(s) unused for {seconds:g}s",
+    )
 
 
 @cache_app.command("prune")
@@ -289,6 +306,7 @@ def cache_prune_command(
     older_than: Annotated[
         str, typer.Option("--older-than", help="Unused for at least this long: 30d, 12h, 90m.")
     ] = "30d",
+    as_json: JsonFlag = False,
 ) -> None:
     """Forget cached query vectors nobody has searched for in a while."""
-    _cache_prune(parse_age(older_than))
+    _cache_prune(parse_age(older_than), as_json)

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncsvc import drift, migrate, targets
+from syncsvc import actions, drift, migrate, targets
 from syncsvc.catalog import load_targets
-from syncsvc.cli.context import STATE, console, with_connection
+from syncsvc.cli.context import STATE, JsonFlag, console, emit, with_connection
 from syncsvc.database import AsyncConn
 from syncsvc.models import Metric
 
@@ -46,16 +46,17 @@ def _template(text: str) -> str:
 
 
 @with_connection
-async def _add(conn: AsyncConn, spec: targets.TargetSpec) -> None:
+async def _add(conn: AsyncConn, spec: targets.TargetSpec, as_json: bool) -> None:
     target = await targets.add_target(conn, STATE.settings, spec)
     generation = target.active
     assert generation is not None
-    console.print(
+    emit(
+        as_json,
+        actions.target_result(target),
         f"[green]target {target.name}[/] on {target.source_schema}.{target.source_table}: "
         f"key ({', '.join(target.pk_columns)}), columns {', '.join(target.columns)}, "
         f"generation {generation.id} = {generation.model} {generation.dimensions} dims "
         f"→ view syncsvc.{target.view_name}. Existing rows are embedded by 'syncsvc run'.",
-        highlight=False,
     )
 
 
@@ -87,6 +88,14 @@ def add(
             "--dry-run", help="Validate and print the text of a few rows; change nothing."
         ),
     ] = False,
+    embed_labels: Annotated[
+        bool,
+        typer.Option(
+            "--embed-labels",
+            help="Embed rows whose columns are all empty too, as the template's labels alone.",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Register a table: validate, create its vector table and view, install triggers."""
     migrate.upgrade(STATE.url(), settings=STATE.settings)
@@ -101,16 +110,20 @@ def add(
         pk=_split(pk),
         metric=metric,
         options={"sparse": True} if sparse else {},
+        embed_labels=embed_labels,
     )
     if dry_run:
-        _preview(spec)
+        _preview(spec, as_json)
     else:
-        _add(spec)
+        _add(spec, as_json)
 
 
 @with_connection
-async def _preview(conn: AsyncConn, spec: targets.TargetSpec) -> None:
+async def _preview(conn: AsyncConn, spec: targets.TargetSpec, as_json: bool) -> None:
     texts = await targets.preview(conn, STATE.settings, spec)
+    if as_json:
+        emit(True, {"target": spec.name, "valid": True, "texts": texts}, "")
+        return
     console.print(f"target {spec.name} is valid; nothing was changed. Texts to embed:")
     for text in texts:
         # repr-like quoting shows the exact characters, line breaks included.
@@ -162,10 +175,10 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @with_connection
-async def _remove(conn: AsyncConn, name: str, keep_vectors: bool) -> None:
-    await targets.remove_target(conn, name, keep_vectors=keep_vectors)
+async def _remove(conn: AsyncConn, name: str, keep_vectors: bool, as_json: bool) -> None:
+    removed = await targets.remove_target(conn, name, keep_vectors=keep_vectors)
     kept = " (vector tables kept)" if keep_vectors else ""
-    console.print(f"target {name} removed{kept}")
+    emit(as_json, actions.target_result(removed), f"target {name} removed{kept}")
 
 
 @target_app.command("remove")
@@ -174,37 +187,39 @@ def remove(
     keep_vectors: Annotated[
         bool, typer.Option("--keep-vectors", help="Keep the vector tables.")
     ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Drop a target's triggers (and its vectors unless --keep-vectors)."""
-    _remove(name, keep_vectors)
+    _remove(name, keep_vectors, as_json)
 
 
 @with_connection
-async def _pause(conn: AsyncConn, name: str, reason: str) -> None:
+async def _pause(conn: AsyncConn, name: str, reason: str, as_json: bool) -> None:
     await drift.pause(conn, name, reason)
-    console.print(f"target {name} paused: {reason}", highlight=False)
+    emit(as_json, {"target": name, "paused_reason": reason}, f"target {name} paused: {reason}")
 
 
 @target_app.command("pause")
 def pause(
     name: str,
     reason: Annotated[str, typer.Option("--reason")] = "paused by an operator",
+    as_json: JsonFlag = False,
 ) -> None:
     """Stop embedding a target; its changes keep being captured."""
-    _pause(name, reason)
+    _pause(name, reason, as_json)
 
 
 @with_connection
-async def _resume(conn: AsyncConn, name: str) -> None:
+async def _resume(conn: AsyncConn, name: str, as_json: bool) -> None:
     previous = await drift.resume(conn, name)
     was = f" (was: {previous})" if previous else " (it was not paused)"
-    console.print(f"target {name} resumed{was}", highlight=False)
+    emit(as_json, {"target": name, "was_paused": previous}, f"target {name} resumed{was}")
 
 
 @target_app.command("resume")
-def resume(name: str) -> None:
+def resume(name: str, as_json: JsonFlag = False) -> None:
     """Embed a paused target again; running daemons pick it up at once."""
-    _resume(name)
+    _resume(name, as_json)
 
 
 @with_connection
@@ -230,13 +245,18 @@ def check(name: str) -> None:
 
 @with_connection
 async def _repair(
-    conn: AsyncConn, name: str, columns: tuple[str, ...] | None, template: str | None
+    conn: AsyncConn,
+    name: str,
+    columns: tuple[str, ...] | None,
+    template: str | None,
+    as_json: bool,
 ) -> None:
     target = await drift.repair(conn, name, columns=columns, template=template)
-    console.print(
+    emit(
+        as_json,
+        actions.target_result(target),
         f"target {name} repaired: capture rebuilt for {', '.join(target.columns)}; resumed, "
         "rows whose text changed are re-embedded",
-        highlight=False,
     )
 
 
@@ -247,6 +267,7 @@ def repair(
         str | None, typer.Option("--columns", help="The embedded columns' new names.")
     ] = None,
     template: Annotated[str | None, typer.Option("--template")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Rebuild a target's capture after DDL on its table, then resume it."""
-    _repair(name, _split(columns), _template(template) if template else None)
+    _repair(name, _split(columns), _template(template) if template else None, as_json)
