@@ -189,4 +189,3 @@ async def test_cli_sql_and_python_leave_identical_catalog_state(cluster: Cluster
     finally:
         for deployment in made:
             cluster.drop(deployment)
-

@@ -190,10 +190,10 @@ async def test_sql_requests_are_validated_when_called(
     failed = await scalar(conn, "SELECT error FROM syncsvc.requests WHERE target = 'bad'")
     assert "column 'nope' does not exist" in failed
     # Without a daemon the wait is bounded and says why.
-    with pytest.raises(psycopg.errors.QueryCanceled, match="is 'syncsvc run' running"):
-        with psycopg.connect(owner, autocommit=True) as c:
-            c.execute("SELECT syncsvc.remove_target('notes')")
-            rid = await scalar(conn, "SELECT max(id) FROM syncsvc.requests")
+    with psycopg.connect(owner, autocommit=True) as c:
+        c.execute("SELECT syncsvc.remove_target('notes')")
+        rid = await scalar(conn, "SELECT max(id) FROM syncsvc.requests")
+        with pytest.raises(psycopg.errors.QueryCanceled, match="is 'syncsvc run' running"):
             c.execute("CALL syncsvc.wait_request(%s, 0.3)", (rid,))
     notes = await status_of(conn, "notes")
     assert notes["target"] == "notes" and notes["paused_reason"] is None
