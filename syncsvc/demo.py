@@ -23,6 +23,7 @@ from syncsvc.daemon import Daemon
 from syncsvc.database import AsyncConn, aconnect
 from syncsvc.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
 from syncsvc.models import Target, TextType, content_hash
+from syncsvc.providers.profiles import WORDLLAMA_MODEL
 from syncsvc.resources import data_path
 from syncsvc.settings import Settings
 
@@ -32,8 +33,9 @@ TARGET = "demo_articles"
 
 @dataclass(frozen=True)
 class DemoOptions:
-    provider: str = "local-hash"
-    model: str = "local-hash"
+    # A real model that ships with syncsvc: searches match meaning, not only shared words.
+    provider: str = "local"
+    model: str = WORDLLAMA_MODEL
     dimensions: int | None = None
     timeout_seconds: float = 300.0
 

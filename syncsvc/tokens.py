@@ -25,6 +25,7 @@ _COUNT_CACHE_SIZE = 65_536
 class TokenizerKind(StrEnum):
     QWEN = "qwen"
     LEXICAL = "lexical"
+    WORDLLAMA = "wordllama"
 
 
 class TokenCounter(Protocol):
@@ -124,9 +125,34 @@ class LexicalTokens:
         return pieces
 
 
+class WordLlamaTokens:
+    """Token counts of the offline WordLlama model (its own tokenizer, cut at offsets)."""
+
+    @staticmethod
+    def _encode(text: str) -> Any:
+        from syncsvc.providers.wordllama import tokenizer
+
+        return tokenizer().encode(text, add_special_tokens=False)
+
+    def count(self, text: str) -> int:
+        return len(self._encode(text).ids)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        return self.split(text, max_tokens)[0]
+
+    def split(self, text: str, max_tokens: int) -> list[str]:
+        offsets = self._encode(text).offsets
+        if len(offsets) <= max_tokens:
+            return [text]
+        starts = [offsets[i][0] for i in range(0, len(offsets), max_tokens)]
+        ends = [*starts[1:], len(text)]
+        return [text[a:b] for a, b in zip(starts, ends, strict=True)]
+
+
 _COUNTERS: dict[TokenizerKind, TokenCounter] = {
     TokenizerKind.QWEN: QwenTokens(),
     TokenizerKind.LEXICAL: LexicalTokens(),
+    TokenizerKind.WORDLLAMA: WordLlamaTokens(),
 }
 
 

@@ -122,7 +122,7 @@ async def test_one_scheduler_and_failover(db_url: str) -> None:
         assert await first.check_leadership()  # holding, not re-taking
         swept: list[str] = []
 
-        async def sweep() -> int:
+        async def sweep(target_id: int | None = None) -> int:
             swept.append("x")
             return 1
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from syncsvc.cli.context import STATE, console, run
+from syncsvc.providers.profiles import WORDLLAMA_MODEL
 
 
 def register(app: typer.Typer) -> None:
@@ -15,9 +16,10 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     provider: Annotated[
-        str, typer.Option(help="Provider to embed with (default: offline local-hash).")
-    ] = "local-hash",
-    model: Annotated[str, typer.Option(help="Model of that provider.")] = "local-hash",
+        str,
+        typer.Option(help="Provider to embed with (default: the offline WordLlama model)."),
+    ] = "local",
+    model: Annotated[str, typer.Option(help="Model of that provider.")] = WORDLLAMA_MODEL,
     dimensions: Annotated[int | None, typer.Option(help="Vector dimensions.")] = None,
 ) -> None:
     """Create a sample table, embed it live, edit rows, and run similarity queries."""

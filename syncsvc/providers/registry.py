@@ -18,15 +18,20 @@ from syncsvc.providers.dashscope import DashScopeNativeProvider
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.providers.openai import OpenAICompatibleProvider
 from syncsvc.providers.profiles import (
+    LOCAL,
     ModelProfile,
     OverlongPolicy,
     Protocol,
     ProviderProfile,
     get_profile,
 )
+from syncsvc.providers.wordllama import WordLlamaProvider
 from syncsvc.settings import ProviderSettings, Settings
 
 BUILTIN = "local-hash"
+LOCAL_MODEL = "local"
+BUILTINS = frozenset({BUILTIN, LOCAL_MODEL})
+"""Usable without any configuration: the offline providers."""
 KEYLESS_PROFILES = frozenset({"qwen3-openai", "openai-compatible"})
 """Self-hosted servers often run without a key: send none rather than refuse to start."""
 
@@ -68,9 +73,9 @@ def provider_profile(name: str, settings: Settings) -> ProviderProfile:
     """The effective profile of a configured provider name (without opening any connection)."""
     config = settings.providers.get(name)
     if config is None:
-        if name == BUILTIN:
-            return get_profile(BUILTIN)
-        known = ", ".join(sorted({BUILTIN, *settings.providers}))
+        if name in BUILTINS:
+            return get_profile(name)
+        known = ", ".join(sorted({*BUILTINS, *settings.providers}))
         raise ValidationError(f"unknown provider {name!r} (configured: {known})")
     return apply_settings(get_profile(config.profile), config)
 
@@ -84,6 +89,8 @@ def build_provider(name: str, settings: Settings) -> EmbeddingProvider:
     """
     profile = provider_profile(name, settings)
     if profile.protocol is Protocol.LOCAL:
+        if profile.name == LOCAL.name:
+            return WordLlamaProvider(name, profile)
         return LocalHashProvider(name, profile)
     # A key pasted with a trailing newline or CR is never valid: the API would answer a bare 400.
     api_key = (
@@ -112,7 +119,7 @@ async def publish_models(conn: AsyncConn, settings: Settings, only: str | None =
     from syncsvc import sqlfiles
     from syncsvc.providers.profiles import Protocol as Wire
 
-    names = [only] if only else sorted({BUILTIN, *settings.providers})
+    names = [only] if only else sorted({*BUILTINS, *settings.providers})
     async with conn.transaction():
         for name in names:
             profile = provider_profile(name, settings)
