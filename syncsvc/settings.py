@@ -7,6 +7,7 @@ its API key (``api_key_env``), so the key itself is never written to files, logs
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from syncsvc.errors import ConfigurationError
 
 CONFIG_FILE_ENV = "SYNCSVC_CONFIG"
 DEFAULT_CONFIG_FILE = "syncsvc.toml"
@@ -178,13 +181,34 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+        toml_path = config_file()
+        explicit = os.environ.get(CONFIG_FILE_ENV)
+        if explicit and not toml_path.is_file():
+            # Named on purpose: running without it would silently use other settings.
+            raise ConfigurationError(f"config file {explicit} ({CONFIG_FILE_ENV}) does not exist")
         return (
             init_settings,
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
         )
 
+    def database_configured(self) -> bool:
+        """True when a database is named (URL or libpq variables), not the embedded default."""
+        return bool(self.database_url) or self.libpq_configured()
+
     def libpq_configured(self) -> bool:
         """True when the user points at a server through libpq's own variables."""
         return any(os.environ.get(v) for v in ("PGHOST", "PGSERVICE", "PGDATABASE", "PGPORT"))
+
+
+def config_file() -> Path:
+    """The TOML file settings are read from (``SYNCSVC_CONFIG``, else ./syncsvc.toml)."""
+    return Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE)).absolute()
+
+
+def masked_url(url: str) -> str:
+    """A connection string fit to print: any password replaced by ``***``."""
+    if "://" in url:
+        url = re.sub(r"^([a-z]+://[^:/@?]*):[^@/?]*@", r"\1:***@", url)
+        return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", url)

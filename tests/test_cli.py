@@ -88,7 +88,8 @@ def test_target_lifecycle_and_status(db_url: str) -> None:
 )
 def test_target_add_validates_up_front(db_url: str, args: list[str], message: str) -> None:
     setup_table(db_url, 1)
-    result = syncsvc(db_url, "target", "add", "notes", *args, check=False)
+    provider = [] if "--provider" in args else ["--provider", "local-hash"]
+    result = syncsvc(db_url, "target", "add", "notes", *args, *provider, check=False)
     assert result.returncode == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -122,7 +123,18 @@ def test_migrate_sql_prints_ddl(db_url: str) -> None:
 
 def test_sigterm_stops_gracefully(db_url: str) -> None:
     setup_table(db_url, 5)
-    syncsvc(db_url, "target", "add", "notes", "--table", "notes", "--columns", "body")
+    syncsvc(
+        db_url,
+        "target",
+        "add",
+        "notes",
+        "--table",
+        "notes",
+        "--columns",
+        "body",
+        "--provider",
+        "local-hash",
+    )
     env = {**os.environ, "SYNCSVC_DATABASE_URL": db_url}
     proc = subprocess.Popen(
         [sys.executable, "-m", "syncsvc", "run"], env=env, stderr=subprocess.PIPE, text=True
@@ -142,7 +154,18 @@ def test_sigterm_stops_gracefully(db_url: str) -> None:
 
 def test_failed_list_and_retry(db_url: str) -> None:
     setup_table(db_url, 3)
-    syncsvc(db_url, "target", "add", "notes", "--table", "notes", "--columns", "body")
+    syncsvc(
+        db_url,
+        "target",
+        "add",
+        "notes",
+        "--table",
+        "notes",
+        "--columns",
+        "body",
+        "--provider",
+        "local-hash",
+    )
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO syncsvc.queue (target_id, pk, state, attempts, last_error, request_id) "
@@ -169,6 +192,7 @@ def test_unicode_template_is_stored_and_embedded_verbatim(db_url: str) -> None:
     template = r"标题：{title}\n内容：{body} — ✓ ‏עברית\t😀 \x41"
     rendered = "标题：望远镜\n内容：كيف تعمل 🔭 — ✓ ‏עברית\t😀 \\x41"
     add = ["target", "add", "posts", "--table", "posts", "--columns", "title,body"]
+    add += ["--provider", "local-hash"]
     add += ["--dimensions", "64", "--template", template]
     preview = syncsvc(db_url, *add, "--dry-run")
     assert json.dumps(rendered, ensure_ascii=False) in preview.stdout

@@ -29,7 +29,7 @@ COMMANDS: list[list[str]] = [
     ["promote", "docs", "2"],
     ["failed", "list"],
     ["failed", "retry", "--target", "docs"],
-    ["target", "add", "docs", "--table", "docs", "--columns", "title"],
+    ["target", "add", "docs", "--table", "docs", "--columns", "title", "--provider", "local-hash"],
     ["target", "list"],
     ["target", "remove", "docs"],
     ["target", "pause", "docs"],
@@ -85,6 +85,7 @@ def setup_case(
     case = request.node.callspec.params["case"]
     monkeypatch.setenv("COLUMNS", "400")  # rich wraps at 80 columns when not on a terminal
     monkeypatch.setenv("SYNCSVC_CONFIG", str(tmp_path / "syncsvc.toml"))
+    (tmp_path / "syncsvc.toml").write_text("")  # named by SYNCSVC_CONFIG, so it must exist
     monkeypatch.delenv("SYNCSVC_LOG_LEVEL", raising=False)
     if case == "no-pgvector":
         yield request.getfixturevalue("system_pg")
@@ -119,7 +120,10 @@ def test_every_command_fails_in_one_line(
     out, err = capsys.readouterr()
     assert exit_info.value.code not in (0, None), out + err
     assert "Traceback" not in out + err
+    # The one line saying which database and config file the command uses comes first.
     lines = [line for line in (out + err).splitlines() if line.strip()]
+    if lines and lines[0].startswith("using "):
+        lines = lines[1:]
     assert 1 <= len(lines) <= 2, lines
     assert lines[0].startswith("error: "), lines
     assert EXPECTED[case] in err, err

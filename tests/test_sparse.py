@@ -166,7 +166,7 @@ async def test_sparse_is_refused_unless_the_profile_returns_sparse_vectors(
     from syncsvc.cli import app
 
     args = ["--database-url", db_url, "target", "add", "articles", "--table", "articles"]
-    args += ["--columns", "title,body", "--sparse"]
+    args += ["--columns", "title,body", "--sparse", "--provider", "local-hash"]
     result = await asyncio.to_thread(CliRunner().invoke, app, args)
     assert result.exit_code != 0
     assert "cannot return sparse vectors" in result.output

@@ -20,7 +20,8 @@ app = typer.Typer(
     help="Keep PostgreSQL rows embedded in pgvector tables, live and swept.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell.
+    add_completion=True,
 )
 
 # Each module adds its own commands; a module that is not there yet is simply skipped.
@@ -33,6 +34,7 @@ COMMAND_MODULES = (
     "syncsvc.cli.jobs",
     "syncsvc.cli.ops",
     "syncsvc.cli.grants",
+    "syncsvc.cli.config",
 )
 
 
@@ -69,13 +71,15 @@ def _global(
 ) -> None:
     if log_format not in (None, "text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
-    overrides: dict[str, object] = {"database_url": database_url} if database_url else {}
+    overrides: dict[str, object] = {}
+    if database_url and database_url != os.environ.get("SYNCSVC_DATABASE_URL"):
+        overrides["database_url"] = database_url  # else Settings reads the variable itself
     if log_format:
         overrides["log_format"] = log_format
     if log_level:
         overrides["log_level"] = log_level
     # Environment (SYNCSVC_LOG_FORMAT...) and syncsvc.toml are read by Settings itself.
-    STATE.reset(Settings(**overrides))  # type: ignore[arg-type]
+    STATE.reset(Settings(**overrides), set(overrides))  # type: ignore[arg-type]
     logs.configure(STATE.settings.log_level, STATE.settings.log_format)
     logging.getLogger(__name__).debug("settings loaded")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
@@ -14,7 +15,7 @@ from rich.console import Console
 
 from syncsvc.cli.failure import describe
 from syncsvc.database import AsyncConn, aconnect, resolve_url
-from syncsvc.settings import Settings
+from syncsvc.settings import Settings, config_file, masked_url
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -30,6 +31,10 @@ class State:
     def __init__(self) -> None:
         self._settings: Settings | None = None
         self._url: str | None = None
+        self.embedded = False
+        """Whether this invocation uses the embedded server (no database configured)."""
+        self.overridden: set[str] = set()
+        """Settings given as command-line options (``config show`` names their source)."""
 
     @property
     def settings(self) -> Settings:
@@ -37,15 +42,35 @@ class State:
             self._settings = Settings()
         return self._settings
 
-    def reset(self, settings: Settings) -> None:
+    def reset(self, settings: Settings, overridden: set[str] | None = None) -> None:
         """Start an invocation with these settings (and resolve its database anew)."""
         self._settings = settings
         self._url = None
+        self.overridden = overridden or set()
 
     def url(self) -> str:
+        """The database of this invocation; says once (on stderr) which one, and which
+        config file: a command run from another directory must not surprise anyone."""
         if self._url is None:
-            self._url = resolve_url(self.settings)
+            settings = self.settings
+            self.embedded = not settings.database_configured()
+            self._url = resolve_url(settings, announce=False)
+            if logging.getLogger("syncsvc").isEnabledFor(logging.INFO):
+                err_console.print(f"[dim]{setup_line(settings)}[/]", highlight=False)
         return self._url
+
+
+def setup_line(settings: Settings) -> str:
+    """``using database …; config …`` (the password masked)."""
+    if settings.database_url:
+        where = f"database {masked_url(settings.database_url)}"
+    elif settings.libpq_configured():
+        where = "the database of the PG* variables"
+    else:
+        where = f"the embedded PostgreSQL in {settings.state_dir / 'pgdata'}"
+    path = config_file()
+    config = f"config {path}" if path.is_file() else f"no config file ({path} not found)"
+    return f"using {where}; {config}"
 
 
 STATE = State()

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from syncsvc import failures, migrate, operations, status
-from syncsvc.cli.context import STATE, JsonFlag, console, emit, run, with_connection
+from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, run, with_connection
 from syncsvc.database import AsyncConn
 
 failed_app = typer.Typer(help="Inspect and retry rows that failed to embed.", no_args_is_help=True)
@@ -48,11 +48,23 @@ def run_command(
         bool,
         typer.Option("--until-idle", help="Exit once no row is queued and no job is running."),
     ] = False,
+    embedded: Annotated[
+        bool,
+        typer.Option("--embedded", help="Run on the embedded (demo) database on purpose."),
+    ] = False,
 ) -> None:
     """Run the daemon: listen for changes, embed, sweep; SIGTERM/SIGINT stop it gracefully."""
     from syncsvc.daemon import Daemon
     from syncsvc.runtime import tune_gc
 
+    if not STATE.settings.database_configured() and not embedded:
+        # A daemon quietly embedding a demo database while production waits is worse than
+        # not starting.
+        raise fail(
+            "no database configured for the daemon: set SYNCSVC_DATABASE_URL (or "
+            "database_url in syncsvc.toml, or PG* variables), or pass --embedded to run on "
+            "the embedded demo database"
+        )
     url = STATE.url()
     migrate.upgrade(url, settings=STATE.settings)
     tune_gc()

@@ -10,9 +10,10 @@ from rich.table import Table
 
 from syncsvc import actions, drift, migrate, targets
 from syncsvc.catalog import load_targets
-from syncsvc.cli.context import STATE, JsonFlag, console, emit, with_connection
+from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, with_connection
 from syncsvc.database import AsyncConn
 from syncsvc.models import Metric
+from syncsvc.providers.registry import BUILTINS, LOCAL_MODEL, provider_profile
 
 target_app = typer.Typer(help="Register source tables to keep embedded.", no_args_is_help=True)
 
@@ -45,6 +46,25 @@ def _template(text: str) -> str:
     return "".join(out)
 
 
+def _provider_and_model(provider: str | None, model: str | None) -> tuple[str, str]:
+    settings = STATE.settings
+    if provider is None:
+        if settings.database_configured():
+            known = ", ".join(sorted({*BUILTINS, *settings.providers}))
+            raise fail(
+                f"name the provider: --provider NAME (configured: {known}); on your own "
+                "database syncsvc never picks one for you"
+            )
+        provider = LOCAL_MODEL
+    if model is None:
+        profile = provider_profile(provider, settings)
+        if len(profile.models) != 1 or profile.generic_model is not None:
+            offered = ", ".join(sorted(profile.models)) or "any model its host serves"
+            raise fail(f"name the model: --model NAME (provider {provider} offers {offered})")
+        model = next(iter(profile.models))
+    return provider, model
+
+
 @with_connection
 async def _add(conn: AsyncConn, spec: targets.TargetSpec, as_json: bool) -> None:
     target = await targets.add_target(conn, STATE.settings, spec)
@@ -65,9 +85,18 @@ def add(
     name: Annotated[str, typer.Argument(help="Target name (lower case, digits, _).")],
     table: Annotated[str, typer.Option("--table", help="[schema.]table")],
     columns: Annotated[str, typer.Option("--columns", help="Text columns to embed: title,body")],
-    model: Annotated[str, typer.Option("--model")] = "local-hash",
+    model: Annotated[
+        str | None, typer.Option("--model", help="Default: the provider's only model.")
+    ] = None,
     dimensions: Annotated[int | None, typer.Option("--dimensions")] = None,
-    provider: Annotated[str, typer.Option("--provider")] = "local-hash",
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            "--provider",
+            help="A configured provider; required on your own database (the embedded demo "
+            "database defaults to the offline 'local' model).",
+        ),
+    ] = None,
     template: Annotated[
         str | None, typer.Option("--template", help='e.g. "{title}\\n\\n{body}"')
     ] = None,
@@ -98,6 +127,7 @@ def add(
     as_json: JsonFlag = False,
 ) -> None:
     """Register a table: validate, create its vector table and view, install triggers."""
+    provider, model = _provider_and_model(provider, model)
     migrate.upgrade(STATE.url(), settings=STATE.settings)
     spec = targets.TargetSpec(
         name=name,
