@@ -54,6 +54,8 @@ def test_target_lifecycle_and_status(db_url: str) -> None:
         "128",
         "--template",
         "{title}: {body}",
+        "--provider",
+        "local-hash",
     )
     assert "target notes" in out.stdout
     listed = json.loads(syncsvc(db_url, "target", "list", "--json").stdout)
