@@ -15,3 +15,8 @@ JOIN syncsvc.targets t ON t.id = g.target_id
 JOIN syncsvc.jobs j ON j.generation_id = g.id AND j.state = 'completed'
 WHERE g.state = 'building' AND j.finished_at < now() - make_interval(secs => %(grace)s)
 ORDER BY t.name, g.id;
+
+-- name: waiting --
+-- Rows still to embed, every target: queued (not failed) plus captured and not yet queued.
+SELECT (SELECT count(*) FROM syncsvc.queue WHERE state <> 'failed')
+     + (SELECT coalesce(sum(jsonb_array_length(pks)), 0) FROM syncsvc.inbox) AS n;

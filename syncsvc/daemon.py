@@ -20,7 +20,7 @@ import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from psycopg_pool import PoolTimeout
 
-from syncsvc import actions, backfill, drift, indexes, probe, queries, sqlfiles
+from syncsvc import actions, backfill, drift, indexes, probe, progress, queries, sqlfiles
 from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
 from syncsvc.embedder import Embedder
@@ -123,6 +123,7 @@ class Daemon:
         self.add_service("indexes", indexes.index_service)
         self.add_service("jobs", backfill.run)
         self.add_service("probe", probe.probe_service)
+        self.add_service("progress", progress.progress_service)
         self.schedules = ScheduledRunner(self)
 
     def embedder_for(self, generation: Generation) -> Embedder:

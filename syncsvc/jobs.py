@@ -8,6 +8,7 @@ because the worker writes every live (active or building) generation.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -22,7 +23,7 @@ from syncsvc.catalog import find_generation, get_target
 from syncsvc.database import AsyncConn
 from syncsvc.errors import NotFoundError, ValidationError
 from syncsvc.models import GenerationState, PkValue, Target
-from syncsvc.providers.profiles import ModelProfile
+from syncsvc.providers.profiles import ModelProfile, Protocol, ProviderProfile
 from syncsvc.providers.registry import provider_profile, publish_models
 from syncsvc.settings import Settings
 from syncsvc.targets import check_sparse
@@ -123,6 +124,10 @@ class Estimate:
     tokens: int
     price_per_million_tokens: float
     sampled: bool
+    seconds: float = 0.0
+    """How long the embedding takes at ``ASSUMED_LATENCY`` per request with the provider's
+    concurrency, or longer if its rpm/tpm budget allows no faster (a live daemon's edits and
+    other targets share that budget)."""
 
     @property
     def cost(self) -> float:
@@ -315,7 +320,26 @@ async def estimate(
         tokens=tokens,
         price_per_million_tokens=found.price_per_million_tokens,
         sampled=sampled,
+        seconds=embedding_seconds(provider_profile(provider, settings), rows, tokens),
     )
+
+
+ASSUMED_LATENCY = 0.2
+"""Seconds per embedding request assumed by estimates (DashScope's typical round trip)."""
+
+
+def embedding_seconds(profile: ProviderProfile, rows: int, tokens: int) -> float:
+    """Time to embed ``rows`` (``tokens`` in all) through ``profile``: its concurrency at
+    ``ASSUMED_LATENCY``, or its rpm/tpm budget if that is the tighter bound."""
+    if rows == 0 or profile.protocol is Protocol.LOCAL:
+        return 0.0
+    requests = math.ceil(rows / profile.max_inputs_per_request)
+    seconds = requests * ASSUMED_LATENCY / max(1, profile.concurrency)
+    if profile.rpm:
+        seconds = max(seconds, requests * 60.0 / profile.rpm)
+    if profile.tpm:
+        seconds = max(seconds, tokens * 60.0 / profile.tpm)
+    return seconds
 
 
 async def _lock(conn: AsyncConn, job_id: int) -> Job:

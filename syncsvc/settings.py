@@ -69,6 +69,11 @@ class WorkerSettings(BaseModel):
     shutdown_timeout_seconds: float = Field(default=30.0, ge=0)
     sweep_interval_seconds: float = Field(default=300.0, gt=0)
     sweep_chunk_rows: int = Field(default=5000, ge=1)
+    progress_log_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="While rows are being embedded, log progress (rate, waiting, ETA) this often.",
+    )
     rounds_in_flight: int = Field(
         default=4,
         ge=1,

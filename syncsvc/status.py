@@ -22,6 +22,10 @@ class TargetStatus:
     in_flight: int
     failed: int
     oldest_pending_seconds: float | None
+    rows_per_second: float
+    """Vectors written over the last minute, every live generation."""
+    eta_seconds: float | None
+    """The backlog (pending + in flight) at that rate; None when nothing is being written."""
     active_generation: int | None
     model: str | None
     dimensions: int | None
@@ -87,6 +91,16 @@ def percent(done: int, total: int, digits: int = 1) -> str:
     return f"{value:.{digits}f}%"
 
 
+def duration(seconds: float | None) -> str:
+    """``1h05m`` / ``3m07s``, or ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 async def collect(conn: AsyncConn) -> list[TargetStatus]:
     """One status per target, from the ``syncsvc.status`` and ``syncsvc.generation_status``
     views: SQL users, the CLI, the API and the admin page see the same figures."""
@@ -115,6 +129,8 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
             in_flight=int(row["in_flight"]),
             failed=int(row["failed"]),
             oldest_pending_seconds=row["oldest_pending_seconds"],
+            rows_per_second=float(row["rows_per_second"]),
+            eta_seconds=row["eta_seconds"],
             active_generation=row["active_generation"],
             model=row["model"],
             dimensions=row["dimensions"],

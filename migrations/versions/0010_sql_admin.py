@@ -240,11 +240,12 @@ BEGIN
 END
 $$;
 
--- Per generation: rows embedded (first chunk) and rows failed in it. A vector table that
--- cannot be read is reported, not an error for every target.
+-- Per generation: rows embedded (first chunk), rows embedded in the last minute, rows failed
+-- in it. A vector table that cannot be read is reported, not an error for every target.
 CREATE FUNCTION syncsvc.generation_stats()
     RETURNS TABLE (target text, generation_id integer, state text, provider text, model text,
-                   dimensions integer, embedded bigint, failed bigint, problem text)
+                   dimensions integer, embedded bigint, last_minute bigint, failed bigint,
+                   problem text)
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     g record;
@@ -254,10 +255,12 @@ BEGIN
         target := g.name; generation_id := g.id; state := g.state; provider := g.provider;
         model := g.model; dimensions := g.dimensions; problem := NULL;
         BEGIN
-            EXECUTE format('SELECT count(*) FROM syncsvc.%I WHERE chunk = 0', g.table_name)
-                INTO embedded;
+            EXECUTE format('SELECT count(*), count(*) FILTER (WHERE embedded_at > now() - '
+                           'interval ''1 minute'') FROM syncsvc.%I WHERE chunk = 0', g.table_name)
+                INTO embedded, last_minute;
         EXCEPTION WHEN OTHERS THEN
             embedded := 0;
+            last_minute := 0;
             problem := 'vector table unreadable: ' || SQLERRM;
         END;
         SELECT count(*) INTO failed FROM syncsvc.queue q
@@ -269,12 +272,15 @@ $$;
 CREATE VIEW syncsvc.generation_status AS SELECT * FROM syncsvc.generation_stats();
 
 -- One row per target: source rows, embedded rows of the active generation, the backlog
--- (captured and queued), failures of the searched generation, and why it is paused.
+-- (captured and queued), failures of the searched generation, the rate over the last minute
+-- (vectors written in every live generation) and the time the backlog takes at that rate,
+-- and why it is paused.
 CREATE FUNCTION syncsvc.target_stats()
     RETURNS TABLE (target text, source_table text, rows bigint, embedded bigint,
                    pending bigint, in_flight bigint, failed bigint,
-                   oldest_pending_seconds float8, active_generation integer, model text,
-                   dimensions integer, paused_reason text)
+                   oldest_pending_seconds float8, rows_per_second float8, eta_seconds float8,
+                   active_generation integer, model text, dimensions integer,
+                   paused_reason text)
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t syncsvc.targets;
@@ -321,6 +327,12 @@ BEGIN
         FROM syncsvc.inbox i WHERE i.target_id = t.id;
         pending := pending + captured;
         oldest_pending_seconds := greatest(queued_age, captured_age);
+        rows_per_second := coalesce((SELECT sum(s.last_minute) FROM unnest(gens) s
+                                     WHERE s.target = t.name
+                                       AND s.state IN ('active', 'building')), 0) / 60.0;
+        eta_seconds := CASE WHEN pending + in_flight = 0 THEN 0
+                            WHEN rows_per_second > 0 THEN (pending + in_flight) / rows_per_second
+                       END;
         paused_reason := coalesce(t.paused_reason, problem);
         RETURN NEXT;
     END LOOP;

@@ -105,7 +105,8 @@ async def _status(conn: AsyncConn, as_json: bool) -> None:
         typer.echo(json.dumps([r.as_dict() for r in rows], indent=2, default=str))
         return
     table = Table(title="syncsvc status")
-    for column in ("target", "rows", "embedded", "pending", "in flight", "failed", "oldest"):
+    columns = ("target", "rows", "embedded", "pending", "in flight", "failed", "oldest", "rate")
+    for column in (*columns, "ETA"):
         table.add_column(column, justify="left" if column == "target" else "right")
     table.add_column("active generation")
     table.add_column("paused")
@@ -117,11 +118,13 @@ async def _status(conn: AsyncConn, as_json: bool) -> None:
         table.add_row(
             r.target,
             str(r.rows),
-            str(r.embedded),
+            f"{r.embedded} ({status.percent(r.embedded, r.rows, 0)})",
             str(r.pending),
             str(r.in_flight),
             str(r.failed),
             oldest,
+            f"{r.rows_per_second:.0f}/s" if r.rows_per_second else "-",
+            status.duration(r.eta_seconds) if r.pending or r.in_flight else "-",
             generation,
             r.paused_reason or "",
         )

@@ -14,7 +14,7 @@ from syncsvc import actions, jobs, migrate, promote
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, with_connection
 from syncsvc.database import AsyncConn
 from syncsvc.jobs import Job
-from syncsvc.status import percent
+from syncsvc.status import duration, percent
 
 jobs_app = typer.Typer(help="Re-embedding jobs: progress, pause, resume, cancel.")
 generation_app = typer.Typer(help="A target's generations (vector spaces).")
@@ -25,15 +25,6 @@ def register(app: typer.Typer) -> None:
     app.command("promote")(promote_command)
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(generation_app, name="generation")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _describe(job: Job) -> str:
@@ -68,7 +59,9 @@ async def _reembed(
             f"dry run: re-embedding {est.target} with {est.provider}/{est.model} "
             f"({est.dimensions} dims) would embed {est.rows} rows, {approx}{est.tokens} tokens, "
             f"estimated cost {approx}${est.cost:.4f} at ${est.price_per_million_tokens}/1M "
-            "tokens. Nothing was created or spent.",
+            f"tokens, about {duration(est.seconds)} of embedding at "
+            f"{jobs.ASSUMED_LATENCY * 1000:.0f} ms per request (or what the rpm/tpm budget "
+            "allows). Nothing was created or spent.",
         )
         return
     job = await jobs.request_reembed(
@@ -156,7 +149,7 @@ async def _list(conn: AsyncConn, as_json: bool, open_only: bool) -> None:
             f"{j.rate:.0f}/s" if j.rate else "-",
             str(j.tokens),
             f"${j.cost:.4f}",
-            _duration(j.eta_seconds),
+            duration(j.eta_seconds),
             j.blocked or j.error or "",
         )
     console.print(table)
@@ -191,7 +184,7 @@ async def _watch(conn: AsyncConn, job_id: int, interval: float) -> None:
                 total=job.total_rows or None,
                 completed=job.done_rows,
                 detail=f"{job.state.value} {rate} {job.tokens} tokens ${job.cost:.4f} "
-                f"ETA {_duration(job.eta_seconds)}",
+                f"ETA {duration(job.eta_seconds)}",
             )
             if not job.state.open:
                 break
