@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Coroutine, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -67,6 +67,8 @@ class EmbedFailure:
 
 
 Outcome = Embedded | EmbedFailure
+OnReady = Callable[[dict[Hashable, Outcome]], Awaitable[None]]
+"""Awaited with the outcomes of the inputs one request completed."""
 
 
 class ProviderPaused(Exception):
@@ -191,12 +193,18 @@ class Embedder:
         return batches
 
     async def embed(
-        self, inputs: Sequence[EmbedInput], *, priority: int = 0
+        self,
+        inputs: Sequence[EmbedInput],
+        *,
+        priority: int = 0,
+        on_ready: OnReady | None = None,
     ) -> dict[Hashable, Outcome]:
         """Embed every input; identical texts (and identical chunks) are sent once.
 
         ``priority`` is the queue priority of the rows (0: live edits): the provider serves
-        lower numbers first when its request slots are all busy.
+        lower numbers first when its request slots are all busy. ``on_ready`` is awaited
+        with the outcomes of the inputs each request completes, as it completes: a caller
+        that stores them then loses at most the requests in flight when it crashes.
         """
         by_text: dict[str, list[Hashable]] = {}
         for item in inputs:
@@ -207,13 +215,29 @@ class Embedder:
         plans = {text: self.plan(text, limit) for text in by_text}
         unique = list(dict.fromkeys(p for plan in plans.values() for p in plan.pieces))
         results: dict[str, _Piece | EmbedFailure] = {}
-        for part in await gather([self._embed_batch(b, priority) for b in self.pack(unique)]):
-            results.update(part)
+        waiting = {text: set(plan.pieces) for text, plan in plans.items()}
+        texts_of: dict[str, list[str]] = {}
+        for text, plan in plans.items():
+            for piece in dict.fromkeys(plan.pieces):
+                texts_of.setdefault(piece, []).append(text)
         outcomes: dict[Hashable, Outcome] = {}
-        for text, keys in by_text.items():
-            outcome = self._assemble(plans[text], results)
-            for key in keys:
-                outcomes[key] = outcome
+
+        async def request(batch: list[str]) -> None:
+            part = await self._embed_batch(batch, priority)
+            results.update(part)
+            ready: dict[Hashable, Outcome] = {}
+            for piece in part:
+                for text in texts_of.get(piece, ()):
+                    left = waiting[text]
+                    left.discard(piece)
+                    if not left:
+                        outcome = self._assemble(plans[text], results)
+                        ready.update(dict.fromkeys(by_text[text], outcome))
+            outcomes.update(ready)
+            if ready and on_ready is not None:
+                await on_ready(ready)
+
+        await gather([request(b) for b in self.pack(unique)])
         return outcomes
 
     @staticmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -18,11 +18,11 @@ from syncsvc import drift, logs, metrics, sqlfiles, vectors
 from syncsvc.catalog import load_targets
 from syncsvc.database import AsyncConn
 from syncsvc.embedder import (
-    Embedded,
     Embedder,
     EmbedFailure,
     EmbedInput,
     EmbedSpec,
+    Outcome,
     ProviderPaused,
     gather,
 )
@@ -169,17 +169,32 @@ class Worker:
             stats.removed += len(absent)
 
         failures: dict[Hashable, Failure] = {}
+        # A row is done once every generation it needs has its vector: completed then, as its
+        # requests return, so a crash re-pays only the requests in flight.
+        remaining: dict[Hashable, int] = defaultdict(int)
+        for todo in work.values():
+            for item, _, _ in todo:
+                remaining[_key(item.pk)] += 1
+        completed: set[Hashable] = set()
+
+        async def settled(keys: list[Hashable]) -> None:
+            done = []
+            for key in keys:
+                remaining[key] -= 1
+                if remaining[key] == 0 and key not in failures:
+                    completed.add(key)
+                    done.append(item_by_pk[key])
+            await self.queue.complete(done)
+
         # Generations are embedded side by side: during a re-embed a live edit's vector for
         # the active generation need not wait for the one being built (nor the reverse).
         embeds = [
-            self._embed_generation(target, g, work[g.id], item_by_pk)
+            self._embed_generation(target, g, work[g.id], item_by_pk, failures, settled)
             for g in generations
             if work.get(g.id)
         ]
-        for generation_stats, generation_failures in await gather(embeds):
+        for generation_stats in await gather(embeds):
             stats.add(generation_stats)
-            for key, failure in generation_failures.items():
-                failures.setdefault(key, failure)
 
         embedded_any = {_key(item.pk) for todo in work.values() for item, _, _ in todo}
         stats.unchanged += sum(
@@ -196,7 +211,9 @@ class Worker:
                     failure.error,
                     extra={"request_id": failure.request_id},
                 )
-        await self.queue.complete(i for i in items if _key(i.pk) not in failures)
+        await self.queue.complete(
+            i for i in items if _key(i.pk) not in failures and _key(i.pk) not in completed
+        )
         return stats
 
     async def _embed_generation(
@@ -205,58 +222,68 @@ class Worker:
         generation: Generation,
         todo: list[tuple[ClaimedItem, str, bytes]],
         item_by_pk: dict[Hashable, ClaimedItem],
-    ) -> tuple[RoundStats, dict[Hashable, Failure]]:
-        """Embed and write one generation's share of a round."""
+        failures: dict[Hashable, Failure],
+        settled: Callable[[list[Hashable]], Awaitable[None]],
+    ) -> RoundStats:
+        """Embed one generation's share of a round, writing each request's vectors (and
+        settling its rows) as the request returns."""
         stats = RoundStats()
-        failures: dict[Hashable, Failure] = {}
         logs.bind(generation=generation.id)
-        outcomes = await self.embedder(generation).embed(
+        digests = {_key(item.pk): (item, digest) for item, _, digest in todo}
+        price = metrics.price_per_million(
+            self.provider(generation.provider).profile, generation.model
+        )
+
+        async def store(outcomes: dict[Hashable, Outcome]) -> None:
+            writes = []
+            for key, outcome in outcomes.items():
+                item, digest = digests[key]
+                if isinstance(outcome, EmbedFailure):
+                    # Recorded before the rows settle: a failed row is never completed.
+                    failures.setdefault(
+                        key,
+                        Failure(
+                            item,
+                            outcome.message,
+                            outcome.permanent,
+                            outcome.request_id,
+                            generation_id=generation.id,
+                        ),
+                    )
+                    continue
+                writes.append(
+                    vectors.VectorWrite(
+                        pk=item.pk,
+                        content_hash=digest,
+                        vectors=outcome.vectors,
+                        tokens=outcome.tokens,
+                        truncated=outcome.truncated,
+                        sparse=outcome.sparse,
+                        chunk_tokens=outcome.chunk_tokens,
+                    )
+                )
+                stats.tokens += outcome.tokens
+            if writes:
+                async with self.pool.connection() as conn:
+                    written = await vectors.write_vectors(conn, target, generation, writes)
+                metrics.record_written(
+                    target.name,
+                    generation.id,
+                    tokens=sum(w.tokens for w in writes),
+                    price_per_million=price,
+                    enqueued_at=[item_by_pk[_key(w.pk)].enqueued_at for w in writes],
+                )
+                stats.embedded += written
+                stats.stale += len(writes) - written
+                stats.per_target[target.name] += written
+            await settled(list(outcomes))
+
+        await self.embedder(generation).embed(
             [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo],
             priority=min(item.priority for item, _, _ in todo),
+            on_ready=store,
         )
-        writes = []
-        for item, _, digest in todo:
-            outcome = outcomes[_key(item.pk)]
-            if isinstance(outcome, EmbedFailure):
-                failures.setdefault(
-                    _key(item.pk),
-                    Failure(
-                        item,
-                        outcome.message,
-                        outcome.permanent,
-                        outcome.request_id,
-                        generation_id=generation.id,
-                    ),
-                )
-                continue
-            assert isinstance(outcome, Embedded)
-            writes.append(
-                vectors.VectorWrite(
-                    pk=item.pk,
-                    content_hash=digest,
-                    vectors=outcome.vectors,
-                    tokens=outcome.tokens,
-                    truncated=outcome.truncated,
-                    sparse=outcome.sparse,
-                    chunk_tokens=outcome.chunk_tokens,
-                )
-            )
-            stats.tokens += outcome.tokens
-        async with self.pool.connection() as conn:
-            written = await vectors.write_vectors(conn, target, generation, writes)
-        metrics.record_written(
-            target.name,
-            generation.id,
-            tokens=sum(w.tokens for w in writes),
-            price_per_million=metrics.price_per_million(
-                self.provider(generation.provider).profile, generation.model
-            ),
-            enqueued_at=[item_by_pk[_key(w.pk)].enqueued_at for w in writes],
-        )
-        stats.embedded += written
-        stats.stale += len(writes) - written
-        stats.per_target[target.name] += written
-        return stats, failures
+        return stats
 
 
 def _key(pk: list[object]) -> Hashable:

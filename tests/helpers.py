@@ -127,9 +127,12 @@ async def text_targets(
         await targets.add_target(conn, fast_settings(), target)
 
 
-def spawn_daemon(url: str, **worker: object) -> subprocess.Popen[bytes]:
-    """``syncsvc run`` in a process of its own (for kill -9), with ``worker`` settings."""
-    env = {**os.environ, "SYNCSVC_DATABASE_URL": url}
+def spawn_daemon(
+    url: str, env: dict[str, str] | None = None, **worker: object
+) -> subprocess.Popen[bytes]:
+    """``syncsvc run`` in a process of its own (for kill -9), with ``worker`` settings and
+    any other ``env``."""
+    env = {**os.environ, **(env or {}), "SYNCSVC_DATABASE_URL": url}
     env.update({f"SYNCSVC_WORKER__{k.upper()}": str(v) for k, v in worker.items()})
     return subprocess.Popen(
         [sys.executable, "-m", "syncsvc", "run"],

@@ -10,7 +10,9 @@ import time
 
 import psycopg
 
+from syncsvc.simulator import SimulatorThread
 from tests.helpers import spawn_daemon
+from tests.simulator_fixtures import SIM_KEY_ENV
 
 ROWS = 10_000
 
@@ -47,6 +49,8 @@ def test_kill_9_mid_backfill_then_restart(db_url: str) -> None:
                 "body",
                 "--dimensions",
                 "64",
+                "--provider",
+                "local-hash",
             ],
             env={**os.environ, "SYNCSVC_DATABASE_URL": db_url},
             check=True,
@@ -90,3 +94,53 @@ def test_kill_9_mid_backfill_then_restart(db_url: str) -> None:
             ROWS,
             ROWS,
         )
+
+
+def test_a_kill_9_re_pays_at_most_the_requests_in_flight(
+    db_url: str, simulator: SimulatorThread
+) -> None:
+    """Vectors are written as each request returns: a kill -9 loses (and a restart pays for
+    again) at most the requests in flight, not the rounds in flight."""
+    rows, concurrency = 10_000, 8
+    simulator.configure(latency_ms=100)
+    env = {
+        "SYNCSVC_PROVIDERS__SIM__PROFILE": "dashscope-intl",
+        "SYNCSVC_PROVIDERS__SIM__BASE_URL": simulator.compatible_base,
+        "SYNCSVC_PROVIDERS__SIM__API_KEY_ENV": SIM_KEY_ENV,
+        "SYNCSVC_PROVIDERS__SIM__CONCURRENCY": str(concurrency),
+    }
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+        conn.execute(
+            "INSERT INTO docs SELECT i, 'document number ' || i FROM generate_series(1, %s) i",
+            (rows,),
+        )
+        added = subprocess.run(
+            [sys.executable, "-m", "syncsvc", "target", "add", "docs", "--table", "docs",
+             "--columns", "body", "--provider", "sim", "--model", "text-embedding-v4",
+             "--dimensions", "64"],
+            env={**os.environ, **env, "SYNCSVC_DATABASE_URL": db_url},
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        daemon = {"lease_seconds": 2, "poll_interval_seconds": 0.5}
+        first = spawn_daemon(db_url, env=env, **daemon)
+        deadline = time.monotonic() + 120
+        while _embedded(conn) < rows // 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        assert 0 < _embedded(conn) < rows, "the kill must land mid-backfill"
+        second = spawn_daemon(db_url, env=env, **daemon)
+        try:
+            deadline = time.monotonic() + 120
+            while _embedded(conn) < rows and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            second.terminate()
+            second.wait(30)
+        assert _embedded(conn) == rows
+    repaid = simulator.stats()["inputs"] - rows
+    # At most every request in flight at the kill, 10 inputs each: 80 of 10,000 (0.8%).
+    assert 0 <= repaid <= concurrency * 10, repaid
