@@ -194,7 +194,7 @@ async def test_index_cli_build_and_list(conn: AsyncConn, db_url: str) -> None:
     def cli(*args: str) -> str:
         result = CliRunner().invoke(app, ["--database-url", db_url, "index", *args])
         assert result.exit_code == 0, result.output
-        return result.output
+        return result.stdout  # stderr says which database is used
 
     built = await asyncio.to_thread(cli, "build", "items", "--m", "12")
     assert "items_g" in built and "m='12'" in built

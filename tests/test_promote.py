@@ -25,7 +25,8 @@ def cli(db_url: str, *args: str, code: int = 0) -> str:
 
     result = CliRunner().invoke(app, ["--database-url", db_url, *args])
     assert result.exit_code == code, result.output
-    return " ".join(result.output.split())  # rich wraps at the terminal width
+    # stderr says which database is used (and holds errors); rich wraps at the terminal width
+    return " ".join((result.stdout if code == 0 else result.output).split())
 
 
 async def run_cli(db_url: str, *args: str, code: int = 0) -> str:

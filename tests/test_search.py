@@ -186,7 +186,7 @@ async def test_cli_and_client_return_the_same_rows(
     def cli(*args: str) -> Any:
         result = runner.invoke(app, ["--database-url", db_url, "search", "docs", *args])
         assert result.exit_code == 0, result.output
-        return result.output
+        return result.stdout  # stderr says which database is used
 
     out = await asyncio.to_thread(cli, "bread dough", "-k", "4", "--json")
     assert provider.calls == 1
@@ -351,7 +351,7 @@ async def test_query_cache_cli_prunes_only_entries_unused_for_the_given_age(
     def cli(*args: str) -> str:
         result = CliRunner().invoke(app, ["--database-url", db_url, "query-cache", *args])
         assert result.exit_code == 0, result.output
-        return result.output
+        return result.stdout  # stderr says which database is used
 
     assert "removed 0 " in await asyncio.to_thread(cli, "prune", "--older-than", "41d")
     assert "removed 1 " in await asyncio.to_thread(cli, "prune", "--older-than", "30d")
