@@ -7,10 +7,10 @@ from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ErrorKin
 from syncsvc.providers.profiles import LOCAL_HASH, ProviderProfile
 
 
-class LocalHashProvider:
-    """Deterministic, free and instant; used for tests, the demo and offline installs."""
+class InProcessProvider:
+    """What the offline providers share: counters, the batch limit, nothing to close."""
 
-    def __init__(self, name: str = "local-hash", profile: ProviderProfile = LOCAL_HASH) -> None:
+    def __init__(self, name: str, profile: ProviderProfile) -> None:
         self._name = name
         self._profile = profile
         self.calls = 0
@@ -26,7 +26,8 @@ class LocalHashProvider:
     def profile(self) -> ProviderProfile:
         return self._profile
 
-    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+    def _accept(self, request: EmbeddingRequest) -> None:
+        """Refuse what the hosted APIs refuse (an oversized batch), then count the request."""
         if len(request.texts) > self._profile.max_inputs_per_request:
             raise ProviderError(
                 ErrorKind.BAD_INPUT,
@@ -37,9 +38,19 @@ class LocalHashProvider:
             )
         self.calls += 1
         self.inputs += len(request.texts)
-        vectors = tuple(tuple(lexical.embed(t, request.dimensions)) for t in request.texts)
-        tokens = sum(lexical.count_tokens(t) for t in request.texts)
-        return EmbeddingResponse(vectors=vectors, total_tokens=tokens)
 
     async def aclose(self) -> None:
         return None
+
+
+class LocalHashProvider(InProcessProvider):
+    """Deterministic, free and instant; used for tests, the demo and offline installs."""
+
+    def __init__(self, name: str = "local-hash", profile: ProviderProfile = LOCAL_HASH) -> None:
+        super().__init__(name, profile)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        self._accept(request)
+        vectors = tuple(tuple(lexical.embed(t, request.dimensions)) for t in request.texts)
+        tokens = sum(lexical.count_tokens(t) for t in request.texts)
+        return EmbeddingResponse(vectors=vectors, total_tokens=tokens)

@@ -17,6 +17,7 @@ import numpy as np
 
 from syncsvc.errors import ConfigurationError
 from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
+from syncsvc.providers.local import InProcessProvider
 from syncsvc.providers.profiles import LOCAL, WORDLLAMA_MODEL, ProviderProfile
 
 _WEIGHTS = "weights/l2_supercat_256.safetensors"
@@ -69,22 +70,11 @@ def embed_texts(texts: list[str], dimensions: int) -> np.ndarray[Any, np.dtype[n
     return unit
 
 
-class WordLlamaProvider:
+class WordLlamaProvider(InProcessProvider):
     """A real (small) embedding model in-process: free, offline, ~25,000 texts/s per core."""
 
     def __init__(self, name: str = "local", profile: ProviderProfile = LOCAL) -> None:
-        self._name = name
-        self._profile = profile
-        self.calls = 0
-        self.inputs = 0
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def profile(self) -> ProviderProfile:
-        return self._profile
+        super().__init__(name, profile)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         model = self._profile.models[WORDLLAMA_MODEL]
@@ -97,22 +87,10 @@ class WordLlamaProvider:
                 code="InvalidParameter",
                 status=400,
             )
-        if len(request.texts) > self._profile.max_inputs_per_request:
-            raise ProviderError(
-                ErrorKind.BAD_INPUT,
-                f"batch size is invalid, it should not be larger than "
-                f"{self._profile.max_inputs_per_request}",
-                code="InvalidParameter",
-                status=400,
-            )
-        self.calls += 1
-        self.inputs += len(request.texts)
+        self._accept(request)
         vectors = embed_texts(list(request.texts), request.dimensions)
         counts = tokenizer().encode_batch(list(request.texts), add_special_tokens=False)
         return EmbeddingResponse(
             vectors=tuple(tuple(float(x) for x in row) for row in vectors),
             total_tokens=sum(len(c.ids) for c in counts),
         )
-
-    async def aclose(self) -> None:
-        return None
