@@ -1,0 +1,1 @@
+"""Adapters for frameworks RAG applications build on (installed with extras)."""
