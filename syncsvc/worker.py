@@ -6,6 +6,7 @@ write guarded by the content hash (short), then complete the queue entries.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -234,6 +235,19 @@ class Worker:
             self.provider(generation.provider).profile, generation.model
         )
 
+        ready: dict[Hashable, Outcome] = {}
+        writing = asyncio.Lock()
+
+        async def group(outcomes: dict[Hashable, Outcome]) -> None:
+            # Group commit: responses that return while a write runs go in the next one, so
+            # a slow database gets fewer, larger writes instead of a growing line of them.
+            ready.update(outcomes)
+            async with writing:
+                if ready:
+                    batch = dict(ready)
+                    ready.clear()
+                    await store(batch)
+
         async def store(outcomes: dict[Hashable, Outcome]) -> None:
             writes = []
             for key, outcome in outcomes.items():
@@ -281,7 +295,7 @@ class Worker:
         await self.embedder(generation).embed(
             [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo],
             priority=min(item.priority for item, _, _ in todo),
-            on_ready=store,
+            on_ready=group,
         )
         return stats
 

@@ -124,11 +124,13 @@ def test_a_kill_9_re_pays_at_most_the_requests_in_flight(
             text=True,
         )  # fmt: skip
         assert added.returncode == 0, added.stderr
-        daemon = {"lease_seconds": 2, "poll_interval_seconds": 0.5}
+        # Big rounds: writing once per round would lose up to rounds x 1,000 inputs per kill.
+        daemon = {"lease_seconds": 2, "poll_interval_seconds": 0.5, "claim_size": 1000}
         first = spawn_daemon(db_url, env=env, **daemon)
         deadline = time.monotonic() + 120
-        while _embedded(conn) < rows // 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # Killed by what the API served, not by what the database shows: mid-round.
+        while simulator.stats()["inputs"] < rows * 0.35 and time.monotonic() < deadline:
+            time.sleep(0.01)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         assert 0 < _embedded(conn) < rows, "the kill must land mid-backfill"
@@ -142,5 +144,6 @@ def test_a_kill_9_re_pays_at_most_the_requests_in_flight(
             second.wait(30)
         assert _embedded(conn) == rows
     repaid = simulator.stats()["inputs"] - rows
-    # At most every request in flight at the kill, 10 inputs each: 80 of 10,000 (0.8%).
-    assert 0 <= repaid <= concurrency * 10, repaid
+    # The requests in flight at the kill (8 x 10 inputs: 0.8% of 10,000), plus at most as many
+    # returned ones whose (grouped) write had not committed yet on a loaded machine.
+    assert 0 <= repaid <= 2 * concurrency * 10, repaid
