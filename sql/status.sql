@@ -1,9 +1,6 @@
 -- name: target_status --
 SELECT * FROM syncsvc.status;
 
--- name: generation_status --
-SELECT * FROM syncsvc.generation_status;
-
 -- name: unpromoted --
 -- Generations whose job completed a while ago but that were neither promoted nor dropped:
 -- every live edit is still embedded for them too.

@@ -102,22 +102,8 @@ def duration(seconds: float | None) -> str:
 
 
 async def collect(conn: AsyncConn) -> list[TargetStatus]:
-    """One status per target, from the ``syncsvc.status`` and ``syncsvc.generation_status``
-    views: SQL users, the CLI, the API and the admin page see the same figures."""
-    cur = await conn.execute(sqlfiles.query("status", "generation_status"))
-    generations: dict[str, list[dict[str, Any]]] = {}
-    for row in await cur.fetchall():
-        generations.setdefault(row["target"], []).append(
-            {
-                "id": row["generation_id"],
-                "state": row["state"],
-                "provider": row["provider"],
-                "model": row["model"],
-                "dimensions": row["dimensions"],
-                "embedded": int(row["embedded"]),
-                "failed": int(row["failed"]),
-            }
-        )
+    """One status per target (with its generations), from the ``syncsvc.status`` view: SQL
+    users, the CLI, the API and the admin page see the same figures."""
     cur = await conn.execute(sqlfiles.query("status", "target_status"))
     return [
         TargetStatus(
@@ -135,7 +121,7 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
             model=row["model"],
             dimensions=row["dimensions"],
             paused_reason=row["paused_reason"],
-            generations=generations.get(row["target"], []),
+            generations=list(row["generations"]),
         )
         for row in await cur.fetchall()
     ]

@@ -280,7 +280,7 @@ CREATE FUNCTION syncsvc.target_stats()
                    pending bigint, in_flight bigint, failed bigint,
                    oldest_pending_seconds float8, rows_per_second float8, eta_seconds float8,
                    active_generation integer, model text, dimensions integer,
-                   paused_reason text)
+                   paused_reason text, generations jsonb)
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t syncsvc.targets;
@@ -334,6 +334,12 @@ BEGIN
                             WHEN rows_per_second > 0 THEN (pending + in_flight) / rows_per_second
                        END;
         paused_reason := coalesce(t.paused_reason, problem);
+        -- The per-generation figures too, so one read of the view counts each table once.
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'id', s.generation_id, 'state', s.state, 'provider', s.provider,
+                   'model', s.model, 'dimensions', s.dimensions, 'embedded', s.embedded,
+                   'failed', s.failed) ORDER BY s.generation_id), '[]')
+        INTO generations FROM unnest(gens) s WHERE s.target = t.name;
         RETURN NEXT;
     END LOOP;
 END
