@@ -28,6 +28,8 @@ from syncsvc.settings import Settings
 logger = logging.getLogger(__name__)
 
 REQUESTS_CHANNEL = "syncsvc_requests"
+LOCK_TIMEOUT_MS = 5000
+"""How long a requested action's DDL may wait for a lock on the application's tables."""
 
 
 def target_result(target: Target) -> dict[str, Any]:
@@ -99,6 +101,11 @@ async def perform(
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return (
+            f"a table was busy: could not lock it within {LOCK_TIMEOUT_MS / 1000:g} s (long "
+            "transactions on it?); file the request again"
+        )
     if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
         return exc.diag.message_primary
     return str(exc)
@@ -113,15 +120,18 @@ async def carry_out(conn: AsyncConn, settings: Settings, limit: int = 20) -> int
             row = await cur.fetchone()
             if row is None:
                 break
+            # DDL waiting for a lock on a busy table would queue the application's writes
+            # behind it: give up quickly and say why instead.
+            await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
             try:
                 # A savepoint: a failed action leaves nothing behind but its reason.
                 async with conn.transaction():
                     result = await perform(
                         conn, settings, row["action"], row["target"], dict(row["args"])
                     )
-            except psycopg.OperationalError:
-                raise
             except (SyncsvcError, psycopg.Error, ValueError, KeyError) as exc:
+                if conn.broken:
+                    raise  # the database went away: the request stays pending for a retry
                 reason = _reason(exc)
                 logger.warning(
                     "request %d (%s %s) failed: %s", row["id"], row["action"], row["target"], reason

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -252,9 +253,22 @@ class Daemon:
         """React at once to what NOTIFY announces: a new or resumed target is swept, a capture
         error pauses its target, a text query from SQL is embedded (queue wake-ups are the
         claimer's; their payloads are dropped here)."""
+        interval = min(self.settings.worker.lease_seconds / 3, 5.0)
+        polled = time.monotonic()
         while not self.stop_event.is_set():
-            channel, payload = await self.listener.payloads.get()
             try:
+                channel, payload = await asyncio.wait_for(self.listener.payloads.get(), interval)
+            except TimeoutError:
+                channel, payload = "", ""
+            try:
+                if time.monotonic() - polled >= interval:
+                    # NOTIFY only wakes: a lost one costs seconds. Polled here, not on the
+                    # lease loop, so a slow query or request never delays lease renewals.
+                    polled = time.monotonic()
+                    await self.answer_queries()
+                    await self.carry_out_requests()
+                if not channel:
+                    continue
                 if channel == queries.QUERIES_CHANNEL:
                     await self.answer_queries()
                 elif channel == actions.REQUESTS_CHANNEL:
@@ -378,8 +392,5 @@ class Daemon:
                 await self.queue.renew_leases()
                 if await self.queue.expire_leases():
                     self.wake.set()
-                # NOTIFY only wakes: a lost one costs seconds.
-                await self.answer_queries()
-                await self.carry_out_requests()
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 self.errors.report("could not renew leases; will retry", exc=exc)

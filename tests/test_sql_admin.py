@@ -219,3 +219,41 @@ async def test_only_the_owner_administers(
             psql(url, query)
     assert await scalar(conn, "SELECT count(*) FROM syncsvc.requests") == 0
     assert await scalar(conn, "SELECT count(*) FROM syncsvc.targets") == 2
+
+
+async def test_a_request_on_a_busy_table_gives_up_instead_of_queueing_the_application(
+    conn: AsyncConn, deployment: Deployment
+) -> None:
+    """DDL waiting for its lock would queue the application's writes behind it: the daemon
+    gives up after a few seconds, fails the request with the reason, and embeds on."""
+    await text_targets(conn, names=("notes",), dimensions=DIMS)
+    psql(deployment.owner, "CREATE TABLE docs (id int PRIMARY KEY, title text, body text)")
+    async with running_daemon(deployment.owner):
+        with psycopg.connect(deployment.writer) as app:
+            app.execute("INSERT INTO docs VALUES (1, 'held', 'by an open transaction')")
+            with pytest.raises(psycopg.Error, match="a table was busy: could not lock it"):
+                await asyncio.to_thread(
+                    request_and_wait,
+                    deployment.owner,
+                    "SELECT syncsvc.add_target('docs', 'docs', '{title,body}', 'local-hash', 64)",
+                )
+            app.commit()
+        psql(deployment.writer, "UPDATE notes SET body = 'still embedded' WHERE id = 1")
+
+        async def notes_current() -> bool:
+            v = await scalar(conn, "SELECT embedding FROM syncsvc.notes_embeddings WHERE id = 1")
+            return bool(
+                np.allclose(
+                    v.to_numpy(), expected("notes title 1\n\nstill embedded", DIMS), atol=1e-6
+                )
+            )
+
+        await wait_for(notes_current)
+        # Once the table is free the same request goes through.
+        added = await asyncio.to_thread(
+            request_and_wait,
+            deployment.owner,
+            "SELECT syncsvc.add_target('docs', 'docs', '{title,body}', 'local-hash', 64)",
+        )
+        assert added["target"] == "docs"
+    assert await scalar(conn, "SELECT count(*) FROM docs") == 1
