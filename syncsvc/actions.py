@@ -78,6 +78,7 @@ def spec_of(name: str, args: dict[str, Any]) -> targets.TargetSpec:
         pk=tuple(args["pk"]) if args.get("pk") else None,
         metric=Metric(args.get("metric") or Metric.COSINE.value),
         embed_labels=bool(args.get("embed_labels")),
+        options={"chunking": dict(args["chunking"])} if args.get("chunking") else {},
     )
 
 

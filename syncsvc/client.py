@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from syncsvc import drift, failures, jobs, promote, status, targets
 from syncsvc import search as _search
 from syncsvc.catalog import get_target, load_targets
+from syncsvc.chunking import Chunking
 from syncsvc.database import AsyncConn, create_pool, ensure_pgvector, resolve_url
 from syncsvc.failures import FailedRow
 from syncsvc.jobs import Estimate, Job
@@ -177,9 +178,16 @@ class AsyncClient:
         metric: Metric | str = Metric.COSINE,
         embed_labels: bool = False,
         sparse: bool = False,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = 0,
+        chunk_markdown: bool = False,
     ) -> Target:
         """Register ``table`` ([schema.]table): validate, create its first generation, vector
-        table and view, install the capture triggers (``syncsvc target add``)."""
+        table and view, install the capture triggers (``syncsvc target add``). With
+        ``chunk_tokens`` each row is embedded as chunks of at most that many tokens."""
+        options: dict[str, Any] = {"sparse": True} if sparse else {}
+        if chunk_tokens is not None:
+            options["chunking"] = Chunking(chunk_tokens, chunk_overlap, chunk_markdown).as_option()
         spec = targets.TargetSpec(
             name=name,
             table=table,
@@ -190,7 +198,7 @@ class AsyncClient:
             template=template,
             pk=tuple(pk) if pk else None,
             metric=Metric(metric),
-            options={"sparse": True} if sparse else {},
+            options=options,
             embed_labels=embed_labels,
         )
         return await self._call(lambda conn: targets.add_target(conn, self.settings, spec))

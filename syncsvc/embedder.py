@@ -17,10 +17,12 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from syncsvc import chunking
+from syncsvc.chunking import Chunking
 from syncsvc.errors import ValidationError
 from syncsvc.models import TextType
 from syncsvc.providers.base import (
@@ -55,7 +57,17 @@ class Embedded:
     sparse: tuple[dict[int, float], ...] | None = None
     """One sparse vector per chunk when the spec asked for them (native DashScope only)."""
     chunk_tokens: tuple[int, ...] = ()
-    """The billed tokens of each chunk (they add up to ``tokens``)."""
+    """The tokens of each chunk (they add up to ``tokens``)."""
+    spans: tuple[tuple[int, int], ...] = ()
+    """Character offsets of each chunk in the input, for chunked generations."""
+    chunk_hashes: tuple[bytes, ...] = ()
+    """Digest of each chunk's text, for chunked generations."""
+    billed: int | None = None
+    """Tokens paid for now: less than ``tokens`` when unchanged chunks kept their vectors."""
+
+    @property
+    def billed_tokens(self) -> int:
+        return self.tokens if self.billed is None else self.billed
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,12 @@ class EmbedSpec:
     text_type: TextType = TextType.DOCUMENT
     instruct: str | None = None
     sparse: bool = False
+    chunking: Chunking | None = None
+    """Split every input into chunks of this size (one vector each)."""
+
+
+Known = Mapping[bytes, tuple[tuple[float, ...], int]]
+"""Vectors already stored, by chunk digest: (vector, tokens). Chunks found here cost nothing."""
 
 
 @dataclass(frozen=True)
@@ -100,12 +118,15 @@ class _Piece:
     sparse: dict[int, float] | None
     truncated: bool = False
     """Cut shorter than planned because the API counted more tokens than the client."""
+    reused: bool = False
+    """Taken from the stored vectors: not sent, not paid for."""
 
 
 @dataclass(frozen=True)
 class _Plan:
     pieces: tuple[str, ...]
     truncated: bool
+    spans: tuple[tuple[int, int], ...] = ()
 
 
 class Embedder:
@@ -167,6 +188,14 @@ class Embedder:
         """How one input is sent: as is, truncated, or as chunks."""
         # A token covers at least one UTF-8 byte and a character at most four: short texts
         # cannot be over the limit, and need no tokenizer pass.
+        if self.spec.chunking is not None:
+            chunks = chunking.split(text, self.spec.chunking, self.tokens)
+            if chunks:
+                return _Plan(
+                    tuple(self.tokens.truncate(c.text, limit) for c in chunks),
+                    truncated=False,
+                    spans=tuple((c.start, c.end) for c in chunks),
+                )
         if len(text) * 4 <= limit or self.tokens.count(text) <= limit:
             return _Plan((text,), truncated=False)
         if self.overlong is OverlongPolicy.CHUNK:
@@ -198,6 +227,7 @@ class Embedder:
         *,
         priority: int = 0,
         on_ready: OnReady | None = None,
+        known: Known | None = None,
     ) -> dict[Hashable, Outcome]:
         """Embed every input; identical texts (and identical chunks) are sent once.
 
@@ -205,6 +235,7 @@ class Embedder:
         lower numbers first when its request slots are all busy. ``on_ready`` is awaited
         with the outcomes of the inputs each request completes, as it completes: a caller
         that stores them then loses at most the requests in flight when it crashes.
+        ``known`` chunks (by digest) are not sent: an edit re-embeds only changed chunks.
         """
         by_text: dict[str, list[Hashable]] = {}
         for item in inputs:
@@ -215,7 +246,13 @@ class Embedder:
         plans = {text: self.plan(text, limit) for text in by_text}
         unique = list(dict.fromkeys(p for plan in plans.values() for p in plan.pieces))
         results: dict[str, _Piece | EmbedFailure] = {}
-        waiting = {text: set(plan.pieces) for text, plan in plans.items()}
+        if known:
+            for piece in unique:
+                found = known.get(chunking.digest(piece))
+                if found is not None:
+                    results[piece] = _Piece(found[0], found[1], None, None, reused=True)
+            unique = [p for p in unique if p not in results]
+        waiting = {text: set(plan.pieces) - results.keys() for text, plan in plans.items()}
         texts_of: dict[str, list[str]] = {}
         for text, plan in plans.items():
             for piece in dict.fromkeys(plan.pieces):
@@ -237,6 +274,15 @@ class Embedder:
             if ready and on_ready is not None:
                 await on_ready(ready)
 
+        done_already: dict[Hashable, Outcome] = {}
+        for text, left in waiting.items():
+            if not left:  # every chunk was known: nothing to send
+                done_already.update(
+                    dict.fromkeys(by_text[text], self._assemble(plans[text], results))
+                )
+        outcomes.update(done_already)
+        if done_already and on_ready is not None:
+            await on_ready(done_already)
         await gather([request(b) for b in self.pack(unique)])
         return outcomes
 
@@ -253,9 +299,12 @@ class Embedder:
             vectors=tuple(p.vector for p in pieces),
             tokens=sum(p.tokens for p in pieces),
             truncated=plan.truncated or any(p.truncated for p in pieces),
-            request_id=pieces[0].request_id,
+            request_id=next((p.request_id for p in pieces if p.request_id), None),
             sparse=sparse if len(sparse) == len(pieces) else None,
             chunk_tokens=tuple(p.tokens for p in pieces),
+            spans=plan.spans,
+            chunk_hashes=tuple(chunking.digest(t) for t in plan.pieces) if plan.spans else (),
+            billed=sum(p.tokens for p in pieces if not p.reused),
         )
 
     async def _embed_batch(

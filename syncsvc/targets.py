@@ -11,6 +11,7 @@ from psycopg import sql
 
 from syncsvc import generations, sqlfiles, statements
 from syncsvc.catalog import get_target, load_targets
+from syncsvc.chunking import Chunking
 from syncsvc.database import AsyncConn
 from syncsvc.errors import ValidationError
 from syncsvc.models import GenerationState, Metric, Target
@@ -143,6 +144,14 @@ async def validate(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> dic
         raise ValidationError(f"{spec.model} does not offer {dimensions} dimensions ({allowed})")
     if spec.options.get("sparse"):
         check_sparse(profile, model)
+    try:
+        chunked = Chunking.from_options(spec.options)
+    except (KeyError, TypeError, ValueError):
+        raise ValidationError(
+            'chunking must look like {"tokens": 256, "overlap": 32, "mode": "text"}'
+        ) from None
+    if chunked is not None:
+        chunked.validate(model.max_tokens_per_input)
     configured = settings.providers.get(spec.provider)
     declared = configured.space if configured else None
     space = declared or model.space or f"{profile.name}/{model.model}"

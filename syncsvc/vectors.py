@@ -96,7 +96,11 @@ class VectorWrite:
     sparse: tuple[dict[int, float], ...] | None = None
     """One sparse vector per chunk, for generations that store them."""
     chunk_tokens: tuple[int, ...] = ()
-    """Billed tokens per chunk; empty: the whole row's ``tokens`` on its one chunk."""
+    """Tokens per chunk; empty: the whole row's ``tokens`` on its one chunk."""
+    spans: tuple[tuple[int, int], ...] = ()
+    """Character offsets of each chunk (chunked generations)."""
+    chunk_hashes: tuple[bytes, ...] = ()
+    """Digest of each chunk's text (chunked generations)."""
 
 
 def sparse_vector(values: dict[int, float]) -> SparseVector:
@@ -173,11 +177,14 @@ def _write_statement(target: Target, generation: Generation) -> sql.Composed:
         """WITH incoming AS (
                SELECT * FROM unnest(%(pks)s::jsonb[], %(chunks)s::integer[],
                                     %(vectors)b::vector[], %(hashes)s::bytea[],
-                                    %(tokens)s::integer[], %(truncated)s::boolean[]{sparse_in})
-                   AS i(pk, chunk, embedding, content_hash, tokens, truncated{sparse_col})
+                                    %(tokens)s::integer[], %(truncated)s::boolean[],
+                                    %(starts)s::integer[], %(ends)s::integer[],
+                                    %(chunk_hashes)s::bytea[]{sparse_in})
+                   AS i(pk, chunk, embedding, content_hash, tokens, truncated, chunk_start,
+                        chunk_end, chunk_hash{sparse_col})
            ), fresh AS (
-               SELECT {pk_cols}, i.chunk, i.embedding, i.content_hash, i.tokens, i.truncated
-                      {sparse_sel}
+               SELECT {pk_cols}, i.chunk, i.embedding, i.content_hash, i.tokens, i.truncated,
+                      i.chunk_start, i.chunk_end, i.chunk_hash{sparse_sel}
                FROM incoming i JOIN {source} s ON {match}
                WHERE syncsvc.content_hash({key}, {input}) = i.content_hash
            ), purge AS (
@@ -186,16 +193,20 @@ def _write_statement(target: Target, generation: Generation) -> sql.Composed:
                WHERE {v_match} AND v.chunk > f.last
            )
            INSERT INTO {table} AS v ({pk_names}, chunk, embedding, content_hash, tokens,
-                                      truncated, embedded_at{sparse_col})
-           SELECT {pk_names}, chunk, embedding, content_hash, tokens, truncated, now()
-                  {sparse_col}
+                                      truncated, embedded_at, chunk_start, chunk_end,
+                                      chunk_hash{sparse_col})
+           SELECT {pk_names}, chunk, embedding, content_hash, tokens, truncated, now(),
+                  chunk_start, chunk_end, chunk_hash{sparse_col}
            FROM fresh
            ON CONFLICT ({pk_names}, chunk) DO UPDATE SET
                embedding = EXCLUDED.embedding,{sparse_set}
                content_hash = EXCLUDED.content_hash,
                tokens = EXCLUDED.tokens,
                truncated = EXCLUDED.truncated,
-               embedded_at = EXCLUDED.embedded_at
+               embedded_at = EXCLUDED.embedded_at,
+               chunk_start = EXCLUDED.chunk_start,
+               chunk_end = EXCLUDED.chunk_end,
+               chunk_hash = EXCLUDED.chunk_hash
            RETURNING v.chunk"""
     ).format(
         pk_cols=statements.pk_columns(target, "s"),
@@ -226,6 +237,9 @@ async def write_vectors(
         "hashes": [],
         "tokens": [],
         "truncated": [],
+        "starts": [],
+        "ends": [],
+        "chunk_hashes": [],
     }
     if generation.sparse:
         params["sparse"] = []
@@ -249,6 +263,10 @@ async def write_vectors(
                 write.chunk_tokens[chunk] if write.chunk_tokens else write.tokens
             )
             params["truncated"].append(write.truncated)
+            span = write.spans[chunk] if write.spans else None
+            params["starts"].append(span[0] if span else None)
+            params["ends"].append(span[1] if span else None)
+            params["chunk_hashes"].append(write.chunk_hashes[chunk] if write.chunk_hashes else None)
             if generation.sparse:
                 values = write.sparse[chunk] if write.sparse else None
                 params["sparse"].append(None if values is None else sparse_vector(values))
@@ -279,3 +297,27 @@ async def delete_absent(
             ),
             {"pks": [Jsonb(pk) for pk in pks]},
         )
+
+
+async def stored_chunks(
+    conn: AsyncConn, target: Target, generation: Generation, pks: Sequence[PkValue]
+) -> dict[bytes, tuple[tuple[float, ...], int]]:
+    """The stored chunks of these rows by digest: (vector, tokens). An edited document keeps
+    the vectors of its unchanged chunks (chunked generations only)."""
+    if not pks:
+        return {}
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT v.chunk_hash, v.embedding::real[] AS vector, v.tokens "
+            "FROM {} v JOIN unnest(%(pks)s::jsonb[]) AS k(pk) ON {} "
+            "WHERE v.chunk_hash IS NOT NULL"
+        ).format(
+            statements.vector_table(generation),
+            statements.pk_matches_json(target, "v", sql.SQL("k.pk")),
+        ),
+        {"pks": [Jsonb(pk) for pk in pks]},
+    )
+    return {
+        bytes(r["chunk_hash"]): (tuple(r["vector"]), int(r["tokens"] or 0))
+        for r in await cur.fetchall()
+    }

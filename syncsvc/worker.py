@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from syncsvc import drift, logs, metrics, sqlfiles, vectors
 from syncsvc.catalog import load_targets
+from syncsvc.chunking import Chunking
 from syncsvc.database import AsyncConn
 from syncsvc.embedder import (
     Embedder,
@@ -90,6 +91,7 @@ class Worker:
                 model=generation.model,
                 dimensions=generation.dimensions,
                 sparse=generation.sparse,
+                chunking=Chunking.from_options(generation.options),
             )
             self._embedders[generation.id] = Embedder(self.provider(generation.provider), spec)
         return self._embedders[generation.id]
@@ -250,6 +252,7 @@ class Worker:
 
         async def store(outcomes: dict[Hashable, Outcome]) -> None:
             writes = []
+            billed = 0
             for key, outcome in outcomes.items():
                 item, digest = digests[key]
                 if isinstance(outcome, EmbedFailure):
@@ -274,28 +277,38 @@ class Worker:
                         truncated=outcome.truncated,
                         sparse=outcome.sparse,
                         chunk_tokens=outcome.chunk_tokens,
+                        spans=outcome.spans,
+                        chunk_hashes=outcome.chunk_hashes,
                     )
                 )
-                stats.tokens += outcome.tokens
+                billed += outcome.billed_tokens
             if writes:
                 async with self.pool.connection() as conn:
                     written = await vectors.write_vectors(conn, target, generation, writes)
                 metrics.record_written(
                     target.name,
                     generation.id,
-                    tokens=sum(w.tokens for w in writes),
+                    tokens=billed,
                     price_per_million=price,
                     enqueued_at=[item_by_pk[_key(w.pk)].enqueued_at for w in writes],
                 )
+                stats.tokens += billed
                 stats.embedded += written
                 stats.stale += len(writes) - written
                 stats.per_target[target.name] += written
             await settled(list(outcomes))
 
+        known = None
+        if Chunking.from_options(generation.options) is not None:
+            async with self.pool.connection() as conn:
+                known = await vectors.stored_chunks(
+                    conn, target, generation, [item.pk for item, _, _ in todo]
+                )
         await self.embedder(generation).embed(
             [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo],
             priority=min(item.priority for item, _, _ in todo),
             on_ready=group,
+            known=known,
         )
         return stats
 

@@ -126,7 +126,8 @@ CREATE FUNCTION syncsvc.add_target(
     template     text DEFAULT NULL,
     pk           text[] DEFAULT NULL,
     metric       text DEFAULT 'cosine',
-    embed_labels boolean DEFAULT false
+    embed_labels boolean DEFAULT false,
+    chunking     jsonb DEFAULT NULL
 ) RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -158,7 +159,8 @@ BEGIN
     RETURN syncsvc.file_request('add_target', name, jsonb_build_object(
         'table', qualified, 'columns', to_jsonb(columns), 'model', model,
         'dimensions', dimensions, 'provider', v_provider, 'template', template,
-        'pk', to_jsonb(pk), 'metric', metric, 'embed_labels', embed_labels));
+        'pk', to_jsonb(pk), 'metric', metric, 'embed_labels', embed_labels,
+        'chunking', chunking));
 END
 $$;
 
@@ -459,7 +461,8 @@ COMMENT ON FUNCTION syncsvc.request_reembed(text, text, integer, text, boolean, 
 
 -- Administration is the owner's: nobody else may file requests or change the catalog.
 REVOKE EXECUTE ON FUNCTION syncsvc.file_request(text, text, jsonb),
-    syncsvc.add_target(text, regclass, text[], text, integer, text, text, text[], text, boolean),
+    syncsvc.add_target(text, regclass, text[], text, integer, text, text, text[], text, boolean,
+                       jsonb),
     syncsvc.remove_target(text, boolean), syncsvc.promote(text, integer, boolean),
     syncsvc.retry_failed(text), syncsvc.pause_target(text, text), syncsvc.resume_target(text),
     syncsvc.target_stats(), syncsvc.generation_stats(),
@@ -479,7 +482,7 @@ DROP PROCEDURE syncsvc.wait_request(bigint, float8, jsonb);
 DROP FUNCTION syncsvc.promote(text, integer, boolean);
 DROP FUNCTION syncsvc.remove_target(text, boolean);
 DROP FUNCTION syncsvc.add_target(text, regclass, text[], text, integer, text, text, text[], text,
-                                 boolean);
+                                 boolean, jsonb);
 DROP FUNCTION syncsvc.file_request(text, text, jsonb);
 DROP TABLE syncsvc.requests;
 GRANT EXECUTE ON FUNCTION syncsvc.pause_target(text, text), syncsvc.resume_target(text),

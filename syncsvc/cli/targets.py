@@ -10,6 +10,7 @@ from rich.table import Table
 
 from syncsvc import actions, drift, migrate, targets
 from syncsvc.catalog import load_targets
+from syncsvc.chunking import Chunking
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, with_connection
 from syncsvc.database import AsyncConn
 from syncsvc.models import Metric
@@ -44,6 +45,15 @@ def _template(text: str) -> str:
             out.append(text[i])
             i += 1
     return "".join(out)
+
+
+def _options(
+    sparse: bool, chunk_tokens: int | None, overlap: int, markdown: bool
+) -> dict[str, object]:
+    options: dict[str, object] = {"sparse": True} if sparse else {}
+    if chunk_tokens is not None:
+        options["chunking"] = Chunking(chunk_tokens, overlap, markdown).as_option()
+    return options
 
 
 def _provider_and_model(provider: str | None, model: str | None) -> tuple[str, str]:
@@ -124,6 +134,20 @@ def add(
             help="Embed rows whose columns are all empty too, as the template's labels alone.",
         ),
     ] = False,
+    chunk_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-tokens",
+            help="Split each row into chunks of at most N tokens (paragraph, sentence, token "
+            "boundaries), one vector each; edits re-embed only the chunks that changed.",
+        ),
+    ] = None,
+    chunk_overlap: Annotated[
+        int, typer.Option("--chunk-overlap", help="Tokens a chunk repeats from the last one.")
+    ] = 0,
+    chunk_markdown: Annotated[
+        bool, typer.Option("--chunk-markdown", help="A markdown heading starts a new chunk.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Register a table: validate, create its vector table and view, install triggers."""
@@ -139,7 +163,7 @@ def add(
         template=_template(template) if template else None,
         pk=_split(pk),
         metric=metric,
-        options={"sparse": True} if sparse else {},
+        options=_options(sparse, chunk_tokens, chunk_overlap, chunk_markdown),
         embed_labels=embed_labels,
     )
     if dry_run:
