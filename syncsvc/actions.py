@@ -47,6 +47,7 @@ def target_result(target: Target) -> dict[str, Any]:
         "provider": active.provider if active else None,
         "model": active.model if active else None,
         "dimensions": active.dimensions if active else None,
+        "options": active.options if active else {},
         "view": f"syncsvc.{target.view_name}",
     }
 

@@ -147,3 +147,29 @@ async def test_chunked_target_embeds_chunks_and_re_embeds_only_changed_ones(
     assert hits[0]["distance"] == pytest.approx(0.0, abs=1e-5)
     notes = await scalar(conn, "SELECT count(*) FROM syncsvc.notes_embeddings")
     assert notes == 20
+
+
+def test_the_cli_registers_a_chunked_target(db_url: str) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE pages (id int PRIMARY KEY, body text)")
+    done = subprocess.run(
+        [sys.executable, "-m", "syncsvc", "target", "add", "pages", "--table", "pages",
+         "--columns", "body", "--provider", "local-hash", "--dimensions", "64",
+         "--chunk-tokens", "64", "--chunk-overlap", "8", "--chunk-markdown", "--json"],
+        env={**os.environ, "SYNCSVC_DATABASE_URL": db_url},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    chunking = {"tokens": 64, "overlap": 8, "mode": "markdown"}
+    assert json.loads(done.stdout)["options"] == {"chunking": chunking}
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT options FROM syncsvc.generations").fetchone()
+    assert row == ({"chunking": chunking},)
