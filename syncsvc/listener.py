@@ -56,6 +56,7 @@ class Listener:
     async def _listen(self) -> None:
         conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
         try:
+            conn.add_notify_handler(self._received)
             for channel in self.channels:
                 await conn.execute(
                     psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel))
@@ -63,15 +64,47 @@ class Listener:
             self.connected = True
             # Anything committed while we were away is found by the next claim.
             self.wake.set()
-            while not self.stop.is_set():
-                async for notify in conn.notifies(timeout=self.keepalive_seconds):
-                    self.wake.set()
-                    if not self.payloads.full():
-                        self.payloads.put_nowait((notify.channel, notify.payload))
-                    if self.stop.is_set():
-                        break
-                # The keep-alive probe: a dead server or network surfaces here as an error.
-                await conn.execute("SELECT 1")
+            await self._wait_for_notifications(conn)
         finally:
             self.connected = False
             await conn.close()
+
+    def _received(self, notify: psycopg.Notify) -> None:
+        self.wake.set()
+        if not self.payloads.full():
+            self.payloads.put_nowait((notify.channel, notify.payload))
+
+    async def _wait_for_notifications(self, conn: psycopg.AsyncConnection[object]) -> None:
+        """Sleep until the socket is readable, then hand the notifications to the handler.
+
+        psycopg's ``notifies()`` wakes every 100 ms to check for interrupts; an idle daemon
+        would pay for that forever. Readability costs nothing until a notification arrives.
+        """
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        fd = conn.fileno()
+        while not self.stop.is_set():
+            loop.add_reader(fd, readable.set)
+            try:
+                stopped = asyncio.ensure_future(self.stop.wait())
+                ready = asyncio.ensure_future(readable.wait())
+                done, _ = await asyncio.wait(
+                    {stopped, ready},
+                    timeout=self.keepalive_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in (stopped, ready):
+                    task.cancel()
+            finally:
+                loop.remove_reader(fd)
+            if self.stop.is_set():
+                return
+            if not done:
+                # The keep-alive probe: a dead server or network surfaces here as an error
+                # (notifications that arrive meanwhile reach the handler too).
+                await conn.execute("SELECT 1")
+                continue
+            readable.clear()
+            conn.pgconn.consume_input()  # fails (OperationalError) when the server is gone
+            while (raw := conn.pgconn.notifies()) is not None:
+                self._received(psycopg.Notify(raw.relname.decode(), raw.extra.decode(), raw.be_pid))

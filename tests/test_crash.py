@@ -125,7 +125,9 @@ def test_a_kill_9_re_pays_at_most_the_requests_in_flight(
         )  # fmt: skip
         assert added.returncode == 0, added.stderr
         # Big rounds: writing once per round would lose up to rounds x 1,000 inputs per kill.
-        daemon = {"lease_seconds": 2, "poll_interval_seconds": 0.5, "claim_size": 1000}
+        # Leases long enough that a loaded machine never expires a live daemon's claims (a
+        # dead one's are taken over at once: its sessions are gone).
+        daemon = {"lease_seconds": 30, "poll_interval_seconds": 0.5, "claim_size": 1000}
         first = spawn_daemon(db_url, env=env, **daemon)
         deadline = time.monotonic() + 120
         # Killed by what the API served, not by what the database shows: mid-round.
