@@ -85,18 +85,18 @@ class Listener:
         fd = conn.fileno()
         while not self.stop.is_set():
             loop.add_reader(fd, readable.set)
+            stopped = asyncio.ensure_future(self.stop.wait())
+            ready = asyncio.ensure_future(readable.wait())
             try:
-                stopped = asyncio.ensure_future(self.stop.wait())
-                ready = asyncio.ensure_future(readable.wait())
                 done, _ = await asyncio.wait(
                     {stopped, ready},
                     timeout=self.keepalive_seconds,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                for task in (stopped, ready):
-                    task.cancel()
             finally:
                 loop.remove_reader(fd)
+                stopped.cancel()
+                ready.cancel()
             if self.stop.is_set():
                 return
             if not done:
