@@ -11,7 +11,8 @@ from langchain_core.retrievers import BaseRetriever
 
 from syncsvc import AsyncClient, Client
 from syncsvc.database import AsyncConn
-from syncsvc.integrations.langchain import SyncsvcRetriever, where_clause
+from syncsvc.integrations.common import where_clause
+from syncsvc.integrations.langchain import SyncsvcRetriever
 from syncsvc.providers.local import LocalHashProvider
 from tests.conftest import Deployment
 from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, text_targets, wait_for

@@ -22,22 +22,11 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from psycopg import sql
 from pydantic import ConfigDict
 
 from syncsvc.client import AsyncClient, Client
+from syncsvc.integrations.common import condition, content, metadata
 from syncsvc.search import SearchHit
-
-
-def where_clause(filter: dict[str, Any] | None) -> tuple[str | None, list[Any]]:
-    """``{"lang": "en", "year": 2024}`` as ``s."lang" = %s AND s."year" = %s`` and its values
-    (column names quoted as identifiers, values always bound)."""
-    if not filter:
-        return None, []
-    parts = [
-        sql.SQL("{} = %s").format(sql.Identifier("s", column)).as_string(None) for column in filter
-    ]
-    return " AND ".join(parts), list(filter.values())
 
 
 class SyncsvcRetriever(BaseRetriever):
@@ -61,14 +50,10 @@ class SyncsvcRetriever(BaseRetriever):
     content_columns: list[str] | None = None
 
     def _condition(self) -> tuple[str | None, list[Any]]:
-        clause, values = where_clause(self.filter)
-        conditions = [c for c in (clause, f"({self.where})" if self.where else None) if c]
-        return (" AND ".join(conditions) or None), [*values, *(self.params or [])]
+        return condition(self.filter, self.where, self.params)
 
     def _document(self, hit: SearchHit, columns: list[str]) -> Document:
-        text = "\n\n".join(str(hit.row[c]) for c in columns if hit.row.get(c) not in (None, ""))
-        metadata = {**hit.row, "pk": hit.pk, "distance": hit.distance, "target": self.target}
-        return Document(page_content=text, metadata=metadata)
+        return Document(page_content=content(hit, columns), metadata=metadata(hit, self.target))
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
