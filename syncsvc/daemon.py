@@ -158,14 +158,22 @@ class Daemon:
                 await publish_models(conn, self.settings)
             await self._resume_paused_targets()
             await self.carry_out_requests()
-            await self.sweep()
-            self._schedule()
             tasks = [
                 asyncio.create_task(self.listener.run(), name="syncsvc-listener"),
                 asyncio.create_task(self._claim_loop(), name="syncsvc-claimer"),
                 asyncio.create_task(self._lease_loop(), name="syncsvc-leases"),
                 asyncio.create_task(self._notifications(), name="syncsvc-notifications"),
             ]
+            try:
+                # The claimer already runs: the first rows are embedded while the start-up
+                # sweep still reads the rest (each chunk commits and wakes it).
+                await self.sweep()
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+            self._schedule()
             tasks += [
                 asyncio.create_task(service(self), name=f"syncsvc-{name}")
                 for name, service in self.services.items()
@@ -232,7 +240,10 @@ class Daemon:
                     continue
                 try:
                     result = await sweep_target(
-                        conn, target, chunk_rows=self.settings.worker.sweep_chunk_rows
+                        conn,
+                        target,
+                        chunk_rows=self.settings.worker.sweep_chunk_rows,
+                        on_chunk=self.wake.set,
                     )
                 except psycopg.Error as exc:
                     if not drift.is_target_fault(exc):

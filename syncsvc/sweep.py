@@ -8,6 +8,7 @@ the source table in key order in chunks, so each statement is short.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -127,9 +128,17 @@ async def feed_chunk(
 
 
 async def sweep_target(
-    conn: AsyncConn, target: Target, *, chunk_rows: int = 5000, priority: int = SWEEP_PRIORITY
+    conn: AsyncConn,
+    target: Target,
+    *,
+    chunk_rows: int = 5000,
+    priority: int = SWEEP_PRIORITY,
+    on_chunk: Callable[[], None] | None = None,
 ) -> SweepResult:
-    """Enqueue every row of ``target`` whose active-generation vector is missing or stale."""
+    """Enqueue every row of ``target`` whose active-generation vector is missing or stale.
+
+    ``on_chunk`` is called after each chunk that enqueued rows (each is committed on its own):
+    a daemon starts embedding them while the sweep reads on."""
     generation = target.active
     if generation is None:
         return SweepResult(0, 0, 0)
@@ -148,6 +157,8 @@ async def sweep_target(
         )
         scanned += chunk.scanned
         enqueued += chunk.enqueued
+        if chunk.enqueued and on_chunk is not None:
+            on_chunk()
         if chunk.scan_done or chunk.cursor is None:
             break
         cursor = chunk.cursor

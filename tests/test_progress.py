@@ -17,7 +17,14 @@ from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.providers.profiles import get_profile
 from tests.conftest import Deployment
-from tests.helpers import fast_settings, queue_empty, running_daemon, text_targets, wait_for
+from tests.helpers import (
+    fast_settings,
+    queue_empty,
+    running_daemon,
+    scalar,
+    text_targets,
+    wait_for,
+)
 
 
 class SlowLocalHash(LocalHashProvider):
@@ -67,3 +74,50 @@ def test_a_reembed_estimate_says_how_long() -> None:
     assert embedding_seconds(by_tokens, rows, tokens) == pytest.approx(800.0)
     assert embedding_seconds(get_profile("local-hash"), rows, tokens) == 0.0
     assert status.duration(800.0) == "13m20s" and status.duration(3700) == "1h01m"
+
+
+async def test_embedding_starts_while_the_start_up_sweep_still_reads(
+    conn: AsyncConn, deployment: Deployment
+) -> None:
+    """The claimer runs during the start-up sweep: each committed chunk is embedded at once,
+    so a big table's first vectors do not wait for the whole table to be read."""
+    import time
+
+    from syncsvc import operations
+    from syncsvc.daemon import Daemon
+
+    await text_targets(conn, names=("docs",), rows=6000)
+    await conn.execute("TRUNCATE syncsvc.queue, syncsvc.inbox")  # leave it all to the sweep
+    provider = SlowLocalHash()
+    first_call: list[float] = []
+    original = provider.embed
+
+    async def embed(request: EmbeddingRequest) -> EmbeddingResponse:
+        first_call.append(time.monotonic())
+        return await original(request)
+
+    provider.embed = embed  # type: ignore[method-assign]
+    settings = fast_settings(sweep_chunk_rows=500)
+    daemon = Daemon(settings, deployment.owner, provider_factory=lambda _: provider)
+    operations.install(daemon)
+    swept: list[float] = []
+    sweep = daemon.sweep
+
+    async def timed_sweep(target_id: int | None = None) -> int:
+        enqueued = await sweep(target_id)
+        if target_id is None and not swept:
+            swept.append(time.monotonic())
+        return enqueued
+
+    daemon.sweep = timed_sweep  # type: ignore[method-assign]
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_for(
+            lambda: scalar(conn, "SELECT count(*) = 6000 FROM syncsvc.docs_embeddings"), timeout=120
+        )
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 30)
+    assert swept and first_call
+    assert first_call[0] < swept[0], "the first request waited for the whole sweep"
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.docs_embeddings") == 6000
