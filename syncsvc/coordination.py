@@ -244,10 +244,19 @@ class Coordinator:
     async def run(self, daemon: Daemon) -> None:
         """Service: heartbeat and leadership every ``interval`` until the daemon stops."""
         host, pid = socket.gethostname(), os.getpid()
+        was_leader = self.is_leader  # whether the start-up sweep ran here
+        takeovers: set[asyncio.Task[int]] = set()
         try:
             while not daemon.stop_event.is_set():
                 metrics.HEARTBEAT.set(time.time())
                 leader = await self.check_leadership()
+                if leader and not was_leader:
+                    # The previous leader may have died mid-sweep: what it had not enqueued
+                    # yet must not wait for the next scheduled sweep.
+                    task = asyncio.create_task(daemon.sweep(), name="syncsvc-takeover-sweep")
+                    takeovers.add(task)
+                    task.add_done_callback(_takeover_done(takeovers))
+                was_leader = leader
                 try:
                     async with daemon.pool.connection(timeout=self.interval) as conn:
                         await conn.execute(
@@ -259,6 +268,8 @@ class Coordinator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(daemon.stop_event.wait(), self.interval)
         finally:
+            for task in list(takeovers):
+                task.cancel()
             with contextlib.suppress(Exception):
                 async with daemon.pool.connection(timeout=2) as conn:
                     await conn.execute(sqlfiles.query("ops", "forget_daemon"), {"id": daemon.id})
@@ -273,3 +284,13 @@ class Coordinator:
             self._conn = None
             self.is_leader = False
         metrics.LEADER.set(0)
+
+
+def _takeover_done(tasks: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
+    def done(task: asyncio.Task[int]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The scheduled sweep runs later anyway; say why this one did not.
+            logger.warning("the sweep after taking over the scheduler failed: %r", task.exception())
+
+    return done

@@ -152,9 +152,16 @@ async def run_demo(settings: Settings, url: str, console: Console, options: Demo
         finally:
             daemon.request_stop()
             await asyncio.wait_for(task, 60)
+        embedded = not settings.database_configured()
         console.print(
-            f"\n[bold green]Done.[/] Vectors live in [cyan]syncsvc.{target.view_name}[/]; "
-            "run 'syncsvc run --embedded' to keep them current, 'syncsvc status' to watch.",
+            f"\n[bold green]Done.[/] Vectors live in [cyan]syncsvc.{target.view_name}[/]; run "
+            f"'syncsvc run{' --embedded' if embedded else ''}' to keep them current, "
+            "'syncsvc status' to watch."
+            + (
+                " 'syncsvc embedded stop' stops the embedded PostgreSQL (its data is kept)."
+                if embedded
+                else ""
+            ),
             highlight=False,
         )
     finally:

@@ -133,3 +133,43 @@ async def test_one_scheduler_and_failover(db_url: str) -> None:
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_a_new_leader_sweeps_at_once(db_url: str) -> None:
+    """The old leader may have died mid-sweep: whoever takes the scheduler over sweeps then,
+    not at the next scheduled sweep minutes later."""
+    from types import SimpleNamespace
+
+    from syncsvc.database import create_pool
+
+    first = Coordinator(db_url, "a", interval=0.1)
+    second = Coordinator(db_url, "b", interval=0.1)
+    pool = create_pool(db_url, min_size=1, max_size=2)
+    await pool.open(wait=True)
+    swept: list[int | None] = []
+
+    async def sweep(target_id: int | None = None) -> int:
+        swept.append(target_id)
+        return 0
+
+    daemon = SimpleNamespace(stop_event=asyncio.Event(), pool=pool, id="b", sweep=sweep)
+    try:
+        assert await first.check_leadership()
+        service = asyncio.create_task(second.run(daemon))  # type: ignore[arg-type]
+        await asyncio.sleep(0.5)
+        assert swept == []  # not the leader: nothing to do
+        await first.aclose()  # the leader dies
+        await wait_for(lambda: _true(bool(swept)), timeout=10)
+        assert swept == [None] and second.is_leader
+        await asyncio.sleep(0.5)
+        assert swept == [None]  # once per takeover, not on every heartbeat
+        daemon.stop_event.set()
+        await asyncio.wait_for(service, 5)
+    finally:
+        await first.aclose()
+        await second.aclose()
+        await pool.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
