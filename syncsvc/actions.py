@@ -5,7 +5,7 @@
 here in Python, once. A running daemon (the owner role) claims each request and runs the very
 function the CLI and ``syncsvc.Client`` call, in one transaction with the request's outcome:
 a request is ``done`` exactly when its action committed, ``failed`` with the reason otherwise.
-The table is the truth and the channel only wakes: the daemon also looks on its lease loop.
+The table is the truth and the channel only wakes: the daemon also polls for requests.
 
 The ``*_result`` functions are the JSON shape of each outcome, shared by the request's
 ``result`` column and the CLI's ``--json`` output.
@@ -124,7 +124,9 @@ async def carry_out(conn: AsyncConn, settings: Settings, limit: int = 20) -> int
                 break
             # DDL waiting for a lock on a busy table would queue the application's writes
             # behind it: give up quickly and say why instead.
-            await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+            await conn.execute(
+                "SELECT set_config('lock_timeout', %s, true)", (f"{LOCK_TIMEOUT_MS}ms",)
+            )
             try:
                 # A savepoint: a failed action leaves nothing behind but its reason.
                 async with conn.transaction():
