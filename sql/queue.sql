@@ -50,20 +50,25 @@ WHERE state = 'in_flight'
 -- name: claim --
 -- A round holds one priority only: a live edit is not held up by the backfill rows that would
 -- otherwise fill the rest of its round. max_priority (NULL: any) lets the round slot kept for
--- live edits take nothing else.
-WITH ready AS (
+-- live edits take nothing else. A target paused since the caller listed the running ones is
+-- left out here too: its released rows must not be claimed again by a stale list.
+WITH running AS (
+    SELECT coalesce(array_agg(t.id), '{}') AS ids
+    FROM syncsvc.targets t
+    WHERE t.id = ANY(%(target_ids)s) AND t.paused_reason IS NULL
+), ready AS (
     SELECT min(q.priority) AS priority
-    FROM syncsvc.queue q
+    FROM syncsvc.queue q, running
     WHERE q.state = 'pending'
       AND q.next_attempt_at <= now()
-      AND q.target_id = ANY(%(target_ids)s)
+      AND q.target_id = ANY(running.ids)
       AND q.priority <= coalesce(%(max_priority)s::integer, q.priority)
 ), candidates AS (
     SELECT q.target_id, q.pk
-    FROM syncsvc.queue q, ready
+    FROM syncsvc.queue q, ready, running
     WHERE q.state = 'pending'
       AND q.next_attempt_at <= now()
-      AND q.target_id = ANY(%(target_ids)s)
+      AND q.target_id = ANY(running.ids)
       AND q.priority = ready.priority
     ORDER BY q.next_attempt_at
     LIMIT %(limit)s
