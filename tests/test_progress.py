@@ -97,7 +97,8 @@ async def test_embedding_starts_while_the_start_up_sweep_still_reads(
         return await original(request)
 
     provider.embed = embed  # type: ignore[method-assign]
-    settings = fast_settings(sweep_chunk_rows=500)
+    # Small chunks make the sweep take seconds: the first request must come long before its end.
+    settings = fast_settings(sweep_chunk_rows=50)
     daemon = Daemon(settings, deployment.owner, provider_factory=lambda _: provider)
     operations.install(daemon)
     swept: list[float] = []
@@ -120,4 +121,5 @@ async def test_embedding_starts_while_the_start_up_sweep_still_reads(
         await asyncio.wait_for(task, 30)
     assert swept and first_call
     assert first_call[0] < swept[0], "the first request waited for the whole sweep"
+    assert swept[0] - first_call[0] > 0.2  # well before the end, not by a hair
     assert await scalar(conn, "SELECT count(*) FROM syncsvc.docs_embeddings") == 6000
