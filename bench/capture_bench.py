@@ -1,17 +1,33 @@
-"""Cost of syncsvc's change capture for the application's bulk writes.
+"""Cost of syncsvc's change capture for the application's writes, daemon stopped.
 
-Times 100k-row INSERT, UPDATE of an embedded column, UPDATE of a non-embedded column and
-DELETE on a plain table and on a table registered as a syncsvc target (statement-level triggers
-with transition tables), on the embedded PostgreSQL. Run: .venv/bin/python bench/capture_bench.py
+Three 100k-row tables of one shape: ``plain`` (no triggers), ``tracked`` (a syncsvc target
+embedding ``title`` and ``body``) and ``floor`` (no-op statement triggers with the same
+transition tables: what PostgreSQL itself charges before syncsvc's function runs a line).
+
+* Single-row statements through pgbench (``-c 1 -t N``, the embedded server's own pgbench),
+  tables interleaved round by round; figures are medians of the rounds. The session runs with
+  ``synchronous_commit = off`` so the disk's flush time does not hide CPU cost: the ratios are
+  the worst an application sees (with flushes every commit costs more and they move toward 1).
+* Bulk statements of 100,000 rows, median of ``--repeats``.
+
+Each figure is given as wall time and as server CPU (the backends' user + system time from
+/proc, which another process on the machine barely disturbs).
+Run: .venv/bin/python bench/capture_bench.py
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -23,92 +39,289 @@ from syncsvc import migrate, targets
 from syncsvc.database import aconnect
 from syncsvc.settings import Settings
 
-STATEMENTS = {
-    "INSERT": "INSERT INTO {t} SELECT i, 'title ' || i, 'body text ' || i, 0 "
-    "FROM generate_series(1, {n}) i",
-    "UPDATE embedded column": "UPDATE {t} SET body = body || ' edited'",
+TABLES = ("plain", "tracked", "floor")
+FILL = (
+    "INSERT INTO {t} SELECT i, 'title ' || i, 'body text ' || i, 0 FROM generate_series(1, {n}) i"
+)
+SINGLE = {
+    "UPDATE other column": "\\set id random(1, {n})\n"
+    "UPDATE {t} SET price = price + 1 WHERE id = :id;",
+    "UPDATE embedded column": "\\set id random(1, {n})\n"
+    "UPDATE {t} SET body = 'body edited ' || random() WHERE id = :id;",
+    "INSERT": "INSERT INTO {t} VALUES (nextval('{t}_ins'), 'title', 'body text', 0);",
+    "DELETE": "DELETE FROM {t} WHERE id = (SELECT nextval('{t}_del'));",
+}
+BULK = {
+    "INSERT": FILL,
     "UPDATE other column": "UPDATE {t} SET price = price + 1",
+    "UPDATE embedded column": "UPDATE {t} SET body = body || ' edited'",
     "DELETE": "DELETE FROM {t}",
 }
+# The issue's targets (tracked / plain).
+SINGLE_TARGET = {
+    "UPDATE other column": 1.05,
+    "UPDATE embedded column": 1.3,
+    "INSERT": 1.3,
+    "DELETE": 1.3,
+}
+BULK_TARGET = {"INSERT": 1.2, "UPDATE other column": 1.1, "DELETE": 1.5}
+CLOCK = os.sysconf("SC_CLK_TCK")
 
 
-def timed(conn: psycopg.Connection[tuple[object, ...]], statement: str) -> float:
-    started = time.perf_counter()
-    conn.execute(statement)
-    return time.perf_counter() - started
+@dataclass(frozen=True)
+class Sample:
+    wall: float
+    cpu: float
 
 
-def run(url: str, rows: int, repeats: int) -> dict[str, tuple[float, float, int]]:
-    results: dict[str, tuple[float, float, int]] = {}
+def _ticks(pid: int, children: bool = False) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    used = int(fields[11]) + int(fields[12])
+    return used + (int(fields[13]) + int(fields[14]) if children else 0)
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def server_cpu(postmaster: int) -> float:
+    """CPU seconds the server has used: the postmaster, its exited children, the live ones."""
+    total = _ticks(postmaster, children=True)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if _parent(int(entry)) == postmaster:
+                    total += _ticks(int(entry))
+            except (OSError, ValueError):
+                pass
+    return total / CLOCK
+
+
+def setup(url: str, rows: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        for name in ("plain", "tracked"):
-            conn.execute(f"DROP TABLE IF EXISTS {name}")
+        for table in TABLES:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
             conn.execute(
-                f"CREATE TABLE {name} (id int PRIMARY KEY, title text, body text, price int)"
+                f"CREATE TABLE {table} (id int PRIMARY KEY, title text, body text, price int) "
+                "WITH (autovacuum_enabled = off)"
             )
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION public.noop() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$"
+        )
+        conn.execute(
+            "CREATE TRIGGER i AFTER INSERT ON floor REFERENCING NEW TABLE AS n "
+            "FOR EACH STATEMENT EXECUTE FUNCTION public.noop()"
+        )
+        conn.execute(
+            "CREATE TRIGGER u AFTER UPDATE ON floor REFERENCING OLD TABLE AS o NEW TABLE AS n "
+            "FOR EACH STATEMENT EXECUTE FUNCTION public.noop()"
+        )
+        conn.execute(
+            "CREATE TRIGGER d AFTER DELETE ON floor REFERENCING OLD TABLE AS o "
+            "FOR EACH STATEMENT EXECUTE FUNCTION public.noop()"
+        )
 
-        async def register() -> None:
-            aconn = await aconnect(url)
-            spec = targets.TargetSpec(
-                name="tracked", table="tracked", columns=("title", "body"), model="local-hash"
-            )
-            await targets.add_target(aconn, Settings(), spec)
-            await aconn.close()
+    async def register() -> None:
+        aconn = await aconnect(url)
+        spec = targets.TargetSpec(
+            name="tracked", table="tracked", columns=("title", "body"), model="local-hash"
+        )
+        await targets.add_target(aconn, Settings(), spec)
+        await aconn.close()
 
-        asyncio.run(register())
-        samples: dict[str, dict[str, list[float]]] = {
-            s: {"plain": [], "tracked": []} for s in STATEMENTS
-        }
-        queued: dict[str, int] = {}
+    asyncio.run(register())
+
+
+def reset(conn: psycopg.Connection[tuple[object, ...]], table: str, rows: int) -> None:
+    conn.execute(f"TRUNCATE {table}")
+    conn.execute(FILL.format(t=table, n=rows))
+    conn.execute(f"DROP SEQUENCE IF EXISTS {table}_ins, {table}_del")
+    conn.execute(f"CREATE SEQUENCE {table}_ins START {rows * 10}")
+    conn.execute(f"CREATE SEQUENCE {table}_del")
+    conn.execute("DELETE FROM syncsvc.inbox")
+    conn.execute(f"VACUUM ANALYZE {table}")
+
+
+def pgbench_path(postmaster: int) -> str:
+    # The pgbench that ships beside the running server's own binary.
+    return str(Path(os.readlink(f"/proc/{postmaster}/exe")).with_name("pgbench"))
+
+
+def single_row(url: str, rows: int, transactions: int, rounds: int) -> dict[str, dict[str, Sample]]:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    results: dict[str, dict[str, Sample]] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend is not None
+        postmaster = _parent(int(str(backend[0])))
+        pgbench = pgbench_path(postmaster)
+        env = dict(os.environ, PGOPTIONS="-c synchronous_commit=off")
+        host, user, dbname = str(info.get("host", "")), str(info.get("user")), str(info["dbname"])
+        with tempfile.TemporaryDirectory() as scripts:
+            for statement, template in SINGLE.items():
+                for table in TABLES:
+                    reset(conn, table, rows)
+                    Path(scripts, f"{table}.sql").write_text(template.format(t=table, n=rows))
+                samples: dict[str, list[Sample]] = defaultdict(list)
+                for _ in range(rounds):
+                    for table in TABLES:
+                        conn.execute(f"VACUUM {table}")
+                        before = server_cpu(postmaster)
+                        out = subprocess.run(
+                            [
+                                pgbench,
+                                "-h",
+                                host,
+                                "-U",
+                                user,
+                                "-n",
+                                "-c",
+                                "1",
+                                "-t",
+                                str(transactions),
+                                "-f",
+                                f"{table}.sql",
+                                dbname,
+                            ],
+                            capture_output=True,
+                            text=True,
+                            cwd=scripts,
+                            env=env,
+                            check=True,
+                        ).stdout
+                        time.sleep(0.3)  # the backend's CPU counts once the postmaster reaps it
+                        cpu = (server_cpu(postmaster) - before) / transactions
+                        match = re.search(r"tps = ([0-9.]+)", out)
+                        assert match, out
+                        samples[table].append(Sample(1 / float(match.group(1)), cpu))
+                results[statement] = {
+                    t: Sample(
+                        statistics.median(s.wall for s in samples[t]),
+                        statistics.median(s.cpu for s in samples[t]),
+                    )
+                    for t in TABLES
+                }
+                print(
+                    statement,
+                    {
+                        t: f"{s.wall * 1e6:.0f}/{s.cpu * 1e6:.0f} us"
+                        for t, s in results[statement].items()
+                    },
+                    flush=True,
+                )
+    return results
+
+
+def bulk(url: str, rows: int, repeats: int) -> tuple[dict[str, dict[str, Sample]], dict[str, int]]:
+    samples: dict[str, dict[str, list[Sample]]] = {s: defaultdict(list) for s in BULK}
+    queued: dict[str, int] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend is not None
+        pid = int(str(backend[0]))
         for _ in range(repeats):
-            for statement, template in STATEMENTS.items():
-                for table in ("plain", "tracked"):
+            for statement, template in BULK.items():
+                for table in TABLES:
+                    reset(conn, table, rows)
+                    if statement == "INSERT":
+                        conn.execute(f"TRUNCATE {table}")
                     conn.execute("DELETE FROM syncsvc.inbox")
-                    if statement != "INSERT":
-                        conn.execute(f"TRUNCATE {table}")
-                        conn.execute(STATEMENTS["INSERT"].format(t=table, n=rows))
-                        conn.execute("DELETE FROM syncsvc.inbox")
-                    elif table in ("plain", "tracked"):
-                        conn.execute(f"TRUNCATE {table}")
-                        conn.execute("DELETE FROM syncsvc.inbox")
-                    conn.execute("VACUUM ANALYZE " + table)
-                    samples[statement][table].append(timed(conn, template.format(t=table, n=rows)))
+                    cpu, started = _ticks(pid), time.perf_counter()
+                    conn.execute(template.format(t=table, n=rows))
+                    wall = time.perf_counter() - started
+                    samples[statement][table].append(Sample(wall, (_ticks(pid) - cpu) / CLOCK))
                     if table == "tracked":
                         row = conn.execute(
                             "SELECT coalesce(sum(jsonb_array_length(pks)), 0) FROM syncsvc.inbox"
                         ).fetchone()
-                        queued[statement] = int(row[0]) if row else 0
-        for statement in STATEMENTS:
-            plain = statistics.median(samples[statement]["plain"])
-            tracked = statistics.median(samples[statement]["tracked"])
-            results[statement] = (plain, tracked, queued[statement])
-    return results
+                        queued[statement] = int(str(row[0])) if row else 0
+    medians = {
+        statement: {
+            t: Sample(
+                statistics.median(s.wall for s in by_table[t]),
+                statistics.median(s.cpu for s in by_table[t]),
+            )
+            for t in TABLES
+        }
+        for statement, by_table in samples.items()
+    }
+    return medians, queued
+
+
+def _verdict(ratio: float, target: float | None) -> str:
+    if target is None:
+        return "—"
+    return f"≤ {target:.2f}× {'met' if ratio <= target else 'not met'}"
+
+
+def _rows(
+    results: dict[str, dict[str, Sample]], unit: float, fmt: str, targets_: dict[str, float]
+) -> list[str]:
+    lines = []
+    for statement, by_table in results.items():
+        plain, tracked, floor = by_table["plain"], by_table["tracked"], by_table["floor"]
+        wall_ratio = tracked.wall / plain.wall
+        cpu_ratio = tracked.cpu / plain.cpu if plain.cpu else float("nan")
+        floor_ratio = floor.cpu / plain.cpu if plain.cpu else float("nan")
+        lines.append(
+            f"| {statement} | {plain.wall * unit:{fmt}} | {tracked.wall * unit:{fmt}} | "
+            f"{wall_ratio:.2f}× | {plain.cpu * unit:{fmt}} | {tracked.cpu * unit:{fmt}} | "
+            f"{cpu_ratio:.2f}× | {floor_ratio:.2f}× | "
+            f"{_verdict(max(wall_ratio, cpu_ratio), targets_.get(statement))} |"
+        )
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="bulk statements")
+    parser.add_argument("--transactions", type=int, default=20_000, help="per pgbench run")
+    parser.add_argument("--rounds", type=int, default=5, help="pgbench runs per table")
     parser.add_argument("--database-url", default=None, help="default: a fresh embedded server")
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     url = database_url(args.database_url)
     migrate.upgrade(url)
-    results = run(url, args.rows, args.repeats)
+    setup(url, args.rows)
+    single = single_row(url, args.rows, args.transactions, args.rounds)
+    bulk_results, queued = bulk(url, args.rows, args.repeats)
+    with psycopg.connect(url) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+    load = os.getloadavg()
+    header = (
+        "| statement | plain | syncsvc | overhead | server CPU plain | server CPU syncsvc | "
+        "CPU overhead | transition tables alone (CPU) | target |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    )
     lines = [
-        f"{args.rows:,} rows per statement, median of {args.repeats}; {machine()}; "
-        "embedded PostgreSQL 18 + pgvector. `python bench/capture_bench.py`",
+        f"Daemon stopped; {args.rows:,}-row tables; {machine()}; embedded PostgreSQL "
+        f"{version[0] if version else '?'}; load average {load[0]:.1f}. "
+        "`python bench/capture_bench.py`",
         "",
-        "| statement | plain table | syncsvc target | overhead | rows queued |",
-        "|---|---:|---:|---:|---:|",
+        f"**Single-row statements** (pgbench, one client, {args.transactions:,} transactions "
+        f"per run, median of {args.rounds} interleaved runs, synchronous_commit off; µs per "
+        "statement):",
+        "",
+        header,
+        *_rows(single, 1e6, ".0f", SINGLE_TARGET),
+        "",
+        f"**Bulk statements** ({args.rows:,} rows each, median of {args.repeats}; ms):",
+        "",
+        header,
+        *_rows(bulk_results, 1e3, ".0f", BULK_TARGET),
+        "",
+        "Rows queued by the bulk statements on the target: "
+        + ", ".join(f"{s} {n:,}" for s, n in queued.items())
+        + ".",
     ]
-    for statement, (plain, tracked, queued) in results.items():
-        lines.append(
-            f"| {statement} | {plain * 1000:.0f} ms | {tracked * 1000:.0f} ms | "
-            f"{tracked / plain:.2f}× | {queued:,} |"
-        )
     body = "\n".join(lines)
     print(body)
-    write_section("Change capture overhead", body)
+    if not args.no_write:
+        write_section("Change capture overhead", body)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ WITH batch AS (
     WHERE id IN (SELECT id FROM syncsvc.inbox ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
     RETURNING target_id, pks, created_at
 ), keys AS (
+    -- The join drops keys a writer captured while their target was being removed.
     SELECT DISTINCT ON (b.target_id, e.pk) b.target_id, e.pk, b.created_at
-    FROM batch b, jsonb_array_elements(b.pks) AS e(pk)
+    FROM batch b JOIN syncsvc.targets t ON t.id = b.target_id,
+         jsonb_array_elements(b.pks) AS e(pk)
     ORDER BY b.target_id, e.pk, b.created_at
 )
 INSERT INTO syncsvc.queue AS q (target_id, pk, enqueued_at)

@@ -40,7 +40,8 @@ def _config(url: str) -> Config:
 def upgrade(url: str, revision: str = "heads", settings: Settings | None = None) -> None:
     """Bring the schema to ``revision`` (idempotent); first prove pgvector is there, so a
     server without it fails with the one message that says how to install it. Then publish
-    what the providers of ``settings`` offer, for SQL callers' validation."""
+    what the providers of ``settings`` offer, for SQL callers' validation, and rebuild the
+    targets' capture functions from this version's template."""
     from alembic import command
 
     _run(_check(url))
@@ -64,10 +65,12 @@ async def _publish(url: str, settings: Settings | None) -> None:
     from syncsvc.database import aconnect
     from syncsvc.providers.registry import publish_models
     from syncsvc.settings import Settings
+    from syncsvc.targets import refresh_capture
 
     conn = await aconnect(url)
     try:
         await publish_models(conn, settings or Settings())
+        await refresh_capture(conn)
     finally:
         await conn.close()
 

@@ -269,6 +269,21 @@ async def add_target(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> T
     return await get_target(conn, spec.name)
 
 
+async def refresh_capture(conn: AsyncConn) -> int:
+    """Rebuild every target's capture function from this version's template.
+
+    The functions are generated code: an upgrade that changes the template reaches existing
+    targets here (``migrate.upgrade``, which ``syncsvc run`` calls). CREATE OR REPLACE keeps
+    the triggers and the function's ACL, and takes no lock on the application's table.
+    """
+    tracked = await load_targets(conn)
+    async with conn.transaction():
+        for target in tracked:
+            await conn.execute(statements.capture_function(target))
+            await conn.execute(statements.lock_capture_function(target))
+    return len(tracked)
+
+
 async def remove_target(conn: AsyncConn, name: str, *, keep_vectors: bool = False) -> Target:
     """Drop a target's triggers and catalog rows; its vector tables too unless kept."""
     target = await get_target(conn, name)
