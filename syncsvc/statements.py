@@ -113,10 +113,6 @@ def capture_function(target: Target) -> sql.Composed:
     triggers with transition tables: only rows whose embedded columns really changed enqueue.
     The keys of one statement become one inbox row, which keeps bulk writes cheap. Any error
     (the table's shape drifted) is logged to ``syncsvc.capture_errors`` instead of raised.
-
-    An UPDATE first counts the rows that changed and builds the inbox row only if there are
-    any: an UPDATE of other columns, the commonest application write, then skips the anti-join
-    for changed keys, the aggregate and the INSERT (bench/capture_bench.py measures it).
     """
     old_cols = sql.SQL(", ").join(sql.Identifier("o", c) for c in target.columns)
     new_cols = sql.SQL(", ").join(sql.Identifier("n", c) for c in target.columns)
@@ -128,26 +124,19 @@ def capture_function(target: Target) -> sql.Composed:
     )
     inserted = sql.SQL("SELECT {} FROM new_rows n").format(pk_json(target, "n"))
     deleted = sql.SQL("SELECT {} FROM old_rows o").format(pk_json(target, "o"))
-    # A key that changed leaves a new row without an old one, so this finds it too.
-    new_or_changed = sql.SQL(
-        """new_rows n LEFT JOIN old_rows o ON {match}
-           WHERE o.{first} IS NULL OR ({old_cols}) IS DISTINCT FROM ({new_cols})"""
-    ).format(
-        match=pk_equals(target, "o", "n"),
-        first=sql.Identifier(target.pk_columns[0]),
-        old_cols=old_cols,
-        new_cols=new_cols,
-    )
     updated = sql.SQL(
-        """SELECT {n_pk} FROM {new_or_changed}
+        """SELECT {n_pk} FROM new_rows n LEFT JOIN old_rows o ON {match}
+           WHERE o.{first} IS NULL OR ({old_cols}) IS DISTINCT FROM ({new_cols})
            UNION ALL
            SELECT {o_pk} FROM old_rows o
            WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE {match})"""
     ).format(
         n_pk=pk_json(target, "n"),
         o_pk=pk_json(target, "o"),
-        new_or_changed=new_or_changed,
         match=pk_equals(target, "o", "n"),
+        first=sql.Identifier(target.pk_columns[0]),
+        old_cols=old_cols,
+        new_cols=new_cols,
     )
     tid = sql.Literal(target.id)
     return sql.SQL(
@@ -159,11 +148,6 @@ BEGIN
         IF TG_OP = 'INSERT' THEN
             {ins};
         ELSIF TG_OP = 'UPDATE' THEN
-            -- count(*), not EXISTS: EXISTS plans a nested loop over the transition tables
-            -- (they have no statistics), quadratic when no row changed.
-            IF (SELECT count(*) FROM {new_or_changed}) = 0 THEN
-                RETURN NULL;
-            END IF;
             {upd};
         ELSE
             {dele};
@@ -185,7 +169,6 @@ $fn$"""
     ).format(
         name=capture_function_name(target),
         ins=enqueue.format(tid=tid, keys=inserted),
-        new_or_changed=new_or_changed,
         upd=enqueue.format(tid=tid, keys=updated),
         dele=enqueue.format(tid=tid, keys=deleted),
         channel=sql.Literal(QUEUE_CHANNEL),
