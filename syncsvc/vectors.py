@@ -170,7 +170,8 @@ def _write_statement(target: Target, generation: Generation) -> sql.Composed:
     A generation storing sparse vectors also writes its ``sparse`` column (NULL when absent).
 
     ``fresh`` keeps only rows whose current text still hashes to what was embedded; chunks
-    beyond a row's new chunk count are removed so a shorter text leaves no stale chunks.
+    beyond a row's new chunk count are removed so a shorter text leaves no stale chunks. A
+    chunk already stored for the same hash is left alone (counted stale by the caller).
     """
     sparse = generation.sparse
     return sql.SQL(
@@ -207,6 +208,10 @@ def _write_statement(target: Target, generation: Generation) -> sql.Composed:
                chunk_start = EXCLUDED.chunk_start,
                chunk_end = EXCLUDED.chunk_end,
                chunk_hash = EXCLUDED.chunk_hash
+           -- The same text's vector written already (a lapsed lease re-done elsewhere, a
+           -- crash between write and complete): nothing to write, no row version churned.
+           WHERE v.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+              OR v.chunk_hash IS DISTINCT FROM EXCLUDED.chunk_hash
            RETURNING v.chunk"""
     ).format(
         pk_cols=statements.pk_columns(target, "s"),

@@ -108,18 +108,78 @@ async def test_edit_during_flight_ends_with_newer_vector(conn, db_url: str) -> N
         await assert_in_sync(conn)
 
 
+LOG_WRITES = (
+    "CREATE TABLE writes (id bigint); "
+    "CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN INSERT INTO writes VALUES (NEW.id); RETURN NULL; END $$; "
+    "CREATE TRIGGER log_write AFTER INSERT OR UPDATE ON syncsvc.articles_g1 "
+    "FOR EACH ROW EXECUTE FUNCTION log_write()"
+)
+
+
+async def test_a_late_identical_result_is_not_written_again(conn, db_url: str) -> None:
+    """A's lease lapses mid-request; B embeds the same text and writes it; A's late result for
+    that unchanged text is refused: one write, counted stale, the stored vector unchanged."""
+    await make_articles(conn)
+    await add(conn)
+    await conn.execute(LOG_WRITES)
+    await conn.execute("INSERT INTO articles VALUES (1, 'old', 'version one text', 0)")
+    pool = create_pool(db_url)
+    await pool.open()
+    try:
+        retry = RetryStrategy()
+        slow = BlockingProvider("version one")
+        queue_a = Queue(pool, "worker-a", lease_seconds=60, retry=retry)
+        queue_b = Queue(pool, "worker-b", lease_seconds=60, retry=retry)
+        worker_a = Worker(pool, queue_a, lambda name: slow)
+        worker_b = Worker(pool, queue_b, lambda name: LocalHashProvider())
+        await queue_a.expand_inbox()
+        round_a = asyncio.create_task(worker_a.process(await queue_a.claim([1], 10)))
+        await asyncio.wait_for(slow.entered.wait(), 10)
+        await conn.execute("UPDATE syncsvc.queue SET lease_until = now() - interval '1 second'")
+        assert await queue_b.expire_leases() == 1
+        assert (await worker_b.process(await queue_b.claim([1], 10))).embedded == 1
+        written_at = await scalar(conn, "SELECT embedded_at FROM syncsvc.articles_embeddings")
+
+        slow.release.set()
+        stats_a = await asyncio.wait_for(round_a, 10)
+        assert (stats_a.embedded, stats_a.stale) == (0, 1)
+    finally:
+        await pool.close()
+    assert await scalar(conn, "SELECT count(*) FROM writes") == 1
+    assert await scalar(conn, "SELECT embedded_at FROM syncsvc.articles_embeddings") == written_at
+    await assert_in_sync(conn)
+
+
+class PairedProvider(LocalHashProvider):
+    """Answers its first request only once the peer provider has received one too, so neither
+    daemon can drain the queue before the other has claimed a share."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.peer: PairedProvider | None = None
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        self.entered.set()
+        assert self.peer is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.peer.entered.wait(), 20)
+        return await super().embed(request)
+
+
 async def test_two_daemons_share_work_without_duplicates(conn, db_url: str) -> None:
     await make_articles(conn, rows=2000)
     await add(conn)
-    await conn.execute(
-        "CREATE TABLE writes (id bigint); "
-        "CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN INSERT INTO writes VALUES (NEW.id); RETURN NULL; END $$; "
-        "CREATE TRIGGER log_write AFTER INSERT OR UPDATE ON syncsvc.articles_g1 "
-        "FOR EACH ROW EXECUTE FUNCTION log_write()"
-    )
-    one, two = LocalHashProvider(), LocalHashProvider()
-    async with running_daemon(db_url, provider=one), running_daemon(db_url, provider=two):
+    await conn.execute(LOG_WRITES)
+    one, two = PairedProvider(), PairedProvider()
+    one.peer, two.peer = two, one
+    # Rounds of 100: one daemon's rounds in flight hold at most 500 of the 2,000 rows.
+    settings = fast_settings(claim_size=100)
+    async with (
+        running_daemon(db_url, settings, provider=one),
+        running_daemon(db_url, settings, provider=two),
+    ):
         await wait_for(lambda: queue_empty(conn), timeout=60)
     assert one.inputs > 0 and two.inputs > 0
     assert one.inputs + two.inputs == 2000
