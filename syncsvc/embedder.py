@@ -331,15 +331,27 @@ class Embedder:
                 return {**left, **right}
             failure = EmbedFailure(str(error), permanent=False, request_id=error.request_id)
             return dict.fromkeys(texts, failure)
-        exact = [self.tokens.count(t) for t in texts]  # cached: plan() counted each input
-        total = response.total_tokens or sum(exact)
         sparse = response.sparse or (None,) * len(texts)
-        # Our counts where they agree with the bill; else the bill shared in proportion.
-        shares = exact if sum(exact) == total else _apportion(total, exact)
+        shares = self._shares(texts, response.total_tokens)
         return {
             text: _Piece(vector, share, response.request_id, s)
             for text, vector, share, s in zip(texts, response.vectors, shares, sparse, strict=True)
         }
+
+    def _shares(self, texts: list[str], billed: int) -> list[int]:
+        """Each input's share of a request's bill (APIs report one total per request).
+
+        Counting every input again costs more CPU than the rest of the request's handling
+        (~35 µs per short input with the Qwen BPE), so a batch's bill is shared by UTF-8
+        length; the shares still add up to what was billed. Our own counts stand in when the
+        API reports no usage, and chunks (counted when they were cut) keep exact shares.
+        """
+        if len(texts) == 1 and billed:
+            return [billed]
+        if not billed or self.spec.chunking is not None:
+            exact = [self.tokens.count(t) for t in texts]
+            return exact if not billed or sum(exact) == billed else _apportion(billed, exact)
+        return _apportion(billed, [len(t.encode()) for t in texts])
 
     async def _embed_shorter(
         self, text: str, error: ProviderError, priority: int
@@ -477,8 +489,13 @@ def validate(
     for vector in response.vectors:
         if len(vector) != dimensions:
             raise bad(f"response vector has {len(vector)} dimensions, expected {dimensions}")
-        # One C-speed sum: a NaN or an infinity anywhere makes it non-finite.
-        if not math.isfinite(sum(vector)):
+        # One C-speed sum: a NaN or an infinity anywhere makes it non-finite, and a string
+        # or a null makes it raise.
+        try:
+            finite = math.isfinite(sum(vector))
+        except TypeError:
+            raise bad("response vector has non-numeric values") from None
+        if not finite:
             raise bad("response vector has non-finite values")
     if sparse and (response.sparse is None or len(response.sparse) != count):
         raise bad("response lacks the sparse vectors asked for")

@@ -277,3 +277,36 @@ async def test_live_requests_take_the_next_slot_ahead_of_a_backfill(
     assert served_by_then <= 3
     assert [vectors_of(outcomes[r.key]) for r in rows] == [(lex(r.text),) for r in rows]
     assert simulator.stats()["requests"] == 11
+
+
+@pytest.mark.parametrize(
+    ("vector", "message"),
+    [
+        ((0.5, "0.5", 0.1), "non-numeric"),
+        ((0.5, None, 0.1), "non-numeric"),
+        ((0.5, float("nan"), 0.1), "non-finite"),
+        ((0.5, float("inf"), 0.1), "non-finite"),
+        ((0.5, 0.1), "2 dimensions, expected 3"),
+    ],
+)
+def test_a_reply_that_could_corrupt_the_vector_space_is_retried(
+    vector: tuple[object, ...], message: str
+) -> None:
+    from syncsvc.embedder import validate
+    from syncsvc.providers.base import EmbeddingResponse, ErrorKind, ProviderError
+
+    response = EmbeddingResponse(vectors=(vector,), total_tokens=3, request_id="r")  # type: ignore[arg-type]
+    with pytest.raises(ProviderError, match=message) as raised:
+        validate(response, 1, 3)
+    assert raised.value.kind is ErrorKind.RETRYABLE
+    validate(EmbeddingResponse(vectors=((0.5, 0.1, 0.2),), total_tokens=3), 1, 3)
+
+
+def test_a_batch_bill_is_shared_by_length_and_adds_up() -> None:
+    embedder = fast(LocalHashProvider())
+    texts = ["a", "bb bb", "ccc ccc ccc ccc"]
+    assert embedder._shares(texts, 21) == [1, 5, 15]
+    assert sum(embedder._shares(texts, 7)) == 7
+    assert embedder._shares(["one input"], 9) == [9]
+    # No usage reported: the inputs are counted (local-hash tokens are words).
+    assert embedder._shares(texts, 0) == [1, 2, 4]
