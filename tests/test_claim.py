@@ -1,0 +1,55 @@
+"""The claim's plan: right after a sweep fills the queue, nothing is rescanned per row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from syncsvc import sqlfiles
+from syncsvc.catalog import load_targets
+from syncsvc.database import AsyncConn
+from syncsvc.sweep import sweep_target
+from tests.helpers import scalar, text_targets
+
+
+def _queue_scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every plan node that reads syncsvc.queue, however deep."""
+    found = [plan] if plan.get("Relation Name") == "queue" else []
+    for child in plan.get("Plans", []):
+        found += _queue_scans(child)
+    return found
+
+
+async def test_a_claim_after_a_sweep_reads_the_queue_once_per_step(conn: AsyncConn) -> None:
+    """The queue's statistics still say "empty" just after a sweep queued 2,000 rows: a plan
+    that joins the round's priority back to the queue would rescan it once per queued row
+    (quadratic: 1.8 s here, minutes for a large backlog)."""
+    await text_targets(conn, names=("docs", "notes"), rows=2000)
+    docs, notes = await load_targets(conn)
+    assert (await sweep_target(conn, docs)).enqueued == 2000
+    claim = sqlfiles.query("queue", "claim")
+    cur = await conn.execute(
+        sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + claim,
+        {
+            "target_ids": [docs.id, notes.id],
+            "limit": 320,
+            "max_priority": None,
+            "worker": "plan-test/1",
+            "lease_seconds": 60,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    (plan,) = row.values()
+    scans = _queue_scans(plan[0]["Plan"])
+    # Each read of the queue runs once; only the update's primary-key lookups repeat, once per
+    # claimed row.
+    loops = {(s["Node Type"], s.get("Index Name")): s["Actual Loops"] for s in scans}
+    assert loops.pop(("Index Scan", "queue_pkey")) == 320
+    assert loops and set(loops.values()) == {1}, loops
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue WHERE state = 'in_flight'") == 320
+    # The healthy neighbour's rows were never queued: only docs' rows were claimed.
+    assert await scalar(
+        conn, "SELECT count(DISTINCT target_id) FROM syncsvc.queue WHERE state = 'in_flight'"
+    ) == 1
