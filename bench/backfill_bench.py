@@ -1,16 +1,23 @@
-"""Backfill throughput and edit-to-vector lag through the DashScope API simulator.
+"""Backfill throughput, CPU and edit-to-vector lag through the DashScope API simulator.
 
-Runs the real daemon (registry-built DashScope compatible-mode provider, token-aware Embedder,
-rate limiter) against ``syncsvc simulate-api`` in a separate process (so the simulator's CPU does
-not share the daemon's GIL) at a given latency, requests in flight and optional RPM cap:
+``syncsvc run`` in a process of its own (configured through the environment, as a user runs
+it; the registry-built DashScope compatible-mode provider, token-aware Embedder, rate limiter)
+against ``syncsvc simulate-api`` in another, at each latency (0 ms: CPU-bound), requests in
+flight and optional RPM cap:
 
-1. backfill N rows; report rows/s against the ceiling
-   (in-flight × inputs per request ÷ latency, or the RPM cap × inputs per request when lower),
-   requests per row, inputs per request, tokens per row and 429s;
-2. with the daemon idle, edit rows at a steady rate and report commit-to-vector lag p50/p99.
+1. each repeat: a fresh database and table of N rows; the lean client (bench/transport_bench.py's
+   loop: POST and parse, nothing else) embeds the same rows against the same simulator, then
+   the target is added while the daemon runs idle; reported side by side: rows/s first to last
+   vector and start to finish, against the ceiling and the lean client, CPU s per 1,000 rows
+   of each process, requests per row, inputs per request, tokens per row, 429s, load average;
+2. with the daemon idle, edit rows at a steady rate and report commit-to-vector lag p50/p99,
+   then again while a re-embedding job backfills a second generation.
 
-Run: .venv/bin/python bench/backfill_bench.py            (the default matrix, ~3 minutes)
-     .venv/bin/python bench/backfill_bench.py --rows 2000 --latency-ms 50 --concurrency 8
+``--profile-dir`` records the first backfill of each latency with py-spy (raw collapsed stacks,
+idle frames included) to find what runs while requests are in flight.
+
+Run: .venv/bin/python bench/backfill_bench.py          (0, 50, 200 ms and an RPM cap; ~12 min)
+     .venv/bin/python bench/backfill_bench.py --rows 2000 --latency-ms 50 --repeats 1 --no-write
 """
 
 from __future__ import annotations
@@ -22,12 +29,14 @@ import os
 import random
 import re
 import secrets
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,14 +45,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import database_url, machine, write_section
+from bench.report import cpu_seconds, database_url, machine, write_section
 from syncsvc import jobs, migrate, targets
-from syncsvc.daemon import Daemon, DaemonTaskDied
 from syncsvc.database import AsyncConn, aconnect
-from syncsvc.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
-from syncsvc.providers.registry import build_provider
+from syncsvc.embedder import EmbedInput
 from syncsvc.runtime import tune_gc
-from syncsvc.settings import ProviderSettings, Settings, WorkerSettings
+from syncsvc.settings import ProviderSettings, Settings
 
 KEY_ENV = "SYNCSVC_BENCH_API_KEY"
 INPUTS_PER_REQUEST = 10
@@ -67,29 +74,71 @@ class Run:
 
 
 @dataclass(frozen=True)
-class Result:
-    run: Run
-    seconds: float
-    rows_per_second: float
-    ceiling: float
+class Backfill:
+    """One daemon's backfill of a fresh table, and the lean client's pass over the same rows."""
+
+    first_to_last: float
+    """Seconds from the first vector written to the last (the span of ``embedded_at``)."""
+    start_to_finish: float
+    """Seconds from the target's creation (the daemon already running, idle) to the last
+    vector: the start-up sweep, the first claim and every gap between rounds included."""
+    cpu_seconds: float
+    """The daemon process's user + system CPU over that time."""
     requests: int
     inputs: int
     tokens: int
     rate_limited: int
     late_rate_limited: int
     max_in_flight: int
+    load: float
+    """1-minute load average when the backfill finished: other work on the machine skews."""
+    lean_seconds: float
+    lean_cpu_seconds: float
+    add_seconds: float
+    """``add_target`` alone (DDL, triggers, the vector table, grants)."""
+    first_vector_seconds: float
+    """From the start to the first vector's commit: add, NOTIFY, sweep, first claim."""
+
+
+@dataclass(frozen=True)
+class Result:
+    run: Run
+    backfills: list[Backfill]
     lag_p50_ms: float
     lag_p99_ms: float
     edits: int
-    load: float = 0.0
-    """1-minute load average when the backfill finished: other work on the machine skews."""
-    client_rows_per_second: float = 0.0
-    """The same rows through the Embedder alone (no database): the client's own ceiling."""
     busy_lag_p50_ms: float = float("nan")
     busy_lag_p99_ms: float = float("nan")
     """Edit lag while a re-embedding job backfills a second generation of every row."""
     busy_job_done: float = float("nan")
     """Share of that job's rows done when the edits ended (below 1: the backfill was running)."""
+
+    def median(self, figure: Callable[[Backfill], float]) -> float:
+        return statistics.median(figure(b) for b in self.backfills)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.median(lambda b: self.run.rows / b.first_to_last)
+
+    @property
+    def start_to_finish_rows_per_second(self) -> float:
+        return self.median(lambda b: self.run.rows / b.start_to_finish)
+
+    @property
+    def lean_rows_per_second(self) -> float:
+        return self.median(lambda b: self.run.rows / b.lean_seconds)
+
+    @property
+    def cpu_per_1000(self) -> float:
+        return self.median(lambda b: 1000 * b.cpu_seconds / self.run.rows)
+
+    @property
+    def lean_cpu_per_1000(self) -> float:
+        return self.median(lambda b: 1000 * b.lean_cpu_seconds / self.run.rows)
+
+    @property
+    def last(self) -> Backfill:
+        return self.backfills[-1]
 
 
 def sim_providers(run: Run, sim_url: str) -> dict[str, ProviderSettings]:
@@ -106,6 +155,9 @@ def sim_providers(run: Run, sim_url: str) -> dict[str, ProviderSettings]:
 
 
 def ceiling(run: Run) -> float:
+    """Rows/s the API allows; 0 when no latency bounds it (CPU-bound)."""
+    if run.latency_ms <= 0:
+        return run.rpm / 60 * INPUTS_PER_REQUEST if run.rpm else 0.0
     by_latency = run.concurrency * INPUTS_PER_REQUEST / (run.latency_ms / 1000)
     if run.rpm is None:
         return by_latency
@@ -157,54 +209,118 @@ async def count(conn: AsyncConn, query: str) -> Any:
     return next(iter(row.values()))
 
 
-@contextlib.asynccontextmanager
-async def daemon_running(settings: Settings, url: str) -> AsyncIterator[Daemon]:
-    daemon = Daemon(settings, url)
-    task = asyncio.create_task(daemon.run())
-    await asyncio.wait(
-        {task, asyncio.create_task(daemon.started.wait())}, return_when=asyncio.FIRST_COMPLETED
-    )
-    if task.done():
-        task.result()
-    try:
-        yield daemon
-    finally:
-        daemon.request_stop()
-        try:
-            await asyncio.wait_for(task, 60)
-        except DaemonTaskDied as died:
-            # A task that ended cleanly because we asked it to stop is not a failure.
-            if died.__cause__ is not None:
-                raise
+VECTORS = "SELECT count(*) FROM syncsvc.items_embeddings"
 
 
-async def wait_until(conn: AsyncConn, query: str, goal: int, timeout: float) -> None:
+async def wait_until(
+    conn: AsyncConn,
+    query: str,
+    goal: int,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while await count(conn, query) < goal:
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {query} to reach {goal}")
-        await asyncio.sleep(0.05)
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the daemon exited ({process.returncode})")
+        await asyncio.sleep(0.02)
 
 
-async def bench(run: Run, db_url: str) -> Result:
-    key = secrets.token_hex(16)
-    os.environ[KEY_ENV] = key
-    rng = random.Random(7)
-    with simulator(run, key) as sim_url:
-        admin = httpx.AsyncClient(base_url=sim_url)
-        settings = Settings(
-            providers=sim_providers(run, sim_url),
-            # The shipped defaults, but for a faster poll (the lag figures are about NOTIFY).
-            worker=WorkerSettings(poll_interval_seconds=0.2),
+def daemon_env(run: Run, sim_url: str, db_url: str) -> dict[str, str]:
+    """``syncsvc run`` configured as a user would (environment), pointed at the simulator."""
+    env = {
+        **os.environ,
+        "SYNCSVC_DATABASE_URL": db_url,
+        "SYNCSVC_LOG_LEVEL": "INFO",
+        "SYNCSVC_PROVIDERS__SIM__PROFILE": "dashscope-intl",
+        "SYNCSVC_PROVIDERS__SIM__BASE_URL": f"{sim_url}/compatible-mode/v1",
+        "SYNCSVC_PROVIDERS__SIM__API_KEY_ENV": KEY_ENV,
+        "SYNCSVC_PROVIDERS__SIM__CONCURRENCY": str(run.concurrency),
+        # The shipped defaults, but for a faster poll (the lag figures are about NOTIFY) and
+        # no HNSW build at 90% of the rows: minutes of server CPU that is not the pipeline's.
+        "SYNCSVC_WORKER__POLL_INTERVAL_SECONDS": "0.2",
+        "SYNCSVC_SEARCH__INDEX_CHECK_INTERVAL_SECONDS": "86400",
+    }
+    if run.rpm:
+        env["SYNCSVC_PROVIDERS__SIM__RPM"] = str(run.rpm)
+    return env
+
+
+@contextlib.contextmanager
+def daemon_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``syncsvc run`` in its own process, yielded once it has started (its log says so)."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "syncsvc", "run"], env=env, stdout=out, stderr=out
         )
-        conn = await aconnect(db_url)
+    try:
+        deadline = time.monotonic() + 60
+        while " started" not in log.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the daemon did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@contextlib.contextmanager
+def profiled(pid: int, out: Path | None) -> Iterator[None]:
+    """py-spy samples ``pid`` for the duration (idle frames too: what wakes while waiting)."""
+    if out is None:
+        yield
+        return
+    local = Path(sys.executable).with_name("py-spy")  # pip install py-spy (a bench-only tool)
+    spy = subprocess.Popen(
+        [str(local) if local.exists() else "py-spy", "record", "--pid", str(pid), "--idle",
+         "--rate", "200", "--format", "raw", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)  # attached before the clock starts
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+
+
+def rows_of(run: Run) -> list[tuple[int, str, str]]:
+    rng = random.Random(7)
+    return [(i, *text_for(rng, i)) for i in range(1, run.rows + 1)]
+
+
+def lean_pass(run: Run, sim_url: str, key: str) -> tuple[float, float]:
+    """(seconds, CPU seconds) of the lean client over the same rows: the box limit."""
+    from bench import transport_bench  # it imports this module
+
+    items = [EmbedInput(pk, f"{title}\n\n{body}") for pk, title, body in rows_of(run)]
+    ctx = transport_bench.Context(sim_url, key, run, items)
+    sample = asyncio.run(transport_bench.lean_httpx(ctx))
+    # Its first WARM_ROWS rows warm the connections: scale to the whole table.
+    scale = run.rows / sample.rows
+    return sample.seconds * scale, sample.cpu_seconds * scale
+
+
+async def backfill(
+    run: Run, db_url: str, sim_url: str, env: dict[str, str], profile: Path | None
+) -> Backfill:
+    """The target is added while the daemon runs idle, as a user adds one: the clock starts
+    before ``add_target`` and stops at the last vector's commit."""
+    settings = Settings(providers=sim_providers(run, sim_url))
+    conn = await aconnect(db_url)
+    try:
         await conn.execute("DROP TABLE IF EXISTS items CASCADE")
         await conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, title text, body text)")
         async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO items VALUES (%s, %s, %s)",
-                [(i, *text_for(rng, i)) for i in range(1, run.rows + 1)],
-            )
+            await cur.executemany("INSERT INTO items VALUES (%s, %s, %s)", rows_of(run))
+        await conn.execute("ANALYZE items")
         spec = targets.TargetSpec(
             name="items",
             table="items",
@@ -213,42 +329,100 @@ async def bench(run: Run, db_url: str) -> Result:
             dimensions=DIMS,
             provider="sim",
         )
-        await targets.add_target(conn, settings, spec)
-        await admin.post("/_sim/reset")
-        vectors = "SELECT count(*) FROM syncsvc.items_embeddings"
-        started = time.monotonic()
-        async with daemon_running(settings, db_url):
-            await wait_until(conn, vectors, run.rows, timeout=600)
-            seconds = time.monotonic() - started
-            load = os.getloadavg()[0]
-            backfill = (await admin.get("/_sim/stats")).json()
-            span = await count(
-                conn,
-                "SELECT extract(epoch FROM max(embedded_at) - min(embedded_at)) "
-                "FROM syncsvc.items_embeddings",
-            )
-            lags, edits = await edit_lag(conn, run, rng)
-            busy_lags, busy_done = await lag_during_reembed(conn, settings, run, rng)
+        with tempfile.TemporaryDirectory() as scratch:
+            log = Path(scratch) / "daemon.log"
+            with daemon_process(env, log) as process, profiled(process.pid, profile):
+                async with httpx.AsyncClient(base_url=sim_url) as admin:
+                    await admin.post("/_sim/reset")
+                    cpu_before = cpu_seconds(process.pid)
+                    started = await count(conn, "SELECT extract(epoch FROM clock_timestamp())")
+                    await targets.add_target(conn, settings, spec)
+                    added = await count(conn, "SELECT extract(epoch FROM clock_timestamp())")
+                    await wait_until(conn, VECTORS, run.rows, timeout=900, process=process)
+                    cpu = cpu_seconds(process.pid) - cpu_before
+                    stats = (await admin.get("/_sim/stats")).json()
+        first, last = (
+            await (
+                await conn.execute(
+                    "SELECT extract(epoch FROM min(embedded_at)) AS first, "
+                    "extract(epoch FROM max(embedded_at)) AS last FROM syncsvc.items_embeddings"
+                )
+            ).fetchone()
+            or {}
+        ).values()
+    finally:
         await conn.close()
-        await admin.aclose()
+    return Backfill(
+        first_to_last=float(last - first),
+        start_to_finish=float(last) - float(started),
+        cpu_seconds=cpu,
+        requests=stats["requests"],
+        inputs=stats["inputs"],
+        tokens=stats["tokens"],
+        rate_limited=stats["rate_limited"],
+        late_rate_limited=stats["rate_limited_late"],
+        max_in_flight=stats["max_in_flight"],
+        load=os.getloadavg()[0],
+        lean_seconds=0.0,
+        lean_cpu_seconds=0.0,
+        add_seconds=float(added - started),
+        first_vector_seconds=float(first - started),
+    )
+
+
+async def lags(
+    run: Run, db_url: str, sim_url: str, env: dict[str, str]
+) -> tuple[list[float], list[float], float]:
+    """Edit lag on the idle daemon, then during a re-embed (the table is backfilled already)."""
+    rng = random.Random(11)
+    settings = Settings(providers=sim_providers(run, sim_url))
+    conn = await aconnect(db_url)
+    try:
+        with tempfile.TemporaryDirectory() as scratch, daemon_process(env, Path(scratch) / "log"):
+            idle, _ = await edit_lag(conn, run, rng)
+            busy, done = await lag_during_reembed(conn, settings, run, rng)
+    finally:
+        await conn.close()
+    return idle, busy, done
+
+
+def bench(run: Run, base: str, repeats: int, profile_dir: Path | None) -> Result:
+    key = secrets.token_hex(16)
+    os.environ[KEY_ENV] = key
+    backfills = []
+    with simulator(run, key) as sim_url:
+        for repeat in range(repeats):
+            db_url = fresh_database(base, f"syncsvc_bench_{repeat}")
+            env = daemon_env(run, sim_url, db_url)
+            profile = None
+            if profile_dir is not None and repeat == 0:
+                profile = profile_dir / f"daemon-{run.latency_ms:g}ms.txt"
+            lean_seconds, lean_cpu = lean_pass(run, sim_url, key)
+            done = asyncio.run(backfill(run, db_url, sim_url, env, profile))
+            done = replace(done, lean_seconds=lean_seconds, lean_cpu_seconds=lean_cpu)
+            print(
+                f"{run.latency_ms:g} ms, repeat {repeat + 1}: daemon "
+                f"{run.rows / done.first_to_last:,.0f} rows/s first to last, "
+                f"{run.rows / done.start_to_finish:,.0f} start to finish, "
+                f"{1000 * done.cpu_seconds / run.rows:.2f} CPU s / 1k rows (add_target "
+                f"{done.add_seconds:.2f} s, first vector at {done.first_vector_seconds:.2f} s); "
+                "lean client "
+                f"{run.rows / lean_seconds:,.0f} rows/s, {1000 * lean_cpu / run.rows:.2f}",
+                flush=True,
+            )
+            backfills.append(done)
+        idle, busy, job_done = (
+            asyncio.run(lags(run, db_url, sim_url, env)) if run.edit_seconds > 0 else ([], [], 0.0)
+        )
     return Result(
         run=run,
-        seconds=seconds,
-        rows_per_second=run.rows / float(span or seconds),
-        ceiling=ceiling(run),
-        requests=backfill["requests"],
-        inputs=backfill["inputs"],
-        tokens=backfill["tokens"],
-        rate_limited=backfill["rate_limited"],
-        late_rate_limited=backfill["rate_limited_late"],
-        max_in_flight=backfill["max_in_flight"],
-        lag_p50_ms=statistics.median(lags) * 1000 if lags else float("nan"),
-        lag_p99_ms=statistics.quantiles(lags, n=100)[98] * 1000 if len(lags) > 1 else float("nan"),
-        edits=edits,
-        load=load,
-        busy_lag_p50_ms=_percentile_ms(busy_lags, 50),
-        busy_lag_p99_ms=_percentile_ms(busy_lags, 99),
-        busy_job_done=busy_done,
+        backfills=backfills,
+        lag_p50_ms=_percentile_ms(idle, 50),
+        lag_p99_ms=_percentile_ms(idle, 99),
+        edits=len(idle),
+        busy_lag_p50_ms=_percentile_ms(busy, 50),
+        busy_lag_p99_ms=_percentile_ms(busy, 99),
+        busy_job_done=job_done,
     )
 
 
@@ -333,62 +507,63 @@ def fresh_database(base: str, name: str) -> str:
     return url
 
 
-async def client_only(run: Run) -> float:
-    """Rows/s of ``Embedder.embed`` alone against the same simulator settings."""
-    key = secrets.token_hex(16)
-    os.environ[KEY_ENV] = key
-    rng = random.Random(7)
-    items = [EmbedInput(i, "\n\n".join(text_for(rng, i))) for i in range(1, run.rows + 1)]
-    with simulator(run, key) as sim_url:
-        settings = Settings(providers=sim_providers(run, sim_url))
-        provider = build_provider("sim", settings)
-        embedder = Embedder(provider, EmbedSpec(model="text-embedding-v4", dimensions=DIMS))
-        await embedder.embed(items[:80])  # warm the tokenizer and the connections
-        started = time.monotonic()
-        outcomes = await embedder.embed(items[80:])
-        elapsed = time.monotonic() - started
-        await provider.aclose()
-    assert all(isinstance(o, Embedded) for o in outcomes.values())
-    return (run.rows - 80) / elapsed
-
-
 def report(results: list[Result]) -> str:
+    repeats = len(results[0].backfills)
     lines = [
-        f"{machine()}; embedded PostgreSQL + pgvector; simulator in its own process; "
-        f"text-embedding-v4 at {DIMS} dims through the DashScope compatible-mode provider, "
-        f"{INPUTS_PER_REQUEST} inputs per request. `python bench/backfill_bench.py`",
+        f"{machine()}; embedded PostgreSQL + pgvector; `syncsvc run` and the simulator each in "
+        f"a process of their own; text-embedding-v4 at {DIMS} dims through the DashScope "
+        f"compatible-mode provider, {INPUTS_PER_REQUEST} inputs per request; medians of "
+        f"{repeats}. `python bench/backfill_bench.py`",
         "",
-        "| rows | latency | in flight | RPM cap | rows/s | ceiling | % of ceiling | "
-        "embedder alone | requests/row | inputs/request | tokens/row | 429s (after 1st s) | "
-        "lag p50 | lag p99 | lag p50/p99 during a re-embed | load avg |",
+        "| rows | latency | in flight | RPM cap | ceiling | lean client | syncsvc first→last | "
+        "syncsvc start→finish | syncsvc / lean | CPU s / 1k rows: syncsvc | lean | "
+        "requests/row | inputs/request | tokens/row | 429s (after 1st s) | load avg |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        run = r.run
+        run, b = r.run, r.last
+        top = ceiling(run)
+
+        def share(rate: float, top: float = top) -> str:
+            return f"{rate:,.0f} ({100 * rate / top:.0f}%)" if top else f"{rate:,.0f}"
+
         lines.append(
-            f"| {run.rows:,} | {run.latency_ms:g} ms | {run.concurrency} | "
-            f"{run.rpm or '—'} | {r.rows_per_second:,.0f} | {r.ceiling:,.0f} | "
-            f"{100 * r.rows_per_second / r.ceiling:.0f}% | "
-            f"{r.client_rows_per_second:,.0f} "
-            f"({100 * r.client_rows_per_second / r.ceiling:.0f}%) | "
-            f"{r.requests / run.rows:.3f} | "
-            f"{r.inputs / max(1, r.requests - r.rate_limited):.2f} | "
-            f"{r.tokens / run.rows:.1f} | {r.rate_limited} ({r.late_rate_limited}) | "
-            f"{r.lag_p50_ms:,.0f} ms | {r.lag_p99_ms:,.0f} ms | "
-            f"{r.busy_lag_p50_ms:,.0f} / {r.busy_lag_p99_ms:,.0f} ms "
-            f"(job {100 * r.busy_job_done:.0f}% done) | {r.load:.1f} |"
+            f"| {run.rows:,} | {run.latency_ms:g} ms | {run.concurrency} | {run.rpm or '—'} | "
+            f"{f'{top:,.0f}' if top else '— (CPU-bound)'} | {share(r.lean_rows_per_second)} | "
+            f"{share(r.rows_per_second)} | {share(r.start_to_finish_rows_per_second)} | "
+            f"{r.rows_per_second / r.lean_rows_per_second:.2f} | {r.cpu_per_1000:.2f} | "
+            f"{r.lean_cpu_per_1000:.2f} | {b.requests / run.rows:.3f} | "
+            f"{b.inputs / max(1, b.requests - b.rate_limited):.2f} | {b.tokens / run.rows:.1f} | "
+            f"{b.rate_limited} ({b.late_rate_limited}) | {b.load:.1f} |"
         )
     lines += [
         "",
-        "rows/s is the daemon's, measured over the span of `embedded_at` (first to last vector "
-        "written); *embedder alone* sends the same rows through one `Embedder.embed` call without "
-        "the database (all 2,000 requests queued at once, where the daemon feeds rounds of "
-        "`claim_size` rows), a cross-check of the provider client's own throughput; "
-        "lag is edit commit to vector commit for edits at the given rate on an idle daemon "
-        f"({results[0].run.edit_rate:g} edits/s for {results[0].run.edit_seconds:g} s); "
-        "*during a re-embed* repeats the edits while a re-embedding job backfills a second "
-        "generation (half the dimensions) of every row, with the job's progress when the edits "
-        "ended.",
+        "| latency | RPM cap | edits | lag p50 | lag p99 | lag p50 / p99 during a re-embed |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if r.edits:
+            lines.append(
+                f"| {r.run.latency_ms:g} ms | {r.run.rpm or '—'} | {r.edits} | "
+                f"{r.lag_p50_ms:,.0f} ms | {r.lag_p99_ms:,.0f} ms | "
+                f"{r.busy_lag_p50_ms:,.0f} / {r.busy_lag_p99_ms:,.0f} ms "
+                f"(job {100 * r.busy_job_done:.0f}% done) |"
+            )
+    lines += [
+        "",
+        "*Ceiling*: in-flight × inputs per request ÷ latency (or the RPM cap × inputs per "
+        "request when lower). *Lean client*: the same rows POSTed by 8 workers through "
+        "httpx + LeanTransport and parsed with orjson, nothing else (bench/transport_bench.py's "
+        "lean loop), in the same run against the same simulator: the box limit. *First→last* "
+        "is rows over the span of `embedded_at`; *start→finish* runs from just before "
+        "`add_target` (the daemon already running, idle) to the last vector's commit: the "
+        "start-up sweep, the first claim and every gap between rounds. CPU is user + system "
+        "time of the daemon process (from /proc) over start→finish, and of the lean client's "
+        "process over its pass; neither includes the simulator's or PostgreSQL's. Lag is edit "
+        "commit to vector commit for edits at "
+        f"{results[0].run.edit_rate:g}/s for {results[0].run.edit_seconds:g} s on the idle "
+        "daemon, then again while a re-embedding job backfills a second generation (half the "
+        "dimensions) of every row, with the job's progress when the edits ended.",
     ]
     return "\n".join(lines)
 
@@ -399,8 +574,12 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, action="append")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rpm", type=int, default=None, help="also run once under this cap")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--edit-rate", type=float, default=50.0)
-    parser.add_argument("--edit-seconds", type=float, default=10.0)
+    parser.add_argument("--edit-seconds", type=float, default=10.0, help="0: no lag phase")
+    parser.add_argument(
+        "--profile-dir", type=Path, default=None, help="py-spy the daemon's first backfills here"
+    )
     parser.add_argument(
         "--database-url",
         default=None,
@@ -410,25 +589,16 @@ def main() -> None:
     args = parser.parse_args()
     runs = [
         Run(args.rows, latency, args.concurrency, None, args.edit_rate, args.edit_seconds)
-        for latency in (args.latency_ms or [50.0, 200.0])
+        for latency in (args.latency_ms or [50.0, 200.0, 0.0])
     ]
     if args.rpm or not args.latency_ms:
         rpm = args.rpm or 3000
         runs.append(Run(args.rows, 50.0, args.concurrency, rpm, args.edit_rate, args.edit_seconds))
+    if args.profile_dir is not None:
+        args.profile_dir.mkdir(parents=True, exist_ok=True)
     base = database_url(args.database_url)
-    tune_gc()  # as `syncsvc run` does
-    results = []
-    for number, run in enumerate(runs):
-        result = asyncio.run(bench(run, fresh_database(base, f"syncsvc_bench_{number}")))
-        result = replace(result, client_rows_per_second=asyncio.run(client_only(run)))
-        print(
-            f"{run}: {result.rows_per_second:,.0f} rows/s of {result.ceiling:,.0f}, "
-            f"embedder alone {result.client_rows_per_second:,.0f}, "
-            f"{result.requests} requests, {result.rate_limited} 429s, "
-            f"lag p50 {result.lag_p50_ms:.0f} ms p99 {result.lag_p99_ms:.0f} ms",
-            flush=True,
-        )
-        results.append(result)
+    tune_gc()  # the lean client's process, as `syncsvc run` does for itself
+    results = [bench(run, base, args.repeats, args.profile_dir) for run in runs]
     body = report(results)
     print(body)
     if not args.no_write:

@@ -18,15 +18,10 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import database_url, machine, write_section
+from bench.report import cpu_seconds, database_url, machine, write_section
 from syncsvc import migrate
 
 HEADING = "Idle daemon"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

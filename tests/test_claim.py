@@ -50,6 +50,9 @@ async def test_a_claim_after_a_sweep_reads_the_queue_once_per_step(conn: AsyncCo
     assert loops and set(loops.values()) == {1}, loops
     assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue WHERE state = 'in_flight'") == 320
     # The healthy neighbour's rows were never queued: only docs' rows were claimed.
-    assert await scalar(
-        conn, "SELECT count(DISTINCT target_id) FROM syncsvc.queue WHERE state = 'in_flight'"
-    ) == 1
+    assert (
+        await scalar(
+            conn, "SELECT count(DISTINCT target_id) FROM syncsvc.queue WHERE state = 'in_flight'"
+        )
+        == 1
+    )
