@@ -45,7 +45,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_seconds, database_url, machine, write_section
+from bench.report import cpu_seconds, database_url, machine, parent, server_cpu, write_section
 from syncsvc import jobs, migrate, targets
 from syncsvc.database import AsyncConn, aconnect
 from syncsvc.embedder import EmbedInput
@@ -84,6 +84,9 @@ class Backfill:
     vector: the start-up sweep, the first claim and every gap between rounds included."""
     cpu_seconds: float
     """The daemon process's user + system CPU over that time."""
+    server_cpu_seconds: float
+    """PostgreSQL's (every process of the server) over that time."""
+    simulator_cpu_seconds: float
     requests: int
     inputs: int
     tokens: int
@@ -133,6 +136,14 @@ class Result:
         return self.median(lambda b: 1000 * b.cpu_seconds / self.run.rows)
 
     @property
+    def server_cpu_per_1000(self) -> float:
+        return self.median(lambda b: 1000 * b.server_cpu_seconds / self.run.rows)
+
+    @property
+    def simulator_cpu_per_1000(self) -> float:
+        return self.median(lambda b: 1000 * b.simulator_cpu_seconds / self.run.rows)
+
+    @property
     def lean_cpu_per_1000(self) -> float:
         return self.median(lambda b: 1000 * b.lean_cpu_seconds / self.run.rows)
 
@@ -172,6 +183,14 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def simulator(run: Run, key: str) -> Iterator[str]:
+    """``syncsvc simulate-api`` in its own process; yields its URL."""
+    with simulator_process(run, key) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def simulator_process(run: Run, key: str) -> Iterator[tuple[str, int]]:
+    """The simulator's URL and process id (to read its CPU time)."""
     port = free_port()
     command = [
         sys.executable, "-c", "from syncsvc.cli import main; main()", "--log-level", "WARNING",
@@ -192,7 +211,7 @@ def simulator(run: Run, key: str) -> Iterator[str]:
                 time.sleep(0.1)
             else:
                 raise RuntimeError("simulator did not start")
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -210,6 +229,11 @@ async def count(conn: AsyncConn, query: str) -> Any:
 
 
 VECTORS = "SELECT count(*) FROM syncsvc.items_embeddings"
+DRAINED = (
+    # Cheap while it runs: the vectors (4 KB each, not TOASTed) are counted only once the
+    # queue is empty, so the bench's own polling costs the server next to nothing.
+    f"SELECT CASE WHEN EXISTS (SELECT FROM syncsvc.queue) THEN 0 ELSE ({VECTORS}) END"
+)
 
 
 async def wait_until(
@@ -309,13 +333,15 @@ def lean_pass(run: Run, sim_url: str, key: str) -> tuple[float, float]:
 
 
 async def backfill(
-    run: Run, db_url: str, sim_url: str, env: dict[str, str], profile: Path | None
+    run: Run, db_url: str, sim: tuple[str, int], env: dict[str, str], profile: Path | None
 ) -> Backfill:
     """The target is added while the daemon runs idle, as a user adds one: the clock starts
     before ``add_target`` and stops at the last vector's commit."""
+    sim_url, sim_pid = sim
     settings = Settings(providers=sim_providers(run, sim_url))
     conn = await aconnect(db_url)
     try:
+        postmaster = parent(int(await count(conn, "SELECT pg_backend_pid()")))
         await conn.execute("DROP TABLE IF EXISTS items CASCADE")
         await conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, title text, body text)")
         async with conn.cursor() as cur:
@@ -335,11 +361,14 @@ async def backfill(
                 async with httpx.AsyncClient(base_url=sim_url) as admin:
                     await admin.post("/_sim/reset")
                     cpu_before = cpu_seconds(process.pid)
+                    server_before, sim_before = server_cpu(postmaster), cpu_seconds(sim_pid)
                     started = await count(conn, "SELECT extract(epoch FROM clock_timestamp())")
                     await targets.add_target(conn, settings, spec)
                     added = await count(conn, "SELECT extract(epoch FROM clock_timestamp())")
-                    await wait_until(conn, VECTORS, run.rows, timeout=900, process=process)
+                    await wait_until(conn, DRAINED, run.rows, timeout=900, process=process)
                     cpu = cpu_seconds(process.pid) - cpu_before
+                    server = server_cpu(postmaster) - server_before
+                    sim = cpu_seconds(sim_pid) - sim_before
                     stats = (await admin.get("/_sim/stats")).json()
         first, last = (
             await (
@@ -356,6 +385,8 @@ async def backfill(
         first_to_last=float(last - first),
         start_to_finish=float(last) - float(started),
         cpu_seconds=cpu,
+        server_cpu_seconds=server,
+        simulator_cpu_seconds=sim,
         requests=stats["requests"],
         inputs=stats["inputs"],
         tokens=stats["tokens"],
@@ -390,7 +421,7 @@ def bench(run: Run, base: str, repeats: int, profile_dir: Path | None) -> Result
     key = secrets.token_hex(16)
     os.environ[KEY_ENV] = key
     backfills = []
-    with simulator(run, key) as sim_url:
+    with simulator_process(run, key) as (sim_url, sim_pid):
         for repeat in range(repeats):
             db_url = fresh_database(base, f"syncsvc_bench_{repeat}")
             env = daemon_env(run, sim_url, db_url)
@@ -398,7 +429,7 @@ def bench(run: Run, base: str, repeats: int, profile_dir: Path | None) -> Result
             if profile_dir is not None and repeat == 0:
                 profile = profile_dir / f"daemon-{run.latency_ms:g}ms.txt"
             lean_seconds, lean_cpu = lean_pass(run, sim_url, key)
-            done = asyncio.run(backfill(run, db_url, sim_url, env, profile))
+            done = asyncio.run(backfill(run, db_url, (sim_url, sim_pid), env, profile))
             done = replace(done, lean_seconds=lean_seconds, lean_cpu_seconds=lean_cpu)
             print(
                 f"{run.latency_ms:g} ms, repeat {repeat + 1}: daemon "
@@ -516,9 +547,10 @@ def report(results: list[Result]) -> str:
         f"{repeats}. `python bench/backfill_bench.py`",
         "",
         "| rows | latency | in flight | RPM cap | ceiling | lean client | syncsvc first→last | "
-        "syncsvc start→finish | syncsvc / lean | CPU s / 1k rows: syncsvc | lean | "
-        "requests/row | inputs/request | tokens/row | 429s (after 1st s) | load avg |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "syncsvc start→finish | syncsvc / lean | CPU s / 1k rows: syncsvc | lean client | "
+        "PostgreSQL | simulator | requests/row | inputs/request | tokens/row | "
+        "429s (after 1st s) | load avg |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         run, b = r.run, r.last
@@ -532,7 +564,8 @@ def report(results: list[Result]) -> str:
             f"{f'{top:,.0f}' if top else '— (CPU-bound)'} | {share(r.lean_rows_per_second)} | "
             f"{share(r.rows_per_second)} | {share(r.start_to_finish_rows_per_second)} | "
             f"{r.rows_per_second / r.lean_rows_per_second:.2f} | {r.cpu_per_1000:.2f} | "
-            f"{r.lean_cpu_per_1000:.2f} | {b.requests / run.rows:.3f} | "
+            f"{r.lean_cpu_per_1000:.2f} | {r.server_cpu_per_1000:.2f} | "
+            f"{r.simulator_cpu_per_1000:.2f} | {b.requests / run.rows:.3f} | "
             f"{b.inputs / max(1, b.requests - b.rate_limited):.2f} | {b.tokens / run.rows:.1f} | "
             f"{b.rate_limited} ({b.late_rate_limited}) | {b.load:.1f} |"
         )
@@ -558,8 +591,9 @@ def report(results: list[Result]) -> str:
         "is rows over the span of `embedded_at`; *start→finish* runs from just before "
         "`add_target` (the daemon already running, idle) to the last vector's commit: the "
         "start-up sweep, the first claim and every gap between rounds. CPU is user + system "
-        "time of the daemon process (from /proc) over start→finish, and of the lean client's "
-        "process over its pass; neither includes the simulator's or PostgreSQL's. Lag is edit "
+        "time from /proc: of the daemon process, of every PostgreSQL process and of the "
+        "simulator over start→finish, and of the lean client's process over its pass (the "
+        "lean client writes nothing to PostgreSQL). Lag is edit "
         "commit to vector commit for edits at "
         f"{results[0].run.edit_rate:g}/s for {results[0].run.edit_seconds:g} s on the idle "
         "daemon, then again while a re-embedding job backfills a second generation (half the "

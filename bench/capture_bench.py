@@ -34,7 +34,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import database_url, machine, write_section
+from bench.report import cpu_seconds, database_url, machine, parent, server_cpu, write_section
 from syncsvc import migrate, targets
 from syncsvc.database import aconnect
 from syncsvc.settings import Settings
@@ -65,38 +65,12 @@ SINGLE_TARGET = {
     "DELETE": 1.3,
 }
 BULK_TARGET = {"INSERT": 1.2, "UPDATE other column": 1.1, "DELETE": 1.5}
-CLOCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
 class Sample:
     wall: float
     cpu: float
-
-
-def _ticks(pid: int, children: bool = False) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    used = int(fields[11]) + int(fields[12])
-    return used + (int(fields[13]) + int(fields[14]) if children else 0)
-
-
-def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def server_cpu(postmaster: int) -> float:
-    """CPU seconds the server has used: the postmaster, its exited children, the live ones."""
-    total = _ticks(postmaster, children=True)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if _parent(int(entry)) == postmaster:
-                    total += _ticks(int(entry))
-            except (OSError, ValueError):
-                pass
-    return total / CLOCK
 
 
 def setup(url: str, rows: int) -> None:
@@ -156,7 +130,7 @@ def single_row(url: str, rows: int, transactions: int, rounds: int) -> dict[str,
     with psycopg.connect(url, autocommit=True) as conn:
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()
         assert backend is not None
-        postmaster = _parent(int(str(backend[0])))
+        postmaster = parent(int(str(backend[0])))
         pgbench = pgbench_path(postmaster)
         env = dict(os.environ, PGOPTIONS="-c synchronous_commit=off")
         host, user, dbname = str(info.get("host", "")), str(info.get("user")), str(info["dbname"])
@@ -229,10 +203,10 @@ def bulk(url: str, rows: int, repeats: int) -> tuple[dict[str, dict[str, Sample]
                     if statement == "INSERT":
                         conn.execute(f"TRUNCATE {table}")
                     conn.execute("DELETE FROM syncsvc.inbox")
-                    cpu, started = _ticks(pid), time.perf_counter()
+                    cpu, started = cpu_seconds(pid), time.perf_counter()
                     conn.execute(template.format(t=table, n=rows))
                     wall = time.perf_counter() - started
-                    samples[statement][table].append(Sample(wall, (_ticks(pid) - cpu) / CLOCK))
+                    samples[statement][table].append(Sample(wall, cpu_seconds(pid) - cpu))
                     if table == "tracked":
                         row = conn.execute(
                             "SELECT coalesce(sum(jsonb_array_length(pks)), 0) FROM syncsvc.inbox"

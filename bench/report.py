@@ -31,10 +31,37 @@ def database_url(url: str | None = None) -> str:
     return str(server.get_uri(database="postgres"))
 
 
+CLOCK = os.sysconf("SC_CLK_TCK")
+
+
+def _ticks(pid: int, children: bool = False) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    used = int(fields[11]) + int(fields[12])
+    return used + (int(fields[13]) + int(fields[14]) if children else 0)
+
+
+def parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _ticks(pid) / CLOCK
+
+
+def server_cpu(postmaster: int) -> float:
+    """CPU seconds the server has used: the postmaster, its exited children, the live ones."""
+    total = _ticks(postmaster, children=True)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if parent(int(entry)) == postmaster:
+                    total += _ticks(int(entry))
+            except (OSError, ValueError):
+                pass
+    return total / CLOCK
 
 
 def machine() -> str:
