@@ -161,20 +161,22 @@ class Queue:
                 logger.info("gave back %d entries no round holds any more", cur.rowcount)
         return renewed
 
-    async def complete(self, items: Iterable[ClaimedItem]) -> None:
+    async def complete(self, items: Iterable[ClaimedItem], conn: AsyncConn | None = None) -> None:
+        """Done with these entries; on ``conn`` (the caller's transaction) when given."""
         items = list(items)
         if not items:
             return
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                _q("complete"),
-                {
-                    "target_ids": [i.target_id for i in items],
-                    "pks": [Jsonb(i.pk) for i in items],
-                    "seqs": [i.seq for i in items],
-                    "holders": [i.holder for i in items],
-                },
-            )
+        params = {
+            "target_ids": [i.target_id for i in items],
+            "pks": [Jsonb(i.pk) for i in items],
+            "seqs": [i.seq for i in items],
+            "holders": [i.holder for i in items],
+        }
+        if conn is not None:
+            await conn.execute(_q("complete"), params)
+            return
+        async with self.pool.connection() as own:
+            await own.execute(_q("complete"), params)
 
     async def fail(self, failures: Iterable[Failure]) -> list[tuple[int, list[object], str]]:
         """Record failures; returns (target_id, pk, new state) per entry."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -180,14 +180,15 @@ class Worker:
                 remaining[_key(item.pk)] += 1
         completed: set[Hashable] = set()
 
-        async def settled(keys: list[Hashable]) -> None:
+        def settled(keys: list[Hashable]) -> list[ClaimedItem]:
+            """The entries these outcomes finish (every generation they need is written)."""
             done = []
             for key in keys:
                 remaining[key] -= 1
                 if remaining[key] == 0 and key not in failures:
                     completed.add(key)
                     done.append(item_by_pk[key])
-            await self.queue.complete(done)
+            return done
 
         # Generations are embedded side by side: during a re-embed a live edit's vector for
         # the active generation need not wait for the one being built (nor the reverse).
@@ -226,7 +227,7 @@ class Worker:
         todo: list[tuple[ClaimedItem, str, bytes]],
         item_by_pk: dict[Hashable, ClaimedItem],
         failures: dict[Hashable, Failure],
-        settled: Callable[[list[Hashable]], Awaitable[None]],
+        settled: Callable[[list[Hashable]], list[ClaimedItem]],
     ) -> RoundStats:
         """Embed one generation's share of a round, writing each request's vectors (and
         settling its rows) as the request returns."""
@@ -282,9 +283,17 @@ class Worker:
                     )
                 )
                 billed += outcome.billed_tokens
+            done = settled(list(outcomes))
+            written = 0
+            if writes or done:
+                # One transaction: the vectors and the queue entries they finish commit
+                # together (one commit, one connection), so a crash never leaves written
+                # rows queued.
+                async with self.pool.connection() as conn, conn.transaction():
+                    if writes:
+                        written = await vectors.write_vectors(conn, target, generation, writes)
+                    await self.queue.complete(done, conn)
             if writes:
-                async with self.pool.connection() as conn:
-                    written = await vectors.write_vectors(conn, target, generation, writes)
                 metrics.record_written(
                     target.name,
                     generation.id,
@@ -296,7 +305,6 @@ class Worker:
                 stats.embedded += written
                 stats.stale += len(writes) - written
                 stats.per_target[target.name] += written
-            await settled(list(outcomes))
 
         known = None
         if Chunking.from_options(generation.options) is not None:
