@@ -29,30 +29,38 @@ import os
 import random
 import re
 import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import cpu_seconds, database_url, machine, parent, server_cpu, write_section
-from syncsvc import jobs, migrate, targets
-from syncsvc.database import AsyncConn, aconnect
+from bench import lag
+from bench.processes import daemon_process, fresh_database, profiled, simulator_process
+from bench.profile import summarise as summarise_profile
+from bench.report import (
+    count,
+    cpu_seconds,
+    database_url,
+    machine,
+    parent,
+    server_cpu,
+    wait_until,
+    write_section,
+)
+from syncsvc import targets
+from syncsvc.database import aconnect
 from syncsvc.embedder import EmbedInput
 from syncsvc.runtime import tune_gc
 from syncsvc.settings import ProviderSettings, Settings
 
 KEY_ENV = "SYNCSVC_BENCH_API_KEY"
+PROFILE_HEADING = "Where the daemon's time goes"
 INPUTS_PER_REQUEST = 10
 DIMS = 1024
 VOCABULARY = (
@@ -175,57 +183,15 @@ def ceiling(run: Run) -> float:
     return min(by_latency, run.rpm / 60 * INPUTS_PER_REQUEST)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def simulator(run: Run, key: str) -> Iterator[str]:
     """``syncsvc simulate-api`` in its own process; yields its URL."""
-    with simulator_process(run, key) as (url, _):
+    with simulator_process(run.latency_ms, run.rpm, key) as (url, _):
         yield url
-
-
-@contextlib.contextmanager
-def simulator_process(run: Run, key: str) -> Iterator[tuple[str, int]]:
-    """The simulator's URL and process id (to read its CPU time)."""
-    port = free_port()
-    command = [
-        sys.executable, "-c", "from syncsvc.cli import main; main()", "--log-level", "WARNING",
-        "simulate-api", "--port", str(port), "--latency-ms", str(run.latency_ms),
-    ]  # fmt: skip
-    if run.rpm:
-        command += ["--rpm", str(run.rpm)]
-    env = {**os.environ, "SYNCSVC_SIM_API_KEY": key}
-    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        with httpx.Client() as probe:
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.TransportError):
-                    if probe.get(url + "/healthz").status_code == 200:
-                        break
-                time.sleep(0.1)
-            else:
-                raise RuntimeError("simulator did not start")
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def text_for(rng: random.Random, i: int) -> tuple[str, str]:
     return f"item {i}", " ".join(rng.choice(WORDS) for _ in range(30))
-
-
-async def count(conn: AsyncConn, query: str) -> Any:
-    cur = await conn.execute(query)
-    row = await cur.fetchone()
-    assert row is not None
-    return next(iter(row.values()))
 
 
 VECTORS = "SELECT count(*) FROM syncsvc.items_embeddings"
@@ -234,22 +200,6 @@ DRAINED = (
     # queue is empty, so the bench's own polling costs the server next to nothing.
     f"SELECT CASE WHEN EXISTS (SELECT FROM syncsvc.queue) THEN 0 ELSE ({VECTORS}) END"
 )
-
-
-async def wait_until(
-    conn: AsyncConn,
-    query: str,
-    goal: int,
-    timeout: float,
-    process: subprocess.Popen[bytes] | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while await count(conn, query) < goal:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {query} to reach {goal}")
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the daemon exited ({process.returncode})")
-        await asyncio.sleep(0.02)
 
 
 def daemon_env(run: Run, sim_url: str, db_url: str) -> dict[str, str]:
@@ -270,49 +220,6 @@ def daemon_env(run: Run, sim_url: str, db_url: str) -> dict[str, str]:
     if run.rpm:
         env["SYNCSVC_PROVIDERS__SIM__RPM"] = str(run.rpm)
     return env
-
-
-@contextlib.contextmanager
-def daemon_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``syncsvc run`` in its own process, yielded once it has started (its log says so)."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "syncsvc", "run"], env=env, stdout=out, stderr=out
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while " started" not in log.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the daemon did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-@contextlib.contextmanager
-def profiled(pid: int, out: Path | None) -> Iterator[None]:
-    """py-spy samples ``pid`` for the duration (idle frames too: what wakes while waiting)."""
-    if out is None:
-        yield
-        return
-    local = Path(sys.executable).with_name("py-spy")  # pip install py-spy (a bench-only tool)
-    spy = subprocess.Popen(
-        [str(local) if local.exists() else "py-spy", "record", "--pid", str(pid), "--idle",
-         "--rate", "200", "--format", "raw", "--output", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        time.sleep(0.5)  # attached before the clock starts
-        yield
-    finally:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(60)
 
 
 def rows_of(run: Run) -> list[tuple[int, str, str]]:
@@ -407,27 +314,56 @@ async def lags(
     """Edit lag on the idle daemon, then during a re-embed (the table is backfilled already)."""
     rng = random.Random(11)
     settings = Settings(providers=sim_providers(run, sim_url))
+    rate, seconds = run.edit_rate, run.edit_seconds
     conn = await aconnect(db_url)
     try:
         with tempfile.TemporaryDirectory() as scratch, daemon_process(env, Path(scratch) / "log"):
-            idle, _ = await edit_lag(conn, run, rng)
-            busy, done = await lag_during_reembed(conn, settings, run, rng)
+            idle, _ = await lag.edit_lag(conn, run.rows, rate, seconds, rng)
+            busy, done = await lag.lag_during_reembed(
+                conn, settings, run.rows, rate, seconds, DIMS // 2, rng
+            )
     finally:
         await conn.close()
     return idle, busy, done
+
+
+def profile_path(profile_dir: Path, run: Run) -> Path:
+    cap = f"-rpm{run.rpm}" if run.rpm else ""
+    return profile_dir / f"daemon-{run.latency_ms:g}ms{cap}.txt"
+
+
+def profile_report(results: list[Result], profile_dir: Path) -> str:
+    """Where the daemon's time went during each latency's first backfill."""
+    lines = [
+        f"{machine()}; the first backfill of each run of the table above, sampled by py-spy "
+        "at 200 Hz with idle frames (`python bench/backfill_bench.py --profile-dir DIR`; "
+        "py-spy is a bench-only tool: `pip install py-spy`).",
+        "",
+        "| latency | RPM cap | samples | waiting (event loop in select) | busy: largest parts "
+        "(innermost syncsvc frame, share of all samples) |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        summary = summarise_profile(profile_path(profile_dir, r.run))
+        parts = "; ".join(f"{name} {100 * share:.1f}%" for name, share in summary.parts[:6])
+        lines.append(
+            f"| {r.run.latency_ms:g} ms | {r.run.rpm or '—'} | {summary.samples:,} | "
+            f"{100 * summary.idle:.0f}% | {parts} |"
+        )
+    return "\n".join(lines)
 
 
 def bench(run: Run, base: str, repeats: int, profile_dir: Path | None) -> Result:
     key = secrets.token_hex(16)
     os.environ[KEY_ENV] = key
     backfills = []
-    with simulator_process(run, key) as (sim_url, sim_pid):
+    with simulator_process(run.latency_ms, run.rpm, key) as (sim_url, sim_pid):
         for repeat in range(repeats):
             db_url = fresh_database(base, f"syncsvc_bench_{repeat}")
             env = daemon_env(run, sim_url, db_url)
             profile = None
             if profile_dir is not None and repeat == 0:
-                profile = profile_dir / f"daemon-{run.latency_ms:g}ms.txt"
+                profile = profile_path(profile_dir, run)
             lean_seconds, lean_cpu = lean_pass(run, sim_url, key)
             done = asyncio.run(backfill(run, db_url, (sim_url, sim_pid), env, profile))
             done = replace(done, lean_seconds=lean_seconds, lean_cpu_seconds=lean_cpu)
@@ -448,94 +384,13 @@ def bench(run: Run, base: str, repeats: int, profile_dir: Path | None) -> Result
     return Result(
         run=run,
         backfills=backfills,
-        lag_p50_ms=_percentile_ms(idle, 50),
-        lag_p99_ms=_percentile_ms(idle, 99),
+        lag_p50_ms=lag.percentile_ms(idle, 50),
+        lag_p99_ms=lag.percentile_ms(idle, 99),
         edits=len(idle),
-        busy_lag_p50_ms=_percentile_ms(busy, 50),
-        busy_lag_p99_ms=_percentile_ms(busy, 99),
+        busy_lag_p50_ms=lag.percentile_ms(busy, 50),
+        busy_lag_p99_ms=lag.percentile_ms(busy, 99),
         busy_job_done=job_done,
     )
-
-
-def _percentile_ms(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return float("nan")
-    return statistics.quantiles(values, n=100)[q - 1] * 1000
-
-
-async def lag_during_reembed(
-    conn: AsyncConn, settings: Settings, run: Run, rng: random.Random
-) -> tuple[list[float], float]:
-    """Start a re-embedding job (a second generation of every row) and measure edit lag while
-    it backfills: live edits jump the job's queue entries, so their lag should stay low."""
-    job = await jobs.request_reembed(
-        conn, settings, "items", model="text-embedding-v4", dimensions=DIMS // 2, provider="sim"
-    )
-    await wait_until(
-        conn,
-        f"SELECT count(*) FROM syncsvc.queue WHERE priority = {jobs.BACKFILL_PRIORITY}",
-        1,
-        timeout=60,
-    )
-    lags, _ = await edit_lag(conn, run, rng)
-    building = f"SELECT count(*) FROM syncsvc.items_g{job.generation_id}"
-    return lags, await count(conn, building) / run.rows
-
-
-async def edit_lag(conn: AsyncConn, run: Run, rng: random.Random) -> tuple[list[float], int]:
-    """Edit distinct rows at ``edit_rate``/s; lag = vector written - edit committed."""
-    total = int(run.edit_rate * run.edit_seconds)
-    ids = rng.sample(range(1, run.rows + 1), min(total, run.rows))
-    committed: dict[int, float] = {}
-    interval = 1.0 / run.edit_rate
-    next_at = time.monotonic()
-    for n, pk in enumerate(ids):
-        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        cur = await conn.execute(
-            "UPDATE items SET body = body || %s WHERE id = %s "
-            "RETURNING extract(epoch FROM clock_timestamp()) AS at",
-            (f" edit{n}", pk),
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        committed[pk] = float(row["at"])
-        next_at += interval
-    # Done when each edited row's vector is the embedding of its current text.
-    query = (
-        "SELECT count(*) FROM syncsvc.items_embeddings e JOIN items i USING (id) "
-        "JOIN syncsvc.generations g ON g.id = e.generation_id "
-        "WHERE e.id = ANY(%s) "
-        "AND e.content_hash = syncsvc.content_hash(g.key, concat(i.title, E'\\n\\n', i.body))"
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        cur = await conn.execute(query, (list(committed),))
-        row = await cur.fetchone()
-        if row is not None and row["count"] >= len(committed):
-            break
-        await asyncio.sleep(0.05)
-    cur = await conn.execute(
-        "SELECT id, extract(epoch FROM embedded_at) AS at FROM syncsvc.items_embeddings "
-        "WHERE id = ANY(%s)",
-        (list(committed),),
-    )
-    lags = [float(r["at"]) - committed[r["id"]] for r in await cur.fetchall()]
-    return [max(0.0, lag) for lag in lags], len(committed)
-
-
-def fresh_database(base: str, name: str) -> str:
-    """A new migrated database ``name`` next to ``base`` (one per run: targets are permanent)."""
-    import psycopg
-
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    prefix, _, query = base.partition("?")
-    url = prefix.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    migrate.upgrade(url)
-    return url
 
 
 def report(results: list[Result]) -> str:
@@ -637,6 +492,11 @@ def main() -> None:
     print(body)
     if not args.no_write:
         write_section("Backfill through the API simulator", body)
+    if args.profile_dir is not None:
+        where = profile_report(results, args.profile_dir)
+        print(where)
+        if not args.no_write:
+            write_section(PROFILE_HEADING, where)
 
 
 if __name__ == "__main__":

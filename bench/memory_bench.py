@@ -31,7 +31,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.backfill_bench import fresh_database
+from bench.processes import fresh_database
 from bench.report import database_url, machine, write_section
 
 HEADING = "Memory flat"

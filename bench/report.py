@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import re
+import subprocess
 import tempfile
+import time
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from syncsvc.database import AsyncConn
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = (
@@ -88,3 +94,26 @@ def write_section(heading: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     BENCHMARKS.write_text(text.rstrip() + "\n")
+
+
+async def count(conn: AsyncConn, query: str) -> Any:
+    cur = await conn.execute(query)
+    row = await cur.fetchone()
+    assert row is not None
+    return next(iter(row.values()))
+
+
+async def wait_until(
+    conn: AsyncConn,
+    query: str,
+    goal: int,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while await count(conn, query) < goal:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {query} to reach {goal}")
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the daemon exited ({process.returncode})")
+        await asyncio.sleep(0.02)
