@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from syncsvc.providers.base import (
 )
 from syncsvc.providers.profiles import ModelProfile, OverlongPolicy
 from syncsvc.ratelimit import SAFETY
+from syncsvc.replies import apportion, is_length_error, validate
 from syncsvc.tokens import TokenCounter, counter
 
 logger = logging.getLogger(__name__)
@@ -350,8 +350,8 @@ class Embedder:
             return [billed]
         if not billed or self.spec.chunking is not None:
             exact = [self.tokens.count(t) for t in texts]
-            return exact if not billed or sum(exact) == billed else _apportion(billed, exact)
-        return _apportion(billed, [len(t.encode()) for t in texts])
+            return exact if not billed or sum(exact) == billed else apportion(billed, exact)
+        return apportion(billed, [len(t.encode()) for t in texts])
 
     async def _embed_shorter(
         self, text: str, error: ProviderError, priority: int
@@ -430,26 +430,6 @@ class Embedder:
 
 
 SHORTER_SHARES = (0.75, 0.5, 0.25)
-_LENGTH_WORDS = ("input length", "too long", "maximum context", "max_tokens", "token limit")
-
-
-def is_length_error(error: ProviderError) -> bool:
-    """A rejection of one input for its length (DashScope: 'Range of input length should be
-    [1, 8192]'), which a shorter cut can cure, unlike a content rejection."""
-    message = str(error).lower()
-    return any(word in message for word in _LENGTH_WORDS)
-
-
-def _apportion(total: int, weights: list[int]) -> list[int]:
-    """Share a request's reported usage among its inputs; the shares add up to ``total``."""
-    whole = sum(weights) or 1
-    shares, running, previous = [], 0.0, 0
-    for weight in weights:
-        running += total * weight / whole
-        share = round(running) - previous
-        previous += share
-        shares.append(share)
-    return shares
 
 
 async def gather(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:
@@ -472,30 +452,3 @@ def _first(errors: BaseExceptionGroup[BaseException]) -> BaseException:
         else:
             flat.append(error)
     return next((e for e in flat if isinstance(e, ProviderPaused)), flat[0])
-
-
-def validate(
-    response: EmbeddingResponse, count: int, dimensions: int, sparse: bool = False
-) -> None:
-    """Reject a response that could corrupt the vector space: wrong count, length, or NaNs."""
-
-    def bad(message: str) -> ProviderError:
-        return ProviderError(
-            ErrorKind.RETRYABLE, message, code="BadResponse", request_id=response.request_id
-        )
-
-    if len(response.vectors) != count:
-        raise bad(f"response has {len(response.vectors)} vectors for {count} inputs")
-    for vector in response.vectors:
-        if len(vector) != dimensions:
-            raise bad(f"response vector has {len(vector)} dimensions, expected {dimensions}")
-        # One C-speed sum: a NaN or an infinity anywhere makes it non-finite, and a string
-        # or a null makes it raise.
-        try:
-            finite = math.isfinite(sum(vector))
-        except TypeError:
-            raise bad("response vector has non-numeric values") from None
-        if not finite:
-            raise bad("response vector has non-finite values")
-    if sparse and (response.sparse is None or len(response.sparse) != count):
-        raise bad("response lacks the sparse vectors asked for")

@@ -292,8 +292,8 @@ async def test_live_requests_take_the_next_slot_ahead_of_a_backfill(
 def test_a_reply_that_could_corrupt_the_vector_space_is_retried(
     vector: tuple[object, ...], message: str
 ) -> None:
-    from syncsvc.embedder import validate
     from syncsvc.providers.base import EmbeddingResponse, ErrorKind, ProviderError
+    from syncsvc.replies import validate
 
     response = EmbeddingResponse(vectors=(vector,), total_tokens=3, request_id="r")  # type: ignore[arg-type]
     with pytest.raises(ProviderError, match=message) as raised:
