@@ -73,6 +73,33 @@ class Sample:
     cpu: float
 
 
+FINDINGS = (
+    "The targets are not met; the limiting components, measured with one trigger variant per "
+    "table (same method, 2026-12-02): a no-op trigger with transition tables costs +0–15 µs per"
+    " statement (the *transition tables alone* column); every query over the transition tables "
+    "inside the plpgsql function adds ~25–30 µs of server CPU (the join is planned per call); "
+    "the EXCEPTION block that keeps the application's statement alive when the table's shape "
+    "drifts (~10 µs) and SECURITY DEFINER with a pinned search_path (~5 µs) are required by the"
+    " design. Column-specific triggers (`AFTER UPDATE OF title, body`) would make an UPDATE of "
+    "other columns free, but PostgreSQL forbids them with transition tables and records "
+    "dependencies on the columns, so the application's `ALTER TABLE … DROP COLUMN body` would "
+    "fail: not the default. Until this run the inbox carried a foreign key to "
+    "`syncsvc.targets`, whose check (a `FOR KEY SHARE` row lock on the targets row) cost ~30 µs"
+    " of every captured statement (single-row INSERT ~2.2× in server CPU, UPDATE of another "
+    "column ~1.7×). Counting changed rows before building the inbox row was tried and measured "
+    "no better single-row and worse in bulk (a second join), so it was dropped. Bulk ratios "
+    "vary by about ±0.15 between runs on this machine. A row-level UPDATE trigger filtering in "
+    "its WHEN clause on `to_jsonb(OLD) -> 'body' IS DISTINCT FROM to_jsonb(NEW) -> 'body'` (no "
+    "column dependency: it survives `DROP COLUMN`, `RENAME` and `ALTER COLUMN TYPE`, verified "
+    "on PostgreSQL 15) would make a single-row UPDATE of another column nearly free, but it "
+    "serialises the whole row several times per updated row: a bulk UPDATE of another column on"
+    " 100,000 rows took 2.0 s against 1.0 s plain (2.0×, against 1.4× now), so it is not used "
+    "either (2026-12-03)."
+)
+"""What was measured about the components that keep the targets out of reach (by variants of
+the capture function, one per table, with this bench's method)."""
+
+
 def setup(url: str, rows: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for table in TABLES:
@@ -291,6 +318,8 @@ def main() -> None:
         "Rows queued by the bulk statements on the target: "
         + ", ".join(f"{s} {n:,}" for s, n in queued.items())
         + ".",
+        "",
+        FINDINGS,
     ]
     body = "\n".join(lines)
     print(body)
