@@ -1,8 +1,8 @@
 """The HTTP client is chosen by measurement: the provider's transports against the simulator.
 
 The DashScope compatible-mode provider (``OpenAICompatibleProvider`` → ``HttpClient`` →
-``httpx.AsyncClient``) embeds the same rows through the same ``Embedder`` path as the daemon's
-"embedder alone" figure in backfill_bench.py (no database), with each transport under it:
+``httpx.AsyncClient``) embeds the same rows through the same ``Embedder`` path as the daemon
+(syncsvc's own client, without the database), with each transport under it:
 
 1. ``LeanTransport``, the hand-written HTTP/1.1 transport syncsvc ships;
 2. ``httpx.AsyncHTTPTransport``, httpx's own (httpcore + h11 + anyio);
@@ -213,8 +213,8 @@ def via_provider(name: str) -> Measure:
         embedder = Embedder(provider, EmbedSpec(model=MODEL, dimensions=DIMS))
 
         async def body(items: list[EmbedInput]) -> None:
-            # One call with every row, as backfill_bench's "embedder alone": the provider's
-            # request slots keep ``concurrency`` requests in flight.
+            # One call with every row: the provider's request slots keep ``concurrency``
+            # requests in flight.
             outcomes = await embedder.embed(items)
             bad = [o for o in outcomes.values() if not isinstance(o, Embedded)]
             if bad or len(outcomes) != len(items):
