@@ -1,9 +1,11 @@
-"""The claim's plan: right after a sweep fills the queue, nothing is rescanned per row."""
+"""The start of a backfill: the sweep's first chunk is small, and the claim right after it
+reads the queue once (its statistics still say "empty")."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from syncsvc import sqlfiles
@@ -56,3 +58,23 @@ async def test_a_claim_after_a_sweep_reads_the_queue_once_per_step(conn: AsyncCo
         )
         == 1
     )
+
+
+async def test_the_first_sweep_chunk_is_small_and_chunks_then_grow(
+    conn: AsyncConn, db_url: str
+) -> None:
+    """The first rows are claimable after 500, not after a full 5,000-row chunk: the first
+    request goes out while the sweep reads on."""
+    await text_targets(conn, names=("docs", "notes"), rows=6000)
+    docs, _ = await load_targets(conn)
+    queued: list[int] = []
+    with psycopg.connect(db_url, autocommit=True) as other:
+
+        def on_chunk() -> None:
+            # Each chunk is committed before the claimer is woken: another session sees it.
+            row = other.execute("SELECT count(*) FROM syncsvc.queue").fetchone()
+            queued.append(int(row[0]) if row else -1)
+
+        result = await sweep_target(conn, docs, chunk_rows=5000, on_chunk=on_chunk)
+    assert result.enqueued == 6000
+    assert queued == [500, 1500, 3500, 6000]  # chunks of 500, 1,000, 2,000, then the rest
