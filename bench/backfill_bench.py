@@ -61,6 +61,8 @@ from syncsvc.settings import ProviderSettings, Settings
 
 KEY_ENV = "SYNCSVC_BENCH_API_KEY"
 PROFILE_HEADING = "Where the daemon's time goes"
+LEAN_GOAL = 0.85
+"""CPU-bound, syncsvc should deliver this share of what the lean client pulls from the API."""
 INPUTS_PER_REQUEST = 10
 DIMS = 1024
 VOCABULARY = (
@@ -393,6 +395,30 @@ def bench(run: Run, base: str, repeats: int, profile_dir: Path | None) -> Result
     )
 
 
+def cpu_bound_note(r: Result) -> str:
+    """With no latency to wait on, the box's cores bound the pipeline: the daemon, PostgreSQL
+    and the simulator share them, where the lean client writes nothing to PostgreSQL."""
+    if ceiling(r.run) or r.run.rpm:
+        return ""
+    cores = os.cpu_count() or 1
+    total = r.cpu_per_1000 + r.server_cpu_per_1000 + r.simulator_cpu_per_1000
+    box = 1000 * cores / total
+    lean = r.lean_rows_per_second
+    verdict = (
+        f"that limit is {100 * box / lean:.0f}% of the lean client's rate, which stores "
+        f"nothing, so {100 * LEAN_GOAL:.0f}% of the lean client is out of reach here"
+        if box < LEAN_GOAL * lean
+        else f"the limit leaves room for {100 * LEAN_GOAL:.0f}% of the lean client's rate"
+    )
+    return (
+        f"At {r.run.latency_ms:g} ms nothing is waited on: the daemon, PostgreSQL and the "
+        f"simulator used {total:.2f} CPU s per 1,000 rows together (PostgreSQL "
+        f"{r.server_cpu_per_1000:.2f} of it, storing the vectors), so {cores} cores allow at "
+        f"most {box:,.0f} rows/s; syncsvc reached {r.rows_per_second:,.0f} "
+        f"({100 * r.rows_per_second / box:.0f}% of that); {verdict}."
+    )
+
+
 def report(results: list[Result]) -> str:
     repeats = len(results[0].backfills)
     lines = [
@@ -424,6 +450,7 @@ def report(results: list[Result]) -> str:
             f"{b.inputs / max(1, b.requests - b.rate_limited):.2f} | {b.tokens / run.rows:.1f} | "
             f"{b.rate_limited} ({b.late_rate_limited}) | {b.load:.1f} |"
         )
+    lines += [f"\n{note}" for note in map(cpu_bound_note, results) if note]
     lines += [
         "",
         "| latency | RPM cap | edits | lag p50 | lag p99 | lag p50 / p99 during a re-embed |",
