@@ -366,7 +366,11 @@ def bench(run: Run, base: str, repeats: int, profile_dir: Path | None) -> Result
             profile = None
             if profile_dir is not None and repeat == 0:
                 profile = profile_path(profile_dir, run)
-            lean_seconds, lean_cpu = lean_pass(run, sim_url, key)
+            if run.rpm:
+                # Unpaced, the lean client only collects 429s: the cap is the reference.
+                lean_seconds, lean_cpu = run.rows / ceiling(run), float("nan")
+            else:
+                lean_seconds, lean_cpu = lean_pass(run, sim_url, key)
             done = asyncio.run(backfill(run, db_url, (sim_url, sim_pid), env, profile))
             done = replace(done, lean_seconds=lean_seconds, lean_cpu_seconds=lean_cpu)
             print(
@@ -442,10 +446,11 @@ def report(results: list[Result]) -> str:
 
         lines.append(
             f"| {run.rows:,} | {run.latency_ms:g} ms | {run.concurrency} | {run.rpm or '—'} | "
-            f"{f'{top:,.0f}' if top else '— (CPU-bound)'} | {share(r.lean_rows_per_second)} | "
+            f"{f'{top:,.0f}' if top else '— (CPU-bound)'} | "
+            f"{'— (the cap)' if run.rpm else share(r.lean_rows_per_second)} | "
             f"{share(r.rows_per_second)} | {share(r.start_to_finish_rows_per_second)} | "
             f"{r.rows_per_second / r.lean_rows_per_second:.2f} | {r.cpu_per_1000:.2f} | "
-            f"{r.lean_cpu_per_1000:.2f} | {r.server_cpu_per_1000:.2f} | "
+            f"{'—' if run.rpm else f'{r.lean_cpu_per_1000:.2f}'} | {r.server_cpu_per_1000:.2f} | "
             f"{r.simulator_cpu_per_1000:.2f} | {b.requests / run.rows:.3f} | "
             f"{b.inputs / max(1, b.requests - b.rate_limited):.2f} | {b.tokens / run.rows:.1f} | "
             f"{b.rate_limited} ({b.late_rate_limited}) | {b.load:.1f} |"
@@ -469,7 +474,8 @@ def report(results: list[Result]) -> str:
         "*Ceiling*: in-flight × inputs per request ÷ latency (or the RPM cap × inputs per "
         "request when lower). *Lean client*: the same rows POSTed by 8 workers through "
         "httpx + LeanTransport and parsed with orjson, nothing else (bench/transport_bench.py's "
-        "lean loop), in the same run against the same simulator: the box limit. *First→last* "
+        "lean loop), in the same run against the same simulator: the box limit (under an RPM "
+        "cap the cap is the reference: the unpaced loop would only collect 429s). *First→last* "
         "is rows over the span of `embedded_at`; *start→finish* runs from just before "
         "`add_target` (the daemon already running, idle) to the last vector's commit: the "
         "start-up sweep, the first claim and every gap between rounds. CPU is user + system "

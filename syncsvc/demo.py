@@ -17,12 +17,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from syncsvc import migrate, targets
+from syncsvc import migrate, search, targets
 from syncsvc.catalog import load_targets
 from syncsvc.daemon import Daemon
 from syncsvc.database import AsyncConn, aconnect
-from syncsvc.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
-from syncsvc.models import Target, TextType, content_hash
+from syncsvc.models import Target, content_hash
 from syncsvc.providers.profiles import WORDLLAMA_MODEL
 from syncsvc.resources import data_path
 from syncsvc.settings import Settings
@@ -108,24 +107,21 @@ async def _wait_until_current(
 async def _search(
     conn: AsyncConn, daemon: Daemon, target: Target, query: str, k: int = 5
 ) -> list[dict[str, Any]]:
-    generation = target.active
-    assert generation is not None
-    embedder = Embedder(
-        daemon.worker.provider(generation.provider),
-        EmbedSpec(generation.model, generation.dimensions, text_type=TextType.QUERY),
-    )
-    outcome = (await embedder.embed([EmbedInput("q", query)]))["q"]
-    if not isinstance(outcome, Embedded):
-        raise RuntimeError(f"could not embed the query: {outcome.message}")
-    cur = await conn.execute(
-        sql.SQL(
-            "SELECT a.id, a.title, a.category, e.embedding <=> %s::vector AS distance "
-            "FROM syncsvc.{} e JOIN {}.articles a ON a.id = e.id "
-            "ORDER BY distance LIMIT %s"
-        ).format(sql.Identifier(target.view_name), sql.Identifier(SCHEMA)),
-        (str(list(outcome.vectors[0])), k),
-    )
-    return await cur.fetchall()
+    """The same search ``syncsvc search`` runs: the query embedded (and cached) as a query,
+    then the k nearest rows of the active generation."""
+    generation = search.active_generation(target)
+    provider = daemon.worker.provider(generation.provider)
+    vector = await search.embed_query(conn, provider, target, query, generation)
+    hits = await search.search_vector(conn, target, vector, k=k)
+    return [
+        {
+            "id": hit.pk["id"],
+            "title": hit.row["title"],
+            "category": hit.row["category"],
+            "distance": hit.distance,
+        }
+        for hit in hits
+    ]
 
 
 async def run_demo(settings: Settings, url: str, console: Console, options: DemoOptions) -> None:
