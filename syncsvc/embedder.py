@@ -344,11 +344,14 @@ class Embedder:
         Counting every input again costs more CPU than the rest of the request's handling
         (~35 µs per short input with the Qwen BPE), so a batch's bill is shared by UTF-8
         length; the shares still add up to what was billed. Our own counts stand in when the
-        API reports no usage, and chunks (counted when they were cut) keep exact shares.
+        API reports no usage, and a batch holding chunks or pieces of a long input (counted
+        when they were cut: cached) keeps exact shares.
         """
         if len(texts) == 1 and billed:
             return [billed]
-        if not billed or self.spec.chunking is not None:
+        limit = self._input_limit(self._model())
+        counted = self.spec.chunking is not None or any(len(t) * 4 > limit for t in texts)
+        if not billed or counted:
             exact = [self.tokens.count(t) for t in texts]
             return exact if not billed or sum(exact) == billed else apportion(billed, exact)
         return apportion(billed, [len(t.encode()) for t in texts])

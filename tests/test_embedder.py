@@ -303,7 +303,7 @@ def test_a_reply_that_could_corrupt_the_vector_space_is_retried(
 
 
 def test_a_batch_bill_is_shared_by_length_and_adds_up() -> None:
-    embedder = fast(LocalHashProvider())
+    embedder = fast(LocalHashProvider(), EmbedSpec(model="local-hash", dimensions=64))
     texts = ["a", "bb bb", "ccc ccc ccc ccc"]
     assert embedder._shares(texts, 21) == [1, 5, 15]
     assert sum(embedder._shares(texts, 7)) == 7
