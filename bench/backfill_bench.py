@@ -14,9 +14,10 @@ flight and optional RPM cap:
    then again while a re-embedding job backfills a second generation.
 
 ``--profile-dir`` records the first backfill of each latency with py-spy (raw collapsed stacks,
-idle frames included) to find what runs while requests are in flight.
+idle frames included) to find what runs while requests are in flight; py-spy comes with the
+bench extra: ``.venv/bin/pip install -e '.[bench]'``.
 
-Run: .venv/bin/python bench/backfill_bench.py          (0, 50, 200 ms and an RPM cap; ~12 min)
+Run: .venv/bin/python bench/backfill_bench.py          (0, 50, 200 ms and an RPM cap; ~14 min)
      .venv/bin/python bench/backfill_bench.py --rows 2000 --latency-ms 50 --repeats 1 --no-write
 """
 

@@ -14,6 +14,7 @@ Two lean loops are the box limit: the same JSON POSTed by 8 workers with nothing
 and once through raw aiohttp. The simulator (``syncsvc simulate-api``) runs in its own process,
 so this process's CPU time is the client's alone.
 
+Needs the bench extra: .venv/bin/pip install -e '.[bench]'
 Run: .venv/bin/python bench/transport_bench.py       (20,000 rows at 0 and 50 ms, 3 repeats, ~6 min)
      .venv/bin/python bench/transport_bench.py --rows 2000 --repeats 1 --no-write
 """
