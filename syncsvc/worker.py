@@ -288,8 +288,13 @@ class Worker:
             if writes or done:
                 # One transaction: the vectors and the queue entries they finish commit
                 # together (one commit, one connection), so a crash never leaves written
-                # rows queued.
-                async with self.pool.connection() as conn, conn.transaction():
+                # rows queued. Pipelined: BEGIN goes with the write, the completion with
+                # COMMIT, two round trips as two autocommit statements would take.
+                async with (
+                    self.pool.connection() as conn,
+                    conn.pipeline(),
+                    conn.transaction(),
+                ):
                     if writes:
                         written = await vectors.write_vectors(conn, target, generation, writes)
                     await self.queue.complete(done, conn)
