@@ -335,12 +335,29 @@ def profile_path(profile_dir: Path, run: Run) -> Path:
     return profile_dir / f"daemon-{run.latency_ms:g}ms{cap}.txt"
 
 
+BEFORE_AFTER = (
+    "Daemon CPU per 1,000 rows before (issue 15's run, 2026-12-02): 0.32 at 50 ms, 0.74 at "
+    "200 ms; now {now}. Two causes were found with these profiles: every response counted its "
+    "inputs' tokens again with the Qwen BPE only to share the bill (~35 µs per input; the bill "
+    "is now shared by UTF-8 length), and the first claims after a sweep rescanned the queue "
+    "once per queued row (its statistics still said empty; the claim now computes its targets "
+    "and priority once). No loop wakes while requests are in flight: at 200 ms the daemon "
+    "waits in select for most of its time, and what it does is the work of each response "
+    "(HTTP, the guarded write, the completion). What still grows with latency is that work's "
+    "fixed part: each returned request is written and completed in its own transaction (so a "
+    "kill -9 re-pays only the requests in flight), which responses arriving together share at "
+    "0 and 50 ms but not at 200 ms or under an RPM cap; the lean client's own CPU per row "
+    "grows from 0 to 200 ms as well (each response wakes the event loop alone)."
+)
+"""What was measured before the profiles led to the fixes; the figures after are this run's."""
+
+
 def profile_report(results: list[Result], profile_dir: Path) -> str:
     """Where the daemon's time went during each latency's first backfill."""
     lines = [
         f"{machine()}; the first backfill of each run of the table above, sampled by py-spy "
         "at 200 Hz with idle frames (`python bench/backfill_bench.py --profile-dir DIR`; "
-        "py-spy is a bench-only tool: `pip install py-spy`).",
+        "py-spy comes with the bench extra: `pip install -e '.[bench]'`).",
         "",
         "| latency | RPM cap | samples | waiting (event loop in select) | busy: largest parts "
         "(innermost syncsvc frame, share of all samples) |",
@@ -353,6 +370,9 @@ def profile_report(results: list[Result], profile_dir: Path) -> str:
             f"| {r.run.latency_ms:g} ms | {r.run.rpm or '—'} | {summary.samples:,} | "
             f"{100 * summary.idle:.0f}% | {parts} |"
         )
+    by_latency = {r.run.latency_ms: r.cpu_per_1000 for r in results if not r.run.rpm}
+    now = ", ".join(f"{cpu:.2f} at {latency:g} ms" for latency, cpu in sorted(by_latency.items()))
+    lines += ["", BEFORE_AFTER.format(now=now)]
     return "\n".join(lines)
 
 
