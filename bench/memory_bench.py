@@ -15,14 +15,12 @@ Run: .venv/bin/python bench/memory_bench.py                 (100,000 and 1,000,0
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.processes import fresh_database
+from bench.processes import daemon_process, fresh_database
 from bench.report import database_url, machine, write_section
 
 HEADING = "Memory flat"
@@ -114,23 +112,6 @@ def populate(url: str, rows: int, dimensions: int, env: dict[str, str]) -> None:
     )  # fmt: skip
 
 
-@contextlib.contextmanager
-def daemon(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "syncsvc", "run"], env=env, stdout=out, stderr=out
-        )
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 def tail(log: Path, lines: int = 20) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
@@ -138,7 +119,10 @@ def tail(log: Path, lines: int = 20) -> str:
 def drain(url: str, rows: int, env: dict[str, str], interval: float, log: Path) -> Result:
     count = sql.SQL("SELECT count(*) FROM syncsvc.{}").format(sql.Identifier(VIEW))
     samples: list[Sample] = []
-    with psycopg.connect(url, autocommit=True) as conn, daemon(env, log) as process:
+    with (
+        psycopg.connect(url, autocommit=True) as conn,
+        daemon_process(env, log, wait_started=False) as process,
+    ):
         started = time.monotonic()
         next_at = started
         last_progress = (0, started)

@@ -55,15 +55,18 @@ def simulator_process(latency_ms: float, rpm: int | None, key: str) -> Iterator[
 
 
 @contextlib.contextmanager
-def daemon_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``syncsvc run`` in its own process, yielded once it has started (its log says so)."""
+def daemon_process(
+    env: dict[str, str], log: Path, *, wait_started: bool = True
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``syncsvc run`` in its own process, yielded once it has started (its log says so, at
+    INFO) or, without ``wait_started``, at once."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "syncsvc", "run"], env=env, stdout=out, stderr=out
         )
     try:
         deadline = time.monotonic() + 60
-        while " started" not in log.read_text(errors="replace"):
+        while wait_started and " started" not in log.read_text(errors="replace"):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the daemon did not start:\n{log.read_text()[-2000:]}")
             time.sleep(0.05)

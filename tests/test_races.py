@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,8 +42,20 @@ class BlockingProvider(LocalHashProvider):
         return await super().embed(request)
 
 
-async def test_stale_result_never_overwrites_newer_text(conn, db_url: str) -> None:
-    """Worker A embeds v1 slowly; its lease lapses; B embeds v2; A's late write is refused."""
+@dataclass
+class TwoWorkers:
+    """Worker A, whose provider blocks on 'version one', and worker B, which answers at once."""
+
+    slow: BlockingProvider
+    queue_a: Queue
+    queue_b: Queue
+    worker_a: Worker
+    worker_b: Worker
+
+
+@contextlib.asynccontextmanager
+async def two_workers(conn, db_url: str) -> AsyncIterator[TwoWorkers]:
+    """Row 1 of the articles target holds 'version one text'; neither worker has claimed it."""
     await make_articles(conn)
     await add(conn)
     await conn.execute("INSERT INTO articles VALUES (1, 'old', 'version one text', 0)")
@@ -53,8 +66,23 @@ async def test_stale_result_never_overwrites_newer_text(conn, db_url: str) -> No
         slow = BlockingProvider("version one")
         queue_a = Queue(pool, "worker-a", lease_seconds=60, retry=retry)
         queue_b = Queue(pool, "worker-b", lease_seconds=60, retry=retry)
-        worker_a = Worker(pool, queue_a, lambda name: slow)
-        worker_b = Worker(pool, queue_b, lambda name: LocalHashProvider())
+        yield TwoWorkers(
+            slow,
+            queue_a,
+            queue_b,
+            Worker(pool, queue_a, lambda name: slow),
+            Worker(pool, queue_b, lambda name: LocalHashProvider()),
+        )
+    finally:
+        await pool.close()
+
+
+async def test_stale_result_never_overwrites_newer_text(conn, db_url: str) -> None:
+    """Worker A embeds v1 slowly; its lease lapses; B embeds v2; A's late write is refused."""
+    async with two_workers(conn, db_url) as w:
+        slow, queue_a, queue_b, worker_a, worker_b = (
+            w.slow, w.queue_a, w.queue_b, w.worker_a, w.worker_b
+        )  # fmt: skip
         target_ids = [1]
 
         await queue_a.expand_inbox()
@@ -76,8 +104,6 @@ async def test_stale_result_never_overwrites_newer_text(conn, db_url: str) -> No
         stats_a = await asyncio.wait_for(round_a, 10)
         assert stats_a.embedded == 0
         assert stats_a.stale == 1
-    finally:
-        await pool.close()
 
     cur = await conn.execute("SELECT embedding, content_hash FROM syncsvc.articles_embeddings")
     rows = await cur.fetchall()
@@ -120,19 +146,11 @@ LOG_WRITES = (
 async def test_a_late_identical_result_is_not_written_again(conn, db_url: str) -> None:
     """A's lease lapses mid-request; B embeds the same text and writes it; A's late result for
     that unchanged text is refused: one write, counted stale, the stored vector unchanged."""
-    await make_articles(conn)
-    await add(conn)
-    await conn.execute(LOG_WRITES)
-    await conn.execute("INSERT INTO articles VALUES (1, 'old', 'version one text', 0)")
-    pool = create_pool(db_url)
-    await pool.open()
-    try:
-        retry = RetryStrategy()
-        slow = BlockingProvider("version one")
-        queue_a = Queue(pool, "worker-a", lease_seconds=60, retry=retry)
-        queue_b = Queue(pool, "worker-b", lease_seconds=60, retry=retry)
-        worker_a = Worker(pool, queue_a, lambda name: slow)
-        worker_b = Worker(pool, queue_b, lambda name: LocalHashProvider())
+    async with two_workers(conn, db_url) as w:
+        await conn.execute(LOG_WRITES)
+        slow, queue_a, queue_b, worker_a, worker_b = (
+            w.slow, w.queue_a, w.queue_b, w.worker_a, w.worker_b
+        )  # fmt: skip
         await queue_a.expand_inbox()
         round_a = asyncio.create_task(worker_a.process(await queue_a.claim([1], 10)))
         await asyncio.wait_for(slow.entered.wait(), 10)
@@ -144,8 +162,6 @@ async def test_a_late_identical_result_is_not_written_again(conn, db_url: str) -
         slow.release.set()
         stats_a = await asyncio.wait_for(round_a, 10)
         assert (stats_a.embedded, stats_a.stale) == (0, 1)
-    finally:
-        await pool.close()
     assert await scalar(conn, "SELECT count(*) FROM writes") == 1
     assert await scalar(conn, "SELECT embedded_at FROM syncsvc.articles_embeddings") == written_at
     await assert_in_sync(conn)
