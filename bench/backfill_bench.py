@@ -45,6 +45,7 @@ from bench import lag
 from bench.processes import daemon_process, fresh_database, profiled, simulator_process
 from bench.profile import summarise as summarise_profile
 from bench.report import (
+    add_common_arguments,
     count,
     cpu_seconds,
     database_url,
@@ -55,7 +56,7 @@ from bench.report import (
     write_section,
 )
 from syncsvc import targets
-from syncsvc.database import aconnect
+from syncsvc.database import AsyncConn, aconnect
 from syncsvc.embedder import EmbedInput
 from syncsvc.runtime import tune_gc
 from syncsvc.settings import ProviderSettings, Settings
@@ -242,6 +243,23 @@ def lean_pass(run: Run, sim_url: str, key: str) -> tuple[float, float]:
     return sample.seconds * scale, sample.cpu_seconds * scale
 
 
+async def items_table(conn: AsyncConn, run: Run) -> targets.TargetSpec:
+    """A fresh ``items`` table of the run's rows, and the target spec every bench adds on it."""
+    await conn.execute("DROP TABLE IF EXISTS items CASCADE")
+    await conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, title text, body text)")
+    async with conn.cursor() as cur:
+        await cur.executemany("INSERT INTO items VALUES (%s, %s, %s)", rows_of(run))
+    await conn.execute("ANALYZE items")
+    return targets.TargetSpec(
+        name="items",
+        table="items",
+        columns=("title", "body"),
+        model="text-embedding-v4",
+        dimensions=DIMS,
+        provider="sim",
+    )
+
+
 async def backfill(
     run: Run, db_url: str, sim: tuple[str, int], env: dict[str, str], profile: Path | None
 ) -> Backfill:
@@ -252,19 +270,7 @@ async def backfill(
     conn = await aconnect(db_url)
     try:
         postmaster = parent(int(await count(conn, "SELECT pg_backend_pid()")))
-        await conn.execute("DROP TABLE IF EXISTS items CASCADE")
-        await conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, title text, body text)")
-        async with conn.cursor() as cur:
-            await cur.executemany("INSERT INTO items VALUES (%s, %s, %s)", rows_of(run))
-        await conn.execute("ANALYZE items")
-        spec = targets.TargetSpec(
-            name="items",
-            table="items",
-            columns=("title", "body"),
-            model="text-embedding-v4",
-            dimensions=DIMS,
-            provider="sim",
-        )
+        spec = await items_table(conn, run)
         with tempfile.TemporaryDirectory() as scratch:
             log = Path(scratch) / "daemon.log"
             with daemon_process(env, log) as process, profiled(process.pid, profile):
@@ -523,12 +529,7 @@ def main() -> None:
     parser.add_argument(
         "--profile-dir", type=Path, default=None, help="py-spy the daemon's first backfills here"
     )
-    parser.add_argument(
-        "--database-url",
-        default=None,
-        help="a server to create scratch databases on (default: a fresh embedded server)",
-    )
-    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    add_common_arguments(parser)
     args = parser.parse_args()
     runs = [
         Run(args.rows, latency, args.concurrency, None, args.edit_rate, args.edit_seconds)

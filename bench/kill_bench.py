@@ -35,11 +35,18 @@ from bench.backfill_bench import (
     VECTORS,
     Run,
     daemon_env,
-    rows_of,
+    items_table,
     sim_providers,
 )
 from bench.processes import daemon_process, fresh_database, simulator_process
-from bench.report import count, database_url, machine, wait_until, write_section
+from bench.report import (
+    add_common_arguments,
+    count,
+    database_url,
+    machine,
+    wait_until,
+    write_section,
+)
 from syncsvc import targets
 from syncsvc.database import aconnect
 from syncsvc.settings import Settings
@@ -69,17 +76,7 @@ async def kill_once(run: Run, db_url: str, sim_url: str, share: float) -> Kill:
     settings = Settings(providers=sim_providers(run, sim_url))
     conn = await aconnect(db_url)
     try:
-        await conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, title text, body text)")
-        async with conn.cursor() as cur:
-            await cur.executemany("INSERT INTO items VALUES (%s, %s, %s)", rows_of(run))
-        spec = targets.TargetSpec(
-            name="items",
-            table="items",
-            columns=("title", "body"),
-            model="text-embedding-v4",
-            dimensions=DIMS,
-            provider="sim",
-        )
+        spec = await items_table(conn, run)
         goal = int(run.rows * share)
         with tempfile.TemporaryDirectory() as scratch:
             async with httpx.AsyncClient(base_url=sim_url) as admin:
@@ -134,12 +131,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--kills", type=int, default=3, help="one fresh backfill per kill")
-    parser.add_argument(
-        "--database-url",
-        default=None,
-        help="a server to create scratch databases on (default: a fresh embedded server)",
-    )
-    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    add_common_arguments(parser)
     args = parser.parse_args()
     run = Run(args.rows, args.latency_ms, args.concurrency, None, 0.0, 0.0)
     base = database_url(args.database_url)

@@ -30,7 +30,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.processes import daemon_process, fresh_database
-from bench.report import database_url, machine, write_section
+from bench.report import add_common_arguments, database_url, machine, write_section
 
 HEADING = "Memory flat"
 TARGET = "mem_items"
@@ -242,12 +242,7 @@ def main() -> None:
     )
     parser.add_argument("--dimensions", type=int, default=1024)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
-    parser.add_argument(
-        "--database-url",
-        default=None,
-        help="a server to create scratch databases on (default: a fresh embedded server)",
-    )
-    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    add_common_arguments(parser)
     args = parser.parse_args()
     base = database_url(args.database_url)
     results = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import platform
@@ -21,6 +22,16 @@ HEADER = (
     "# Benchmarks\n\nFigures printed by the scripts in `bench/`; "
     "each section says how to rerun it.\n"
 )
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--database-url`` and ``--no-write``, as every benchmark takes them."""
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a server to create scratch databases on (default: a fresh embedded server)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
 
 
 def database_url(url: str | None = None) -> str:
