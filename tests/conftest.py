@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import socket
 import tempfile
 import time
 import warnings
@@ -223,3 +224,35 @@ async def conn(db_url: str) -> AsyncIterator[AsyncConn]:
     connection = await aconnect(db_url)
     yield connection
     await connection.close()
+
+
+@pytest.fixture(scope="session")
+def no_pgvector_url(clusters: Callable[[int | None], Cluster]) -> Iterator[str]:
+    """The owner's URL of a database on our own server where pgvector is not installed.
+
+    PostgreSQL 18's ``extension_control_path`` set on the database hides the server's
+    extension directory, so this needs no second installation and never a server the suite
+    did not start (a machine-wide PostgreSQL may or may not have pgvector).
+    """
+    cluster = clusters(18)
+    made = cluster.deployment(
+        f"nopgv_{os.getpid()}_{next(_counter)}", migrated=False, extension=False
+    )
+    name = urlsplit(made.admin).path.lstrip("/")
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE \"{name}\" SET extension_control_path = '/nonexistent'")
+        available = conn.execute(
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'"
+        ).fetchone()
+    assert available == (1,)  # the server has it: only this database must not see it
+    yield made.owner
+    cluster.drop(made)
+
+
+@pytest.fixture(scope="session")
+def unreachable_url() -> Iterator[str]:
+    """A URL whose port refuses connections: bound by this process, never listening."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres?connect_timeout=2"

@@ -12,8 +12,6 @@ import time
 import psycopg
 import pytest
 
-SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
-
 
 def syncsvc(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SYNCSVC_DATABASE_URL": url}
@@ -99,20 +97,16 @@ def test_target_add_validates_up_front(db_url: str, args: list[str], message: st
         assert conn.execute("SELECT count(*) FROM syncsvc.targets").fetchone() == (0,)
 
 
-def test_missing_pgvector_gives_clear_error() -> None:
-    try:
-        psycopg.connect(SYSTEM_PG, connect_timeout=3).close()
-    except psycopg.OperationalError:
-        pytest.skip("no system PostgreSQL on 127.0.0.1:5432")
-    result = syncsvc(SYSTEM_PG, "migrate", check=False)
+def test_missing_pgvector_gives_clear_error(no_pgvector_url: str) -> None:
+    result = syncsvc(no_pgvector_url, "migrate", check=False)
     assert result.returncode == 1
     assert "pgvector is not available" in result.stderr
     assert "CREATE EXTENSION vector" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_unreachable_database_gives_clear_error() -> None:
-    result = syncsvc("postgresql://nobody@127.0.0.1:1/none", "status", check=False)
+def test_unreachable_database_gives_clear_error(unreachable_url: str) -> None:
+    result = syncsvc(unreachable_url, "status", check=False)
     assert result.returncode == 1
     assert "cannot connect to PostgreSQL" in result.stderr
     assert "Traceback" not in result.stderr

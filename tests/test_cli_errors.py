@@ -9,15 +9,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from syncsvc.cli import main
 from syncsvc.errors import ConfigurationError
 from tests.conftest import Deployment
-
-SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
-UNREACHABLE = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=2"
 
 COMMANDS: list[list[str]] = [
     ["migrate"],
@@ -68,15 +64,6 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def system_pg() -> str:
-    try:
-        psycopg.connect(SYSTEM_PG, connect_timeout=3).close()
-    except psycopg.OperationalError:
-        pytest.skip("no system PostgreSQL on 127.0.0.1:5432")
-    return SYSTEM_PG
-
-
 @pytest.fixture
 def setup_case(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -88,9 +75,9 @@ def setup_case(
     (tmp_path / "syncsvc.toml").write_text("")  # named by SYNCSVC_CONFIG, so it must exist
     monkeypatch.delenv("SYNCSVC_LOG_LEVEL", raising=False)
     if case == "no-pgvector":
-        yield request.getfixturevalue("system_pg")
+        yield request.getfixturevalue("no_pgvector_url")
     elif case == "unreachable":
-        yield UNREACHABLE
+        yield request.getfixturevalue("unreachable_url")
     elif case == "not-migrated":
         yield request.getfixturevalue("empty_db_url")
     elif case == "no-privilege":
@@ -129,9 +116,9 @@ def test_every_command_fails_in_one_line(
     assert EXPECTED[case] in err, err
 
 
-def test_debug_keeps_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+def test_debug_keeps_the_traceback(unreachable_url: str) -> None:
     with pytest.raises(ConfigurationError, match="cannot connect"):
-        main(["--database-url", UNREACHABLE, "--log-level", "debug", "status"])
+        main(["--database-url", unreachable_url, "--log-level", "debug", "status"])
     assert os.environ.get("SYNCSVC_LOG_LEVEL") is None
 
 
