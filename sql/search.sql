@@ -91,7 +91,9 @@ SELECT count(*) AS used,
        coalesce(greatest(0, extract(epoch FROM min(billed_at) + interval '1 minute' - now())),
                 0)::float8 AS retry_seconds
 FROM syncsvc.query_requests
-WHERE requested_by = %(requested_by)s AND billed_at > now() - interval '1 minute';
+WHERE requested_by = %(requested_by)s AND billed_at > now() - interval '1 minute'
+  -- A request another daemon is answering too counts once.
+  AND NOT (generation_id = %(generation_id)s AND text_hash = %(text_hash)s);
 
 -- name: query_billed --
 UPDATE syncsvc.query_requests SET billed_at = now()

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from syncsvc import metrics, privileges, queries, targets
+from syncsvc.client import AsyncClient
 from syncsvc.database import AsyncConn
 from syncsvc.providers.registry import build_provider
 from syncsvc.settings import SearchSettings, Settings
@@ -147,6 +148,11 @@ async def test_readers_see_and_change_only_their_own_searches(
         assert changed == 1  # its own
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             await asyncio.to_thread(_execute, reader, "DELETE FROM syncsvc.query_requests")
+        # Nor give its own answered request another text (its key is the text's digest).
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="cannot change"):
+            await asyncio.to_thread(
+                _execute, reader, "UPDATE syncsvc.query_requests SET query = 'salary of bob'"
+            )
         # ... so the other reader's search is untouched.
         assert await asyncio.to_thread(_search, reader2, "notes", "salary of bob") == theirs
         # Another role's query is not the reader's to use: it must file its own.
@@ -244,8 +250,9 @@ async def test_reader_spend_is_bounded_per_role(
         "--json",
     )
     assert json.loads(out.stdout)["max_queries_per_minute"] == 2
-    await privileges.grant_search(conn, READER2)
-    grants = {(g.role, g.target): g for g in await privileges.search_grants(conn)}
+    async with AsyncClient(deployment.owner, settings) as client:
+        await client.grant_search(READER2)  # the defaults
+        grants = {(g.role, g.target): g for g in await client.search_grants()}
     assert (
         grants[READER, "docs"].max_queries_per_minute,
         grants[READER, "docs"].max_query_tokens,
