@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from syncsvc import metrics, privileges, queries, targets
+from syncsvc import metrics, migrate, privileges, queries, targets
 from syncsvc.client import AsyncClient
 from syncsvc.database import AsyncConn
 from syncsvc.providers.registry import build_provider
@@ -343,6 +343,13 @@ async def test_only_reader_functions_are_executable_by_public(
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         reader.execute("SELECT syncsvc.grant_search(%s, 'notes')", (READER,))
+    # A function a later migration adds (or recreates) is locked again by every migrate.
+    await conn.execute("CREATE FUNCTION syncsvc.stray() RETURNS int LANGUAGE sql RETURN 1")
+    assert (await privileges.function_acls(conn))["syncsvc.stray()"] is True
+    await asyncio.to_thread(migrate.upgrade, deployment.owner)
+    acls = await privileges.function_acls(conn)
+    assert acls["syncsvc.stray()"] is False
+    assert sorted(f for f, public in acls.items() if public) == sorted(privileges.PUBLIC_FUNCTIONS)
     # docs/sql.md lists exactly the allow-list.
     text = (ROOT / "docs" / "sql.md").read_text()
     section = text.split("### Executable by PUBLIC", 1)[1].split("\n#", 1)[0]
