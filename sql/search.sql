@@ -63,18 +63,24 @@ DELETE FROM syncsvc.sparse_query_cache
 WHERE last_used_at < now() - make_interval(secs => %(seconds)s);
 
 -- name: pending_queries --
--- With the grant (and its limits) that covers each request's role and target: a grant for the
--- target itself wins over one for every target. The owner of syncsvc's tables is unlimited.
+-- With the grant (and its limits) that covers each request's role and target, held by the role
+-- itself or a role it belongs to: a grant for the target itself wins over one for every
+-- target. The owner of syncsvc's tables is unlimited. A role dropped since it filed has none.
 SELECT r.generation_id, r.requested_by::text AS requested_by, r.text_hash, r.query,
-       pg_has_role(r.requested_by, c.relowner, 'USAGE') AS owner,
+       coalesce(pg_has_role(rr.oid, c.relowner, 'USAGE'), false) AS owner,
        l.max_queries_per_minute, l.max_query_tokens
 FROM syncsvc.query_requests r
 JOIN syncsvc.generations g ON g.id = r.generation_id
 CROSS JOIN (SELECT relowner FROM pg_class WHERE oid = 'syncsvc.query_requests'::regclass) c
+LEFT JOIN pg_roles rr ON rr.rolname = r.requested_by
 LEFT JOIN LATERAL (
-    SELECT sg.max_queries_per_minute, sg.max_query_tokens FROM syncsvc.search_grants sg
-    WHERE sg.role_name = r.requested_by AND (sg.target_id IS NULL OR sg.target_id = g.target_id)
-    ORDER BY sg.target_id IS NULL LIMIT 1
+    SELECT sg.max_queries_per_minute, sg.max_query_tokens
+    FROM syncsvc.search_grants sg JOIN pg_roles gr ON gr.rolname = sg.role_name
+    WHERE pg_has_role(rr.oid, gr.oid, 'USAGE')
+      AND (sg.target_id IS NULL OR sg.target_id = g.target_id)
+    ORDER BY sg.target_id IS NULL, sg.role_name <> r.requested_by,
+             sg.max_queries_per_minute DESC
+    LIMIT 1
 ) l ON true
 WHERE r.state = 'pending' AND r.query IS NOT NULL
 ORDER BY r.requested_at

@@ -355,3 +355,58 @@ async def test_only_reader_functions_are_executable_by_public(
     section = text.split("### Executable by PUBLIC", 1)[1].split("\n#", 1)[0]
     listed = set(re.findall(r"`(syncsvc\.\w+)\(", section))
     assert listed == {f.split("(", 1)[0] for f in privileges.PUBLIC_FUNCTIONS}
+
+
+async def test_group_grants_and_dropped_roles(
+    conn: AsyncConn, deployment: Deployment, simulator: SimulatorThread
+) -> None:
+    """A grant to a group role covers its members (each still private, with its own budget);
+    a request whose role was dropped since is refused without disturbing anybody else's."""
+    settings = _settings(simulator)
+    await _targets(conn, settings)
+    reader2 = _second_reader(deployment)
+    suffix = deployment.admin.rsplit("/", 1)[1].lower()
+    group, member, gone = f"grp_{suffix}", f"mem_{suffix}", f"gone_{suffix}"
+    with psycopg.connect(deployment.admin, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {group} NOLOGIN")
+        admin.execute(f"CREATE ROLE {member} LOGIN IN ROLE {group}")
+        admin.execute(f"CREATE ROLE {gone} LOGIN")
+    await conn.execute(f"GRANT SELECT ON docs, notes TO {group}, {gone}")
+    await privileges.grant_search(conn, group, "docs", max_queries_per_minute=1)
+    await privileges.grant_search(conn, gone, "docs")
+    await privileges.grant_search(conn, READER2)
+    member_url, gone_url = role_url(deployment.admin, member), role_url(deployment.admin, gone)
+    # Filed while no daemon runs; then the DBA drops the role.
+    with (
+        psycopg.connect(gone_url, autocommit=True) as psql,
+        pytest.raises(psycopg.errors.QueryCanceled),
+    ):
+        psql.execute("CALL syncsvc.embed_query('docs', 'left behind', 0.05)")
+    with psycopg.connect(deployment.admin, autocommit=True) as admin:
+        admin.execute(f"DROP OWNED BY {gone}")
+        admin.execute(f"DROP ROLE {gone}")
+    try:
+        async with running_daemon(deployment.owner, settings, build_provider("sim", settings)):
+            await wait_for(lambda: _ready(conn))
+            assert await asyncio.to_thread(_embed_and_search, member_url, "docs", "docs 2")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="may not search"):
+                await asyncio.to_thread(_embed_and_search, member_url, "notes", "notes 2")
+            with pytest.raises(psycopg.errors.ConfigurationLimitExceeded, match="1 query"):
+                await asyncio.to_thread(_embed_and_search, member_url, "docs", "docs 3")
+            assert await asyncio.to_thread(_embed_and_search, reader2, "notes", "notes 4")
+            await wait_for(
+                lambda: scalar(
+                    conn,
+                    "SELECT state = 'refused' FROM syncsvc.query_requests WHERE requested_by = %s",
+                    (gone,),
+                )
+            )
+        seen = await asyncio.to_thread(
+            _rows, member_url, "SELECT requested_by::text FROM syncsvc.query_requests"
+        )
+        assert sorted(seen) == [(member,), (member,)]
+    finally:
+        with psycopg.connect(deployment.admin, autocommit=True) as admin:
+            for role in (member, group):
+                admin.execute(f"DROP OWNED BY {role}")
+                admin.execute(f"DROP ROLE {role}")

@@ -69,7 +69,10 @@ ALTER TABLE syncsvc.search_grants
         CHECK (max_queries_per_minute >= 0),
     ADD COLUMN max_query_tokens integer NOT NULL DEFAULT 256 CHECK (max_query_tokens >= 1);
 ALTER TABLE syncsvc.search_grants ENABLE ROW LEVEL SECURITY;
-CREATE POLICY own_grants ON syncsvc.search_grants FOR SELECT USING (role_name = current_user);
+-- A role sees the grants it holds, itself or through a role it belongs to (a recorded role may
+-- have been dropped since: it matches nobody).
+CREATE POLICY own_grants ON syncsvc.search_grants FOR SELECT USING (EXISTS (
+    SELECT 1 FROM pg_roles r WHERE r.rolname = role_name AND pg_has_role(r.oid, 'USAGE')));
 
 DROP FUNCTION syncsvc.grant_search(name, text);
 CREATE FUNCTION syncsvc.grant_search(grantee name, target text DEFAULT NULL,
@@ -226,7 +229,8 @@ CREATE POLICY own_requests ON syncsvc.query_requests
     WITH CHECK (requested_by = current_user AND EXISTS (
         SELECT 1 FROM syncsvc.search_grants sg
         JOIN syncsvc.generations g ON sg.target_id IS NULL OR sg.target_id = g.target_id
-        WHERE g.id = generation_id AND sg.role_name = current_user));
+        JOIN pg_roles r ON r.rolname = sg.role_name
+        WHERE g.id = generation_id AND pg_has_role(r.oid, 'USAGE')));
 
 -- The caller's own request only: another role's answer is not this role's to read.
 CREATE OR REPLACE FUNCTION syncsvc.query_vector(target text, query text) RETURNS vector
@@ -263,7 +267,8 @@ BEGIN
     IF NOT pg_has_role((SELECT c.relowner FROM pg_class c
                         WHERE c.oid = 'syncsvc.query_requests'::regclass), 'USAGE')
        AND NOT EXISTS (SELECT 1 FROM syncsvc.search_grants sg
-                       WHERE sg.role_name = current_user
+                       JOIN pg_roles r ON r.rolname = sg.role_name
+                       WHERE pg_has_role(r.oid, 'USAGE')
                          AND (sg.target_id IS NULL OR sg.target_id = tid)) THEN
         RAISE EXCEPTION 'role % may not search target % (syncsvc grant search % --target %)',
             current_user, target, current_user, target USING ERRCODE = 'insufficient_privilege';
