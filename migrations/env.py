@@ -20,6 +20,31 @@ REAPPLY_GRANTS = """DO $$ BEGIN
 END $$"""
 
 
+def lock_functions_sql() -> str:
+    """PUBLIC may execute exactly the allow-listed functions of schema syncsvc (the search
+    functions readers call), whatever a migration created or recreated (from revision 0017 on,
+    which brought row-level security to query_requests)."""
+    from syncsvc.privileges import PUBLIC_FUNCTIONS
+
+    allowed = ", ".join(f"'{f}'" for f in PUBLIC_FUNCTIONS)
+    return f"""DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polname = 'own_requests'
+                   AND p.polrelid = to_regclass('syncsvc.query_requests')) THEN
+        RETURN;
+    END IF;
+    FOR f IN SELECT p.oid FROM pg_proc p WHERE p.pronamespace = 'syncsvc'::regnamespace LOOP
+        IF f IN (SELECT to_regprocedure(a) FROM unnest(ARRAY[{allowed}]) a) THEN
+            EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO PUBLIC', f);
+        ELSE
+            EXECUTE format('REVOKE EXECUTE ON ROUTINE %s FROM PUBLIC', f);
+        END IF;
+    END LOOP;
+END $$"""
+
+
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if not url:
@@ -48,6 +73,7 @@ def run_offline() -> None:
         context.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         context.run_migrations()
         context.execute(REAPPLY_GRANTS)
+        context.execute(lock_functions_sql())
 
 
 def run_online() -> None:
@@ -62,6 +88,7 @@ def run_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
             connection.execute(text(REAPPLY_GRANTS))
+            connection.execute(text(lock_functions_sql()))
         connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
         connection.commit()
 

@@ -27,7 +27,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
-from syncsvc import drift, failures, jobs, promote, status, targets
+from syncsvc import drift, failures, jobs, privileges, promote, status, targets
 from syncsvc import search as _search
 from syncsvc.catalog import get_target, load_targets
 from syncsvc.chunking import Chunking
@@ -229,6 +229,36 @@ class AsyncClient:
         """Per target: rows, embedded, pending, in flight, failed, lag, generation, pause."""
         return await self._call(status.collect)
 
+    # --- who may search --------------------------------------------------------------------
+
+    async def grant_search(
+        self,
+        role: str,
+        target: str | None = None,
+        *,
+        max_queries_per_minute: int = privileges.DEFAULT_MAX_QUERIES_PER_MINUTE,
+        max_query_tokens: int = privileges.DEFAULT_MAX_QUERY_TOKENS,
+    ) -> int:
+        """Let ``role`` search ``target`` (or every target) within per-role limits on the query
+        embeddings the daemon makes for it; returns the vector tables granted."""
+        return await self._call(
+            lambda conn: privileges.grant_search(
+                conn,
+                role,
+                target,
+                max_queries_per_minute=max_queries_per_minute,
+                max_query_tokens=max_query_tokens,
+            )
+        )
+
+    async def revoke_search(self, role: str, target: str | None = None) -> None:
+        """Take back what :meth:`grant_search` gave (for one target, or all)."""
+        await self._call(lambda conn: privileges.revoke_search(conn, role, target))
+
+    async def search_grants(self) -> list[privileges.SearchGrant]:
+        """Roles that may search, which targets, and their limits."""
+        return await self._call(privileges.search_grants)
+
     # --- failures --------------------------------------------------------------------------
 
     async def failed(self, target: str | None = None, limit: int = 100) -> list[FailedRow]:
@@ -369,6 +399,9 @@ class Client:
     resume_target = _blocking(AsyncClient.resume_target)
     status = _blocking(AsyncClient.status)
     failed = _blocking(AsyncClient.failed)
+    grant_search = _blocking(AsyncClient.grant_search)
+    revoke_search = _blocking(AsyncClient.revoke_search)
+    search_grants = _blocking(AsyncClient.search_grants)
     retry_failed = _blocking(AsyncClient.retry_failed)
     estimate_reembed = _blocking(AsyncClient.estimate_reembed)
     reembed = _blocking(AsyncClient.reembed)

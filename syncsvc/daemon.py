@@ -276,6 +276,9 @@ class Daemon:
                     # NOTIFY only wakes: a lost one costs seconds. Polled here, not on the
                     # lease loop, so a slow query or request never delays lease renewals.
                     polled = time.monotonic()
+                    await queries.prune(
+                        self.pool, self.settings.search.query_text_retention_seconds
+                    )
                     await self.answer_queries()
                     await self.carry_out_requests()
                 if not channel:
@@ -300,7 +303,11 @@ class Daemon:
 
     async def answer_queries(self) -> int:
         """Embed the text queries psql users are waiting for (``syncsvc.embed_query``)."""
-        return await queries.embed_pending(self.pool, self.worker.provider)
+        return await queries.embed_pending(
+            self.pool,
+            self.worker.provider,
+            text_retention_seconds=self.settings.search.query_text_retention_seconds,
+        )
 
     async def _active_target_ids(self) -> list[int]:
         async with self.pool.connection() as conn:

@@ -143,6 +143,21 @@ COST = Counter(
     registry=REGISTRY,
 )
 
+# --- searches from SQL, per role (from the daemon's query answering) ----------------------------
+QUERY_EMBEDDINGS = Counter(
+    "syncsvc_query_embeddings_total",
+    "Text queries filed from SQL (syncsvc.embed_query) by role and outcome: embedded (billed), "
+    "cached (free), refused (over a limit or without a grant), failed.",
+    ["role", "outcome"],
+    registry=REGISTRY,
+)
+QUERY_TOKENS = Counter(
+    "syncsvc_query_tokens_total",
+    "Tokens of the query embeddings billed on behalf of each role.",
+    ["role"],
+    registry=REGISTRY,
+)
+
 # --- the embeddings API (from the HTTP client) --------------------------------------------------
 API_REQUESTS = Counter(
     "syncsvc_api_requests_total",
@@ -273,6 +288,16 @@ def record_round(stats: RoundStats) -> None:
         value = getattr(stats, outcome)
         if value:
             ENTRIES_PROCESSED.labels(outcome).inc(value)
+
+
+def record_query(role: str, outcome: str, tokens: int | None = None) -> None:
+    """A text query from SQL was answered for ``role``: count it by outcome, and its tokens."""
+    try:
+        QUERY_EMBEDDINGS.labels(role, outcome).inc()
+        if tokens:
+            QUERY_TOKENS.labels(role).inc(tokens)
+    except Exception:
+        logger.debug("metrics hook failed", exc_info=True)
 
 
 def record_budget_wait(account: str, seconds: float) -> None:

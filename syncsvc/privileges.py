@@ -24,7 +24,31 @@ SEARCH_PRIVILEGES = (
     "SELECT ON syncsvc.query_cache, syncsvc.sparse_query_cache",
     "SELECT ON every vector table of the target(s) (syncsvc.<target>_g<N>)",
     "SELECT ON the view syncsvc.<target>_embeddings",
+    "SELECT ON syncsvc.search_grants (its own rows only)",
+    "SELECT, INSERT (generation_id, query), UPDATE (query, state, error, requested_at) ON "
+    "syncsvc.query_requests (its own rows only, on targets it may search)",
 )
+
+DEFAULT_MAX_QUERIES_PER_MINUTE = 30
+"""Query embeddings a role may have billed per minute unless its grant says otherwise."""
+DEFAULT_MAX_QUERY_TOKENS = 256
+"""The longest query (in the model's tokens) a role may have embedded unless granted more."""
+
+PUBLIC_FUNCTIONS = (
+    "syncsvc.embed_query(text,text,double precision)",
+    "syncsvc.has_text(text)",
+    "syncsvc.key_object(text[],jsonb)",
+    "syncsvc.query_vector(text,text)",
+    "syncsvc.search(text,text,integer,text)",
+    "syncsvc.search_by_vector(text,vector,integer,text,integer)",
+    "syncsvc.search_generation(text,integer)",
+    "syncsvc.search_query(text,integer,text,integer)",
+    "syncsvc.similar_rows(text,jsonb,integer,text,integer)",
+    "syncsvc.text_digest(text)",
+    "syncsvc.vector_strategy(integer,text)",
+)
+"""The functions of schema syncsvc PUBLIC may execute: those a search role calls (or they call).
+Schema USAGE, given by ``grant search``, still gates them. Everything else is the owner's."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +59,8 @@ class SearchGrant:
     target: str | None
     granted_by: str
     granted_at: datetime
+    max_queries_per_minute: int = DEFAULT_MAX_QUERIES_PER_MINUTE
+    max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS
 
 
 @dataclass(frozen=True)
@@ -48,11 +74,31 @@ class DefinerFunction:
         return any(c.startswith("search_path=") for c in self.config)
 
 
-async def grant_search(conn: AsyncConn, role: str, target: str | None = None) -> int:
-    """Let ``role`` search ``target`` (or every target); returns the vector tables granted."""
+async def grant_search(
+    conn: AsyncConn,
+    role: str,
+    target: str | None = None,
+    *,
+    max_queries_per_minute: int = DEFAULT_MAX_QUERIES_PER_MINUTE,
+    max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
+) -> int:
+    """Let ``role`` search ``target`` (or every target); returns the vector tables granted.
+
+    The limits bound what the daemon embeds for the role's text queries from SQL: query
+    embeddings reaching the provider per minute (cache hits are free) and tokens per query.
+    Granting again replaces them.
+    """
+    if max_queries_per_minute < 0 or max_query_tokens < 1:
+        raise ValidationError("max_queries_per_minute must be >= 0 and max_query_tokens >= 1")
     try:
         cur = await conn.execute(
-            sqlfiles.query("privileges", "grant_search"), {"role": role, "target": target}
+            sqlfiles.query("privileges", "grant_search"),
+            {
+                "role": role,
+                "target": target,
+                "max_queries_per_minute": max_queries_per_minute,
+                "max_query_tokens": max_query_tokens,
+            },
         )
     except psycopg.errors.UndefinedObject as exc:
         raise ValidationError(
@@ -84,3 +130,9 @@ async def definer_functions(conn: AsyncConn) -> list[DefinerFunction]:
         DefinerFunction(r["function"], bool(r["public_execute"]), tuple(r["config"]))
         for r in await cur.fetchall()
     ]
+
+
+async def function_acls(conn: AsyncConn) -> dict[str, bool]:
+    """Every function of schema syncsvc (``regprocedure`` text) and whether PUBLIC may run it."""
+    cur = await conn.execute(sqlfiles.query("privileges", "function_acls"))
+    return {r["function"]: bool(r["public_execute"]) for r in await cur.fetchall()}

@@ -98,6 +98,12 @@ class SearchSettings(BaseModel):
     maintenance_work_mem: str | None = Field(
         default=None, description="Session maintenance_work_mem for index builds, e.g. '1GB'."
     )
+    query_text_retention_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long the daemon keeps the text of a query filed from SQL after "
+        "answering it (0: erased at once; the cached vector is keyed by a hash).",
+    )
 
 
 class JobSettings(BaseModel):

@@ -25,22 +25,53 @@ def register(app: typer.Typer) -> None:
 
 
 @with_connection
-async def _grant(conn: AsyncConn, role: str, target: str | None, as_json: bool) -> None:
-    tables = await privileges.grant_search(conn, role, target)
+async def _grant(
+    conn: AsyncConn,
+    role: str,
+    target: str | None,
+    per_minute: int,
+    max_tokens: int,
+    as_json: bool,
+) -> None:
+    tables = await privileges.grant_search(
+        conn, role, target, max_queries_per_minute=per_minute, max_query_tokens=max_tokens
+    )
     scope = f"target {target}" if target else "every target (also those added later)"
     emit(
         as_json,
-        {"role": role, "target": target, "vector_tables": tables},
+        {
+            "role": role,
+            "target": target,
+            "vector_tables": tables,
+            "max_queries_per_minute": per_minute,
+            "max_query_tokens": max_tokens,
+        },
         f"role {role} may search {scope}: {tables} vector table(s) granted; the grant is kept "
         "across promote, re-embeds and migrate. It also needs SELECT on the source table(s) "
-        "for filters and rows.",
+        f"for filters and rows. Text queries from SQL: at most {per_minute} embedded per "
+        f"minute (cached ones are free), each at most {max_tokens} tokens.",
     )
 
 
 @grant_app.command("search")
-def grant_search(role: str, target: TargetOption = None, as_json: JsonFlag = False) -> None:
+def grant_search(
+    role: str,
+    target: TargetOption = None,
+    max_queries_per_minute: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Query embeddings from SQL the daemon makes for ROLE per minute (cache hits "
+            "are free; 0: cached queries only).",
+        ),
+    ] = privileges.DEFAULT_MAX_QUERIES_PER_MINUTE,
+    max_query_tokens: Annotated[
+        int, typer.Option(min=1, help="Longest query ROLE may have embedded, in tokens.")
+    ] = privileges.DEFAULT_MAX_QUERY_TOKENS,
+    as_json: JsonFlag = False,
+) -> None:
     """Give ROLE exactly what search needs (schema usage, catalog, caches, vectors, views)."""
-    _grant(role, target, as_json)
+    _grant(role, target, max_queries_per_minute, max_query_tokens, as_json)
 
 
 @with_connection
@@ -53,6 +84,8 @@ async def _list(conn: AsyncConn, as_json: bool) -> None:
                 "target": g.target,
                 "granted_by": g.granted_by,
                 "granted_at": g.granted_at.isoformat(),
+                "max_queries_per_minute": g.max_queries_per_minute,
+                "max_query_tokens": g.max_query_tokens,
             }
             for g in grants
         ]
@@ -61,7 +94,11 @@ async def _list(conn: AsyncConn, as_json: bool) -> None:
     if not grants:
         console.print("no role has been granted search (syncsvc grant search ROLE)")
     for g in grants:
-        console.print(f"{g.role}: {g.target or 'every target'}", highlight=False)
+        console.print(
+            f"{g.role}: {g.target or 'every target'} ({g.max_queries_per_minute} queries/min, "
+            f"{g.max_query_tokens} tokens/query)",
+            highlight=False,
+        )
 
 
 @grant_app.command("list")
