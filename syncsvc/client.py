@@ -286,10 +286,29 @@ class AsyncClient:
         """Every generation of a target with how much of the source it covers."""
         return await self._call(lambda conn: promote.generation_coverage(conn, target))
 
-    async def promote(self, target: str, generation: int, *, force: bool = False) -> Promotion:
-        """Atomically switch the target's search to ``generation`` (refused if incomplete
-        unless ``force``)."""
-        return await self._call(lambda conn: promote.promote(conn, target, generation, force=force))
+    async def promote(
+        self,
+        target: str,
+        generation: int,
+        *,
+        force: bool = False,
+        accept_failed: bool = False,
+        dry_run: bool = False,
+    ) -> Promotion:
+        """Atomically switch the target's search to ``generation``: refused unless every row
+        has a current vector there (see ``promote.refusal``; ``accept_failed`` accepts rows
+        failed for good, ``force`` anything). ``dry_run`` checks and measures only."""
+        return await self._call(
+            lambda conn: promote.promote(
+                conn,
+                target,
+                generation,
+                force=force,
+                accept_failed=accept_failed,
+                max_failed=self.settings.jobs.promote_max_failed,
+                dry_run=dry_run,
+            )
+        )
 
     async def close(self) -> None:
         for provider in self._providers.values():

@@ -143,9 +143,12 @@ class Embedder:
         backoff_max: float = 10.0,
         overlong: OverlongPolicy | None = None,
         tokens: TokenCounter | None = None,
+        proceed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.provider = provider
         self.spec = spec
+        self._proceed = proceed
+        """The last check before each request goes out (see ``EmbeddingRequest.proceed``)."""
         profile = provider.profile
         self._request_retries = request_retries
         self._rate_limit_retries = rate_limit_retries
@@ -402,6 +405,7 @@ class Embedder:
             instruct=self.spec.instruct,
             sparse=self.spec.sparse,
             priority=priority,
+            proceed=self._proceed,
         )
         attempt = 0
         while True:
