@@ -9,6 +9,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from syncsvc import sqlfiles
 from syncsvc.database import AsyncConn
 from syncsvc.models import PkValue
@@ -102,7 +104,7 @@ async def retry_and_wait(
         )
     params = {
         "target_ids": [k["target_id"] for k in keys],
-        "pks": [k["pk"] for k in keys],
+        "pks": [Jsonb(k["pk"]) for k in keys],
     }
     deadline = time.monotonic() + wait_seconds
     while True:
