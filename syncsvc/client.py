@@ -239,6 +239,15 @@ class AsyncClient:
         """Queue failed rows again with fresh attempts; returns how many."""
         return await self._call(lambda conn: failures.retry_failed(conn, target))
 
+    async def retry_failed_and_wait(
+        self, target: str | None = None, *, wait_seconds: float = 30.0
+    ) -> failures.RetryOutcome:
+        """Retry failed rows, wait (bounded) for a daemon to settle them, and say how many were
+        embedded and how many failed again, with the API's message (``failed retry``)."""
+        return await self._call(
+            lambda conn: failures.retry_and_wait(conn, target, wait_seconds=wait_seconds)
+        )
+
     # --- generations and jobs --------------------------------------------------------------
 
     async def estimate_reembed(
@@ -389,6 +398,7 @@ class Client:
     status = _blocking(AsyncClient.status)
     failed = _blocking(AsyncClient.failed)
     retry_failed = _blocking(AsyncClient.retry_failed)
+    retry_failed_and_wait = _blocking(AsyncClient.retry_failed_and_wait)
     estimate_reembed = _blocking(AsyncClient.estimate_reembed)
     reembed = _blocking(AsyncClient.reembed)
     jobs = _blocking(AsyncClient.jobs)

@@ -235,8 +235,31 @@ async def test_a_job_with_a_poison_row_completes_with_failed_rows(
     # Promoting names the failed row and needs --accept-failed.
     out = await run_cli(db_url, "promote", "docs", str(job.generation_id), code=1)
     assert "1 failed (keys [7])" in out and "--accept-failed" in out
-    out = await run_cli(db_url, "promote", "docs", str(job.generation_id), "--accept-failed")
-    assert f"now searches generation {job.generation_id}" in out
+    dry = json.loads(
+        await run_cli(
+            db_url,
+            "promote",
+            "docs",
+            str(job.generation_id),
+            "--accept-failed",
+            "--dry-run",
+            "--json",
+        )
+    )
+    assert (dry["dry_run"], dry["failed"], dry["failed_keys"]) == (True, 1, [[7]])
+    # From SQL: accept_failed is the same flag, carried out by the daemon's code.
+    request = await scalar(
+        conn,
+        "SELECT syncsvc.promote('docs', %s, accept_failed => true)",
+        (job.generation_id,),
+    )
+    await actions.carry_out(conn, settings)
+    cur = await conn.execute(
+        "SELECT state, error, result FROM syncsvc.requests WHERE id = %s", (request,)
+    )
+    row = await cur.fetchone()
+    assert row is not None and row["state"] == "done", row
+    assert (row["result"]["generation"], row["result"]["failed"]) == (job.generation_id, 1)
     # The healthy target: no failure, nothing left over.
     other = await _job(conn, healthy.id)
     assert (other.done_rows, other.total_rows, other.failed_rows) == (30, 30, 0)
