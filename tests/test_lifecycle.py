@@ -138,8 +138,10 @@ async def test_rows_its_job_still_has_to_embed_never_count_as_done(
 
 
 async def test_a_moment_old_live_edit_counts_and_dry_run_shows_coverage(
-    conn: AsyncConn, db_url: str
+    conn: AsyncConn, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The grace is 30 s; a busy machine must not make this test depend on the clock.
+    monkeypatch.setattr(promote, "LIVE_EDIT_GRACE_SECONDS", 3600)
     await text_targets(conn, ("docs", "notes"), rows=20)
     await _initial_sync(conn, db_url)
     settings = job_settings()
@@ -270,8 +272,11 @@ async def test_missing_rows_are_rescanned_whatever_the_failed_count(
 ) -> None:
     await text_targets(conn, ("docs", "notes"), rows=30)
     await _initial_sync(conn, db_url)
-    settings = job_settings()
-    job = await jobs.request_reembed(conn, settings, "docs", model="local-hash", dimensions=128)
+    # A configured maximum of failed rows lets --auto-promote go ahead with one.
+    settings = job_settings(promote_max_failed=1)
+    job = await jobs.request_reembed(
+        conn, settings, "docs", model="local-hash", dimensions=128, auto_promote=True
+    )
     await backfill.JobRunner(settings).tick(conn)
     assert (await _job(conn, job.id)).scan_done
     # The scan is over, one row failed for good, and the rest left the queue unembedded
@@ -288,6 +293,8 @@ async def test_missing_rows_are_rescanned_whatever_the_failed_count(
         await wait_for(lambda: _state(conn, job.id, JobState.COMPLETED))
     finished = await _job(conn, job.id)
     assert (finished.done_rows, finished.total_rows, finished.failed_rows) == (29, 30, 1)
+    docs = await get_target(conn, "docs")
+    assert docs.active is not None and docs.active.id == job.generation_id
     assert await vector_count(conn, "notes_embeddings") == 30
 
 
