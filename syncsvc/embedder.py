@@ -30,6 +30,7 @@ from syncsvc.providers.base import (
     EmbeddingResponse,
     ErrorKind,
     ProviderError,
+    Withdrawn,
 )
 from syncsvc.providers.profiles import ModelProfile, OverlongPolicy
 from syncsvc.ratelimit import SAFETY
@@ -239,6 +240,7 @@ class Embedder:
         with the outcomes of the inputs each request completes, as it completes: a caller
         that stores them then loses at most the requests in flight when it crashes.
         ``known`` chunks (by digest) are not sent: an edit re-embeds only changed chunks.
+        Inputs whose request was ``Withdrawn`` before it was sent have no outcome.
         """
         by_text: dict[str, list[Hashable]] = {}
         for item in inputs:
@@ -263,7 +265,13 @@ class Embedder:
         outcomes: dict[Hashable, Outcome] = {}
 
         async def request(batch: list[str]) -> None:
-            part = await self._embed_batch(batch, priority)
+            try:
+                part = await self._embed_batch(batch, priority)
+            except Withdrawn as withdrawn:
+                # Not sent (its generation was cancelled): these inputs get no outcome, and
+                # the other requests go on undisturbed (their answers are the caller's).
+                logger.info("request of %d inputs withdrawn: %s", len(batch), withdrawn)
+                return
             results.update(part)
             ready: dict[Hashable, Outcome] = {}
             for piece in part:

@@ -347,16 +347,14 @@ class Worker:
                 known = await vectors.stored_chunks(
                     conn, target, generation, [item.pk for item, _, _ in todo]
                 )
-        try:
-            await self.embedder(generation).embed(
-                [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo],
-                priority=min(item.priority for item, _, _ in todo),
-                on_ready=group,
-                known=known,
-            )
-        except Withdrawn as withdrawn:
-            # Its rows are completed with the round: nothing is left to write for them here.
-            logger.info("target %s: requests withdrawn: %s", target.name, withdrawn)
+        # Inputs of withdrawn requests (the generation was cancelled) get no outcome: their
+        # entries are completed with the round, nothing being left to write for them here.
+        await self.embedder(generation).embed(
+            [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo],
+            priority=min(item.priority for item, _, _ in todo),
+            on_ready=group,
+            known=known,
+        )
         return stats
 
     async def _writable(self, conn: AsyncConn, generation: Generation) -> bool:

@@ -62,6 +62,21 @@ async def _only_failed_left(conn: AsyncConn) -> bool:
     )
 
 
+async def _current_vectors(conn: AsyncConn, target: str, body: str) -> int:
+    """Rows of ``target`` (a text_targets table) with this body whose vector in the active
+    generation matches their current text."""
+    return int(
+        await scalar(
+            conn,
+            f"SELECT count(*) FROM syncsvc.{target}_embeddings e JOIN {target} s ON s.id = e.id "
+            "WHERE s.body = %s AND e.content_hash = syncsvc.content_hash("
+            "(SELECT key FROM syncsvc.generations g JOIN syncsvc.targets t ON t.id = g.target_id"
+            " WHERE t.name = %s AND g.state = 'active'), concat(s.title, E'\\n\\n', s.body))",
+            (body, target),
+        )
+    )
+
+
 def _promote_buttons(page: str) -> int:
     return page.count('data-action="promote"')
 
@@ -305,10 +320,14 @@ class GatedProvider:
     """The simulator's provider behind a gate: requests wait here as claimed work waits for a
     request slot, so a cancel can land between claim and send."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, *, hold_answers: bool = False) -> None:
         self.inner = inner
         self.gate = asyncio.Event()
+        self.hold_answers = hold_answers
+        """Gate the answer instead: the request is sent and answered, then held here as an
+        answer still in flight."""
         self.entered = 0
+        self.answered = 0
         self.left = 0
 
     @property
@@ -322,8 +341,12 @@ class GatedProvider:
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         self.entered += 1
         try:
+            if not self.hold_answers:
+                await self.gate.wait()
+            response: EmbeddingResponse = await self.inner.embed(request)
+            self.answered += 1
             await self.gate.wait()
-            return await self.inner.embed(request)  # type: ignore[no-any-return]
+            return response
         finally:
             self.left += 1
 
@@ -371,21 +394,51 @@ async def test_cancel_stops_requests_for_its_generation_at_once(
     assert gen.state is GenerationState.CANCELLED
     assert await vector_count(conn, gen.table_name) == 0
     for name in ("notes", "docs"):
-        hit = await scalar(
-            conn,
-            f"SELECT count(*) FROM syncsvc.{name}_embeddings e JOIN {name} s ON s.id = e.id "
-            "WHERE s.body = 'after the cancel' AND e.content_hash = syncsvc.content_hash("
-            "(SELECT key FROM syncsvc.generations g JOIN syncsvc.targets t ON t.id = g.target_id"
-            " WHERE t.name = %s AND g.state = 'active'), concat(s.title, E'\\n\\n', s.body))",
-            (name,),
-        )
-        assert hit == 1, name
+        assert await _current_vectors(conn, name, "after the cancel") == 1, name
     # Neither promotable nor resumable by accident; 'generation drop' removes its table.
     with pytest.raises(ValidationError, match="cancelled job"):
         await promote.promote(conn, "docs", gen.id)
     out = await run_cli(db_url, "generation", "drop", "docs", str(gen.id))
     assert "dropped" in out
     assert await scalar(conn, "SELECT to_regclass(%s) IS NULL", (f"syncsvc.{gen.table_name}",))
+
+
+async def test_answers_in_flight_at_cancel_are_discarded(
+    conn: AsyncConn, db_url: str, simulator: SimulatorThread
+) -> None:
+    await text_targets(conn, ("docs", "notes"), rows=60)
+    await _initial_sync(conn, db_url)
+    settings = sim_job_settings(simulator, max_queued_rows=60)
+    gated = GatedProvider(build_provider("sim", settings), hold_answers=True)
+    local = LocalHashProvider()
+
+    def factory(name: str) -> Any:
+        return gated if name == "sim" else local
+
+    job = await jobs.request_reembed(
+        conn, settings, "docs", model=SIM_MODEL, dimensions=SIM_DIMS, provider="sim"
+    )
+    table = (await get_target(conn, "docs")).generations[-1].table_name
+    async with running_daemon(db_url, settings, provider_factory=factory):
+
+        async def answered() -> bool:
+            return gated.answered >= 1
+
+        await wait_for(answered)
+        await jobs.cancel_job(conn, job.id)
+        assert await vector_count(conn, table) == 0
+        gated.gate.set()
+
+        async def settled() -> bool:
+            return gated.left == gated.entered and await queue_empty(conn)
+
+        await wait_for(settled)
+        await conn.execute("UPDATE notes SET body = 'still served' WHERE id = 1")
+        await wait_for(lambda: queue_empty(conn))
+    # Paid for, but not kept: the cancelled generation did not grow after the cancel.
+    assert gated.answered >= 1
+    assert await vector_count(conn, table) == 0
+    assert await _current_vectors(conn, "notes", "still served") == 1
 
 
 # --- small ones -------------------------------------------------------------------------------
