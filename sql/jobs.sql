@@ -60,9 +60,11 @@ SET cursor = %(cursor)s, cursor_inclusive = true, scan_done = false, updated_at 
 WHERE id = %(id)s;
 
 -- name: progress --
--- Rate is smoothed so ETA does not jump with every round.
+-- Rate is smoothed so ETA does not jump with every round. The total is counted again once the
+-- scan is over (rows inserted or deleted meanwhile), so done never runs past it.
 UPDATE syncsvc.jobs
-SET done_rows = %(done)s,
+SET done_rows = least(%(done)s, coalesce(%(total)s, total_rows, %(done)s)),
+    total_rows = coalesce(%(total)s, total_rows),
     tokens = %(tokens)s,
     cost = %(tokens)s * price_per_million_tokens / 1e6,
     rate = CASE

@@ -207,12 +207,20 @@ class JobRunner:
         row = await cur.fetchone()
         assert row is not None
         error = None
+        total = None
         finished: promote.Coverage | None = None
         if job.scan_done:
+            total = await self._count_rows(conn, target)
             error, finished = await self._maybe_finish(conn, job, target)
         await conn.execute(
             sqlfiles.query("jobs", "progress"),
-            {"id": job.id, "done": row["done"], "tokens": row["tokens"], "error": error},
+            {
+                "id": job.id,
+                "done": row["done"],
+                "total": total,
+                "tokens": row["tokens"],
+                "error": error,
+            },
         )
         if finished is not None:
             await self._complete(conn, job, target, generation, finished)
