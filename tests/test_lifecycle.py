@@ -462,3 +462,44 @@ async def test_status_eta_is_unknown_when_nothing_is_queued_at_zero_percent(
     assert found["notes"].eta_seconds == 0.0  # all done: nothing left
     listed = json.loads(await run_cli(db_url, "status", "--json"))
     assert next(s for s in listed if s["target"] == "docs")["eta_seconds"] is None
+
+
+async def test_admin_page_promotes_past_failed_rows_only_when_asked(
+    conn: AsyncConn, db_url: str
+) -> None:
+    import httpx
+
+    from tests.ops_support import web_daemon, web_settings
+
+    await text_targets(conn, ("docs", "notes"), rows=20)
+    await conn.execute("UPDATE docs SET body = 'POISON here' WHERE id = 4")
+    settings = web_settings(jobs=job_settings().jobs)
+    async with (
+        web_daemon(db_url, settings=settings) as (_, web),
+        httpx.AsyncClient(base_url=web.url, headers={"Origin": web.url}) as client,
+    ):
+        await wait_for(lambda: _only_failed_left(conn))
+        job = await jobs.request_reembed(conn, settings, "docs", model="local-hash", dimensions=128)
+        other = await jobs.request_reembed(
+            conn, settings, "notes", model="local-hash", dimensions=128
+        )
+        await wait_for(lambda: _state(conn, job.id, JobState.COMPLETED))
+        await wait_for(lambda: _state(conn, other.id, JobState.COMPLETED))
+        assert (await _job(conn, job.id)).failed_rows == 1
+        page = (await client.get("/admin")).text
+        assert "Promote without 1 failed rows" in page
+        assert _promote_buttons(page) == 2  # docs (past its failed row) and notes
+        form = {"target": "docs", "generation": str(job.generation_id)}
+        refused = await client.post("/admin/promote", data=form)
+        assert (
+            "err=" in refused.headers["location"] and "accept-failed" in refused.headers["location"]
+        )
+        accepted = await client.post("/admin/promote", data={**form, "accept_failed": "1"})
+        assert "err=" not in accepted.headers["location"], accepted.headers["location"]
+        notes = await client.post(
+            "/admin/promote", data={"target": "notes", "generation": str(other.generation_id)}
+        )
+        assert "err=" not in notes.headers["location"]
+    for name, gen in (("docs", job.generation_id), ("notes", other.generation_id)):
+        target = await get_target(conn, name)
+        assert target.active is not None and target.active.id == gen
