@@ -60,9 +60,11 @@ SET cursor = %(cursor)s, cursor_inclusive = true, scan_done = false, updated_at 
 WHERE id = %(id)s;
 
 -- name: progress --
--- Rate is smoothed so ETA does not jump with every round.
+-- Rate is smoothed so ETA does not jump with every round. The total is counted again once the
+-- scan is over (rows inserted or deleted meanwhile), so done never runs past it.
 UPDATE syncsvc.jobs
-SET done_rows = %(done)s,
+SET done_rows = least(%(done)s, coalesce(%(total)s, total_rows, %(done)s)),
+    total_rows = coalesce(%(total)s, total_rows),
     tokens = %(tokens)s,
     cost = %(tokens)s * price_per_million_tokens / 1e6,
     rate = CASE
@@ -140,3 +142,20 @@ SELECT count(*) AS n FROM syncsvc.queue
 WHERE target_id = %(target_id)s AND state = 'in_flight'
   AND regexp_replace(split_part(worker, '/', 1), '^.*:', '')
       NOT IN (SELECT tag FROM syncsvc.daemon_sessions);
+
+-- name: generation_state --
+-- The worker's last check before sending a request for a generation that is not active.
+SELECT state FROM syncsvc.generations WHERE id = %(id)s;
+
+-- name: generation_state_lock --
+-- Held until the vectors' write commits: a cancel (an UPDATE of this row) waits for a write
+-- that saw the generation live, and a write after the cancel sees it cancelled.
+SELECT state FROM syncsvc.generations WHERE id = %(id)s FOR SHARE;
+
+
+-- name: finish_job --
+-- Completion with exact figures, measured in the same transaction: done + failed = total.
+UPDATE syncsvc.jobs
+SET state = 'completed', done_rows = %(done)s, total_rows = %(total)s,
+    failed_rows = %(failed)s, error = %(error)s, finished_at = now(), updated_at = now()
+WHERE id = %(id)s;

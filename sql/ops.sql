@@ -66,3 +66,22 @@ LIMIT %(limit)s;
 
 -- name: ping --
 SELECT 1 AS ok;
+
+-- name: failed_keys --
+-- The rows 'failed retry' is about to queue again (locked until it has).
+SELECT q.target_id, q.pk FROM syncsvc.queue q JOIN syncsvc.targets t ON t.id = q.target_id
+WHERE q.state = 'failed' AND (%(target)s::text IS NULL OR t.name = %(target)s)
+FOR UPDATE OF q;
+
+-- name: retry_outcome --
+-- Where the retried rows stand: gone from the queue (embedded), pending or in flight, or
+-- failed again (with the API's message).
+SELECT CASE WHEN q.pk IS NULL THEN 'embedded' ELSE q.state END AS state,
+       CASE WHEN q.state = 'failed' THEN q.last_error END AS last_error,
+       count(*) AS n
+FROM unnest(%(target_ids)s::integer[], %(pks)s::jsonb[]) AS k(target_id, pk)
+LEFT JOIN syncsvc.queue q ON q.target_id = k.target_id AND q.pk = k.pk
+GROUP BY 1, 2;
+
+-- name: daemon_running --
+SELECT EXISTS (SELECT 1 FROM syncsvc.daemon_sessions) AS running;

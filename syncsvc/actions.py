@@ -63,6 +63,9 @@ def promotion_result(promotion: promote.Promotion) -> dict[str, Any]:
         "rows": coverage.rows,
         "current": coverage.current,
         "missing": coverage.missing,
+        "failed": coverage.failed,
+        "failed_keys": list(coverage.failed_keys),
+        "dry_run": promotion.dry_run,
     }
 
 
@@ -96,7 +99,12 @@ async def perform(
         return target_result(removed)
     if action == "promote":
         done = await promote.promote(
-            conn, target, int(args["generation"]), force=bool(args.get("force"))
+            conn,
+            target,
+            int(args["generation"]),
+            force=bool(args.get("force")),
+            accept_failed=bool(args.get("accept_failed")),
+            max_failed=settings.jobs.promote_max_failed,
         )
         return promotion_result(done)
     raise SyncsvcError(f"unknown action {action!r}")

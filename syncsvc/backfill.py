@@ -207,51 +207,90 @@ class JobRunner:
         row = await cur.fetchone()
         assert row is not None
         error = None
+        total = None
+        finished: promote.Coverage | None = None
         if job.scan_done:
-            error = await self._maybe_finish(conn, job, target, generation)
+            total = await self._count_rows(conn, target)
+            error, finished = await self._maybe_finish(conn, job, target)
         await conn.execute(
             sqlfiles.query("jobs", "progress"),
-            {"id": job.id, "done": row["done"], "tokens": row["tokens"], "error": error},
+            {
+                "id": job.id,
+                "done": row["done"],
+                "total": total,
+                "tokens": row["tokens"],
+                "error": error,
+            },
         )
+        if finished is not None:
+            await self._complete(conn, job, target, generation, finished)
 
     async def _maybe_finish(
-        self, conn: AsyncConn, job: Job, target: Target, generation: Generation
-    ) -> str | None:
-        """Complete the job once every row is current; returns a note on what it waits for."""
+        self, conn: AsyncConn, job: Job, target: Target
+    ) -> tuple[str | None, promote.Coverage | None]:
+        """A note on what the job waits for, or the coverage it completes with: every row
+        current except rows failed for good (they never hold a job open)."""
         backlog = await _scalar(conn, "bulk_in_queue", {"target_id": target.id})
         if backlog:
-            return None
+            return None, None
+        generation = find_generation(target, job.generation_id)
         measured = await promote.coverage(conn, target, generation)
         if not measured.complete:
-            cur = await conn.execute(
-                sqlfiles.query("jobs", "target_in_queue"), {"target_id": target.id}
-            )
-            row = await cur.fetchone()
-            failed = int(row["failed"]) if row else 0
-            if failed:
-                return (
-                    f"{measured.missing} rows not embedded; {failed} failed rows wait for "
-                    "'syncsvc failed retry' (or a retry_failed schedule)"
-                )
-            # Rows changed behind the triggers' back (or after a forced rewind): scan again;
-            # current rows are skipped, so this costs reads, not API calls.
+            # Rows changed behind the triggers' back (or after a forced rewind, or while
+            # failed rows sat in the queue): scan again whatever else failed; current rows
+            # are skipped, so this costs reads, not API calls.
             await conn.execute(sqlfiles.query("jobs", "rescan"), {"id": job.id})
             logger.info(
                 "job %d: %d rows missing after the scan; rescanning", job.id, measured.missing
             )
-            return None
+            return None, None
         held = await _scalar(conn, "held_by_dead", {"target_id": target.id})
         if held:
-            return f"waiting for {held} rows held by a daemon that died (taken over in seconds)"
+            note = f"waiting for {held} rows held by a daemon that died (taken over in seconds)"
+            return note, None
+        return None, measured
+
+    async def _complete(
+        self,
+        conn: AsyncConn,
+        job: Job,
+        target: Target,
+        generation: Generation,
+        measured: promote.Coverage,
+    ) -> None:
+        """Mark the job completed with exact figures: done + failed = total at that moment."""
+        note = None
+        if measured.failed:
+            note = (
+                f"{measured.failed} rows failed for good (see 'syncsvc failed list "
+                f"{target.name}'; 'syncsvc failed retry' tries them again)"
+            )
+        auto = job.auto_promote and generation.state is GenerationState.BUILDING
+        if auto:
+            refused = promote.refusal(
+                target, generation, measured, max_failed=self.conf.promote_max_failed
+            )
+            if refused is not None:
+                note = f"not promoted automatically: {refused}"
+                auto = False
         await conn.execute(
-            sqlfiles.query("jobs", "set_state"),
-            {"id": job.id, "state": JobState.COMPLETED.value, "error": None},
+            sqlfiles.query("jobs", "finish_job"),
+            {
+                "id": job.id,
+                "done": measured.current + measured.allowed,
+                "total": measured.rows,
+                "failed": measured.failed,
+                "error": note,
+            },
         )
-        logger.info("job %d completed: generation %d is complete", job.id, generation.id)
-        if job.auto_promote and generation.state is GenerationState.BUILDING:
+        logger.info(
+            "job %d completed: generation %d, %s", job.id, generation.id, measured.describe()
+        )
+        if auto:
             # The target row is locked since _step: this is the same atomic switch as promote.
-            await promote.promote_generation(conn, target, generation)
-        return None
+            await promote.promote_generation(
+                conn, target, generation, max_failed=self.conf.promote_max_failed
+            )
 
 
 async def _scalar_or_none(conn: AsyncConn, name: str, params: dict[str, object]) -> int | None:

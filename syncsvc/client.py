@@ -269,6 +269,15 @@ class AsyncClient:
         """Queue failed rows again with fresh attempts; returns how many."""
         return await self._call(lambda conn: failures.retry_failed(conn, target))
 
+    async def retry_failed_and_wait(
+        self, target: str | None = None, *, wait_seconds: float = 30.0
+    ) -> failures.RetryOutcome:
+        """Retry failed rows, wait (bounded) for a daemon to settle them, and say how many were
+        embedded and how many failed again, with the API's message (``failed retry``)."""
+        return await self._call(
+            lambda conn: failures.retry_and_wait(conn, target, wait_seconds=wait_seconds)
+        )
+
     # --- generations and jobs --------------------------------------------------------------
 
     async def estimate_reembed(
@@ -316,10 +325,29 @@ class AsyncClient:
         """Every generation of a target with how much of the source it covers."""
         return await self._call(lambda conn: promote.generation_coverage(conn, target))
 
-    async def promote(self, target: str, generation: int, *, force: bool = False) -> Promotion:
-        """Atomically switch the target's search to ``generation`` (refused if incomplete
-        unless ``force``)."""
-        return await self._call(lambda conn: promote.promote(conn, target, generation, force=force))
+    async def promote(
+        self,
+        target: str,
+        generation: int,
+        *,
+        force: bool = False,
+        accept_failed: bool = False,
+        dry_run: bool = False,
+    ) -> Promotion:
+        """Atomically switch the target's search to ``generation``: refused unless every row
+        has a current vector there (see ``promote.refusal``; ``accept_failed`` accepts rows
+        failed for good, ``force`` anything). ``dry_run`` checks and measures only."""
+        return await self._call(
+            lambda conn: promote.promote(
+                conn,
+                target,
+                generation,
+                force=force,
+                accept_failed=accept_failed,
+                max_failed=self.settings.jobs.promote_max_failed,
+                dry_run=dry_run,
+            )
+        )
 
     async def close(self) -> None:
         for provider in self._providers.values():
@@ -403,6 +431,7 @@ class Client:
     revoke_search = _blocking(AsyncClient.revoke_search)
     search_grants = _blocking(AsyncClient.search_grants)
     retry_failed = _blocking(AsyncClient.retry_failed)
+    retry_failed_and_wait = _blocking(AsyncClient.retry_failed_and_wait)
     estimate_reembed = _blocking(AsyncClient.estimate_reembed)
     reembed = _blocking(AsyncClient.reembed)
     jobs = _blocking(AsyncClient.jobs)

@@ -30,6 +30,7 @@ from syncsvc.providers.base import (
     EmbeddingResponse,
     ErrorKind,
     ProviderError,
+    Withdrawn,
 )
 from syncsvc.providers.profiles import ModelProfile, OverlongPolicy
 from syncsvc.ratelimit import SAFETY
@@ -143,9 +144,12 @@ class Embedder:
         backoff_max: float = 10.0,
         overlong: OverlongPolicy | None = None,
         tokens: TokenCounter | None = None,
+        proceed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.provider = provider
         self.spec = spec
+        self._proceed = proceed
+        """The last check before each request goes out (see ``EmbeddingRequest.proceed``)."""
         profile = provider.profile
         self._request_retries = request_retries
         self._rate_limit_retries = rate_limit_retries
@@ -236,6 +240,7 @@ class Embedder:
         with the outcomes of the inputs each request completes, as it completes: a caller
         that stores them then loses at most the requests in flight when it crashes.
         ``known`` chunks (by digest) are not sent: an edit re-embeds only changed chunks.
+        Inputs whose request was ``Withdrawn`` before it was sent have no outcome.
         """
         by_text: dict[str, list[Hashable]] = {}
         for item in inputs:
@@ -260,7 +265,13 @@ class Embedder:
         outcomes: dict[Hashable, Outcome] = {}
 
         async def request(batch: list[str]) -> None:
-            part = await self._embed_batch(batch, priority)
+            try:
+                part = await self._embed_batch(batch, priority)
+            except Withdrawn as withdrawn:
+                # Not sent (its generation was cancelled): these inputs get no outcome, and
+                # the other requests go on undisturbed (their answers are the caller's).
+                logger.info("request of %d inputs withdrawn: %s", len(batch), withdrawn)
+                return
             results.update(part)
             ready: dict[Hashable, Outcome] = {}
             for piece in part:
@@ -402,6 +413,7 @@ class Embedder:
             instruct=self.spec.instruct,
             sparse=self.spec.sparse,
             priority=priority,
+            proceed=self._proceed,
         )
         attempt = 0
         while True:

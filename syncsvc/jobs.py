@@ -42,9 +42,12 @@ class JobState(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     COMPLETED = "completed"
-    """Every row has a current vector in the new generation (promoted if auto_promote)."""
+    """Every row has a current vector in the new generation, except ``failed_rows`` rows the
+    API rejected for good (promoted if auto_promote and allowed, see ``promote.refusal``)."""
     CANCELLED = "cancelled"
+    """Stopped by an operator: no request is sent for its generation any more."""
     FAILED = "failed"
+    """Could not start or go on (e.g. the model is not offered); resumable."""
 
     @property
     def open(self) -> bool:
@@ -80,6 +83,8 @@ class Job:
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     target_paused: str | None = None
+    failed_rows: int = 0
+    """Rows left failed for good when the job completed (see ``syncsvc failed list``)."""
 
     @property
     def blocked(self) -> str | None:
@@ -164,6 +169,7 @@ def _job(row: dict[str, Any]) -> Job:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         target_paused=row.get("target_paused"),
+        failed_rows=row.get("failed_rows") or 0,
     )
 
 
@@ -413,10 +419,13 @@ async def resume_job(conn: AsyncConn, job_id: int) -> Job:
 
 
 async def cancel_job(conn: AsyncConn, job_id: int, *, drop: bool = False) -> Job:
-    """Cancel a job: its queued rows leave the queue and its generation stops receiving writes.
+    """Cancel a job: spending on its generation stops when this commits.
 
-    The generation is retired (kept for inspection, dropped by ``syncsvc generation drop``)
-    or, with ``drop``, deleted with its vector table right away.
+    Its queued rows leave the queue; the generation becomes ``cancelled``, so no request is
+    sent for it any more (a worker checks the state right before each request, once it holds
+    a request slot) and answers to requests already in flight are discarded (the write checks
+    the state under a lock). The generation is kept for inspection, dropped by ``syncsvc
+    generation drop``, or, with ``drop``, deleted with its vector table right away.
     """
     async with conn.transaction():
         job = await _lock(conn, job_id)
@@ -436,7 +445,7 @@ async def cancel_job(conn: AsyncConn, job_id: int, *, drop: bool = False) -> Job
         else:
             await conn.execute(
                 sqlfiles.query("jobs", "set_generation_state"),
-                {"id": generation.id, "state": GenerationState.RETIRED.value},
+                {"id": generation.id, "state": GenerationState.CANCELLED.value},
             )
     if drop:
         return job  # its row went with the generation (ON DELETE CASCADE)

@@ -27,6 +27,9 @@ class GenerationState(StrEnum):
     RETIRED = "retired"
     FAILED = "failed"
     """Its job failed: kept for inspection, promoted only with ``--force``."""
+    CANCELLED = "cancelled"
+    """Its job was cancelled: receives no writes, sends no request; dropped with
+    ``syncsvc generation drop`` (or ``jobs cancel --drop``), finished by a new re-embed."""
 
 
 class Metric(StrEnum):

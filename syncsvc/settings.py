@@ -125,6 +125,12 @@ class JobSettings(BaseModel):
         description="Warn (status, admin page, metric) when a complete generation is neither "
         "promoted nor dropped this long after its job finished.",
     )
+    promote_max_failed: int = Field(
+        default=0,
+        ge=0,
+        description="Promote (by hand or --auto-promote) a generation with up to this many "
+        "rows failed for good without --accept-failed.",
+    )
 
 
 class ScheduleEntry(BaseModel):

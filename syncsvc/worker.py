@@ -29,8 +29,8 @@ from syncsvc.embedder import (
     gather,
 )
 from syncsvc.errors import SyncsvcError
-from syncsvc.models import ClaimedItem, Generation, Target, content_hash
-from syncsvc.providers.base import EmbeddingProvider
+from syncsvc.models import ClaimedItem, Generation, GenerationState, Target, content_hash
+from syncsvc.providers.base import EmbeddingProvider, Withdrawn
 from syncsvc.queue import Failure, Queue
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class Worker:
         self._provider_factory = provider_factory
         self._providers: dict[str, EmbeddingProvider] = {}
         self._embedders: dict[int, Embedder] = {}
+        self._promoted: set[int] = set()
+        """Generations seen active: they can no longer be cancelled, so need no check."""
 
     def wrap_provider_factory(self, wrap: Callable[[ProviderFactory], ProviderFactory]) -> None:
         """Build the providers not built yet through ``wrap(factory)`` (e.g. shared budgets)."""
@@ -93,8 +95,32 @@ class Worker:
                 sparse=generation.sparse,
                 chunking=Chunking.from_options(generation.options),
             )
-            self._embedders[generation.id] = Embedder(self.provider(generation.provider), spec)
+            self._embedders[generation.id] = Embedder(
+                self.provider(generation.provider),
+                spec,
+                proceed=lambda: self._still_live(generation.id),
+            )
         return self._embedders[generation.id]
+
+    async def _state(self, conn: AsyncConn, generation_id: int, *, lock: bool) -> str | None:
+        cur = await conn.execute(
+            sqlfiles.query("jobs", "generation_state_lock" if lock else "generation_state"),
+            {"id": generation_id},
+        )
+        row = await cur.fetchone()
+        return None if row is None else str(row["state"])
+
+    async def _still_live(self, generation_id: int) -> None:
+        """Raise ``Withdrawn`` unless the generation still wants vectors: a request claimed
+        for a job that was cancelled (or a generation dropped) while it waited is not sent."""
+        if generation_id in self._promoted:
+            return
+        async with self.pool.connection() as conn:
+            state = await self._state(conn, generation_id, lock=False)
+        if state == GenerationState.ACTIVE.value:
+            self._promoted.add(generation_id)
+        elif state != GenerationState.BUILDING.value:
+            raise Withdrawn(f"generation {generation_id} is {state or 'gone'}")
 
     async def aclose(self) -> None:
         for provider in self._providers.values():
@@ -295,6 +321,10 @@ class Worker:
                     conn.pipeline(),
                     conn.transaction(),
                 ):
+                    if writes and not await self._writable(conn, generation):
+                        # Cancelled (or dropped) while the request was in flight: the answer
+                        # is discarded, so a cancelled generation never grows after cancel.
+                        writes = []
                     if writes:
                         written = await vectors.write_vectors(conn, target, generation, writes)
                     await self.queue.complete(done, conn)
@@ -317,6 +347,8 @@ class Worker:
                 known = await vectors.stored_chunks(
                     conn, target, generation, [item.pk for item, _, _ in todo]
                 )
+        # Inputs of withdrawn requests (the generation was cancelled) get no outcome: their
+        # entries are completed with the round, nothing being left to write for them here.
         await self.embedder(generation).embed(
             [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo],
             priority=min(item.priority for item, _, _ in todo),
@@ -324,6 +356,17 @@ class Worker:
             known=known,
         )
         return stats
+
+    async def _writable(self, conn: AsyncConn, generation: Generation) -> bool:
+        """Whether vectors may still be written to ``generation``. Locked (FOR SHARE) to the
+        write's commit: a cancel waits for a write already checked, and a later write sees
+        the cancel."""
+        if generation.id in self._promoted:
+            return True
+        state = await self._state(conn, generation.id, lock=True)
+        if state == GenerationState.ACTIVE.value:
+            self._promoted.add(generation.id)
+        return state in (GenerationState.ACTIVE.value, GenerationState.BUILDING.value)
 
 
 def _key(pk: list[object]) -> Hashable:

@@ -38,13 +38,19 @@ async def running_daemon(
     url: str,
     settings: Settings | None = None,
     provider: Any | None = None,
+    provider_factory: Callable[[str], Any] | None = None,
 ) -> AsyncIterator[Daemon]:
     """A daemon running as a task, wired as ``syncsvc run`` wires it (metrics hooks, the
-    scale-out coordinator); stopped (and its failure re-raised) on exit."""
+    scale-out coordinator); stopped (and its failure re-raised) on exit. Every provider name
+    is ``provider`` (default: local-hash) unless ``provider_factory`` maps names itself."""
     from syncsvc import operations
 
     local = provider or LocalHashProvider()
-    daemon = Daemon(settings or fast_settings(), url, provider_factory=lambda name: local)
+    daemon = Daemon(
+        settings or fast_settings(),
+        url,
+        provider_factory=provider_factory or (lambda name: local),
+    )
     operations.install(daemon)
     task = asyncio.create_task(daemon.run())
     started = asyncio.create_task(daemon.started.wait())

@@ -243,10 +243,10 @@ async def test_pause_resume_cancel_change_database_state(conn: AsyncConn, db_url
         assert await _backfill_rows(conn, pending_only=True) == 0
         target = await get_target(conn, "docs")
         gen = next(g for g in target.generations if g.id == second.generation_id)
-        assert gen.state is GenerationState.RETIRED and not gen.live
+        assert gen.state is GenerationState.CANCELLED and not gen.live
         gate.set()
         await wait_for(lambda: queue_empty(conn))
-        # A retired generation receives no more writes from live edits.
+        # A cancelled generation receives no more writes from live edits.
         hashes = f"SELECT array_agg(content_hash ORDER BY id) FROM syncsvc.{gen.table_name}"
         before = await scalar(conn, hashes)
         await conn.execute("UPDATE docs SET body = 'after cancel' WHERE id <= 300")

@@ -173,15 +173,26 @@ def failed_list(
 
 
 @with_connection
-async def _failed_retry(conn: AsyncConn, target: str | None, as_json: bool) -> None:
-    retried = await failures.retry_failed(conn, target)
-    emit(as_json, {"target": target, "retried": retried}, f"{retried} failed rows queued again")
+async def _failed_retry(conn: AsyncConn, target: str | None, wait: float, as_json: bool) -> None:
+    if wait <= 0:
+        retried = await failures.retry_failed(conn, target)
+        emit(as_json, {"target": target, "retried": retried}, f"{retried} failed rows queued again")
+        return
+    outcome = await failures.retry_and_wait(conn, target, wait_seconds=wait)
+    emit(as_json, {"target": target, **outcome.as_dict()}, outcome.describe())
 
 
 @failed_app.command("retry")
 def failed_retry(
     target: Annotated[str | None, typer.Option(help="Only this target.")] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to wait for the daemon to settle the retried rows, then report how "
+            "many were embedded and how many failed again, and why (0: queue them and return)."
+        ),
+    ] = 30.0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Queue failed rows again with fresh attempts."""
-    _failed_retry(target, as_json)
+    """Queue failed rows again with fresh attempts, and say what became of them."""
+    _failed_retry(target, wait, as_json)

@@ -29,9 +29,10 @@ def register(app: typer.Typer) -> None:
 
 def _describe(job: Job) -> str:
     total = "?" if job.total_rows is None else str(job.total_rows)
+    failed = f", failed: {job.failed_rows}" if job.failed_rows else ""
     return (
         f"job {job.id} {job.state.value}: {job.target} → generation {job.generation_id} "
-        f"({job.model}, {job.dimensions} dims), {job.done_rows}/{total} rows"
+        f"({job.model}, {job.dimensions} dims), {job.done_rows}/{total} rows{failed}"
     )
 
 
@@ -133,8 +134,9 @@ async def _list(conn: AsyncConn, as_json: bool, open_only: bool) -> None:
         typer.echo(json.dumps([j.as_dict() for j in found], indent=2, default=str))
         return
     table = Table(title="re-embedding jobs")
-    for column in ("id", "target", "generation", "state", "done/total", "rate", "tokens"):
-        table.add_column(column, justify="right" if column in ("id", "rate", "tokens") else "left")
+    for column in ("id", "target", "generation", "state", "done/total", "failed", "rate"):
+        table.add_column(column, justify="right" if column in ("id", "rate", "failed") else "left")
+    table.add_column("tokens", justify="right")
     table.add_column("cost", justify="right")
     table.add_column("ETA", justify="right")
     table.add_column("note")
@@ -146,6 +148,7 @@ async def _list(conn: AsyncConn, as_json: bool, open_only: bool) -> None:
             f"{j.generation_id} {j.model}/{j.dimensions}",
             j.state.value,
             f"{j.done_rows}/{total} ({percent(j.done_rows, j.total_rows or 0, 0)})",
+            str(j.failed_rows),
             f"{j.rate:.0f}/s" if j.rate else "-",
             str(j.tokens),
             f"${j.cost:.4f}",
@@ -232,11 +235,16 @@ def resume_command(
 @with_connection
 async def _cancel(conn: AsyncConn, job_id: int, drop: bool, as_json: bool) -> None:
     job = await jobs.cancel_job(conn, job_id, drop=drop)
-    what = "dropped" if drop else "retired (drop it with 'syncsvc generation drop')"
+    what = (
+        "dropped with its table"
+        if drop
+        else f"cancelled (drop it with 'syncsvc generation drop {job.target} {job.generation_id}')"
+    )
     emit(
         as_json,
         {**job.as_dict(), "generation_dropped": drop},
-        f"job {job.id} cancelled; generation {job.generation_id} {what}",
+        f"job {job.id} cancelled: no request is sent for generation {job.generation_id} any "
+        f"more; generation {job.generation_id} {what}",
     )
 
 
@@ -248,33 +256,70 @@ def cancel_command(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Cancel a job; its generation stops receiving writes."""
+    """Cancel a job: no request is sent for its generation once this returns (answers still in
+    flight are discarded); the generation is kept as 'cancelled' until dropped (--drop: now)."""
     _cancel(job_id, drop, as_json)
 
 
 @with_connection
 async def _promote(
-    conn: AsyncConn, target: str, generation: str, force: bool, as_json: bool
+    conn: AsyncConn,
+    target: str,
+    generation: str,
+    force: bool,
+    accept_failed: bool,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
-    done = await promote.promote(conn, target, generation, force=force)
+    done = await promote.promote(
+        conn,
+        target,
+        generation,
+        force=force,
+        accept_failed=accept_failed,
+        max_failed=STATE.settings.jobs.promote_max_failed,
+        dry_run=dry_run,
+    )
     g = done.generation
+    if done.dry_run:
+        emit(
+            as_json,
+            actions.promotion_result(done),
+            f"dry run: {target} would search generation {g.id} ({g.model}, {g.dimensions} "
+            f"dims) with {done.coverage.describe()}; nothing was switched",
+        )
+        return
     previous = f"; generation {done.previous.id} retired" if done.previous else ""
     emit(
         as_json,
         actions.promotion_result(done),
         f"[green]{target}[/] now searches generation {g.id} ({g.model}, {g.dimensions} dims), "
-        f"{done.coverage.current}/{done.coverage.rows} rows current{previous}",
+        f"{done.coverage.describe()}{previous}",
     )
 
 
 def promote_command(
     target: Annotated[str, typer.Argument()],
     generation: Annotated[str, typer.Argument(help="Generation id (or key).")],
-    force: Annotated[bool, typer.Option("--force", help="Promote even if incomplete.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if incomplete, failed or cancelled.")
+    ] = False,
+    accept_failed: Annotated[
+        bool,
+        typer.Option(
+            "--accept-failed",
+            help="Promote although some rows failed for good (they have no "
+            "vector there; 'syncsvc failed list').",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check and print the coverage; switch nothing.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Atomically switch TARGET's view (its search) to GENERATION."""
-    _promote(target, generation, force, as_json)
+    """Atomically switch TARGET's view (its search) to GENERATION, once every row has a current
+    vector there (see docs/operations.md, "When promote is allowed")."""
+    _promote(target, generation, force, accept_failed, dry_run, as_json)
 
 
 @with_connection
@@ -285,7 +330,16 @@ async def _generations(conn: AsyncConn, target: str, as_json: bool) -> None:
         typer.echo(json.dumps(out, indent=2))
         return
     table = Table(title=f"generations of {target}")
-    for column in ("id", "state", "provider/model", "dims", "table", "current/rows", "missing"):
+    for column in (
+        "id",
+        "state",
+        "provider/model",
+        "dims",
+        "table",
+        "current/rows",
+        "missing",
+        "failed",
+    ):
         table.add_column(column)
     for g, c in ((f.generation, f.coverage) for f in found):
         table.add_row(
@@ -296,6 +350,7 @@ async def _generations(conn: AsyncConn, target: str, as_json: bool) -> None:
             f"syncsvc.{g.table_name}",
             f"{c.current}/{c.rows} ({percent(c.current, c.rows, 0)})",
             str(c.missing),
+            str(c.failed),
         )
     console.print(table)
 
@@ -325,5 +380,6 @@ def generation_drop(
     generation: Annotated[str, typer.Argument(help="Generation id (or key).")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Drop a retired or building generation and its vectors (never the active one)."""
+    """Drop a retired, cancelled, failed or building generation and its vectors (never the
+    active one; a building one's job goes with it)."""
     _drop(target, generation, as_json)

@@ -6,7 +6,8 @@ a provider only turns one request into one API call and classifies what went wro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -24,6 +25,19 @@ class EmbeddingRequest:
     sparse: bool = False
     priority: int = 0
     """Queue priority of the rows asked for: lower numbers get a request slot first."""
+    proceed: Callable[[], Awaitable[None]] | None = field(default=None, compare=False, repr=False)
+    """Awaited right before the request goes out (once its slot is granted); raises
+    ``Withdrawn`` when it must not be sent (its generation was cancelled meanwhile)."""
+
+
+class Withdrawn(Exception):
+    """A request was not sent because what it was for no longer wants it."""
+
+
+async def proceed(request: EmbeddingRequest) -> None:
+    """Run the request's last check before sending (providers call this)."""
+    if request.proceed is not None:
+        await request.proceed()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import os
 import ssl
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,17 +136,26 @@ class HttpClient:
         return text[:_MESSAGE_LIMIT]
 
     async def post(
-        self, path: str, payload: dict[str, Any], tokens: int, priority: int = 0
+        self,
+        path: str,
+        payload: dict[str, Any],
+        tokens: int,
+        priority: int = 0,
+        proceed: Callable[[], Awaitable[None]] | None = None,
     ) -> Reply:
         """POST ``payload``; transport failures become RETRYABLE ``ProviderError``s.
 
         ``priority`` orders the wait for a request slot (lower first: live edits before
         backfills). The slot is held for the HTTP exchange only; the body is parsed after it
         is given back, so the next request goes out without waiting for the parse.
+        ``proceed`` is the request's last check, run once the slot and budget are granted:
+        a request that waited for them is not sent if its generation was cancelled meanwhile.
         """
         async with self.slots.slot(priority):
             if self.limiter is not None:
                 await self.limiter.acquire(tokens, priority)
+            if proceed is not None:
+                await proceed()
             started = time.monotonic()
             response = await self._send(path, payload)
         reply = Reply(

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from syncsvc import lexical
-from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
+from syncsvc.providers.base import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorKind,
+    ProviderError,
+    proceed,
+)
 from syncsvc.providers.profiles import LOCAL_HASH, ProviderProfile
 
 
@@ -50,6 +56,7 @@ class LocalHashProvider(InProcessProvider):
         super().__init__(name, profile)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        await proceed(request)
         self._accept(request)
         vectors = tuple(tuple(lexical.embed(t, request.dimensions)) for t in request.texts)
         tokens = sum(lexical.count_tokens(t) for t in request.texts)

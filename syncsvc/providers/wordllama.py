@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from syncsvc.errors import ConfigurationError
-from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
+from syncsvc.providers.base import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorKind,
+    ProviderError,
+    proceed,
+)
 from syncsvc.providers.local import InProcessProvider
 from syncsvc.providers.profiles import LOCAL, WORDLLAMA_MODEL, ProviderProfile
 
@@ -87,6 +93,7 @@ class WordLlamaProvider(InProcessProvider):
                 code="InvalidParameter",
                 status=400,
             )
+        await proceed(request)
         self._accept(request)
         vectors = embed_texts(list(request.texts), request.dimensions)
         counts = tokenizer().encode_batch(list(request.texts), add_special_tokens=False)

@@ -18,6 +18,7 @@ from syncsvc.database import AsyncConn
 from syncsvc.status import percent
 from syncsvc.web import jobs
 from syncsvc.web.health import Check
+from syncsvc.web.jobs import Promotable
 
 FAILURES_SHOWN = 50
 
@@ -60,10 +61,16 @@ class PageData:
     daemon_id: str | None = None
     leader: bool | None = None
     notes: list[str] = field(default_factory=list)
+    promotable: dict[int, Promotable] | None = None
+    """Per non-active generation, whether the page offers Promote (None: jobs unavailable)."""
 
 
 async def gather(
-    conn: AsyncConn, checks: list[Check], *, unpromoted_grace_seconds: float = 3600.0
+    conn: AsyncConn,
+    checks: list[Check],
+    *,
+    unpromoted_grace_seconds: float = 3600.0,
+    promote_max_failed: int = 0,
 ) -> PageData:
     """Read everything the page shows."""
     targets = await status.collect(conn)
@@ -76,7 +83,15 @@ async def gather(
         cur = await conn.execute(sqlfiles.query("ops", "list_daemons"))
         daemons = await cur.fetchall()
     notes = [u.warning() for u in await status.unpromoted(conn, unpromoted_grace_seconds)]
-    return PageData(targets, failures, await jobs.list_jobs(conn), daemons, checks, notes=notes)
+    return PageData(
+        targets,
+        failures,
+        await jobs.list_jobs(conn),
+        daemons,
+        checks,
+        notes=notes,
+        promotable=await jobs.promotion_checks(conn, promote_max_failed),
+    )
 
 
 def _e(value: object) -> str:
@@ -157,18 +172,38 @@ def _failures(data: PageData) -> str:
     )
 
 
+def _promote_cell(data: PageData, target: str, generation: int) -> str:
+    """Promote only what the one promote check allows; otherwise say what is missing."""
+    found = (data.promotable or {}).get(generation)
+    if found is None:
+        return ""  # the active generation, or jobs unavailable
+    fields: dict[str, object] = {"target": target, "generation": generation}
+    if found.refusal is None:
+        return _button(
+            "/admin/promote",
+            "Promote",
+            fields,
+            confirm=f"Make generation {generation} the active one of {target}?",
+        )
+    if found.accept_failed_only:
+        return (
+            _button(
+                "/admin/promote",
+                f"Promote without {found.failed} failed rows",
+                {**fields, "accept_failed": 1},
+                confirm=f"Make generation {generation} the active one of {target}, although "
+                f"{found.failed} rows failed for good (they have no vector there)?",
+            )
+            + f' <span class="muted">{_e(found.refusal)}</span>'
+        )
+    return f'<span class="muted" data-not-promotable="{generation}">{_e(found.refusal)}</span>'
+
+
 def _generations(data: PageData) -> str:
     rows = []
     for t in data.targets:
         for g in t.generations:
-            promote = ""
-            if g["state"] not in ("active", "failed") and data.jobs is not None:
-                promote = _button(
-                    "/admin/promote",
-                    "Promote",
-                    {"target": t.target, "generation": g["id"]},
-                    confirm=f"Make generation {g['id']} the active one of {t.target}?",
-                )
+            promote = _promote_cell(data, t.target, g["id"])
             rows.append(
                 f'<tr><td>{_e(t.target)}</td><td class="n">{g["id"]}</td>'
                 f"<td>{_e(g['state'])}</td><td>{_e(g['provider'])}</td><td>{_e(g['model'])}</td>"
@@ -222,7 +257,13 @@ def _jobs(data: PageData) -> str:
             f'<tr data-job="{j.id}"><td class="n">{j.id}</td><td>{_e(j.target)}</td>'
             f'<td class="n">{j.generation}</td><td>{_e(j.model)} ({j.dimensions})</td>'
             f'<td>{_e(j.state)}</td><td><progress max="1" value="{j.progress:.4f}"></progress> '
-            f"{percent(j.done, j.total or 0)} ({j.done}/{j.total})</td>"
+            f"{percent(j.done, j.total or 0)} ({j.done}/{j.total})"
+            + (
+                f' <span class="bad" data-failed="{j.failed}">failed: {j.failed}</span>'
+                if j.failed
+                else ""
+            )
+            + "</td>"
             f"<td>{_seconds(j.eta_seconds)}</td>"
             f'<td class="n">{j.cost:.4f}</td><td class="bad">{_e(j.error or "")}</td>'
             f"<td>{''.join(buttons)}</td></tr>"

@@ -138,6 +138,7 @@ async def admin_page(request: Request) -> Response:
             conn,
             checks,
             unpromoted_grace_seconds=web.settings.jobs.unpromoted_grace_seconds,
+            promote_max_failed=web.settings.jobs.promote_max_failed,
         )
     params = request.query_params
     html = admin.render(data, message=params.get("msg", ""), error=params.get("err", ""))
@@ -227,7 +228,13 @@ async def _perform(
             return f"target {target} resumed" + (f" (was: {previous})" if previous else "")
         raise ValueError(f"unknown target action {action!r}")
     if what == "promote":
-        return await jobs.promote(conn, form["target"], int(form["generation"]))
+        return await jobs.promote(
+            conn,
+            form["target"],
+            int(form["generation"]),
+            accept_failed=form.get("accept_failed") == "1",
+            max_failed=web.settings.jobs.promote_max_failed,
+        )
     raise ValueError(f"unknown action {what!r}")
 
 

@@ -35,6 +35,7 @@ class JobView:
     cost: float
     eta_seconds: float | None
     error: str | None
+    failed: int = 0
 
 
 def _module(name: str) -> ModuleType:
@@ -72,6 +73,7 @@ async def list_jobs(conn: AsyncConn) -> list[JobView] | None:
             cost=float(job.cost),
             eta_seconds=job.eta_seconds,
             error=job.blocked or job.error,
+            failed=int(getattr(job, "failed_rows", 0)),
         )
         for job in await module.list_jobs(conn)
     ]
@@ -115,8 +117,54 @@ async def control(conn: AsyncConn, job_id: int, action: str) -> str:
     return f"job {job_id} is now {job.state.value}"
 
 
-async def promote(conn: AsyncConn, target: str, generation: int) -> str:
+async def promote(
+    conn: AsyncConn,
+    target: str,
+    generation: int,
+    *,
+    accept_failed: bool = False,
+    max_failed: int = 0,
+) -> str:
     """Make ``generation`` the target's active one (refused while it is incomplete)."""
     module = _module("promote")
-    result = await module.promote(conn, target, generation)
+    result = await module.promote(
+        conn, target, generation, accept_failed=accept_failed, max_failed=max_failed
+    )
     return f"{result.target}: generation {result.generation.id} is now active"
+
+
+@dataclass(frozen=True)
+class Promotable:
+    """Whether the page offers to promote a generation, and what it says otherwise."""
+
+    refusal: str | None
+    """Why it may not be promoted (None: it may)."""
+    failed: int = 0
+    """Rows failed for good; when these are all that stands in the way, the page offers to
+    promote without them (the CLI's --accept-failed)."""
+    accept_failed_only: bool = False
+
+
+async def promotion_checks(conn: AsyncConn, max_failed: int = 0) -> dict[int, Promotable] | None:
+    """The one promote check (``promote.refusal``) for every non-active generation; coverage
+    is measured for building ones only (the others are refused by their state alone)."""
+    try:
+        module = _module("promote")
+        catalog = _module("catalog")
+        models = _module("models")
+    except Unavailable:
+        return None
+    if not await _table(conn):
+        return None
+    found: dict[int, Promotable] = {}
+    for target in await catalog.load_targets(conn):
+        for g in target.generations:
+            if g.state is models.GenerationState.ACTIVE:
+                continue
+            measured = module.Coverage(rows=0, current=0, queued=0, orphans=0)
+            if g.state is models.GenerationState.BUILDING:
+                measured = await module.coverage(conn, target, g)
+            refusal = module.refusal(target, g, measured, max_failed=max_failed)
+            accepted = module.refusal(target, g, measured, accept_failed=True)
+            found[g.id] = Promotable(refusal, measured.failed, refusal is not None and not accepted)
+    return found
