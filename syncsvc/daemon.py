@@ -21,7 +21,17 @@ import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from psycopg_pool import PoolTimeout
 
-from syncsvc import actions, backfill, drift, indexes, probe, progress, queries, sqlfiles
+from syncsvc import (
+    actions,
+    backfill,
+    drift,
+    indexes,
+    partitions,
+    probe,
+    progress,
+    queries,
+    sqlfiles,
+)
 from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
 from syncsvc.embedder import Embedder
@@ -33,7 +43,7 @@ from syncsvc.queue import LIVE_PRIORITY, Queue, RetryStrategy
 from syncsvc.schedule import ScheduledRunner
 from syncsvc.settings import Settings
 from syncsvc.statements import QUEUE_CHANNEL, TARGETS_CHANNEL
-from syncsvc.sweep import sweep_target
+from syncsvc.sweep import remove_orphans, sweep_target
 from syncsvc.worker import RoundStats, Worker
 
 logger = logging.getLogger(__name__)
@@ -276,6 +286,7 @@ class Daemon:
                     # NOTIFY only wakes: a lost one costs seconds. Polled here, not on the
                     # lease loop, so a slow query or request never delays lease renewals.
                     polled = time.monotonic()
+                    await self.reconcile_partitions()
                     await self.answer_queries()
                     await self.carry_out_requests()
                 if not channel:
@@ -292,6 +303,45 @@ class Daemon:
                 # The periodic sweep and poll try again; one target's trouble must not stop
                 # the daemon.
                 self.errors.report("reacting to %s %s failed", channel, payload, exc=exc)
+
+    async def reconcile_partitions(self) -> int:
+        """Capture partitions created or attached since the last poll and sweep them; drop the
+        capture of detached ones and remove their vectors. Returns the partitions changed.
+
+        Status says what is being fixed (``targets.capture_drift``) until the sweep is done."""
+        async with self.pool.connection() as conn:
+            changes = await partitions.pending_changes(conn)
+            if not changes:
+                return 0
+            by_target: dict[int, list[partitions.Change]] = {}
+            for change in changes:
+                by_target.setdefault(change.target_id, []).append(change)
+            tracked = {t.id: t for t in await load_targets(conn)}
+            for target_id, group in by_target.items():
+                target = tracked.get(target_id)
+                if target is None:
+                    continue
+                note = "; ".join(c.describe() for c in group)
+                logger.info("target %s: %s", target.name, note)
+                params = {"id": target.id, "drift": note}
+                await conn.execute(sqlfiles.query("catalog", "set_capture_drift"), params)
+                if await partitions.apply(conn, target, group):
+                    continue  # the note stays; tried again at the next poll
+                if target.paused_reason is None:
+                    for change in group:
+                        if change.change in ("added", "foreign") and change.relation is not None:
+                            await sweep_target(
+                                conn,
+                                target,
+                                chunk_rows=self.settings.worker.sweep_chunk_rows,
+                                on_chunk=self.wake.set,
+                                source=change.relation,
+                            )
+                    if any(c.change in ("detached", "dropped") for c in group):
+                        await remove_orphans(conn, target)
+                    self.wake.set()
+                await conn.execute(sqlfiles.query("catalog", "clear_capture_drift"), params)
+        return len(changes)
 
     async def carry_out_requests(self) -> int:
         """Carry out what SQL callers asked for (``syncsvc.add_target``, ``promote`` ...)."""
