@@ -159,3 +159,7 @@ UPDATE syncsvc.targets SET capture_drift = NULL WHERE id = %(id)s AND capture_dr
 
 -- name: capture_drift --
 SELECT target, drift FROM syncsvc.capture_drift WHERE drift IS NOT NULL;
+
+-- name: clear_stale_drift --
+UPDATE syncsvc.targets SET capture_drift = NULL
+WHERE capture_drift IS NOT NULL AND NOT id = ANY (%(ids)s::integer[]);

@@ -311,11 +311,15 @@ class Daemon:
         Status says what is being fixed (``targets.capture_drift``) until the sweep is done."""
         async with self.pool.connection() as conn:
             changes = await partitions.pending_changes(conn)
-            if not changes:
-                return 0
             by_target: dict[int, list[partitions.Change]] = {}
             for change in changes:
                 by_target.setdefault(change.target_id, []).append(change)
+            # A note left by a daemon that stopped before its sweep finished.
+            await conn.execute(
+                sqlfiles.query("catalog", "clear_stale_drift"), {"ids": list(by_target)}
+            )
+            if not changes:
+                return 0
             tracked = {t.id: t for t in await load_targets(conn)}
             for target_id, group in by_target.items():
                 target = tracked.get(target_id)
@@ -325,8 +329,12 @@ class Daemon:
                 logger.info("target %s: %s", target.name, note)
                 params = {"id": target.id, "drift": note}
                 await conn.execute(sqlfiles.query("catalog", "set_capture_drift"), params)
-                if await partitions.apply(conn, target, group):
-                    continue  # the note stays; tried again at the next poll
+                failed = await partitions.apply(conn, target, group)
+                if failed:
+                    # Said in status until it works (tried again at the next poll).
+                    params["drift"] = "; ".join(failed)
+                    await conn.execute(sqlfiles.query("catalog", "set_capture_drift"), params)
+                    continue
                 if target.paused_reason is None:
                     for change in group:
                         if change.change in ("added", "foreign") and change.relation is not None:

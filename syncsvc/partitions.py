@@ -25,9 +25,10 @@ from syncsvc.models import Target
 
 logger = logging.getLogger(__name__)
 
-LOCK_TIMEOUT = "1s"
+LOCK_TIMEOUT = "500ms"
 """How long syncsvc waits for a partition's lock: writers queue behind a waiting CREATE
-TRIGGER, so it gives up soon and tries again at the next poll."""
+TRIGGER, so it gives up soon (before the server's deadlock check, 1 s by default, could pick
+the DBA's statement) and tries again at the next poll."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,11 @@ async def pending_changes(conn: AsyncConn) -> list[Change]:
     ]
 
 
-async def apply(conn: AsyncConn, target: Target, changes: list[Change]) -> list[Change]:
-    """Bring the capture of ``target`` in line with its partition tree; returns the changes
-    that could not be made now (tried again at the next poll). ``conn`` is in autocommit:
-    each partition is changed in a short transaction of its own."""
-    failed = []
+async def apply(conn: AsyncConn, target: Target, changes: list[Change]) -> list[str]:
+    """Bring the capture of ``target`` in line with its partition tree; returns why changes
+    could not be made now (tried again at the next poll). ``conn`` is in autocommit: each
+    partition is changed in a short transaction of its own."""
+    failed: list[str] = []
     for change in changes:
         if change.relation is None or change.change == "foreign":
             continue
@@ -121,19 +122,18 @@ async def apply(conn: AsyncConn, target: Target, changes: list[Change]) -> list[
             work = statements.drop_relation_triggers(target, change.relation)
         try:
             async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                await conn.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_TIMEOUT,))
                 for statement in work:
                     await conn.execute(statement)
         except psycopg.errors.DuplicateObject:
             pass  # another daemon captured it first
         except psycopg.Error as exc:
-            logger.warning(
-                "cannot change the capture of partition %s of %s yet: %s",
-                change.name,
-                target.name,
-                (exc.diag.message_primary or str(exc)).strip(),
+            reason = (
+                f"cannot change the capture of partition {change.name} yet: "
+                f"{(exc.diag.message_primary or str(exc)).strip()}; retrying"
             )
-            failed.append(change)
+            logger.warning("target %s: %s", target.name, reason)
+            failed.append(reason)
     if not failed:
         cur = await conn.execute(sqlfiles.query("catalog", "partitions"), _where(target))
         tree = {str(r["relid"]): r["qualified"] for r in await cur.fetchall()}

@@ -21,11 +21,13 @@ import pytest
 from typer.testing import CliRunner
 
 from syncsvc import metrics, status, targets
+from syncsvc.client import AsyncClient
 from syncsvc.database import AsyncConn, aconnect
 from syncsvc.errors import ValidationError
 from syncsvc.web import admin
 from tests.conftest import Cluster, Deployment
 from tests.helpers import expected, fast_settings, running_daemon, scalar, text_targets, wait_for
+from tests.test_sql_admin import request_and_wait
 
 DIMS = 64
 NO_PERIODIC_SWEEP = fast_settings(sweep_interval_seconds=1e9)
@@ -262,6 +264,21 @@ async def test_a_partition_is_refused_naming_its_parent(versioned: tuple[int, De
         )  # fmt: skip
         assert code != 0 and "public.events_p1 is a partition of public.events" in out
         assert "register public.events instead" in out
+        # SQL callers and the Python client get the same one-line reason (one implementation).
+        async with AsyncClient(deployment.owner, fast_settings()) as client:
+            with pytest.raises(ValidationError, match=reason):
+                await client.add_target(
+                    "pchild", "events_p1a", ["title"], model="local-hash", dimensions=DIMS,
+                    provider="local-hash",
+                )  # fmt: skip
+        async with running_daemon(deployment.owner, NO_PERIODIC_SWEEP):
+            with pytest.raises(psycopg.Error, match=f"{reason}.*register public.events instead"):
+                await asyncio.to_thread(
+                    request_and_wait,
+                    deployment.owner,
+                    "SELECT syncsvc.add_target('pchild', 'events_p1a', '{title}', 'local-hash', "
+                    f"{DIMS}, 'local-hash')",
+                )
         # Inheritance children miss writes through their parent the same way.
         await conn.execute("CREATE TABLE base (id int PRIMARY KEY, title text)")
         await conn.execute("CREATE TABLE heir (id int PRIMARY KEY, title text) INHERITS (base)")
@@ -314,3 +331,36 @@ async def _shouts(conn: AsyncConn) -> bool:
         np.allclose(r["embedding"].to_numpy(), expected(want[r["id"]], DIMS), atol=1e-6)
         for r in rows
     )
+
+
+async def test_a_busy_partition_never_fails_the_application(
+    versioned: tuple[int, Deployment],
+) -> None:
+    """The application holds a new partition in an open transaction: syncsvc's CREATE TRIGGER
+    gives up its lock wait (the writer's statements all succeed), says so, and captures the
+    partition once the transaction ends."""
+    _, deployment = versioned
+    async with await aconnect(deployment.owner) as conn:
+        await _setup(conn)
+        await conn.execute(
+            "CREATE TABLE events_p2 PARTITION OF events FOR VALUES FROM (200) TO (300)"
+        )
+        with psycopg.connect(deployment.writer) as busy:
+            busy.execute("INSERT INTO events_p2 VALUES (201, 'title 201', 'in a long transaction')")
+            async with running_daemon(deployment.owner, NO_PERIODIC_SWEEP):
+                await wait_for(lambda: _drift_says(conn, "cannot change the capture"), timeout=60)
+                note = await _drift(conn, "events")
+                assert note is not None and "public.events_p2" in note and "retrying" in note
+                busy.execute("INSERT INTO events_p2 VALUES (202, 'title 202', 'still fine')")
+                busy.execute("UPDATE events SET body = 'through the parent' WHERE id = 1")
+                busy.commit()
+                await wait_for(lambda: _settled(conn), timeout=60)
+                await wait_for(lambda: _no_drift(conn), timeout=30)
+                with psycopg.connect(deployment.writer, autocommit=True) as writer:
+                    writer.execute("UPDATE events_p2 SET body = 'captured now' WHERE id = 202")
+                    await wait_for(lambda: _settled(conn), timeout=60)
+                    await _neighbour_healthy(conn, writer, "healthy beside a busy partition")
+
+
+async def _drift_says(conn: AsyncConn, words: str) -> bool:
+    return words in (await _drift(conn, "events") or "")

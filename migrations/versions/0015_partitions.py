@@ -49,15 +49,18 @@ CREATE FUNCTION syncsvc.qualified_name(rel oid) RETURNS text
 CREATE FUNCTION syncsvc.partition_changes()
     RETURNS TABLE (target_id integer, relid oid, name text, change text)
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    WITH t AS (
+    WITH t0 AS (
         SELECT t.id, t.partitions, to_regclass(format('%I.%I', t.source_schema, t.source_table))
                    AS root
         FROM syncsvc.targets t
+    ), t AS (
+        -- A table renamed or dropped is the drift machinery's (the target pauses), not this.
+        SELECT * FROM t0 WHERE root IS NOT NULL
     ), tree AS (
         SELECT t.id, p.relid, c.relkind
         FROM t CROSS JOIN LATERAL pg_partition_tree(t.root) p
         JOIN pg_class c ON c.oid = p.relid
-        WHERE t.root IS NOT NULL AND p.relid <> t.root
+        WHERE p.relid <> t.root
     ), triggered AS (
         SELECT t.id, g.tgrelid AS relid
         FROM t JOIN pg_trigger g ON g.tgname = 'syncsvc_' || t.id || '_ins'
@@ -83,10 +86,11 @@ CREATE FUNCTION syncsvc.partition_changes()
     WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = k.relid)
 $$;
 
--- Why a target's vectors and its source disagree in a way the daemon is about to fix.
+-- Why a target's vectors and its source disagree in a way the daemon is about to fix: what
+-- the daemon says it is doing (or why it cannot yet), else what the catalog shows.
 CREATE VIEW syncsvc.capture_drift AS
     SELECT t.name AS target,
-           coalesce((SELECT string_agg(CASE c.change
+           coalesce(t.capture_drift, (SELECT string_agg(CASE c.change
                         WHEN 'added' THEN format('partition %s attached; sweeping', c.name)
                         WHEN 'detached' THEN
                             format('partition %s detached; removing its vectors', c.name)
@@ -95,8 +99,7 @@ CREATE VIEW syncsvc.capture_drift AS
                         ELSE format('partition %s is a foreign table: writes naming it are '
                                     'found by the periodic sweep only', c.name)
                         END, '; ' ORDER BY c.name)
-                     FROM syncsvc.partition_changes() c WHERE c.target_id = t.id),
-                    t.capture_drift) AS drift
+                     FROM syncsvc.partition_changes() c WHERE c.target_id = t.id)) AS drift
     FROM syncsvc.targets t;
 
 CREATE OR REPLACE FUNCTION syncsvc.on_truncate() RETURNS trigger
