@@ -288,6 +288,13 @@ async def test_a_partition_is_refused_naming_its_parent(versioned: tuple[int, De
             )
             with pytest.raises(ValidationError, match=words):
                 await targets.add_target(conn, fast_settings(), spec)
+        # A view's writes reach no trigger of it at all.
+        await conn.execute("CREATE VIEW recent AS SELECT * FROM events")
+        spec = targets.TargetSpec(
+            name="view", table="recent", columns=("title",), model="local-hash", dimensions=DIMS
+        )
+        with pytest.raises(ValidationError, match="statement triggers cannot capture"):
+            await targets.add_target(conn, fast_settings(), spec)
         assert await scalar(conn, "SELECT count(*) FROM syncsvc.targets") == 2
 
 
