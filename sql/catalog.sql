@@ -161,5 +161,11 @@ UPDATE syncsvc.targets SET capture_drift = NULL WHERE id = %(id)s AND capture_dr
 SELECT target, drift FROM syncsvc.capture_drift WHERE drift IS NOT NULL;
 
 -- name: clear_stale_drift --
-UPDATE syncsvc.targets SET capture_drift = NULL
-WHERE capture_drift IS NOT NULL AND NOT id = ANY (%(ids)s::integer[]);
+-- A note no daemon is working on any more: none holds the target's reconcile lock.
+UPDATE syncsvc.targets t SET capture_drift = NULL
+WHERE t.capture_drift IS NOT NULL AND NOT t.id = ANY (%(ids)s::integer[])
+  AND NOT EXISTS (SELECT 1 FROM pg_locks l
+                  WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database
+                                                                  WHERE datname = current_database())
+                    AND l.classid = %(lock)s::bigint::oid AND l.objid = t.id::oid
+                    AND l.objsubid = 2);

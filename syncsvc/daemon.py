@@ -43,7 +43,7 @@ from syncsvc.queue import LIVE_PRIORITY, Queue, RetryStrategy
 from syncsvc.schedule import ScheduledRunner
 from syncsvc.settings import Settings
 from syncsvc.statements import QUEUE_CHANNEL, TARGETS_CHANNEL
-from syncsvc.sweep import remove_orphans, sweep_target
+from syncsvc.sweep import sweep_target
 from syncsvc.worker import RoundStats, Worker
 
 logger = logging.getLogger(__name__)
@@ -306,50 +306,11 @@ class Daemon:
 
     async def reconcile_partitions(self) -> int:
         """Capture partitions created or attached since the last poll and sweep them; drop the
-        capture of detached ones and remove their vectors. Returns the partitions changed.
-
-        Status says what is being fixed (``targets.capture_drift``) until the sweep is done."""
+        capture of detached ones and remove their vectors (``syncsvc.partitions``)."""
         async with self.pool.connection() as conn:
-            changes = await partitions.pending_changes(conn)
-            by_target: dict[int, list[partitions.Change]] = {}
-            for change in changes:
-                by_target.setdefault(change.target_id, []).append(change)
-            # A note left by a daemon that stopped before its sweep finished.
-            await conn.execute(
-                sqlfiles.query("catalog", "clear_stale_drift"), {"ids": list(by_target)}
+            return await partitions.reconcile(
+                conn, chunk_rows=self.settings.worker.sweep_chunk_rows, on_chunk=self.wake.set
             )
-            if not changes:
-                return 0
-            tracked = {t.id: t for t in await load_targets(conn)}
-            for target_id, group in by_target.items():
-                target = tracked.get(target_id)
-                if target is None:
-                    continue
-                note = "; ".join(c.describe() for c in group)
-                logger.info("target %s: %s", target.name, note)
-                params = {"id": target.id, "drift": note}
-                await conn.execute(sqlfiles.query("catalog", "set_capture_drift"), params)
-                failed = await partitions.apply(conn, target, group)
-                if failed:
-                    # Said in status until it works (tried again at the next poll).
-                    params["drift"] = "; ".join(failed)
-                    await conn.execute(sqlfiles.query("catalog", "set_capture_drift"), params)
-                    continue
-                if target.paused_reason is None:
-                    for change in group:
-                        if change.change in ("added", "foreign") and change.relation is not None:
-                            await sweep_target(
-                                conn,
-                                target,
-                                chunk_rows=self.settings.worker.sweep_chunk_rows,
-                                on_chunk=self.wake.set,
-                                source=change.relation,
-                            )
-                    if any(c.change in ("detached", "dropped") for c in group):
-                        await remove_orphans(conn, target)
-                    self.wake.set()
-                await conn.execute(sqlfiles.query("catalog", "clear_capture_drift"), params)
-        return len(changes)
 
     async def carry_out_requests(self) -> int:
         """Carry out what SQL callers asked for (``syncsvc.add_target``, ``promote`` ...)."""

@@ -12,7 +12,9 @@ timeout, and a partition that cannot be changed now is tried again at the next p
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -20,8 +22,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from syncsvc import sqlfiles, statements
+from syncsvc.catalog import load_targets
 from syncsvc.database import AsyncConn
 from syncsvc.models import Target
+from syncsvc.sweep import remove_orphans, sweep_target
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +33,33 @@ LOCK_TIMEOUT = "500ms"
 """How long syncsvc waits for a partition's lock: writers queue behind a waiting CREATE
 TRIGGER, so it gives up soon (before the server's deadlock check, 1 s by default, could pick
 the DBA's statement) and tries again at the next poll."""
+
+
+RECONCILE_LOCK = 0x73797063
+"""Session advisory lock (this key, target id) held by the daemon reconciling a target's
+partitions: one daemon at a time, and others leave its status note alone meanwhile."""
+
+
+@contextlib.asynccontextmanager
+async def reconciling(conn: AsyncConn, target_id: int) -> AsyncIterator[bool]:
+    """Whether this session reconciles ``target_id`` now (another daemon may be at it)."""
+    cur = await conn.execute(
+        "SELECT pg_try_advisory_lock(%s, %s) AS mine", (RECONCILE_LOCK, target_id)
+    )
+    row = await cur.fetchone()
+    mine = bool(row and row["mine"])
+    try:
+        yield mine
+    finally:
+        if mine:
+            await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (RECONCILE_LOCK, target_id))
+
+
+async def clear_stale_notes(conn: AsyncConn, changing: list[int]) -> None:
+    """Forget the note of a daemon that stopped before its sweep was done."""
+    await conn.execute(
+        sqlfiles.query("catalog", "clear_stale_drift"), {"ids": changing, "lock": RECONCILE_LOCK}
+    )
 
 
 @dataclass(frozen=True)
@@ -156,3 +187,59 @@ async def drift_notes(conn: AsyncConn) -> dict[str, str]:
     fixing (``syncsvc.capture_drift``: the same words in status, the admin page, metrics)."""
     cur = await conn.execute(sqlfiles.query("catalog", "capture_drift"))
     return {row["target"]: row["drift"] for row in await cur.fetchall()}
+
+
+async def reconcile(
+    conn: AsyncConn, *, chunk_rows: int, on_chunk: Callable[[], None] | None = None
+) -> int:
+    """Bring every target's capture in line with its partition tree; returns the partitions
+    changed. Status says what is being fixed (``targets.capture_drift``) until its sweep is
+    done. ``on_chunk`` is called when rows were enqueued (wake the claimer)."""
+    changes = await pending_changes(conn)
+    changing = sorted({c.target_id for c in changes})
+    await clear_stale_notes(conn, changing)
+    if not changes:
+        return 0
+    tracked = {t.id: t for t in await load_targets(conn)}
+    for target_id in changing:
+        target = tracked.get(target_id)
+        if target is None:
+            continue
+        async with reconciling(conn, target_id) as mine:
+            if not mine:
+                continue  # another daemon is at it
+            # Read again under the lock: another daemon may have just finished.
+            group = [c for c in await pending_changes(conn) if c.target_id == target_id]
+            if group:
+                await _reconcile_target(conn, target, group, chunk_rows, on_chunk)
+    return len(changes)
+
+
+async def _reconcile_target(
+    conn: AsyncConn,
+    target: Target,
+    group: list[Change],
+    chunk_rows: int,
+    on_chunk: Callable[[], None] | None,
+) -> None:
+    note = "; ".join(c.describe() for c in group)
+    logger.info("target %s: %s", target.name, note)
+    params = {"id": target.id, "drift": note}
+    await conn.execute(sqlfiles.query("catalog", "set_capture_drift"), params)
+    failed = await apply(conn, target, group)
+    if failed:
+        # Said in status until it works (tried again at the next poll).
+        params["drift"] = "; ".join(failed)
+        await conn.execute(sqlfiles.query("catalog", "set_capture_drift"), params)
+        return
+    if target.paused_reason is None:
+        # Triggers first, then the sweep: a write before the triggers is found by the sweep,
+        # a write after them by the triggers.
+        for change in group:
+            if change.change in ("added", "foreign") and change.relation is not None:
+                await sweep_target(
+                    conn, target, chunk_rows=chunk_rows, on_chunk=on_chunk, source=change.relation
+                )
+        if any(c.change in ("detached", "dropped") for c in group):
+            await remove_orphans(conn, target)
+    await conn.execute(sqlfiles.query("catalog", "clear_capture_drift"), params)
