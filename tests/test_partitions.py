@@ -371,3 +371,35 @@ async def test_a_busy_partition_never_fails_the_application(
 
 async def _drift_says(conn: AsyncConn, words: str) -> bool:
     return words in (await _drift(conn, "events") or "")
+
+
+async def test_a_foreign_partition_is_refused(versioned: tuple[int, Deployment]) -> None:
+    _, deployment = versioned
+    with psycopg.connect(deployment.admin, autocommit=True) as dba:
+        # A wrapper without a handler: enough to declare foreign tables, never to read them.
+        dba.execute("CREATE FOREIGN DATA WRAPPER nowhere")
+        dba.execute("CREATE SERVER far FOREIGN DATA WRAPPER nowhere")
+        dba.execute("GRANT USAGE ON FOREIGN SERVER far TO syncsvc_owner")
+    async with await aconnect(deployment.owner) as conn:
+        await text_targets(conn, ("notes",), rows=10, title="title ", body="body ", dimensions=DIMS)
+        # PostgreSQL allows foreign partitions only under a table without unique indexes
+        # (so never under a registered one): the reason given is the foreign partition.
+        await conn.execute(
+            "CREATE TABLE logs (id int NOT NULL, title text) PARTITION BY RANGE (id)"
+        )
+        await conn.execute("CREATE TABLE logs_p0 PARTITION OF logs FOR VALUES FROM (0) TO (100)")
+        await conn.execute(
+            "CREATE FOREIGN TABLE logs_far PARTITION OF logs FOR VALUES FROM (100) TO (200) "
+            "SERVER far"
+        )
+        await conn.execute("CREATE FOREIGN TABLE lone (id int, title text) SERVER far")
+        for table, words in (
+            ("logs", r"partition public\.logs_far of public\.logs is a foreign table"),
+            ("lone", "statement triggers cannot capture"),
+        ):
+            spec = targets.TargetSpec(
+                name="logs", table=table, columns=("title",), model="local-hash", dimensions=DIMS
+            )
+            with pytest.raises(ValidationError, match=words):
+                await targets.add_target(conn, fast_settings(), spec)
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.targets") == 1
