@@ -143,6 +143,7 @@ WHERE g.tgname = %(trigger)s
 
 -- name: partition_changes --
 SELECT x.target_id, x.relid::bigint AS relid, x.name, x.change, t.name AS target,
+       syncsvc.describe_partition_change(x.name, x.change) AS note,
        n.nspname AS rel_schema, c.relname AS rel_name
 FROM syncsvc.partition_changes() x JOIN syncsvc.targets t ON t.id = x.target_id
 LEFT JOIN pg_class c ON c.oid = x.relid LEFT JOIN pg_namespace n ON n.oid = c.relnamespace

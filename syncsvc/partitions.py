@@ -73,16 +73,8 @@ class Change:
     """added | detached | dropped | foreign (see ``syncsvc.partition_changes``)."""
     relation: sql.Composable | None
     """The partition, while it exists."""
-
-    def describe(self) -> str:
-        if self.change == "added":
-            return f"partition {self.name} attached; sweeping"
-        if self.change == "foreign":
-            return (
-                f"partition {self.name} is a foreign table: writes naming it are found by the "
-                "periodic sweep only"
-            )
-        return f"partition {self.name} {self.change}; removing its vectors"
+    note: str
+    """What status says about it (``syncsvc.describe_partition_change``)."""
 
 
 def _relation(schema: str, name: str) -> sql.Composed:
@@ -133,6 +125,7 @@ async def pending_changes(conn: AsyncConn) -> list[Change]:
             target=row["target"],
             name=row["name"],
             change=row["change"],
+            note=row["note"],
             relation=(_relation(row["rel_schema"], row["rel_name"]) if row["rel_name"] else None),
         )
         for row in await cur.fetchall()
@@ -222,7 +215,7 @@ async def _reconcile_target(
     chunk_rows: int,
     on_chunk: Callable[[], None] | None,
 ) -> None:
-    note = "; ".join(c.describe() for c in group)
+    note = "; ".join(c.note for c in group)
     logger.info("target %s: %s", target.name, note)
     params = {"id": target.id, "drift": note}
     await conn.execute(sqlfiles.query("catalog", "set_capture_drift"), params)

@@ -86,21 +86,29 @@ CREATE FUNCTION syncsvc.partition_changes()
     WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = k.relid)
 $$;
 
+-- The words for one partition change: status, the admin page and the daemon's log say this.
+CREATE FUNCTION syncsvc.describe_partition_change(name text, change text) RETURNS text
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+    RETURN CASE change
+        WHEN 'added' THEN format('partition %s attached; sweeping', name)
+        WHEN 'detached' THEN format('partition %s detached; removing its vectors', name)
+        WHEN 'dropped' THEN format('partition %s dropped; removing its vectors', name)
+        ELSE format('partition %s is a foreign table: writes naming it are found by the '
+                    'periodic sweep only', name)
+    END;
+
 -- Why a target's vectors and its source disagree in a way the daemon is about to fix: what
 -- the daemon says it is doing (or why it cannot yet), else what the catalog shows.
 CREATE VIEW syncsvc.capture_drift AS
-    SELECT t.name AS target,
-           coalesce(t.capture_drift, (SELECT string_agg(CASE c.change
-                        WHEN 'added' THEN format('partition %s attached; sweeping', c.name)
-                        WHEN 'detached' THEN
-                            format('partition %s detached; removing its vectors', c.name)
-                        WHEN 'dropped' THEN
-                            format('partition %s dropped; removing its vectors', c.name)
-                        ELSE format('partition %s is a foreign table: writes naming it are '
-                                    'found by the periodic sweep only', c.name)
-                        END, '; ' ORDER BY c.name)
-                     FROM syncsvc.partition_changes() c WHERE c.target_id = t.id)) AS drift
-    FROM syncsvc.targets t;
+    WITH c AS (
+        SELECT c.target_id,
+               string_agg(syncsvc.describe_partition_change(c.name, c.change), '; '
+                          ORDER BY c.name) AS note
+        FROM syncsvc.partition_changes() c
+        GROUP BY c.target_id
+    )
+    SELECT t.name AS target, coalesce(t.capture_drift, c.note) AS drift
+    FROM syncsvc.targets t LEFT JOIN c ON c.target_id = t.id;
 
 CREATE OR REPLACE FUNCTION syncsvc.on_truncate() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -153,6 +161,7 @@ BEGIN
 END
 $$;
 DROP VIEW syncsvc.capture_drift;
+DROP FUNCTION syncsvc.describe_partition_change(text, text);
 DROP FUNCTION syncsvc.partition_changes();
 DROP FUNCTION syncsvc.qualified_name(oid);
 ALTER TABLE syncsvc.targets DROP COLUMN capture_drift, DROP COLUMN partitions;
