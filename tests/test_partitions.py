@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from syncsvc import metrics, status, targets
+from syncsvc import drift, metrics, status, targets
 from syncsvc.client import AsyncClient
 from syncsvc.database import AsyncConn, aconnect
 from syncsvc.errors import ValidationError
@@ -403,3 +403,30 @@ async def test_a_foreign_partition_is_refused(versioned: tuple[int, Deployment])
             with pytest.raises(ValidationError, match=words):
                 await targets.add_target(conn, fast_settings(), spec)
         assert await scalar(conn, "SELECT count(*) FROM syncsvc.targets") == 1
+
+
+async def test_repair_and_remove_cover_every_partition(versioned: tuple[int, Deployment]) -> None:
+    """``target repair`` rebuilds the capture on every partition; ``target remove`` takes it off
+    every one, a detached one not yet reconciled included, and the application writes on."""
+    _, deployment = versioned
+    captured = "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'syncsvc%%'"
+    async with await aconnect(deployment.owner) as conn:
+        await _setup(conn)
+        # events and its 4 partitions, notes: 4 triggers each.
+        assert await scalar(conn, captured) == 6 * 4
+        await drift.repair(conn, "events")
+        assert await scalar(conn, captured) == 6 * 4
+        async with running_daemon(deployment.owner, NO_PERIODIC_SWEEP):
+            await wait_for(lambda: _settled(conn), timeout=60)
+            with psycopg.connect(deployment.writer, autocommit=True) as writer:
+                writer.execute("UPDATE events_p1a SET body = 'after repair' WHERE id = 101")
+                writer.execute("INSERT INTO events_p1b VALUES (151, 'title 151', 'after repair')")
+                await wait_for(lambda: _settled(conn), timeout=60)
+        await conn.execute("ALTER TABLE events DETACH PARTITION events_p0")
+        await targets.remove_target(conn, "events")
+        assert await scalar(conn, captured) == 4  # notes' own
+        with psycopg.connect(deployment.writer, autocommit=True) as writer:
+            writer.execute("INSERT INTO events_p0 VALUES (99, 'title 99', 'untracked')")
+            writer.execute("INSERT INTO events_p1a VALUES (149, 'title 149', 'untracked')")
+            writer.execute("UPDATE events SET body = 'untracked' WHERE id = 101")
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.inbox") == 0
