@@ -45,14 +45,25 @@ WHERE paused_reason IS NOT NULL AND NOT paused_by_operator
 RETURNING name;
 
 -- name: find_table --
-SELECT c.oid::regclass::text AS qualified, n.nspname AS schema, c.relname AS name, c.relkind
+-- ``parent``: the table a partition or inheritance child belongs to (the root of its tree).
+SELECT c.oid::regclass::text AS qualified, n.nspname AS schema, c.relname AS name, c.relkind,
+       c.relispartition, syncsvc.qualified_name(c.oid) AS full_name,
+       CASE WHEN c.relispartition THEN syncsvc.qualified_name(pg_partition_root(c.oid))
+            ELSE (SELECT syncsvc.qualified_name(i.inhparent) FROM pg_inherits i
+                  WHERE i.inhrelid = c.oid LIMIT 1) END AS parent,
+       (SELECT syncsvc.qualified_name(i.inhrelid) FROM pg_inherits i
+        WHERE i.inhparent = c.oid AND c.relkind = 'r' LIMIT 1) AS inheritor,
+       (SELECT syncsvc.qualified_name(p.relid) FROM pg_partition_tree(c.oid) p
+        JOIN pg_class f ON f.oid = p.relid WHERE f.relkind = 'f' LIMIT 1) AS foreign_partition
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = coalesce(%(schema)s, current_schema()) AND c.relname = %(table)s;
 
 -- name: table_columns --
 SELECT a.attname AS name,
        format_type(a.atttypid, a.atttypmod) AS type,
-       t.typname IN ('text', 'varchar', 'bpchar', 'citext', 'name') AS textlike
+       t.typname IN ('text', 'varchar', 'bpchar', 'citext', 'name') AS textlike,
+       -- PostgreSQL 18's VIRTUAL generated columns read as NULL in transition tables.
+       a.attgenerated::text = 'v' AS virtual
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = %(oid)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum;
@@ -111,3 +122,51 @@ WHERE id = %(id)s;
 -- name: request_failed --
 UPDATE syncsvc.requests SET state = 'failed', error = %(error)s, finished_at = now()
 WHERE id = %(id)s;
+
+-- name: partitions --
+-- Every partition of a table, at any depth (none for a plain table).
+SELECT p.relid::oid::bigint AS relid, syncsvc.qualified_name(p.relid) AS qualified,
+       n.nspname AS schema,
+       c.relname AS name, c.relkind IN ('r', 'p') AS capturable
+FROM (SELECT to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text)) AS root) r
+CROSS JOIN LATERAL pg_partition_tree(r.root) p
+JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE p.relid <> r.root
+ORDER BY p.level, p.relid;
+
+-- name: captured_relations --
+-- Tables other than the target's own carrying its capture triggers (its partitions).
+SELECT n.nspname AS schema, c.relname AS name
+FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE g.tgname = %(trigger)s
+  AND g.tgrelid IS DISTINCT FROM to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text));
+
+-- name: partition_changes --
+SELECT x.target_id, x.relid::bigint AS relid, x.name, x.change, t.name AS target,
+       syncsvc.describe_partition_change(x.name, x.change) AS note,
+       n.nspname AS rel_schema, c.relname AS rel_name
+FROM syncsvc.partition_changes() x JOIN syncsvc.targets t ON t.id = x.target_id
+LEFT JOIN pg_class c ON c.oid = x.relid LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+ORDER BY x.target_id, x.name;
+
+-- name: set_partitions --
+UPDATE syncsvc.targets SET partitions = %(tree)s WHERE id = %(id)s;
+
+-- name: set_capture_drift --
+UPDATE syncsvc.targets SET capture_drift = %(drift)s WHERE id = %(id)s;
+
+-- name: clear_capture_drift --
+UPDATE syncsvc.targets SET capture_drift = NULL WHERE id = %(id)s AND capture_drift = %(drift)s;
+
+-- name: capture_drift --
+SELECT target, drift FROM syncsvc.capture_drift WHERE drift IS NOT NULL;
+
+-- name: clear_stale_drift --
+-- A note no daemon is working on any more: none holds the target's reconcile lock.
+UPDATE syncsvc.targets t SET capture_drift = NULL
+WHERE t.capture_drift IS NOT NULL AND NOT t.id = ANY (%(ids)s::integer[])
+  AND NOT EXISTS (SELECT 1 FROM pg_locks l
+                  WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database
+                                                                  WHERE datname = current_database())
+                    AND l.classid = %(lock)s::bigint::oid AND l.objid = t.id::oid
+                    AND l.objsubid = 2);

@@ -1,5 +1,7 @@
 -- name: target_status --
-SELECT * FROM syncsvc.status;
+-- With why the vectors and the source disagree in a way the daemon is fixing right now.
+SELECT s.*, d.drift FROM syncsvc.status s LEFT JOIN syncsvc.capture_drift d ON d.target = s.target
+ORDER BY s.target;
 
 -- name: unpromoted --
 -- Generations whose job completed a while ago but that were neither promoted nor dropped:

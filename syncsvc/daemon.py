@@ -21,7 +21,17 @@ import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from psycopg_pool import PoolTimeout
 
-from syncsvc import actions, backfill, drift, indexes, probe, progress, queries, sqlfiles
+from syncsvc import (
+    actions,
+    backfill,
+    drift,
+    indexes,
+    partitions,
+    probe,
+    progress,
+    queries,
+    sqlfiles,
+)
 from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
 from syncsvc.embedder import Embedder
@@ -279,6 +289,7 @@ class Daemon:
                     await queries.prune(
                         self.pool, self.settings.search.query_text_retention_seconds
                     )
+                    await self.reconcile_partitions()
                     await self.answer_queries()
                     await self.carry_out_requests()
                 if not channel:
@@ -295,6 +306,14 @@ class Daemon:
                 # The periodic sweep and poll try again; one target's trouble must not stop
                 # the daemon.
                 self.errors.report("reacting to %s %s failed", channel, payload, exc=exc)
+
+    async def reconcile_partitions(self) -> int:
+        """Capture partitions created or attached since the last poll and sweep them; drop the
+        capture of detached ones and remove their vectors (``syncsvc.partitions``)."""
+        async with self.pool.connection() as conn:
+            return await partitions.reconcile(
+                conn, chunk_rows=self.settings.worker.sweep_chunk_rows, on_chunk=self.wake.set
+            )
 
     async def carry_out_requests(self) -> int:
         """Carry out what SQL callers asked for (``syncsvc.add_target``, ``promote`` ...)."""

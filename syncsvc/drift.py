@@ -13,7 +13,7 @@ import logging
 import psycopg
 from psycopg import sql
 
-from syncsvc import sqlfiles, statements
+from syncsvc import partitions, sqlfiles, statements
 from syncsvc.catalog import get_target
 from syncsvc.database import AsyncConn
 from syncsvc.errors import NotFoundError, ValidationError
@@ -31,6 +31,13 @@ def is_target_fault(exc: BaseException) -> bool:
     if not isinstance(exc, psycopg.Error) or exc.sqlstate is None:
         return False
     return exc.sqlstate[:2] in TARGET_FAULT_CLASSES
+
+
+def virtual_problem(column: str, where: str) -> str:
+    return (
+        f"column {column} of {where} is a VIRTUAL generated column: a statement trigger sees it "
+        "as NULL, so its changes cannot be captured; make it STORED or embed its base columns"
+    )
 
 
 def fault_reason(target: Target, exc: psycopg.Error) -> str:
@@ -67,6 +74,8 @@ async def check(conn: AsyncConn, target: Target) -> list[str]:
             problems.append(f"column {column} no longer exists in {where}")
         elif not columns[column]["textlike"]:
             problems.append(f"column {column} of {where} is now {columns[column]['type']}")
+        elif columns[column]["virtual"]:
+            problems.append(virtual_problem(column, where))
     for column, pk_type in zip(target.pk_columns, target.pk_types, strict=True):
         if column not in columns:
             problems.append(f"key column {column} no longer exists in {where}")
@@ -147,6 +156,7 @@ async def repair(
         )
         raise ValidationError(f"cannot repair {name}: {'; '.join(problems)}; {advice}")
     async with conn.transaction():
+        await partitions.release_partitions(conn, target)
         for statement in statements.drop_triggers(target):
             await conn.execute(statement)
         await conn.execute(
@@ -160,6 +170,7 @@ async def repair(
         await conn.execute(statements.lock_capture_function(updated))
         for statement in statements.create_triggers(updated):
             await conn.execute(statement)
+        await partitions.capture_partitions(conn, updated)
         await conn.execute("SELECT syncsvc.resume_target(%s)", (name,))
     logger.info("target %s repaired: capture rebuilt for %s", name, ", ".join(updated.columns))
     return await get_target(conn, name)

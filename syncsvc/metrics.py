@@ -103,6 +103,13 @@ COVERAGE = Gauge(
     ["target"],
     registry=REGISTRY,
 )
+DRIFT = Gauge(
+    "syncsvc_target_drift",
+    "1 while the target's vectors and source disagree in a way the daemon is fixing "
+    "(a partition attached, detached or dropped; see status).",
+    ["target"],
+    registry=REGISTRY,
+)
 PAUSED = Gauge(
     "syncsvc_target_paused",
     "1 when the target is paused (by an operator, a provider refusal or schema drift).",
@@ -314,7 +321,15 @@ async def refresh(
 ) -> list[status.TargetStatus]:
     """Set the database-derived gauges; returns the status rows it read."""
     rows = await status.collect(conn)
-    for gauge in (QUEUE_ENTRIES, OLDEST_PENDING, SOURCE_ROWS, EMBEDDED_ROWS, COVERAGE, PAUSED):
+    for gauge in (
+        QUEUE_ENTRIES,
+        OLDEST_PENDING,
+        SOURCE_ROWS,
+        EMBEDDED_ROWS,
+        COVERAGE,
+        PAUSED,
+        DRIFT,
+    ):
         _reset(gauge)
     for row in rows:
         QUEUE_ENTRIES.labels(row.target, "pending").set(row.pending)
@@ -324,6 +339,7 @@ async def refresh(
         SOURCE_ROWS.labels(row.target).set(row.rows)
         COVERAGE.labels(row.target).set(row.embedded / row.rows if row.rows else 1.0)
         PAUSED.labels(row.target).set(1 if row.paused_reason else 0)
+        DRIFT.labels(row.target).set(1 if row.drift else 0)
         for generation in row.generations:
             EMBEDDED_ROWS.labels(row.target, str(generation["id"]), generation["state"]).set(
                 generation["embedded"]

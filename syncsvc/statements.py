@@ -187,8 +187,10 @@ def lock_capture_function(target: Target) -> sql.Composed:
     return sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(capture_function_name(target))
 
 
-def create_triggers(target: Target) -> list[sql.Composed]:
-    src = source(target)
+def create_triggers(target: Target, relation: sql.Composable | None = None) -> list[sql.Composed]:
+    """The capture triggers, on the target's table or on one of its partitions (``relation``):
+    a statement trigger fires only for the table the statement names."""
+    src = relation if relation is not None else source(target)
     fn = capture_function_name(target)
     return [
         sql.SQL(
@@ -210,11 +212,14 @@ def create_triggers(target: Target) -> list[sql.Composed]:
     ]
 
 
-def drop_triggers(target: Target) -> list[sql.Composed]:
-    src = source(target)
-    statements = [
-        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger_name(target, event), src)
+def drop_relation_triggers(target: Target, relation: sql.Composable) -> list[sql.Composed]:
+    return [
+        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger_name(target, event), relation)
         for event in ("ins", "upd", "del", "trunc")
     ]
+
+
+def drop_triggers(target: Target) -> list[sql.Composed]:
+    statements = drop_relation_triggers(target, source(target))
     statements.append(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(capture_function_name(target)))
     return statements

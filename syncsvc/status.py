@@ -31,6 +31,9 @@ class TargetStatus:
     dimensions: int | None
     paused_reason: str | None
     generations: list[dict[str, Any]]
+    drift: str | None = None
+    """Why the vectors and the source disagree in a way the daemon is fixing now ("partition
+    app.events_p3 attached; sweeping"): rows and pending may not add up meanwhile."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +134,7 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
             dimensions=row["dimensions"],
             paused_reason=row["paused_reason"],
             generations=list(row["generations"]),
+            drift=row["drift"],
         )
         for row in await cur.fetchall()
     ]

@@ -41,7 +41,12 @@ class ChunkResult:
 
 
 def chunk_statement(
-    target: Target, generation: Generation, *, first: bool, inclusive: bool
+    target: Target,
+    generation: Generation,
+    *,
+    first: bool,
+    inclusive: bool,
+    source: sql.Composable | None = None,
 ) -> sql.Composed:
     after: sql.Composable = sql.SQL("")
     if not first:
@@ -78,7 +83,7 @@ def chunk_statement(
         cols=cols,
         input=statements.input_expr(target, "s"),
         has_text=statements.has_text(target, "s"),
-        source=statements.source(target),
+        source=source if source is not None else statements.source(target),
         after=after,
         c_cols=c_cols,
         c_json=statements.pk_json(target, "c"),
@@ -101,13 +106,16 @@ async def feed_chunk(
     scan_rows: int,
     room: int,
     priority: int,
+    source: sql.Composable | None = None,
 ) -> ChunkResult:
     """Scan up to ``scan_rows`` rows after ``cursor``; enqueue up to ``room`` stale ones.
 
     Shared by the sweep (active generation, whole table) and re-embedding jobs (a building
     generation, paced by ``room``, resumable from ``cursor``).
     """
-    statement = chunk_statement(target, generation, first=cursor is None, inclusive=inclusive)
+    statement = chunk_statement(
+        target, generation, first=cursor is None, inclusive=inclusive, source=source
+    )
     cur = await conn.execute(
         statement,
         {
@@ -139,11 +147,13 @@ async def sweep_target(
     chunk_rows: int = 5000,
     priority: int = SWEEP_PRIORITY,
     on_chunk: Callable[[], None] | None = None,
+    source: sql.Composable | None = None,
 ) -> SweepResult:
     """Enqueue every row of ``target`` whose active-generation vector is missing or stale.
 
     ``on_chunk`` is called after each chunk that enqueued rows (each is committed on its own):
-    a daemon starts embedding them while the sweep reads on."""
+    a daemon starts embedding them while the sweep reads on. ``source``: one partition of the
+    target's table only (just attached); orphans are then left to the caller."""
     generation = target.active
     if generation is None:
         return SweepResult(0, 0, 0)
@@ -160,6 +170,7 @@ async def sweep_target(
             scan_rows=size,
             room=size,
             priority=priority,
+            source=source,
         )
         size = min(chunk_rows, size * 2)
         scanned += chunk.scanned
@@ -169,7 +180,7 @@ async def sweep_target(
         if chunk.scan_done or chunk.cursor is None:
             break
         cursor = chunk.cursor
-    orphans = await remove_orphans(conn, target)
+    orphans = await remove_orphans(conn, target) if source is None else 0
     if enqueued or orphans:
         await conn.execute("SELECT pg_notify(%s, %s)", (statements.QUEUE_CHANNEL, str(target.id)))
         logger.info(

@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg import sql
 
-from syncsvc import generations, sqlfiles, statements
+from syncsvc import drift, generations, partitions, sqlfiles, statements
 from syncsvc.catalog import get_target, load_targets
 from syncsvc.chunking import Chunking
 from syncsvc.database import AsyncConn
@@ -88,10 +88,39 @@ async def _resolve_table(conn: AsyncConn, table: str) -> tuple[str, str, str]:
         row = await cur.fetchone()
         if row is not None:
             if row["relkind"] not in ("r", "p"):
-                raise ValidationError(f"{table} is not a table (views cannot have triggers)")
+                raise ValidationError(
+                    f"{table} is not a table: statement triggers cannot capture the writes of "
+                    "views, foreign tables or materialized views"
+                )
+            _refuse_partial_tree(row)
             return str(row["qualified"]), row["schema"], row["name"]
     where = f"schema {schema!r}" if schema else "the current schema"
     raise ValidationError(f"table {name!r} does not exist in {where}")
+
+
+def _refuse_partial_tree(row: dict[str, Any]) -> None:
+    """A table whose writes its own triggers cannot all see is refused with what to do."""
+    qualified = row["full_name"]
+    if row["relispartition"]:
+        raise ValidationError(
+            f"{qualified} is a partition of {row['parent']}: writes through the parent would "
+            f"be missed; register {row['parent']} instead"
+        )
+    if row["parent"] is not None:
+        raise ValidationError(
+            f"{qualified} inherits from {row['parent']}: writes through the parent would be "
+            f"missed; register {row['parent']} instead"
+        )
+    if row["inheritor"] is not None:
+        raise ValidationError(
+            f"{qualified} has inheritance child {row['inheritor']}: its rows would be read but "
+            "writes to it not captured; use declarative partitioning or register each table"
+        )
+    if row["foreign_partition"] is not None:
+        raise ValidationError(
+            f"partition {row['foreign_partition']} of {qualified} is a foreign table: "
+            "statement triggers cannot capture writes naming it"
+        )
 
 
 async def validate(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> dict[str, Any]:
@@ -121,6 +150,8 @@ async def validate(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> dic
                 f"column {column!r} is {table_columns[column]['type']}, not text-like "
                 "(text, varchar, char, citext)"
             )
+        if table_columns[column]["virtual"]:
+            raise ValidationError(drift.virtual_problem(column, f"{schema}.{table}"))
     template = spec.template or statements.default_template(list(spec.columns))
     try:
         fields = statements.template_fields(template)
@@ -263,6 +294,7 @@ async def add_target(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> T
         await conn.execute(statements.lock_capture_function(target))
         for statement in statements.create_triggers(target):
             await conn.execute(statement)
+        await partitions.capture_partitions(conn, target)
         # Delivered at commit: running daemons sweep the new target now, not at the next sweep.
         await conn.execute("SELECT pg_notify(%s, %s)", (statements.TARGETS_CHANNEL, str(target.id)))
     logger.info("target %s added on %s.%s", spec.name, row["schema"], row["table"])
@@ -288,6 +320,7 @@ async def remove_target(conn: AsyncConn, name: str, *, keep_vectors: bool = Fals
     """Drop a target's triggers and catalog rows; its vector tables too unless kept."""
     target = await get_target(conn, name)
     async with conn.transaction():
+        await partitions.release_partitions(conn, target)
         for statement in statements.drop_triggers(target):
             await conn.execute(statement)
         if not keep_vectors:

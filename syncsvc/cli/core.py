@@ -110,6 +110,7 @@ async def _status(conn: AsyncConn, as_json: bool) -> None:
         table.add_column(column, justify="left" if column == "target" else "right")
     table.add_column("active generation")
     table.add_column("paused")
+    table.add_column("drift")
     for r in rows:
         oldest = f"{r.oldest_pending_seconds:.1f}s" if r.oldest_pending_seconds else "-"
         generation = (
@@ -127,6 +128,7 @@ async def _status(conn: AsyncConn, as_json: bool) -> None:
             status.duration(r.eta_seconds) if r.pending or r.in_flight else "-",
             generation,
             r.paused_reason or "",
+            r.drift or "",
         )
     console.print(table)
     for idle in await status.unpromoted(conn, STATE.settings.jobs.unpromoted_grace_seconds):

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncsvc import actions, drift, migrate, targets
+from syncsvc import actions, drift, migrate, partitions, targets
 from syncsvc.catalog import load_targets
 from syncsvc.chunking import Chunking
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, with_connection
@@ -284,7 +284,9 @@ async def _check(conn: AsyncConn, name: str) -> None:
     problems = await drift.check(conn, target)
     if not problems:
         paused = f"; paused: {target.paused_reason}" if target.paused_reason else ""
-        console.print(f"target {name} matches its table{paused}", highlight=False)
+        fixing = (await partitions.drift_notes(conn)).get(name)
+        note = f"; {fixing}" if fixing else ""
+        console.print(f"target {name} matches its table{paused}{note}", highlight=False)
         return
     for problem in problems:
         console.print(f"[red]{problem}[/]", highlight=False)

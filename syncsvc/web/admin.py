@@ -128,7 +128,7 @@ def _targets(data: PageData) -> str:
     head = (
         "<tr><th>target</th><th>table</th><th>rows</th><th>embedded</th><th>coverage</th>"
         "<th>pending</th><th>in flight</th><th>failed</th><th>lag (oldest pending)</th>"
-        "<th>active generation</th><th>paused</th><th></th></tr>"
+        "<th>active generation</th><th>paused</th><th>drift</th><th></th></tr>"
     )
     rows = []
     for t in data.targets:
@@ -147,7 +147,8 @@ def _targets(data: PageData) -> str:
             f'<td class="n">{coverage}</td><td class="n" data-col="pending">{t.pending}</td>'
             f'<td class="n">{t.in_flight}</td><td class="n" data-col="failed">{t.failed}</td>'
             f'<td class="n">{_seconds(t.oldest_pending_seconds)}</td><td>{_e(active)}</td>'
-            f'<td class="bad">{_e(t.paused_reason or "")}</td><td>{retry}</td></tr>'
+            f'<td class="bad">{_e(t.paused_reason or "")}</td>'
+            f'<td data-col="drift">{_e(t.drift or "")}</td><td>{retry}</td></tr>'
         )
     if not rows:
         return '<p class="muted">No targets yet (<code>syncsvc target add</code>).</p>'
