@@ -37,17 +37,19 @@ ON CONFLICT (target_id, pk) DO UPDATE SET
 SELECT EXISTS (SELECT 1 FROM syncsvc.inbox) AS waiting;
 
 -- name: expire_leases --
--- Work held by a daemon that died (kill -9, lost connection) becomes claimable again: when its
--- lease ran out, or at once when no session of its daemon is connected any more (each daemon's
--- connections carry 'syncsvc <tag>' as application_name, the tag ending its holder id). The
--- grace covers a claim committed just before its daemon's first connection shows.
+-- Work held by a daemon that died (kill -9, lost connection) becomes claimable again, at once
+-- when no session of its daemon is connected any more (each daemon's sessions carry
+-- 'syncsvc <tag>' as application_name, the tag ending its holder id; its lease keeper holds
+-- one open on a thread of its own). A live daemon's claims are never taken, however late its
+-- lease: a lapsed lease only means its process is slow (a busy machine), and taking its rows
+-- would pay for them twice. The grace covers a claim committed just before its daemon's first
+-- session shows.
 UPDATE syncsvc.queue
 SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
 WHERE state = 'in_flight'
-  AND (lease_until < now()
-       OR (updated_at < now() - make_interval(secs => %(grace_seconds)s)
-           AND regexp_replace(split_part(worker, '/', 1), '^.*:', '')
-               NOT IN (SELECT tag FROM syncsvc.daemon_sessions)));
+  AND (lease_until < now() OR updated_at < now() - make_interval(secs => %(grace_seconds)s))
+  AND regexp_replace(split_part(worker, '/', 1), '^.*:', '')
+      NOT IN (SELECT tag FROM syncsvc.daemon_sessions);
 
 -- name: claim --
 -- A round holds one priority only: a live edit is not held up by the backfill rows that would
@@ -96,13 +98,14 @@ UPDATE syncsvc.queue
 SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
 WHERE worker = ANY(%(holders)s) AND state = 'in_flight';
 
--- name: release_orphans --
--- This daemon's entries that no round of it holds any more (a round whose release was lost
--- with the database connection): pending again at once, no attempt spent.
+-- name: release_ended --
+-- Entries still held by rounds of this daemon that are over (a round whose release was lost
+-- with the database connection, a claim whose answer was lost): pending again at once, no
+-- attempt spent. Named by holder, never "every holder but the rounds in progress": a round
+-- that claims while this runs would be robbed of its entries and they would be paid twice.
 UPDATE syncsvc.queue
 SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
-WHERE starts_with(worker, %(worker)s || '/') AND state = 'in_flight'
-  AND NOT worker = ANY(%(holders)s);
+WHERE worker = ANY(%(holders)s) AND state = 'in_flight';
 
 -- name: complete --
 -- Done with these entries, unless the row was edited meanwhile (seq moved): then the entry
