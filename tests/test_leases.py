@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import psycopg
 import pytest
 
 from syncsvc.database import create_pool
+from syncsvc.leases import LeaseKeeper, LeaseKeeperDied
 from syncsvc.queue import Queue, RetryStrategy
 from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, text_targets, wait_for
 from tests.test_races import BlockingProvider
@@ -126,3 +128,29 @@ def _block_until_later(db_url: str, query: str, than: object, timeout: float = 6
                 break
             time.sleep(0.1)
     return value
+
+
+class BrokenQueue(Queue):
+    def renew_on(self, conn: psycopg.Connection[Any]) -> int:
+        raise RuntimeError("a bug in the renewal")
+
+
+async def test_a_lease_keeper_that_dies_says_so(db_url: str) -> None:
+    """The keeper's thread is supervised like a task: a bug there stops the daemon loudly
+    (its lease loop re-raises), it does not leave the claims unrenewed in silence."""
+    pool = create_pool(db_url)
+    keeper = LeaseKeeper(
+        db_url,
+        BrokenQueue(pool, "host:5:abe", lease_seconds=60, retry=RetryStrategy()),
+        application_name="syncsvc abe",
+        interval=0.1,
+    )
+    keeper.start()
+    try:
+        with pytest.raises(LeaseKeeperDied, match="a bug in the renewal"):
+            for _ in range(600):
+                keeper.check()
+                await asyncio.sleep(0.05)
+    finally:
+        await asyncio.to_thread(keeper.stop)
+    assert not keeper.connected.is_set()
