@@ -43,13 +43,19 @@ SELECT EXISTS (SELECT 1 FROM syncsvc.inbox) AS waiting;
 -- one open on a thread of its own). A live daemon's claims are never taken, however late its
 -- lease: a lapsed lease only means its process is slow (a busy machine), and taking its rows
 -- would pay for them twice. The grace covers a claim committed just before its daemon's first
--- session shows.
+-- session shows. The restart grace covers a server restart, which cut every daemon's sessions
+-- at once: live daemons reconnect within seconds, and until then a claim made before the
+-- restart is freed only by a lapsed lease.
 UPDATE syncsvc.queue
 SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
 WHERE state = 'in_flight'
-  AND (lease_until < now() OR updated_at < now() - make_interval(secs => %(grace_seconds)s))
   AND regexp_replace(split_part(worker, '/', 1), '^.*:', '')
-      NOT IN (SELECT tag FROM syncsvc.daemon_sessions);
+      NOT IN (SELECT tag FROM syncsvc.daemon_sessions)
+  AND (lease_until < now()
+       OR (updated_at < now() - make_interval(secs => %(grace_seconds)s)
+           AND (updated_at > pg_postmaster_start_time()
+                OR pg_postmaster_start_time()
+                   < now() - make_interval(secs => %(restart_grace_seconds)s))));
 
 -- name: claim --
 -- A round holds one priority only: a live edit is not held up by the backfill rows that would

@@ -106,10 +106,16 @@ class Queue:
         """Move captured keys into the queue; returns how many queue entries were touched."""
         return await expand_inbox(self.pool, batch)
 
-    async def expire_leases(self, grace_seconds: float = 5.0) -> int:
-        """Free entries of dead holders: lease run out, or their daemon no longer connected."""
+    async def expire_leases(
+        self, grace_seconds: float = 5.0, restart_grace_seconds: float = 15.0
+    ) -> int:
+        """Free entries of dead holders: daemons with no session connected (claims made before
+        a server restart: only once their lease ran out or ``restart_grace_seconds`` passed)."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_q("expire_leases"), {"grace_seconds": grace_seconds})
+            cur = await conn.execute(
+                _q("expire_leases"),
+                {"grace_seconds": grace_seconds, "restart_grace_seconds": restart_grace_seconds},
+            )
             return cur.rowcount
 
     async def claim(

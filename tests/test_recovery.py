@@ -137,12 +137,18 @@ async def test_claims_of_a_daemon_without_sessions_are_dead(conn: AsyncConn, db_
         assert await scalar(conn, dead.replace("%(target_id)s", str(target_id))) == 0
     finally:
         await alive.close()
-    assert await scalar(conn, dead.replace("%(target_id)s", str(target_id))) == 1
+
+    async def dead_now() -> bool:  # its backend exits just after the close returns
+        return bool(await scalar(conn, dead.replace("%(target_id)s", str(target_id))) == 1)
+
+    await wait_for(dead_now, timeout=30)
     assert await scalar(conn, held, (target_id,)) == 1
     queue = Queue(create_pool(db_url), "someone:2:abc", lease_seconds=120, retry=RetryStrategy())
     await queue.pool.open()
     try:
-        assert await queue.expire_leases() == 1  # taken over long before the lease ends
+        # Taken over long before the lease ends (the claim is older than this test's server:
+        # no restart grace here, test_a_server_restart_... covers it).
+        assert await queue.expire_leases(restart_grace_seconds=0) == 1
     finally:
         await queue.pool.close()
     assert await scalar(conn, held, (target_id,)) == 0
@@ -154,3 +160,48 @@ async def _setup_small(conn: AsyncConn) -> None:
         name="notes", table="notes", columns=("body",), model="local-hash", dimensions=64
     )
     await targets.add_target(conn, fast_settings(), spec)
+
+
+async def test_a_server_restart_does_not_hand_live_daemons_claims_to_others(
+    own_cluster: Cluster,
+) -> None:
+    """A restart cuts every daemon's sessions at once: the first daemon back must not take the
+    claims of one still reconnecting (both would pay for its rows). A claim whose lease ran out
+    and whose daemon stays away is taken all the same, as is a dead daemon's after the grace."""
+    made: Deployment = own_cluster.deployment("restart_keeps_claims", migrated=False)
+    await asyncio.to_thread(migrate.upgrade, made.owner)
+    async with await aconnect(made.owner) as conn:
+        await _setup_small(conn)
+        notes = await scalar(conn, "SELECT id FROM syncsvc.targets WHERE name = 'notes'")
+        await conn.execute(
+            "INSERT INTO syncsvc.queue (target_id, pk, state, worker, lease_until, updated_at) "
+            "VALUES (%(t)s, '[1]', 'in_flight', 'host:1:feedc0de/1', now() + interval '2 min', "
+            "        now() - interval '1 min'), "
+            "       (%(t)s, '[2]', 'in_flight', 'host:2:deadbeef/1', now() - interval '1 s', "
+            "        now() - interval '1 min')",
+            {"t": notes},
+        )
+    await asyncio.to_thread(own_cluster.restart)
+    pool = create_pool(made.owner)
+    await pool.open()
+    try:
+        queue = Queue(pool, "someone:2:abc", lease_seconds=120, retry=RetryStrategy())
+        # Only the lapsed lease goes; feedc0de, not back yet, keeps its claim...
+        assert await queue.expire_leases() == 1
+        # ...and once back, keeps it for good.
+        alive = await psycopg.AsyncConnection.connect(
+            made.owner, application_name="syncsvc feedc0de"
+        )
+        try:
+            assert await queue.expire_leases(restart_grace_seconds=0) == 0
+        finally:
+            await alive.close()
+
+        # Gone again (its backend exits just after the close returns), and the restart grace
+        # over: its claim is free.
+        async def freed() -> bool:
+            return await queue.expire_leases(restart_grace_seconds=0) == 1
+
+        await wait_for(freed, timeout=30)
+    finally:
+        await pool.close()
