@@ -168,11 +168,6 @@ class Queue:
                 self._holding.discard(holder)
                 self._ended.add(holder)
 
-    def held(self) -> list[str]:
-        """Holder ids of the rounds in progress."""
-        with self._lock:
-            return sorted(self._holding)
-
     def _renewal(self) -> tuple[dict[str, Any], list[str]]:
         with self._lock:
             holders, ended = sorted(self._holding), sorted(self._ended)
