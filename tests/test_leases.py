@@ -13,7 +13,7 @@ from syncsvc.database import create_pool
 from syncsvc.leases import LeaseKeeper, LeaseKeeperDied
 from syncsvc.queue import Queue, RetryStrategy
 from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, text_targets, wait_for
-from tests.test_races import BlockingProvider
+from tests.test_races import BlockingProvider, PairedProvider
 
 HELD = "SELECT worker FROM syncsvc.queue WHERE target_id = %s AND pk = %s::jsonb"
 
@@ -159,3 +159,23 @@ async def test_a_lease_keeper_that_dies_says_so(db_url: str) -> None:
     finally:
         await asyncio.to_thread(keeper.stop)
     assert not keeper.connected.is_set()
+
+
+@pytest.mark.cpu_burner
+async def test_two_daemons_with_short_leases_pay_for_each_row_once(conn, db_url: str) -> None:
+    """Leases shorter than a round and renewals every 0.3 s, overlapping the claims of small
+    rounds, on a saturated machine: each of 2 x 1,000 rows is paid for once all the same."""
+    await text_targets(conn, rows=1000)
+    one, two = PairedProvider(), PairedProvider()
+    one.peer, two.peer = two, one
+    settings = fast_settings(claim_size=20, lease_seconds=0.9)
+    async with (
+        running_daemon(db_url, settings, provider=one),
+        running_daemon(db_url, settings, provider=two),
+    ):
+        await wait_for(lambda: queue_empty(conn), timeout=120)
+    assert one.inputs > 0 and two.inputs > 0
+    assert one.inputs + two.inputs == 2000
+    counts = "SELECT count(*) FROM syncsvc.{}_embeddings"
+    assert await scalar(conn, counts.format("docs")) == 1000
+    assert await scalar(conn, counts.format("notes")) == 1000
