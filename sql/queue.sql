@@ -100,9 +100,17 @@ WHERE q.target_id = c.target_id AND q.pk = c.pk
 RETURNING q.target_id, q.pk, q.seq, q.attempts, q.enqueued_at, q.priority;
 
 -- name: renew_leases --
-UPDATE syncsvc.queue
+-- Never waits for a row lock: an entry locked now is being completed (or written) by its own
+-- round, and the next renewal catches whatever is left. Waiting could deadlock with a round's
+-- completion, which locks the same rows in another order.
+UPDATE syncsvc.queue q
 SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
-WHERE worker = ANY(%(holders)s) AND state = 'in_flight';
+FROM (
+    SELECT target_id, pk FROM syncsvc.queue
+    WHERE worker = ANY(%(holders)s) AND state = 'in_flight'
+    FOR UPDATE SKIP LOCKED
+) held
+WHERE q.target_id = held.target_id AND q.pk = held.pk;
 
 -- name: release_ended --
 -- Entries still held by rounds of this daemon that are over (a round whose release was lost
