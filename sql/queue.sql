@@ -37,17 +37,25 @@ ON CONFLICT (target_id, pk) DO UPDATE SET
 SELECT EXISTS (SELECT 1 FROM syncsvc.inbox) AS waiting;
 
 -- name: expire_leases --
--- Work held by a daemon that died (kill -9, lost connection) becomes claimable again: when its
--- lease ran out, or at once when no session of its daemon is connected any more (each daemon's
--- connections carry 'syncsvc <tag>' as application_name, the tag ending its holder id). The
--- grace covers a claim committed just before its daemon's first connection shows.
+-- Work held by a daemon that died (kill -9, lost connection) becomes claimable again, at once
+-- when no session of its daemon is connected any more (each daemon's sessions carry
+-- 'syncsvc <tag>' as application_name, the tag ending its holder id; its lease keeper holds
+-- one open on a thread of its own). A live daemon's claims are never taken, however late its
+-- lease: a lapsed lease only means its process is slow (a busy machine), and taking its rows
+-- would pay for them twice. The grace covers a claim committed just before its daemon's first
+-- session shows. The restart grace covers a server restart, which cut every daemon's sessions
+-- at once: live daemons reconnect within seconds, and until then a claim made before the
+-- restart is freed only by a lapsed lease.
 UPDATE syncsvc.queue
 SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
 WHERE state = 'in_flight'
+  AND regexp_replace(split_part(worker, '/', 1), '^.*:', '')
+      NOT IN (SELECT tag FROM syncsvc.daemon_sessions)
   AND (lease_until < now()
        OR (updated_at < now() - make_interval(secs => %(grace_seconds)s)
-           AND regexp_replace(split_part(worker, '/', 1), '^.*:', '')
-               NOT IN (SELECT tag FROM syncsvc.daemon_sessions)));
+           AND (updated_at > pg_postmaster_start_time()
+                OR pg_postmaster_start_time()
+                   < now() - make_interval(secs => %(restart_grace_seconds)s))));
 
 -- name: claim --
 -- A round holds one priority only: a live edit is not held up by the backfill rows that would
@@ -92,17 +100,26 @@ WHERE q.target_id = c.target_id AND q.pk = c.pk
 RETURNING q.target_id, q.pk, q.seq, q.attempts, q.enqueued_at, q.priority;
 
 -- name: renew_leases --
-UPDATE syncsvc.queue
+-- Never waits for a row lock: an entry locked now is being completed (or written) by its own
+-- round, and the next renewal catches whatever is left. Waiting could deadlock with a round's
+-- completion, which locks the same rows in another order.
+UPDATE syncsvc.queue q
 SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
-WHERE worker = ANY(%(holders)s) AND state = 'in_flight';
+FROM (
+    SELECT target_id, pk FROM syncsvc.queue
+    WHERE worker = ANY(%(holders)s) AND state = 'in_flight'
+    FOR UPDATE SKIP LOCKED
+) held
+WHERE q.target_id = held.target_id AND q.pk = held.pk;
 
--- name: release_orphans --
--- This daemon's entries that no round of it holds any more (a round whose release was lost
--- with the database connection): pending again at once, no attempt spent.
+-- name: release_ended --
+-- Entries still held by rounds of this daemon that are over (a round whose release was lost
+-- with the database connection, a claim whose answer was lost): pending again at once, no
+-- attempt spent. Named by holder, never "every holder but the rounds in progress": a round
+-- that claims while this runs would be robbed of its entries and they would be paid twice.
 UPDATE syncsvc.queue
 SET state = 'pending', worker = NULL, lease_until = NULL, updated_at = now()
-WHERE starts_with(worker, %(worker)s || '/') AND state = 'in_flight'
-  AND NOT worker = ANY(%(holders)s);
+WHERE worker = ANY(%(holders)s) AND state = 'in_flight';
 
 -- name: complete --
 -- Done with these entries, unless the row was edited meanwhile (seq moved): then the entry

@@ -36,6 +36,7 @@ from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
 from syncsvc.embedder import Embedder
 from syncsvc.errorlog import RepeatedErrors
+from syncsvc.leases import LeaseKeeper
 from syncsvc.listener import Listener
 from syncsvc.models import ClaimedItem, Generation
 from syncsvc.providers.registry import build_provider, publish_models
@@ -97,11 +98,12 @@ class Daemon:
         # A connection per round (and the live-edit round), plus the claimer, jobs and indexes.
         # The application name is this daemon's liveness: while one of its sessions is
         # connected its claims are its own; once none is, other daemons take them at once.
+        application_name = f"syncsvc {liveness_tag(self.id)}"
         self.pool = create_pool(
             url,
             min_size=2,
             max_size=conf.rounds_in_flight + 5,
-            application_name=f"syncsvc {liveness_tag(self.id)}",
+            application_name=application_name,
         )
         self.queue = Queue(
             self.pool,
@@ -112,6 +114,14 @@ class Daemon:
                 base_seconds=conf.backoff_base_seconds,
                 max_seconds=conf.backoff_max_seconds,
             ),
+        )
+        # Renewals and the liveness session on a thread and connection of their own: a busy
+        # event loop must never make this daemon's claims look abandoned.
+        self.lease_keeper = LeaseKeeper(
+            url,
+            self.queue,
+            application_name=application_name,
+            interval=min(conf.lease_seconds / 3, 5.0),
         )
         factory = provider_factory or (lambda name: build_provider(name, settings))
         self.worker = worker or Worker(self.pool, self.queue, factory)  # type: ignore[arg-type]
@@ -162,6 +172,7 @@ class Daemon:
     async def run(self) -> None:
         """Run until stopped; re-raises the failure of any background task."""
         await self.pool.open(wait=True)
+        self.lease_keeper.start()
         try:
             async with self.pool.connection() as conn:
                 # SQL callers are validated against what this daemon will embed with.
@@ -202,6 +213,7 @@ class Daemon:
                 raise DaemonTaskDied(f"background task {failure.get_name()} died: {exc!r}") from exc
         finally:
             await self.worker.aclose()
+            await asyncio.to_thread(self.lease_keeper.stop)
             await self.pool.close()
             logger.info("daemon %s stopped", self.id)
 
@@ -420,14 +432,15 @@ class Daemon:
                 await result
 
     async def _lease_loop(self) -> None:
-        # Often enough that entries orphaned by a lost connection go back within seconds of
-        # the database returning, and a dead daemon's claims are taken over just as fast.
-        interval = min(self.settings.worker.lease_seconds / 3, 5.0)
+        # Leases are renewed by the lease keeper's thread; this task watches it and takes over
+        # the claims of dead daemons. Often enough that a dead daemon's claims, or entries
+        # orphaned by a lost connection, go back within seconds.
+        interval = self.lease_keeper.interval
         while not self.stop_event.is_set():
             await self._sleep(interval)
+            self.lease_keeper.check()
             try:
-                await self.queue.renew_leases()
                 if await self.queue.expire_leases():
                     self.wake.set()
             except (psycopg.OperationalError, PoolTimeout) as exc:
-                self.errors.report("could not renew leases; will retry", exc=exc)
+                self.errors.report("could not take over dead daemons' claims; will retry", exc=exc)

@@ -353,7 +353,7 @@ async def refresh(
     for idle in await status.unpromoted(conn, grace):
         UNPROMOTED.labels(idle.target).inc()
     if daemon is not None:
-        _refresh_daemon(daemon)
+        refresh_daemon(daemon)
     return rows
 
 
@@ -382,7 +382,8 @@ async def _refresh_jobs(conn: AsyncConn) -> None:
         JOB_ROWS.labels(str(job.id), "done").set(job.done)
 
 
-def _refresh_daemon(daemon: Daemon) -> None:
+def refresh_daemon(daemon: Daemon) -> None:
+    """Set the gauges about this daemon itself (its timer calls this; so does a scrape)."""
     ROUNDS_IN_FLIGHT.set(len(daemon._rounds))
     LISTENER_CONNECTED.set(1 if daemon.listener.connected else 0)
     HEARTBEAT.set(time.time())

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from syncsvc import metrics
 from syncsvc.coordination import Coordinator
+from syncsvc.web.health import health_service
 from syncsvc.web.server import WebService
 
 if TYPE_CHECKING:
@@ -16,9 +17,10 @@ if TYPE_CHECKING:
 
 
 def install(daemon: Daemon, *, refresh_seconds: float = 2.0) -> WebService | None:
-    """Add round metrics, the shared rate budget, the scheduler election, and (when
-    ``metrics_address`` is set) the HTTP service; returns that service, if any."""
+    """Add round metrics, the readiness timer, the shared rate budget, the scheduler election,
+    and (when ``metrics_address`` is set) the HTTP service; returns that service, if any."""
     daemon.hooks.append(metrics.record_round)
+    daemon.add_service("health", health_service)
     Coordinator(daemon.url, daemon.id).install(daemon)
     address = daemon.settings.metrics_address
     if not address:

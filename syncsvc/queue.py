@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -89,17 +92,30 @@ class Queue:
         self._rounds = itertools.count(1)
         self.lease_seconds = lease_seconds
         self.retry = retry
-        self.holding: set[str] = set()
-        """Holder ids of this daemon's rounds in progress."""
+        # Read by the lease keeper's thread too (syncsvc/leases.py), hence the lock.
+        self._lock = threading.Lock()
+        self._holding: set[str] = set()
+        """Holder ids of this daemon's rounds in progress: their leases are renewed."""
+        self._ended: set[str] = set()
+        """Holder ids of rounds that are over but may have left entries held (a release lost
+        with the database connection, a claim whose answer was lost). Only these are given
+        back: a round that started after a renewal listed the rounds is never mistaken for
+        one, whatever the interleaving."""
 
     async def expand_inbox(self, batch: int = 100) -> int:
         """Move captured keys into the queue; returns how many queue entries were touched."""
         return await expand_inbox(self.pool, batch)
 
-    async def expire_leases(self, grace_seconds: float = 5.0) -> int:
-        """Free entries of dead holders: lease run out, or their daemon no longer connected."""
+    async def expire_leases(
+        self, grace_seconds: float = 5.0, restart_grace_seconds: float = 15.0
+    ) -> int:
+        """Free entries of dead holders: daemons with no session connected (claims made before
+        a server restart: only once their lease ran out or ``restart_grace_seconds`` passed)."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(_q("expire_leases"), {"grace_seconds": grace_seconds})
+            cur = await conn.execute(
+                _q("expire_leases"),
+                {"grace_seconds": grace_seconds, "restart_grace_seconds": restart_grace_seconds},
+            )
             return cur.rowcount
 
     async def claim(
@@ -109,8 +125,9 @@ class Queue:
         if not target_ids:
             return []
         holder = f"{self.worker}/{next(self._rounds)}"
-        # Held before the claim commits: the orphan release must never see it unheld.
-        self.holding.add(holder)
+        # Renewed from before the claim commits.
+        with self._lock:
+            self._holding.add(holder)
         try:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(
@@ -125,10 +142,12 @@ class Queue:
                 )
                 rows = await cur.fetchall()
         except BaseException:
-            self.holding.discard(holder)
+            # The claim may have committed all the same: give back whatever it took.
+            self.done(holder)
             raise
         if not rows:
-            self.holding.discard(holder)
+            with self._lock:
+                self._holding.discard(holder)
         return [
             ClaimedItem(
                 target_id=r["target_id"],
@@ -144,21 +163,39 @@ class Queue:
 
     def done(self, holder: str) -> None:
         """The round ``holder`` is over (whatever became of its entries)."""
-        self.holding.discard(holder)
+        with self._lock:
+            if holder in self._holding:
+                self._holding.discard(holder)
+                self._ended.add(holder)
+
+    def _renewal(self) -> tuple[dict[str, Any], list[str]]:
+        with self._lock:
+            holders, ended = sorted(self._holding), sorted(self._ended)
+        return {"holders": holders, "lease_seconds": self.lease_seconds}, ended
+
+    def _released(self, ended: list[str], count: int) -> None:
+        with self._lock:
+            self._ended.difference_update(ended)
+        if count:
+            logger.info("gave back %d entries of rounds that are over", count)
+
+    def renew_on(self, conn: psycopg.Connection[Any]) -> int:
+        """Extend the leases of rounds in progress, give back entries of rounds that are over;
+        on ``conn`` (a blocking connection: the lease keeper's thread). Returns leases renewed."""
+        params, ended = self._renewal()
+        renewed = conn.execute(_q("renew_leases"), params).rowcount
+        if ended:
+            self._released(ended, conn.execute(_q("release_ended"), {"holders": ended}).rowcount)
+        return renewed
 
     async def renew_leases(self) -> int:
-        """Extend the leases of rounds in progress; give back entries no round holds."""
-        holders = sorted(self.holding)
+        """``renew_on`` over the pool, for callers without a lease keeper."""
+        params, ended = self._renewal()
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                _q("renew_leases"), {"holders": holders, "lease_seconds": self.lease_seconds}
-            )
-            renewed = cur.rowcount
-            cur = await conn.execute(
-                _q("release_orphans"), {"worker": self.worker, "holders": holders}
-            )
-            if cur.rowcount:
-                logger.info("gave back %d entries no round holds any more", cur.rowcount)
+            renewed = (await conn.execute(_q("renew_leases"), params)).rowcount
+            if ended:
+                cur = await conn.execute(_q("release_ended"), {"holders": ended})
+                self._released(ended, cur.rowcount)
         return renewed
 
     async def complete(self, items: Iterable[ClaimedItem], conn: AsyncConn | None = None) -> None:

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from syncsvc.gate import PriorityGate
@@ -110,11 +110,14 @@ class RateLimiter:
         tpm: int | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         default_pause: float = DEFAULT_PAUSE,
     ) -> None:
         self.rpm = rpm
         self.tpm = tpm
+        # Injectable, so the pacing is tested on a virtual clock rather than a loaded machine's.
         self._clock = clock
+        self._sleep = sleep
         self._default_pause = default_pause
         self._factor = 1.0
         self._learned_rps: float | None = None
@@ -154,7 +157,7 @@ class RateLimiter:
                     wait = max(wait, self._tokens.delay(tokens, now))
                 if wait <= 0:
                     break
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
             self._requests.take(1, now)
             self._theoretical = max(self._theoretical, now) + spacing
             if self._tokens is not None:

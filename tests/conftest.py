@@ -18,6 +18,8 @@ import itertools
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -256,3 +258,32 @@ def unreachable_url() -> Iterator[str]:
         held.bind(("127.0.0.1", 0))
         port = held.getsockname()[1]
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres?connect_timeout=2"
+
+
+BURN = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass\n"
+"""Spins on one core until its parent (the test run) is gone, even if it is killed -9."""
+
+
+@pytest.fixture(autouse=True)
+def cpu_burner(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests marked ``cpu_burner`` run with every core busy: one spinning process per core for
+    the test's duration, as on a loaded CI machine. Correctness must not depend on timing.
+    ``SYNCSVC_TEST_CPU_BURNER=0`` turns the burners off (e.g. to profile one test)."""
+    if (
+        request.node.get_closest_marker("cpu_burner") is None
+        or os.environ.get("SYNCSVC_TEST_CPU_BURNER") == "0"
+    ):
+        yield
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    burners = [
+        subprocess.Popen([sys.executable, "-c", BURN], stdin=subprocess.DEVNULL)
+        for _ in range(cores or 1)
+    ]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+        for burner in burners:
+            burner.wait()

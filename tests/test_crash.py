@@ -9,6 +9,7 @@ import sys
 import time
 
 import psycopg
+import pytest
 
 from syncsvc.simulator import SimulatorThread
 from tests.helpers import spawn_daemon
@@ -27,6 +28,7 @@ def _embedded(conn: psycopg.Connection[tuple[int]]) -> int:
     return int(row[0])
 
 
+@pytest.mark.cpu_burner
 def test_kill_9_mid_backfill_then_restart(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
@@ -96,6 +98,7 @@ def test_kill_9_mid_backfill_then_restart(db_url: str) -> None:
         )
 
 
+@pytest.mark.cpu_burner
 def test_a_kill_9_re_pays_at_most_the_requests_in_flight(
     db_url: str, simulator: SimulatorThread
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Hashable
 
 import pytest
@@ -206,15 +205,14 @@ async def test_rpm_cap_burst_stays_near_the_cap_with_few_429s(
     simulator.configure(rpm=3000)  # 50 requests per one-second window
     texts = [f"burst row {i}" for i in range(800)]
     embedder = fast(make_provider(rpm=3000, concurrency=16))
-    started = time.monotonic()
     outcomes = await embedder.embed(inputs(*texts))
-    elapsed = time.monotonic() - started
     assert all(isinstance(o, Embedded) for o in outcomes.values())
     stats = simulator.stats()
     assert stats["ok"] == 80
+    # Paced under the cap: at most a couple of 429s, none once the first window is over.
+    # How close to the cap it runs is a speed: bench/backfill_bench.py measures it (--rpm).
     assert stats["rate_limited"] <= 2
-    # 80 requests at 50 per second: 48 in the first window, the rest in the second.
-    assert 1.0 <= elapsed <= 2.6
+    assert stats["rate_limited_late"] == 0
 
 
 async def test_requests_in_flight_are_bounded_by_concurrency(
@@ -222,13 +220,13 @@ async def test_requests_in_flight_are_bounded_by_concurrency(
 ) -> None:
     simulator.configure(latency_ms=100)
     texts = [f"parallel {i}" for i in range(120)]
-    started = time.monotonic()
     outcomes = await fast(make_provider(concurrency=4)).embed(inputs(*texts))
-    elapsed = time.monotonic() - started
     assert len(outcomes) == 120
-    assert simulator.stats()["max_in_flight"] == 4
-    # 12 requests, 4 at a time, 100 ms each.
-    assert 0.3 <= elapsed < 0.9
+    stats = simulator.stats()
+    # 12 requests of 10, 4 at a time (never more, and the limit is used): counted by the API
+    # itself. The time this takes is a speed, for bench/ (transport_bench.py).
+    assert (stats["requests"], stats["ok"], stats["inputs"]) == (12, 12, 120)
+    assert stats["max_in_flight"] == 4
 
 
 async def test_qwen3_query_with_instruction(

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from syncsvc import jobs
 from syncsvc.database import AsyncConn
 from syncsvc.jobs import JobState
@@ -36,6 +38,7 @@ def _inputs(log: Path) -> int:
     return sum(int(line) for line in log.read_text().split()) if log.exists() else 0
 
 
+@pytest.mark.cpu_burner
 async def test_kill_9_halfway_then_resume(conn: AsyncConn, db_url: str, tmp_path: Path) -> None:
     await make_docs(conn, ROWS)
     # The active generation is taken as current (hashes match), so the daemon's only work is

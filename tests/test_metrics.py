@@ -11,9 +11,10 @@ import pytest
 
 from syncsvc import logs, metrics
 from syncsvc.coordination import BudgetStore, Coordinator, SharedRateLimiter, account_key
+from syncsvc.database import aconnect
 from syncsvc.metrics import REGISTRY
 from syncsvc.providers.profiles import get_profile
-from tests.helpers import wait_for
+from tests.helpers import scalar, wait_for
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -104,12 +105,18 @@ async def test_shared_budget_spaces_requests_across_limiters(db_url: str) -> Non
         await asyncio.gather(*(limiters[i % 2].acquire(1) for i in range(8)))
         elapsed = loop.time() - started
         assert elapsed >= 7 * 60 / 600 * 0.9  # eight slots, seven gaps, whoever asked
-        # A 429 seen by one pushes every daemon's next slot past the pause.
-        wait = await store.reserve("acct", 600, None, 0.0, 0.0)
+        # A 429 seen by one pushes every daemon's next slot past the pause: the shared row's
+        # next slot is the pause after the 429 was recorded (both by the database's clock).
         store.throttle_soon("acct", 1.0)
-        await asyncio.sleep(0.1)
-        wait = await store.reserve("acct", 600, None, 0.0, 0.0)
-        assert 0.7 <= wait <= 1.0
+        async with await aconnect(db_url) as conn:
+            budget = "SELECT {} FROM syncsvc.rate_budget WHERE account = 'acct'"
+            await wait_for(lambda: scalar(conn, budget.format("throttled = 1")), timeout=30)
+            pushed = await scalar(
+                conn, budget.format("extract(epoch FROM request_tat - updated_at)::float8")
+            )
+            assert pushed >= 1.0 - 1e-6
+        # However late this runs, its wait never reaches past that slot.
+        assert 0.0 <= await store.reserve("acct", 600, None, 0.0, 0.0) <= 1.0
     finally:
         await store.aclose()
 

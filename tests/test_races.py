@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from syncsvc.database import create_pool
 from syncsvc.models import content_hash
@@ -184,6 +185,7 @@ class PairedProvider(LocalHashProvider):
         return await super().embed(request)
 
 
+@pytest.mark.cpu_burner
 async def test_two_daemons_share_work_without_duplicates(conn, db_url: str) -> None:
     await make_articles(conn, rows=2000)
     await add(conn)

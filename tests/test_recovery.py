@@ -59,12 +59,10 @@ async def test_database_restart_mid_backfill_recovers_in_seconds(own_cluster: Cl
         async with await aconnect(made.owner) as conn:
             await wait_for(lambda: _some_done(conn), timeout=30, interval=0.02)
         await asyncio.to_thread(own_cluster.restart, 2.0)
-        restarted = time.monotonic()
         async with await aconnect(made.owner) as conn:
             await wait_for(lambda: _done(conn, "docs", ROWS), timeout=30)
             await wait_for(lambda: _done(conn, "notes", 10), timeout=5)
             assert await scalar(conn, "SELECT count(*) FROM syncsvc.queue") == 0
-    assert time.monotonic() - restarted < 30
 
 
 async def _some_done(conn: AsyncConn) -> bool:
@@ -76,6 +74,7 @@ def _daemon(url: str) -> subprocess.Popen[bytes]:
     return spawn_daemon(url, lease_seconds=120, poll_interval_seconds=0.5, claim_size=200)
 
 
+@pytest.mark.cpu_burner
 def test_kill_9_of_one_daemon_is_taken_over_by_the_other(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         asyncio.run(_setup_sync(db_url))
@@ -97,9 +96,19 @@ def test_kill_9_of_one_daemon_is_taken_over_by_the_other(db_url: str) -> None:
                 pytest.fail("the victim never held any entries")
             victim.send_signal(signal.SIGKILL)
             victim.wait(10)
-            killed = time.monotonic()
-            # Its claims are someone else's within seconds, not after the 120 s lease.
-            while time.monotonic() - killed < 30:
+            # Its claims are someone else's long before its 120 s lease would end (a deadline,
+            # not a timing assertion: the lease is the only other way they could go back)...
+            deadline = time.monotonic() + 60
+            held_by_victim = "SELECT count(*) FROM syncsvc.queue WHERE worker LIKE %s"
+            while time.monotonic() < deadline:
+                row = conn.execute(held_by_victim, (held,)).fetchone()
+                if row == (0,):
+                    break
+                time.sleep(0.2)
+            assert row == (0,), (row, survivor.poll())
+            # ...and the survivor finishes the work, however busy the machine.
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
                 row = conn.execute(
                     "SELECT (SELECT count(*) FROM syncsvc.docs_embeddings), "
                     "(SELECT count(*) FROM syncsvc.queue)"
@@ -107,7 +116,7 @@ def test_kill_9_of_one_daemon_is_taken_over_by_the_other(db_url: str) -> None:
                 if row == (ROWS, 0):
                     break
                 time.sleep(0.2)
-            assert row == (ROWS, 0), f"after {time.monotonic() - killed:.0f}s: {row}"
+            assert row == (ROWS, 0), (row, survivor.poll())
             assert survivor.poll() is None
         finally:
             for proc in (survivor, victim):
@@ -138,12 +147,18 @@ async def test_claims_of_a_daemon_without_sessions_are_dead(conn: AsyncConn, db_
         assert await scalar(conn, dead.replace("%(target_id)s", str(target_id))) == 0
     finally:
         await alive.close()
-    assert await scalar(conn, dead.replace("%(target_id)s", str(target_id))) == 1
+
+    async def dead_now() -> bool:  # its backend exits just after the close returns
+        return bool(await scalar(conn, dead.replace("%(target_id)s", str(target_id))) == 1)
+
+    await wait_for(dead_now, timeout=30)
     assert await scalar(conn, held, (target_id,)) == 1
     queue = Queue(create_pool(db_url), "someone:2:abc", lease_seconds=120, retry=RetryStrategy())
     await queue.pool.open()
     try:
-        assert await queue.expire_leases() == 1  # taken over long before the lease ends
+        # Taken over long before the lease ends (the claim is older than this test's server:
+        # no restart grace here, test_a_server_restart_... covers it).
+        assert await queue.expire_leases(restart_grace_seconds=0) == 1
     finally:
         await queue.pool.close()
     assert await scalar(conn, held, (target_id,)) == 0
@@ -155,3 +170,48 @@ async def _setup_small(conn: AsyncConn) -> None:
         name="notes", table="notes", columns=("body",), model="local-hash", dimensions=64
     )
     await targets.add_target(conn, fast_settings(), spec)
+
+
+async def test_a_server_restart_does_not_hand_live_daemons_claims_to_others(
+    own_cluster: Cluster,
+) -> None:
+    """A restart cuts every daemon's sessions at once: the first daemon back must not take the
+    claims of one still reconnecting (both would pay for its rows). A claim whose lease ran out
+    and whose daemon stays away is taken all the same, as is a dead daemon's after the grace."""
+    made: Deployment = own_cluster.deployment("restart_keeps_claims", migrated=False)
+    await asyncio.to_thread(migrate.upgrade, made.owner)
+    async with await aconnect(made.owner) as conn:
+        await _setup_small(conn)
+        notes = await scalar(conn, "SELECT id FROM syncsvc.targets WHERE name = 'notes'")
+        await conn.execute(
+            "INSERT INTO syncsvc.queue (target_id, pk, state, worker, lease_until, updated_at) "
+            "VALUES (%(t)s, '[1]', 'in_flight', 'host:1:feedc0de/1', now() + interval '2 min', "
+            "        now() - interval '1 min'), "
+            "       (%(t)s, '[2]', 'in_flight', 'host:2:deadbeef/1', now() - interval '1 s', "
+            "        now() - interval '1 min')",
+            {"t": notes},
+        )
+    await asyncio.to_thread(own_cluster.restart)
+    pool = create_pool(made.owner)
+    await pool.open()
+    try:
+        queue = Queue(pool, "someone:2:abc", lease_seconds=120, retry=RetryStrategy())
+        # Only the lapsed lease goes; feedc0de, not back yet, keeps its claim...
+        assert await queue.expire_leases() == 1
+        # ...and once back, keeps it for good.
+        alive = await psycopg.AsyncConnection.connect(
+            made.owner, application_name="syncsvc feedc0de"
+        )
+        try:
+            assert await queue.expire_leases(restart_grace_seconds=0) == 0
+        finally:
+            await alive.close()
+
+        # Gone again (its backend exits just after the close returns), and the restart grace
+        # over: its claim is free.
+        async def freed() -> bool:
+            return await queue.expire_leases(restart_grace_seconds=0) == 1
+
+        await wait_for(freed, timeout=30)
+    finally:
+        await pool.close()

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
+
 from syncsvc import operations, targets
 from syncsvc.daemon import Daemon, DaemonTaskDied
 from syncsvc.database import AsyncConn
@@ -75,6 +77,7 @@ async def _done(conn: AsyncConn, name: str) -> bool:
     return await _vectors(conn, name) == ROWS and await queue_empty(conn)
 
 
+@pytest.mark.cpu_burner
 async def test_three_daemons_share_the_rate_budget(
     conn: AsyncConn, db_url: str, simulator: SimulatorThread
 ) -> None:

@@ -4,11 +4,17 @@
 the database answers, the LISTEN connection is up, no target is paused because its provider
 refused requests, and the daemon is not shutting down. Each check is bounded by a timeout so a
 hung database makes the probe fail fast instead of hanging the kubelet.
+
+The daemon runs the same checks on a timer (``health_service``), so ``syncsvc_ready`` and the
+daemon's gauges are true whether or not anything requests ``/readyz``: an alert on them must
+not depend on a probe being configured.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +26,11 @@ from syncsvc.database import AsyncConn
 if TYPE_CHECKING:
     from syncsvc.daemon import Daemon
 
+logger = logging.getLogger(__name__)
+
 CHECK_TIMEOUT = 2.0
+HEALTH_INTERVAL = 5.0
+"""Seconds between the daemon's own readiness checks (well under a scrape interval)."""
 
 
 @dataclass(frozen=True)
@@ -65,3 +75,18 @@ async def readiness(
     if daemon is not None:
         metrics.LISTENER_CONNECTED.set(1 if daemon.listener.connected else 0)
     return checks
+
+
+async def health_service(daemon: Daemon) -> None:
+    """Daemon service: run the readiness checks and set the daemon's gauges every
+    ``HEALTH_INTERVAL`` seconds, the first time at once."""
+    while not daemon.stop_event.is_set():
+        try:
+            await readiness(daemon.pool, daemon)
+            metrics.refresh_daemon(daemon)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the gauges wait for the next tick; the daemon goes on
+            logger.warning("health check failed: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(daemon.stop_event.wait(), HEALTH_INTERVAL)
