@@ -24,6 +24,8 @@ class EmbeddingRequest:
     sparse: bool = False
     priority: int = 0
     """Queue priority of the rows asked for: lower numbers get a request slot first."""
+    tenant: int | None = None
+    """The target asked for: within a priority, request slots are shared between targets."""
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ class DashScopeNativeProvider(HttpProvider):
             "parameters": parameters,
         }
         tokens = self._budget_tokens(request.texts)
-        reply = await self.http.post(NATIVE_PATH, payload, tokens, request.priority)
+        reply = await self.http.post(NATIVE_PATH, payload, tokens, request.priority, request.tenant)
         body = reply.body if isinstance(reply.body, dict) else {}
         rid = request_id(reply, body.get("request_id"))
         if reply.status != 200:

@@ -15,6 +15,7 @@ import os
 import ssl
 import time
 import urllib.request
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,17 +136,23 @@ class HttpClient:
         return text[:_MESSAGE_LIMIT]
 
     async def post(
-        self, path: str, payload: dict[str, Any], tokens: int, priority: int = 0
+        self,
+        path: str,
+        payload: dict[str, Any],
+        tokens: int,
+        priority: int = 0,
+        tenant: Hashable = None,
     ) -> Reply:
         """POST ``payload``; transport failures become RETRYABLE ``ProviderError``s.
 
         ``priority`` orders the wait for a request slot (lower first: live edits before
-        backfills). The slot is held for the HTTP exchange only; the body is parsed after it
+        backfills), and within one priority shares the slots between ``tenant``s (targets). The
+        slot is held for the HTTP exchange only; the body is parsed after it
         is given back, so the next request goes out without waiting for the parse.
         """
-        async with self.slots.slot(priority):
+        async with self.slots.slot(priority, tenant):
             if self.limiter is not None:
-                await self.limiter.acquire(tokens, priority)
+                await self.limiter.acquire(tokens, priority, tenant)
             started = time.monotonic()
             response = await self._send(path, payload)
         reply = Reply(

@@ -63,7 +63,9 @@ class OpenAICompatibleProvider(HttpProvider):
         if model.send_dimensions or request.dimensions != model.default_dimensions:
             payload["dimensions"] = request.dimensions
         tokens = self._budget_tokens(texts)
-        reply = await self.http.post("embeddings", payload, tokens, request.priority)
+        reply = await self.http.post(
+            "embeddings", payload, tokens, request.priority, request.tenant
+        )
         body = reply.body if isinstance(reply.body, dict) else {}
         rid = request_id(reply, body.get("request_id") or body.get("id"))
         if reply.status != 200:
