@@ -104,7 +104,8 @@ async def test_a_backlog_on_one_target_does_not_hold_up_another_targets_edits(
         start = recording.bulk_done
         committed: dict[int, tuple[int, float]] = {}
         for edit in range(1, EDITS + 1):
-            await wait_for(lambda: _answered(recording, start + edit * STEP), 120, 0.01)
+            goal = start + edit * STEP
+            await wait_for(lambda goal=goal: _answered(recording, goal), 120, 0.01)
             await conn.execute("INSERT INTO live VALUES (%s, %s)", (edit, f"edit {edit}"))
             committed[edit] = (recording.bulk_done, time.monotonic())
         await wait_for(lambda: _answered_edits(recording, EDITS), 120, 0.05)
