@@ -13,7 +13,7 @@ import logging
 import psycopg
 from psycopg import sql
 
-from syncsvc import sqlfiles, statements
+from syncsvc import quoting, sqlfiles, statements
 from syncsvc.catalog import get_target
 from syncsvc.database import AsyncConn
 from syncsvc.errors import NotFoundError, ValidationError
@@ -151,9 +151,9 @@ async def repair(
             await conn.execute(statement)
         await conn.execute(
             sql.SQL("UPDATE syncsvc.targets SET columns = {}, template = {} WHERE id = {}").format(
-                sql.Literal(list(updated.columns)),
-                sql.Literal(updated.template),
-                sql.Literal(target.id),
+                quoting.literal(list(updated.columns)),
+                quoting.literal(updated.template),
+                quoting.literal(target.id),
             )
         )
         await conn.execute(statements.capture_function(updated))

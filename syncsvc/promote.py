@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg import sql
 
-from syncsvc import generations, sqlfiles, statements
+from syncsvc import generations, quoting, sqlfiles, statements
 from syncsvc.catalog import find_generation, get_target
 from syncsvc.database import AsyncConn
 from syncsvc.errors import ValidationError
@@ -88,8 +88,8 @@ async def coverage(conn: AsyncConn, target: Target, generation: Generation) -> C
             source=statements.source(target),
             table=statements.vector_table(generation),
             match=statements.pk_equals(target, "s", "v"),
-            key=sql.Literal(generation.key),
-            tid=sql.Literal(target.id),
+            key=quoting.literal(generation.key),
+            tid=quoting.literal(target.id),
         )
     )
     row = await cur.fetchone()

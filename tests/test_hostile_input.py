@@ -1,0 +1,221 @@
+"""Issue 22, item 2: no user input reaches SQL as a placeholder or as code.
+
+Table, column and key names, templates, row text, filters and query text are drawn (fixed
+seed) from characters that mean something to psycopg, to ``str.format`` or to SQL: ``%``,
+``{``, ``}``, quotes, ``$$``, backslashes, non-ASCII. Each drawn target goes through add →
+backfill → live edit → hybrid search → status beside a plain, healthy target.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from psycopg import sql
+
+from syncsvc import AsyncClient, status, targets
+from syncsvc.database import AsyncConn
+from syncsvc.errors import ValidationError
+from syncsvc.providers.local import LocalHashProvider
+from syncsvc.quoting import ident
+from tests.helpers import expected, fast_settings, queue_empty, running_daemon, scalar, wait_for
+
+DIMS = 64
+PIECES = ["%", "%s", "%(x)s", "%%", "{", "}", "{}", "{0}", "'", '"', "$$", "$1", "\\", "\\n"]
+PIECES += ["é", "漢字", "🙂", " ", ".", ":", "!", "-", "a", "b", "x", "Ω"]
+
+
+def _draw(rng: random.Random, parts: int) -> str:
+    return "".join(rng.choice(PIECES) for _ in range(parts)) + rng.choice("abcxyz")
+
+
+def _field(name: str) -> str:
+    if "{" in name or "}" in name or name.startswith('"'):
+        return '{"' + name.replace('"', '""') + '"}'
+    return "{" + name + "}"
+
+
+def _literal(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    table: str
+    key: str
+    first: str
+    second: str
+    template: str | None
+    """None: the default template (the embedded columns, blank lines between)."""
+    literals: tuple[str, str, str]
+
+    def render(self, first: str | None, second: str | None) -> str:
+        if self.template is None:
+            return f"{first or ''}\n\n{second or ''}"
+        a, b, c = self.literals
+        return f"{a}{first or ''}{b}{second or ''}{c}"
+
+
+def _cases(seed: int, count: int) -> list[Case]:
+    rng = random.Random(seed)
+    cases = []
+    for i in range(count):
+        first, second, key = (_draw(rng, 3) + f"{i}{n}" for n in "fsk")
+        literals = (_draw(rng, 2), _draw(rng, 3), _draw(rng, 1))
+        template = None
+        if i % 3:
+            a, b, c = literals
+            template = f"{_literal(a)}{_field(first)}{_literal(b)}{_field(second)}{_literal(c)}"
+        cases.append(Case(f"hostile_{i}", _draw(rng, 4) + str(i), key, first, second, template,
+                          literals))  # fmt: skip
+    return cases
+
+
+def _row_text(rng: random.Random, n: int) -> str:
+    return f"word{n} " + _draw(rng, 5) + f" {n}"
+
+
+async def _create(conn: AsyncConn, case: Case, rows: list[tuple[int, str, str]]) -> None:
+    await conn.execute(
+        sql.SQL("CREATE TABLE {} ({} int PRIMARY KEY, {} text, {} text)").format(
+            ident(case.table),
+            ident(case.key),
+            ident(case.first),
+            ident(case.second),
+        )
+    )
+    await _insert(conn, case, rows)
+
+
+async def _insert(conn: AsyncConn, case: Case, rows: list[tuple[int, str, str]]) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(ident(case.table)), rows
+        )
+
+
+async def _texts(conn: AsyncConn, case: Case) -> dict[int, str]:
+    cur = await conn.execute(
+        sql.SQL("SELECT {} AS k, {} AS a, {} AS b FROM {}").format(
+            ident(case.key),
+            ident(case.first),
+            ident(case.second),
+            ident(case.table),
+        )
+    )
+    return {r["k"]: case.render(r["a"], r["b"]) for r in await cur.fetchall()}
+
+
+async def _vectors(conn: AsyncConn, name: str) -> dict[int, Any]:
+    cur = await conn.execute(
+        "SELECT g.table_name FROM syncsvc.generations g JOIN syncsvc.targets t"
+        " ON t.id = g.target_id WHERE t.name = %s",
+        (name,),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    table = ident("syncsvc", row["table_name"])
+    cur = await conn.execute(sql.SQL("SELECT * FROM {}").format(table))
+    return {r[next(iter(r))]: r["embedding"].to_numpy() for r in await cur.fetchall()}
+
+
+async def test_hostile_names_templates_and_text_work_end_to_end(
+    conn: AsyncConn, db_url: str
+) -> None:
+    rng = random.Random(22)
+    cases = _cases(22, 6)
+    settings = fast_settings()
+    await conn.execute("CREATE TABLE healthy (id int PRIMARY KEY, body text)")
+    await conn.execute(
+        "INSERT INTO healthy SELECT i, 'healthy row ' || i FROM generate_series(1, 5) i"
+    )
+    await targets.add_target(
+        conn,
+        settings,
+        targets.TargetSpec(
+            name="healthy", table="healthy", columns=("body",), model="local-hash", dimensions=DIMS
+        ),
+    )
+    for case in cases:
+        await _create(conn, case, [(n, _row_text(rng, n), _row_text(rng, n + 100)) for n in (1, 2)])
+        spec = targets.TargetSpec(
+            name=case.name,
+            table='"' + case.table.replace('"', '""') + '"',
+            columns=(case.first, case.second),
+            model="local-hash",
+            dimensions=DIMS,
+            template=case.template,
+        )
+        await targets.add_target(conn, settings, spec)
+    names = ["healthy", *(c.name for c in cases)]
+    async with running_daemon(db_url, settings):
+        # Live edits: an insert, an update of a key column value's text, a NULL column.
+        for case in cases:
+            await _insert(conn, case, [(3, _row_text(rng, 3), _row_text(rng, 4))])
+            await conn.execute(
+                sql.SQL("UPDATE {} SET {} = %s, {} = NULL WHERE {} = 1").format(
+                    ident(case.table),
+                    ident(case.first),
+                    ident(case.second),
+                    ident(case.key),
+                ),
+                (_row_text(rng, 5),),
+            )
+        await conn.execute("INSERT INTO healthy VALUES (6, 'healthy row 6')")
+
+        async def all_synced() -> bool:
+            if not await queue_empty(conn):
+                return False
+            counts = await status.collect(conn)
+            return len(counts) == len(names) and all(s.embedded == s.rows for s in counts)
+
+        await wait_for(all_synced, 60)
+    paused = await scalar(
+        conn, "SELECT count(*) FROM syncsvc.targets WHERE paused_reason IS NOT NULL"
+    )
+    assert paused == 0
+    for case in cases:
+        texts = await _texts(conn, case)
+        stored = await _vectors(conn, case.name)
+        assert set(stored) == {1, 2, 3}
+        for pk, text in texts.items():
+            np.testing.assert_allclose(stored[pk], expected(text, DIMS), rtol=1e-6, atol=1e-7)
+    assert len(await _vectors(conn, "healthy")) == 6
+
+    async with AsyncClient(
+        db_url, settings, provider_factory=lambda _: LocalHashProvider()
+    ) as client:
+        for case in cases:
+            query = "word3 100% {x} 'q' $$ \\ 漢字 %(k)s"
+            # The filter is the caller's SQL over the source row; with params its own % are
+            # placeholders (psycopg's rule: %% for a literal one), without params it is as is.
+            first, second = ident("s", case.first), ident("s", case.second)
+            filters: list[tuple[str, dict[str, str] | None]] = [
+                (
+                    sql.SQL("{} LIKE %(pattern)s OR {} <> '100%% {{}}'")
+                    .format(first, second)
+                    .as_string(None),
+                    {"pattern": "%word%"},
+                ),
+                (
+                    sql.SQL("{} LIKE '%word%' OR {} <> '100% {{}} $$'")
+                    .format(first, second)
+                    .as_string(None),
+                    None,
+                ),
+            ]
+            for where, params in filters:
+                for hybrid in (False, True):
+                    hits = await client.search(
+                        case.name, query, k=3, hybrid=hybrid, where=where, params=params
+                    )
+                    assert hits and {h.pk[case.key] for h in hits} <= {1, 2, 3}
+            with pytest.raises(ValidationError, match="write %% for a literal %"):
+                await client.search(case.name, query, where="s.x <> '100% off'", params={})
+        assert await client.search("healthy", "healthy row", k=2)
+        report = {s.target: s for s in await client.status()}
+        assert set(report) == set(names)
