@@ -10,6 +10,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from syncsvc import quoting
+from syncsvc.errors import TargetDefinitionError
 from syncsvc.models import Generation, Target
 
 QUEUE_CHANNEL = "syncsvc_wakeup"
@@ -104,7 +105,15 @@ def source(target: Target) -> sql.Composed:
 def input_expr(target: Target, alias: str) -> sql.Composed:
     """The exact embedding input of a row, as SQL (NULL columns render as empty)."""
     args: list[sql.Composable] = []
-    for literal, field in template_parts(target.template):
+    try:
+        parts = template_parts(target.template)
+    except ValueError as exc:
+        # Stored templates were checked when added; one edited in the catalog since was not.
+        raise TargetDefinitionError(
+            f"template of target {target.name} is invalid: {exc} (fix it with 'syncsvc target "
+            f"repair {target.name} --template ...')"
+        ) from None
+    for literal, field in parts:
         if literal:
             args.append(quoting.literal(literal))
         if field is not None:

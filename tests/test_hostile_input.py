@@ -16,12 +16,20 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from syncsvc import AsyncClient, status, targets
+from syncsvc import AsyncClient, jobs, status, targets
 from syncsvc.database import AsyncConn
 from syncsvc.errors import ValidationError
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.quoting import ident
-from tests.helpers import expected, fast_settings, queue_empty, running_daemon, scalar, wait_for
+from tests.helpers import (
+    expected,
+    fast_settings,
+    queue_empty,
+    running_daemon,
+    scalar,
+    text_targets,
+    wait_for,
+)
 
 DIMS = 64
 PIECES = ["%", "%s", "%(x)s", "%%", "{", "}", "{}", "{0}", "'", '"', "$$", "$1", "\\", "\\n"]
@@ -219,3 +227,78 @@ async def test_hostile_names_templates_and_text_work_end_to_end(
         assert await client.search("healthy", "healthy row", k=2)
         report = {s.target: s for s in await client.status()}
         assert set(report) == set(names)
+
+
+async def _paused_reason(conn: AsyncConn, name: str) -> str | None:
+    cur = await conn.execute("SELECT paused_reason FROM syncsvc.targets WHERE name = %s", (name,))
+    row = await cur.fetchone()
+    assert row is not None
+    return row["paused_reason"]  # type: ignore[no-any-return]
+
+
+async def test_a_percent_in_a_template_is_text(conn: AsyncConn, db_url: str) -> None:
+    """The issue's report: ``--template "{title} 100% {body}"`` was accepted, never
+    backfilled, broke hybrid search and made a restarted daemon exit."""
+    await text_targets(conn, names=("pct", "notes"), rows=3, template="{title} 100% {body}")
+    settings = fast_settings()
+    for _ in range(2):  # a restarted daemon starts, and carries on
+        async with running_daemon(db_url, settings):
+            await conn.execute("INSERT INTO pct VALUES (100, 'new', 'row')")
+            await conn.execute("DELETE FROM pct WHERE id = 100")
+
+            async def synced() -> bool:
+                rows = {s.target: s for s in await status.collect(conn)}
+                done = all(s.embedded == s.rows == 3 for s in rows.values())
+                return done and await queue_empty(conn)
+
+            await wait_for(synced, 30)
+    stored = await _vectors(conn, "pct")
+    np.testing.assert_allclose(stored[2], expected("pct title 2 100% words of 2", 64), atol=1e-6)
+    async with AsyncClient(
+        db_url, settings, provider_factory=lambda _: LocalHashProvider()
+    ) as client:
+        hits = await client.search("pct", "100% title 2", k=2, hybrid=True)
+        assert hits[0].pk == {"id": 2}
+
+
+async def test_a_broken_definition_pauses_its_target_never_the_daemon(
+    conn: AsyncConn, db_url: str
+) -> None:
+    """A template edited in the catalog into something unusable (it was checked when added):
+    at start-up, on a target notification and in a re-embedding job, that target pauses with
+    the reason; the daemon runs on and the healthy target keeps embedding."""
+    await text_targets(conn, names=("early", "late", "jobbed", "healthy"), rows=3)
+    await conn.execute("UPDATE syncsvc.targets SET template = '{title' WHERE name = 'early'")
+    settings = fast_settings()
+    async with running_daemon(db_url, settings) as daemon:
+        # Start-up: the sweep met the broken template.
+        assert "template of target early is invalid" in (await _paused_reason(conn, "early") or "")
+        # The target-notification handler.
+        await conn.execute("UPDATE syncsvc.targets SET template = '{body}}' WHERE name = 'late'")
+        await conn.execute(
+            "SELECT pg_notify('syncsvc_targets', id::text) FROM syncsvc.targets WHERE name = 'late'"
+        )
+
+        async def late_paused() -> bool:
+            return await _paused_reason(conn, "late") is not None
+
+        await wait_for(late_paused, 30)
+        # A re-embedding job of a target whose template broke since.
+        await jobs.request_reembed(conn, settings, "jobbed", model="local-hash", dimensions=128)
+        await conn.execute("UPDATE syncsvc.targets SET template = '{' WHERE name = 'jobbed'")
+
+        async def jobbed_paused() -> bool:
+            return await _paused_reason(conn, "jobbed") is not None
+
+        await wait_for(jobbed_paused, 30)
+        # The healthy neighbour still embeds live edits; the daemon never stopped.
+        await conn.execute("INSERT INTO healthy VALUES (4, 'fresh', 'edit')")
+
+        async def healthy_synced() -> bool:
+            return len(await _vectors(conn, "healthy")) == 4
+
+        await wait_for(healthy_synced, 30)
+        assert not daemon.stop_event.is_set()
+    for name in ("late", "jobbed"):
+        assert "is invalid" in (await _paused_reason(conn, name) or ""), name
+    assert await _paused_reason(conn, "healthy") is None
