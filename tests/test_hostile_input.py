@@ -8,19 +8,23 @@ backfill → live edit → hybrid search → status beside a plain, healthy targ
 
 from __future__ import annotations
 
+import html
 import random
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from psycopg import sql
 
 from syncsvc import AsyncClient, jobs, status, targets
-from syncsvc.database import AsyncConn
+from syncsvc.database import AsyncConn, create_pool
 from syncsvc.errors import ValidationError
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.quoting import ident
+from syncsvc.web.app import create_app
+from syncsvc.web.auth import AdminAccess
 from tests.helpers import (
     expected,
     fast_settings,
@@ -30,6 +34,7 @@ from tests.helpers import (
     text_targets,
     wait_for,
 )
+from tests.ops_support import web_settings
 
 DIMS = 64
 PIECES = ["%", "%s", "%(x)s", "%%", "{", "}", "{}", "{0}", "'", '"', "$$", "$1", "\\", "\\n"]
@@ -227,6 +232,26 @@ async def test_hostile_names_templates_and_text_work_end_to_end(
         assert await client.search("healthy", "healthy row", k=2)
         report = {s.target: s for s in await client.status()}
         assert set(report) == set(names)
+    # The admin page shows every such table, as text.
+    pool = create_pool(db_url, min_size=1, max_size=2)
+    await pool.open()
+    app = create_app(pool, web_settings(), AdminAccess(True, None))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as web:
+            page = await web.get("/admin")
+            assert page.status_code == 200
+            for case in cases:
+                assert f"public.{case.table}<" in html.unescape(page.text), case.table
+            origin = {"Origin": "http://127.0.0.1"}
+            for case in cases:
+                done = await web.post(
+                    "/admin/retry-failed", data={"target": case.name}, headers=origin
+                )
+                assert done.status_code == 303
+    finally:
+        await pool.close()
 
 
 async def _paused_reason(conn: AsyncConn, name: str) -> str | None:
