@@ -10,6 +10,8 @@ to psycopg. Every statement syncsvc composes from a user's names or text uses th
 
 from __future__ import annotations
 
+import re
+
 from psycopg import sql
 
 _SPECIAL = ("%", "$")
@@ -46,3 +48,16 @@ def literal(value: object) -> sql.Composable:
     if isinstance(value, list | tuple) and any(isinstance(v, str) and _special(v) for v in value):
         return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(literal(v) for v in value))
     return sql.Literal(value)
+
+
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+
+
+def type_name(formatted: str) -> sql.Composable:
+    """A type as ``format_type`` wrote it (``integer``, ``public."my%type"``): its quoted names
+    escaped like identifiers (only they can hold a ``%``)."""
+    if not _special(formatted):
+        return sql.SQL(formatted)
+    return sql.SQL(
+        _QUOTED.sub(lambda m: _unicode_ident(m.group(0)[1:-1].replace('""', '"')), formatted)
+    )

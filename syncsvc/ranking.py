@@ -20,7 +20,7 @@ def key_match(target: Target, alias: str, json_ref: str) -> sql.Composed:
             quoting.ident(alias, column),
             quoting.ident(json_ref, "pk"),
             quoting.literal(column),
-            sql.SQL(pk_type),
+            quoting.type_name(pk_type),
         )
         for column, pk_type in zip(target.pk_columns, target.pk_types, strict=True)
     )

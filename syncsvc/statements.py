@@ -149,7 +149,7 @@ def pk_json(target: Target, alias: str) -> sql.Composed:
 def pk_from_json(target: Target, json_ref: sql.Composable) -> sql.Composed:
     """Typed key columns extracted from a queue JSON key (``json_ref`` is a jsonb expression)."""
     return sql.SQL(", ").join(
-        sql.SQL("({} ->> {})::{}").format(json_ref, quoting.literal(i), sql.SQL(pk_type))
+        sql.SQL("({} ->> {})::{}").format(json_ref, quoting.literal(i), quoting.type_name(pk_type))
         for i, pk_type in enumerate(target.pk_types)
     )
 

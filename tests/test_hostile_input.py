@@ -93,10 +93,14 @@ def _row_text(rng: random.Random, n: int) -> str:
 
 
 async def _create(conn: AsyncConn, case: Case, rows: list[tuple[int, str, str]]) -> None:
+    # The key's type is a domain with a hostile name too: queue keys are cast to it.
+    domain = ident(f"key% '{case.name}")
+    await conn.execute(sql.SQL("CREATE DOMAIN {} AS int").format(domain))
     await conn.execute(
-        sql.SQL("CREATE TABLE {} ({} int PRIMARY KEY, {} text, {} text)").format(
+        sql.SQL("CREATE TABLE {} ({} {} PRIMARY KEY, {} text, {} text)").format(
             ident(case.table),
             ident(case.key),
+            domain,
             ident(case.first),
             ident(case.second),
         )
