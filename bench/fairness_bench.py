@@ -184,7 +184,9 @@ def report(results: list[Result]) -> str:
         "",
         "Before the fair claim (issue 22) a bulk load's entries were claimed in due order "
         "across targets: a row inserted into `b` 3 s after a 50,000-row `COPY` into `a` got "
-        "its vector after 43.6 s. Now each round takes every target's oldest due rows in turn "
+        "its vector after 43.6 s. This script on that code (commit ba7a18f, same box, bulk "
+        "load of 50,000 rows): b's lag p50 17.33 s, p99 34.46 s, max 34.81 s, a drained in "
+        "35.2 s. Now each round takes every target's oldest due rows in turn "
         "(sql/queue.sql `claim`), a round's targets are embedded side by side, and the "
         "provider's request slots take turns between targets within a priority "
         "(`syncsvc/gate.py`): b waits for about one round of a, not for a's backlog. "

@@ -130,7 +130,7 @@ async def _texts(conn: AsyncConn, case: Case) -> dict[int, str]:
 async def _vectors(conn: AsyncConn, name: str) -> dict[int, Any]:
     cur = await conn.execute(
         "SELECT g.table_name FROM syncsvc.generations g JOIN syncsvc.targets t"
-        " ON t.id = g.target_id WHERE t.name = %s",
+        " ON t.id = g.target_id WHERE t.name = %s AND g.state = 'active'",
         (name,),
     )
     row = await cur.fetchone()
@@ -191,6 +191,19 @@ async def test_hostile_names_templates_and_text_work_end_to_end(
             return len(counts) == len(names) and all(s.embedded == s.rows for s in counts)
 
         await wait_for(all_synced, 60)
+        # A re-embedding job (the backfill path) of every such target, promoted when done.
+        for case in cases:
+            await jobs.request_reembed(
+                conn, settings, case.name, model="local-hash", dimensions=128, auto_promote=True
+            )
+
+        async def jobs_done() -> bool:
+            states = await conn.execute("SELECT state, error FROM syncsvc.jobs")
+            rows = await states.fetchall()
+            assert all(r["state"] != "failed" for r in rows), rows
+            return all(r["state"] == "completed" for r in rows)
+
+        await wait_for(jobs_done, 60)
     paused = await scalar(
         conn, "SELECT count(*) FROM syncsvc.targets WHERE paused_reason IS NOT NULL"
     )
@@ -200,7 +213,7 @@ async def test_hostile_names_templates_and_text_work_end_to_end(
         stored = await _vectors(conn, case.name)
         assert set(stored) == {1, 2, 3}
         for pk, text in texts.items():
-            np.testing.assert_allclose(stored[pk], expected(text, DIMS), rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(stored[pk], expected(text, 128), rtol=1e-6, atol=1e-7)
     assert len(await _vectors(conn, "healthy")) == 6
 
     async with AsyncClient(
