@@ -45,7 +45,7 @@ def literal(value: object) -> sql.Composable:
             .replace("$", "\\x24")
         )
         return sql.SQL(f"E'{escaped}'")
-    if isinstance(value, list | tuple) and any(isinstance(v, str) and _special(v) for v in value):
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
         return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(literal(v) for v in value))
     return sql.Literal(value)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from syncsvc import AsyncClient, jobs, status, targets
+from syncsvc import AsyncClient, jobs, quoting, status, targets
 from syncsvc.database import AsyncConn, create_pool
 from syncsvc.errors import ValidationError
 from syncsvc.providers.local import LocalHashProvider
@@ -344,3 +344,31 @@ async def test_a_broken_definition_pauses_its_target_never_the_daemon(
     for name in ("late", "jobbed"):
         assert "is invalid" in (await _paused_reason(conn, name) or ""), name
     assert await _paused_reason(conn, "healthy") is None
+
+
+async def test_quoted_names_and_text_read_back_exactly(conn: AsyncConn) -> None:
+    """``quoting.ident`` / ``literal`` / ``type_name`` mean to PostgreSQL exactly what was
+    given, in a statement that also has parameters (where a bare % would be a placeholder)."""
+    rng = random.Random(7)
+    values = ["100% off", "$$", "a$fn$b", "\\x25", "'%s'", '"%(x)s"', "é%漢🙂", "%", "$1"]
+    values += [_draw(rng, 6) for _ in range(30)]
+    for value in values:
+        cur = await conn.execute(
+            sql.SQL("SELECT {} AS v, {} AS a, %(p)s AS p").format(
+                quoting.literal(value), quoting.literal([value, "x"])
+            ),
+            {"p": "param"},
+        )
+        row = await cur.fetchone()
+        assert row == {"v": value, "a": [value, "x"], "p": "param"}, value
+        name = value[:60]
+        await conn.execute(sql.SQL("CREATE DOMAIN {} AS int").format(ident("public", name)))
+        formatted = await scalar(
+            conn, "SELECT format_type(oid, NULL) FROM pg_type WHERE typname = %s", (name,)
+        )
+        cur = await conn.execute(
+            sql.SQL("SELECT 1::{} AS one, %(p)s AS p").format(quoting.type_name(formatted)),
+            {"p": "param"},
+        )
+        assert await cur.fetchone() == {"one": 1, "p": "param"}, value
+        await conn.execute(sql.SQL("DROP DOMAIN {}").format(ident(name)))
