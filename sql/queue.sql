@@ -62,6 +62,10 @@ WHERE state = 'in_flight'
 -- otherwise fill the rest of its round. max_priority (NULL: any) lets the round slot kept for
 -- live edits take nothing else. A target paused since the caller listed the running ones is
 -- left out here too: its released rows must not be claimed again by a stale list.
+-- Within the priority, targets share the round: each target's due rows are ranked by due time
+-- (queue_ready_by_target, one short index scan per target) and the round takes every target's
+-- first row, then every target's second, and so on. A target with 50,000 rows queued leaves a
+-- neighbour's live edit to the next round, not to the end of its backlog.
 -- The running targets and the round's priority are computed once, as InitPlans: right after a
 -- sweep fills the queue its statistics still say "empty", and a join would rescan the queue
 -- once per queued row (1.8 s for 2,000 rows). The lowest priority due is the first entry of
@@ -79,16 +83,30 @@ WITH running AS MATERIALIZED (
       AND (%(max_priority)s::integer IS NULL OR q.priority <= %(max_priority)s::integer)
     ORDER BY q.priority
     LIMIT 1
+), fair AS MATERIALIZED (
+    SELECT f.row_id, f.turn, f.next_attempt_at
+    FROM running r
+    CROSS JOIN LATERAL (
+        SELECT q.ctid AS row_id, q.next_attempt_at,
+               row_number() OVER (ORDER BY q.next_attempt_at) AS turn
+        FROM syncsvc.queue q
+        WHERE q.target_id = r.id
+          AND q.state = 'pending'
+          AND q.priority = (SELECT priority FROM ready)
+          AND q.next_attempt_at <= now()
+        ORDER BY q.next_attempt_at
+        LIMIT %(limit)s
+    ) f
 ), candidates AS (
     SELECT q.target_id, q.pk
-    FROM syncsvc.queue q
+    -- Locked by physical row id: one heap fetch per candidate. An entry another claim took
+    -- meanwhile has moved (new row version) or is locked, and is skipped either way.
+    FROM fair f
+    JOIN syncsvc.queue q ON q.ctid = f.row_id
     WHERE q.state = 'pending'
-      AND q.next_attempt_at <= now()
-      AND q.target_id = ANY(ARRAY(SELECT id FROM running))
-      AND q.priority = (SELECT priority FROM ready)
-    ORDER BY q.next_attempt_at
+    ORDER BY f.turn, f.next_attempt_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF q SKIP LOCKED
 )
 UPDATE syncsvc.queue q
 SET state = 'in_flight',

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from syncsvc import jobs, promote, sqlfiles, statements, sweep
+from syncsvc import drift, jobs, promote, sqlfiles, statements, sweep
 from syncsvc.catalog import find_generation, get_target
 from syncsvc.database import AsyncConn
 from syncsvc.errors import NotFoundError, SyncsvcError
@@ -63,7 +63,20 @@ class JobRunner:
                 enqueued += await self._step(conn, row["id"])
             except NotFoundError:
                 continue  # removed meanwhile (target or generation dropped)
+            except (SyncsvcError, psycopg.Error) as exc:
+                # One target's table or definition must not hold up every other job.
+                if conn.broken or not drift.is_target_fault(exc):
+                    raise
+                await self._pause_target_of(conn, row["id"], exc)
         return enqueued
+
+    async def _pause_target_of(self, conn: AsyncConn, job_id: int, exc: Exception) -> None:
+        target = await get_target(conn, (await jobs.get_job(conn, job_id)).target)
+        reason = await drift.diagnose(conn, target, exc)
+        logger.error("pausing target %s (job %d): %s", target.name, job_id, reason)
+        await conn.execute(
+            sqlfiles.query("catalog", "pause_target"), {"id": target.id, "reason": reason}
+        )
 
     async def _step(self, conn: AsyncConn, job_id: int) -> int:
         async with conn.transaction():
@@ -79,7 +92,9 @@ class JobRunner:
                     return 0
             if job.state is not JobState.RUNNING:
                 return 0
-            enqueued = 0 if job.scan_done else await self._feed(conn, job, target, generation)
+            # A paused target's rows would not be claimed: fed again once it is resumed.
+            idle = job.scan_done or target.paused_reason is not None
+            enqueued = 0 if idle else await self._feed(conn, job, target, generation)
             if enqueued:
                 await conn.execute(
                     "SELECT pg_notify(%s, %s)", (statements.QUEUE_CHANNEL, str(target.id))

@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -129,8 +129,8 @@ class SharedRateLimiter(RateLimiter):
         self.store = store
         self.account = account
 
-    async def acquire(self, tokens: int, priority: int = 0) -> None:
-        await super().acquire(tokens, priority)
+    async def acquire(self, tokens: int, priority: int = 0, tenant: Hashable = None) -> None:
+        await super().acquire(tokens, priority, tenant)
         factor = self.stats().factor
         request_cost = 60.0 / (self.rpm * SAFETY * factor) if self.rpm else 0.0
         token_cost = 60.0 * tokens / (self.tpm * SAFETY * factor) if self.tpm else 0.0

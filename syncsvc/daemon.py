@@ -36,6 +36,7 @@ from syncsvc.catalog import load_targets
 from syncsvc.database import create_pool
 from syncsvc.embedder import Embedder
 from syncsvc.errorlog import RepeatedErrors
+from syncsvc.errors import SyncsvcError
 from syncsvc.leases import LeaseKeeper
 from syncsvc.listener import Listener
 from syncsvc.models import ClaimedItem, Generation
@@ -251,8 +252,8 @@ class Daemon:
     async def sweep(self, target_id: int | None = None) -> int:
         """Enqueue missing or stale rows of every running target (or one); returns how many.
 
-        A target whose table is gone or changed shape is paused with the cause; the others
-        are swept all the same.
+        A target whose table is gone or changed shape, or whose definition cannot be turned
+        into SQL, is paused with the cause; the others are swept all the same.
         """
         enqueued = 0
         async with self.pool.connection() as conn:
@@ -267,7 +268,7 @@ class Daemon:
                         chunk_rows=self.settings.worker.sweep_chunk_rows,
                         on_chunk=self.wake.set,
                     )
-                except psycopg.Error as exc:
+                except (psycopg.Error, SyncsvcError) as exc:
                     if not drift.is_target_fault(exc):
                         raise
                     reason = await drift.diagnose(conn, target, exc)
@@ -314,7 +315,7 @@ class Daemon:
                     enqueued = await self.sweep(int(payload))
                     logger.info("target %s changed: %d rows to embed", payload, enqueued)
                     self.wake.set()
-            except (psycopg.Error, PoolTimeout) as exc:
+            except (psycopg.Error, PoolTimeout, SyncsvcError) as exc:
                 # The periodic sweep and poll try again; one target's trouble must not stop
                 # the daemon.
                 self.errors.report("reacting to %s %s failed", channel, payload, exc=exc)

@@ -13,10 +13,10 @@ import logging
 import psycopg
 from psycopg import sql
 
-from syncsvc import partitions, sqlfiles, statements
+from syncsvc import partitions, quoting, sqlfiles, statements
 from syncsvc.catalog import get_target
 from syncsvc.database import AsyncConn
-from syncsvc.errors import NotFoundError, ValidationError
+from syncsvc.errors import NotFoundError, TargetDefinitionError, ValidationError
 from syncsvc.models import Target
 
 logger = logging.getLogger(__name__)
@@ -27,9 +27,17 @@ TARGET_FAULT_CLASSES = ("42", "22")
 
 
 def is_target_fault(exc: BaseException) -> bool:
-    """An error of one target's table or data, not of the database connection or a bug."""
-    if not isinstance(exc, psycopg.Error) or exc.sqlstate is None:
+    """An error of one target's table, data or definition, not of the database connection.
+
+    A statement psycopg refuses to build (``ProgrammingError`` without a SQLSTATE) was built
+    from the target's definition: pausing that target beats stopping every target.
+    """
+    if isinstance(exc, TargetDefinitionError):
+        return True
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.OperationalError):
         return False
+    if exc.sqlstate is None:
+        return isinstance(exc, psycopg.ProgrammingError)
     return exc.sqlstate[:2] in TARGET_FAULT_CLASSES
 
 
@@ -48,8 +56,10 @@ def fault_reason(target: Target, exc: psycopg.Error) -> str:
     )
 
 
-async def diagnose(conn: AsyncConn, target: Target, exc: psycopg.Error) -> str:
+async def diagnose(conn: AsyncConn, target: Target, exc: Exception) -> str:
     """The pause reason for a target fault: the drift itself when the catalog shows it."""
+    if not isinstance(exc, psycopg.Error):
+        return str(exc)
     problems = await check(conn, target)
     if not problems:
         return fault_reason(target, exc)
@@ -161,9 +171,9 @@ async def repair(
             await conn.execute(statement)
         await conn.execute(
             sql.SQL("UPDATE syncsvc.targets SET columns = {}, template = {} WHERE id = {}").format(
-                sql.Literal(list(updated.columns)),
-                sql.Literal(updated.template),
-                sql.Literal(target.id),
+                quoting.literal(list(updated.columns)),
+                quoting.literal(updated.template),
+                quoting.literal(target.id),
             )
         )
         await conn.execute(statements.capture_function(updated))

@@ -80,6 +80,8 @@ class EmbedFailure:
 
 
 Outcome = Embedded | EmbedFailure
+_Turn = tuple[int, int | None]
+"""(priority, tenant) of a request's wait for a provider slot."""
 OnReady = Callable[[dict[Hashable, Outcome]], Awaitable[None]]
 """Awaited with the outcomes of the inputs one request completed."""
 
@@ -230,13 +232,15 @@ class Embedder:
         inputs: Sequence[EmbedInput],
         *,
         priority: int = 0,
+        tenant: int | None = None,
         on_ready: OnReady | None = None,
         known: Known | None = None,
     ) -> dict[Hashable, Outcome]:
         """Embed every input; identical texts (and identical chunks) are sent once.
 
         ``priority`` is the queue priority of the rows (0: live edits): the provider serves
-        lower numbers first when its request slots are all busy. ``on_ready`` is awaited
+        lower numbers first when its request slots are all busy, and shares them between
+        ``tenant``s (targets) within a priority. ``on_ready`` is awaited
         with the outcomes of the inputs each request completes, as it completes: a caller
         that stores them then loses at most the requests in flight when it crashes.
         ``known`` chunks (by digest) are not sent: an edit re-embeds only changed chunks.
@@ -266,7 +270,7 @@ class Embedder:
 
         async def request(batch: list[str]) -> None:
             try:
-                part = await self._embed_batch(batch, priority)
+                part = await self._embed_batch(batch, (priority, tenant))
             except Withdrawn as withdrawn:
                 # Not sent (its generation was cancelled): these inputs get no outcome, and
                 # the other requests go on undisturbed (their answers are the caller's).
@@ -318,15 +322,13 @@ class Embedder:
             billed=sum(p.tokens for p in pieces if not p.reused),
         )
 
-    async def _embed_batch(
-        self, texts: list[str], priority: int
-    ) -> dict[str, _Piece | EmbedFailure]:
+    async def _embed_batch(self, texts: list[str], turn: _Turn) -> dict[str, _Piece | EmbedFailure]:
         try:
-            response = await self._request(texts, priority)
+            response = await self._request(texts, turn)
         except ProviderError as error:
             if error.kind is ErrorKind.BAD_INPUT:
                 if len(texts) == 1 and is_length_error(error):
-                    return {texts[0]: await self._embed_shorter(texts[0], error, priority)}
+                    return {texts[0]: await self._embed_shorter(texts[0], error, turn)}
                 if len(texts) == 1:
                     failure = EmbedFailure(str(error), permanent=True, request_id=error.request_id)
                     logger.warning("input rejected by the provider: %s", error)
@@ -335,8 +337,8 @@ class Embedder:
                 half = len(texts) // 2
                 left, right = await gather(
                     [
-                        self._embed_batch(texts[:half], priority),
-                        self._embed_batch(texts[half:], priority),
+                        self._embed_batch(texts[:half], turn),
+                        self._embed_batch(texts[half:], turn),
                     ]
                 )
                 return {**left, **right}
@@ -368,7 +370,7 @@ class Embedder:
         return apportion(billed, [len(t.encode()) for t in texts])
 
     async def _embed_shorter(
-        self, text: str, error: ProviderError, priority: int
+        self, text: str, error: ProviderError, turn: _Turn
     ) -> _Piece | EmbedFailure:
         """The API counted more tokens than our tokenizer: cut the input shorter and retry,
         at most three times (to 3/4, 1/2, then 1/4 of our count: vocabularies can differ by 2x
@@ -383,7 +385,7 @@ class Embedder:
                 int(share * 100),
             )
             try:
-                response = await self._request([shorter], priority)
+                response = await self._request([shorter], turn)
             except ProviderError as again:
                 if again.kind is not ErrorKind.BAD_INPUT or not is_length_error(again):
                     permanent = again.kind is ErrorKind.BAD_INPUT
@@ -404,7 +406,7 @@ class Embedder:
         # "Equal jitter": never less than half the step, so retries do spread out.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    async def _request(self, texts: list[str], priority: int) -> EmbeddingResponse:
+    async def _request(self, texts: list[str], turn: _Turn) -> EmbeddingResponse:
         request = EmbeddingRequest(
             texts=tuple(texts),
             model=self.spec.model,
@@ -412,7 +414,8 @@ class Embedder:
             text_type=self.spec.text_type,
             instruct=self.spec.instruct,
             sparse=self.spec.sparse,
-            priority=priority,
+            priority=turn[0],
+            tenant=turn[1],
             proceed=self._proceed,
         )
         attempt = 0

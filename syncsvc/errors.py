@@ -15,5 +15,10 @@ class ValidationError(SyncsvcError):
     """A user request is invalid (unknown table, column, dimensions...)."""
 
 
+class TargetDefinitionError(SyncsvcError):
+    """A target's stored definition (template, columns) cannot be turned into SQL: the target
+    is paused with this message; the others carry on."""
+
+
 class NotFoundError(SyncsvcError):
     """A named object (target, generation, job) does not exist."""

@@ -9,10 +9,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from syncsvc import sqlfiles
 from syncsvc.database import AsyncConn
+from syncsvc.errors import NotFoundError
 from syncsvc.models import PkValue
 
 
@@ -47,7 +49,10 @@ async def list_failed(
 
 async def retry_failed(conn: AsyncConn, target: str | None = None) -> int:
     """Queue failed rows again with fresh attempts (of one target, or all); returns how many."""
-    cur = await conn.execute(sqlfiles.query("queue", "retry_failed"), {"target": target})
+    try:
+        cur = await conn.execute(sqlfiles.query("queue", "retry_failed"), {"target": target})
+    except psycopg.errors.NoDataFound:
+        raise NotFoundError(f"no target named {target!r} (see 'syncsvc target list')") from None
     row = await cur.fetchone()
     return int(row["retried"]) if row else 0
 

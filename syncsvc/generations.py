@@ -8,7 +8,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from syncsvc import sqlfiles, statements
+from syncsvc import quoting, sqlfiles, statements
 from syncsvc.database import AsyncConn
 from syncsvc.models import Generation, GenerationState, Target, generation_key
 
@@ -70,17 +70,17 @@ async def replace_view(conn: AsyncConn, target: Target, generation: Generation) 
     DROP + CREATE rather than CREATE OR REPLACE because the vector column's type changes with
     the dimensions; the drop's lock waits for searches already reading the old generation.
     """
-    view = sql.SQL("syncsvc.{}").format(sql.Identifier(target.view_name))
+    view = sql.SQL("syncsvc.{}").format(quoting.ident(target.view_name))
     await conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
     await conn.execute(
         sql.SQL("CREATE VIEW {} AS SELECT {} AS generation_id, v.* FROM {} v").format(
-            view, sql.Literal(generation.id), statements.vector_table(generation)
+            view, quoting.literal(generation.id), statements.vector_table(generation)
         )
     )
     await conn.execute(
         sql.SQL("COMMENT ON VIEW {} IS {}").format(
             view,
-            sql.Literal(
+            quoting.literal(
                 f"syncsvc: vectors of target {target.name} in its active generation "
                 f"{generation.id} ({generation.model}, {generation.dimensions} dims)"
             ),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from syncsvc import sqlfiles, statements
+from syncsvc import quoting, sqlfiles, statements
 from syncsvc.catalog import load_targets
 from syncsvc.database import AsyncConn
 from syncsvc.errors import ValidationError
@@ -102,18 +102,18 @@ def create_statement(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} USING hnsw ({expr} {ops}) "
         "WITH (m = {m}, ef_construction = {ef})"
     ).format(
-        name=sql.Identifier(name),
+        name=quoting.ident(name),
         table=statements.vector_table(generation),
         expr=sql.SQL(plan.index_expr),
-        ops=sql.Identifier(plan.opclass),
-        m=sql.Literal(settings.hnsw_m),
-        ef=sql.Literal(settings.hnsw_ef_construction),
+        ops=quoting.ident(plan.opclass),
+        m=quoting.literal(settings.hnsw_m),
+        ef=quoting.literal(settings.hnsw_ef_construction),
     )
 
 
 async def _drop(conn: AsyncConn, name: str) -> None:
     await conn.execute(
-        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS syncsvc.{}").format(sql.Identifier(name))
+        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS syncsvc.{}").format(quoting.ident(name))
     )
 
 
@@ -167,7 +167,7 @@ async def build_index(
         await _drop(conn, name)
         await conn.execute(
             sql.SQL("ALTER INDEX syncsvc.{} RENAME TO {}").format(
-                sql.Identifier(building), sql.Identifier(name)
+                quoting.ident(building), quoting.ident(name)
             )
         )
     info = await index_info(conn, generation)

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from syncsvc import sqlfiles, statements
+from syncsvc import quoting, sqlfiles, statements
 from syncsvc.catalog import find_generation, get_target
 from syncsvc.database import AsyncConn
 from syncsvc.errors import NotFoundError, ValidationError
@@ -306,7 +306,7 @@ async def estimate(
         # BERNOULLI reads every page but returns a fair sample: tokens scale linearly.
         percent = min(100.0, 100.0 * ESTIMATE_SAMPLE_ROWS * 1.2 / rows)
         sample = sql.SQL("TABLESAMPLE BERNOULLI ({}) REPEATABLE ({})").format(
-            sql.Literal(percent), sql.Literal(random.randint(1, 1_000_000))
+            quoting.literal(percent), quoting.literal(random.randint(1, 1_000_000))
         )
     cur = await conn.execute(
         sql.SQL("SELECT {} AS input FROM {} s {} WHERE {}").format(

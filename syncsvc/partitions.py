@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from syncsvc import sqlfiles, statements
+from syncsvc import quoting, sqlfiles, statements
 from syncsvc.catalog import load_targets
 from syncsvc.database import AsyncConn
 from syncsvc.models import Target
@@ -77,8 +77,8 @@ class Change:
     """What status says about it (``syncsvc.describe_partition_change``)."""
 
 
-def _relation(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+def _relation(schema: str, name: str) -> sql.Composable:
+    return quoting.ident(schema, name)
 
 
 async def capture_partitions(conn: AsyncConn, target: Target) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg import sql
 
-from syncsvc import generations, sqlfiles, statements
+from syncsvc import generations, quoting, sqlfiles, statements
 from syncsvc.catalog import find_generation, get_target
 from syncsvc.database import AsyncConn
 from syncsvc.errors import ValidationError
@@ -144,10 +144,10 @@ async def coverage(conn: AsyncConn, target: Target, generation: Generation) -> C
             source=statements.source(target),
             table=statements.vector_table(generation),
             match=statements.pk_equals(target, "s", "v"),
-            key=sql.Literal(generation.key),
-            tid=sql.Literal(target.id),
-            grace=sql.Literal(f"{LIVE_EDIT_GRACE_SECONDS} seconds") + sql.SQL("::interval"),
-            shown=sql.Literal(FAILED_KEYS_SHOWN),
+            key=quoting.literal(generation.key),
+            tid=quoting.literal(target.id),
+            grace=quoting.literal(f"{LIVE_EDIT_GRACE_SECONDS} seconds") + sql.SQL("::interval"),
+            shown=quoting.literal(FAILED_KEYS_SHOWN),
         )
     )
     row = await cur.fetchone()

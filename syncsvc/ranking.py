@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from syncsvc import statements
+from syncsvc import quoting, statements
 from syncsvc.models import Generation, Target
 
 # Result columns added to the source row's own; prefixed so they cannot clash with its names.
@@ -17,10 +17,10 @@ SCORE_COLUMN = "__syncsvc_score"
 def key_match(target: Target, alias: str, json_ref: str) -> sql.Composed:
     return sql.SQL(" AND ").join(
         sql.SQL("{} = ({} ->> {})::{}").format(
-            sql.Identifier(alias, column),
-            sql.Identifier(json_ref, "pk"),
-            sql.Literal(column),
-            sql.SQL(pk_type),
+            quoting.ident(alias, column),
+            quoting.ident(json_ref, "pk"),
+            quoting.literal(column),
+            quoting.type_name(pk_type),
         )
         for column, pk_type in zip(target.pk_columns, target.pk_types, strict=True)
     )
@@ -29,7 +29,7 @@ def key_match(target: Target, alias: str, json_ref: str) -> sql.Composed:
 def key_object(target: Target, alias: str) -> sql.Composed:
     return sql.SQL("jsonb_build_object({})").format(
         sql.SQL(", ").join(
-            sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(alias, c))
+            sql.SQL("{}, {}").format(quoting.literal(c), quoting.ident(alias, c))
             for c in target.pk_columns
         )
     )
@@ -43,9 +43,9 @@ def dense_statement(target: Target) -> sql.Composed:
            JOIN {source} s ON {match}
            ORDER BY h.distance, h.pk"""
     ).format(
-        pk=sql.Identifier(PK_COLUMN),
-        distance=sql.Identifier(DISTANCE_COLUMN),
-        score=sql.Identifier(SCORE_COLUMN),
+        pk=quoting.ident(PK_COLUMN),
+        distance=quoting.ident(DISTANCE_COLUMN),
+        score=quoting.ident(SCORE_COLUMN),
         source=statements.source(target),
         match=key_match(target, "s", "h"),
     )
@@ -74,9 +74,9 @@ def fused_statement(target: Target, ranking: sql.Composable) -> sql.Composed:
     ).format(
         ranking=ranking,
         source=statements.source(target),
-        pk=sql.Identifier(PK_COLUMN),
-        distance=sql.Identifier(DISTANCE_COLUMN),
-        score=sql.Identifier(SCORE_COLUMN),
+        pk=quoting.ident(PK_COLUMN),
+        distance=quoting.ident(DISTANCE_COLUMN),
+        score=quoting.ident(SCORE_COLUMN),
         match=key_match(target, "s", "h"),
     )
 

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
 from syncsvc.gate import PriorityGate
@@ -138,14 +138,14 @@ class RateLimiter:
         """The largest request a one-second TPM window can take (None if unlimited)."""
         return None if self.tpm is None else max(1, int(self.tpm / 60 * SAFETY))
 
-    async def acquire(self, tokens: int, priority: int = 0) -> None:
+    async def acquire(self, tokens: int, priority: int = 0, tenant: Hashable = None) -> None:
         """Wait until one request of ``tokens`` tokens fits the budgets, then spend them.
 
         Waiters take turns by ``priority`` (lower first), first come first served within one:
         under a rate cap a live edit's request goes before the backfill's already waiting.
         """
         # One waiter at a time keeps the buckets consistent.
-        async with self._turn.slot(priority):
+        async with self._turn.slot(priority, tenant):
             started = self._clock()
             while True:
                 now = self._clock()

@@ -24,7 +24,7 @@ import psycopg
 from pgvector import SparseVector, Vector
 from psycopg import sql
 
-from syncsvc import ranking, sqlfiles, statements
+from syncsvc import quoting, ranking, sqlfiles, statements
 from syncsvc.database import AsyncConn
 from syncsvc.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
 from syncsvc.errors import SyncsvcError, ValidationError
@@ -206,13 +206,20 @@ def check_query(target: Target, query: QueryVector, generation: Generation | Non
 def render_where(conn: AsyncConn, where: str | None, params: Params = None) -> str | None:
     """A filter as literal SQL, with ``params`` bound client-side (``%s`` / ``%(name)s``).
 
-    ``where`` is SQL: pass user input through ``params``, never by formatting it in.
+    ``where`` is SQL: pass user input through ``params``, never by formatting it in. Without
+    ``params`` it is used as written (a ``%`` is just a ``%``).
     """
     if where is None or not where.strip():
         return None
     if params is None:
         return where
-    return psycopg.AsyncClientCursor(conn).mogrify(where, params)
+    try:
+        return psycopg.AsyncClientCursor(conn).mogrify(where, params)
+    except (psycopg.ProgrammingError, psycopg.DataError, KeyError, TypeError) as exc:
+        # With params the filter's own % are placeholders: a literal one is written %%.
+        raise ValidationError(
+            f"invalid filter {where!r} with params ({exc}); write %% for a literal %"
+        ) from None
 
 
 async def search_vector(
@@ -290,9 +297,9 @@ async def similar_rows(
            JOIN {source} s ON {match}
            ORDER BY h.distance, h.pk"""
     ).format(
-        pk=sql.Identifier(ranking.PK_COLUMN),
-        distance=sql.Identifier(ranking.DISTANCE_COLUMN),
-        score=sql.Identifier(ranking.SCORE_COLUMN),
+        pk=quoting.ident(ranking.PK_COLUMN),
+        distance=quoting.ident(ranking.DISTANCE_COLUMN),
+        score=quoting.ident(ranking.SCORE_COLUMN),
         source=statements.source(target),
         match=ranking.key_match(target, "s", "h"),
     )

@@ -7,10 +7,10 @@ and the capture trigger function.
 
 from __future__ import annotations
 
-import string
-
 from psycopg import sql
 
+from syncsvc import quoting
+from syncsvc.errors import TargetDefinitionError
 from syncsvc.models import Generation, Target
 
 QUEUE_CHANNEL = "syncsvc_wakeup"
@@ -19,39 +19,107 @@ TARGETS_CHANNEL = "syncsvc_targets"
 
 
 def template_parts(template: str) -> list[tuple[str, str | None]]:
-    """``(literal, field)`` pairs of a ``str.format``-style template."""
+    """``(literal, field)`` pairs of a template: text with ``{column}`` fields.
+
+    As in ``str.format``, ``{{`` and ``}}`` stand for literal braces. A column whose name holds
+    a brace or starts with a double quote is written quoted, as in SQL: ``{"a{b"}`` (a ``"``
+    inside doubled). Anything else in a field is the column's name: no specs, no conversions.
+    """
     parts: list[tuple[str, str | None]] = []
-    for literal, field, spec, conversion in string.Formatter().parse(template):
-        if field is not None and (not field or spec or conversion):
-            raise ValueError(f"template field {{{field}}} must be a plain column name")
-        parts.append((literal, field))
+    literal: list[str] = []
+    i = 0
+    while i < len(template):
+        ch = template[i]
+        if ch == "}":
+            if template[i + 1 : i + 2] != "}":
+                raise ValueError("single '}' in template (write '}}' for a literal brace)")
+            literal.append("}")
+            i += 2
+        elif ch == "{" and template[i + 1 : i + 2] == "{":
+            literal.append("{")
+            i += 2
+        elif ch == "{":
+            field, i = _field(template, i + 1)
+            parts.append(("".join(literal), field))
+            literal = []
+        else:
+            literal.append(ch)
+            i += 1
+    if literal:
+        parts.append(("".join(literal), None))
     return parts
+
+
+def _field(template: str, i: int) -> tuple[str, int]:
+    """The field name starting at ``i`` and the position after its closing brace."""
+    if template[i : i + 1] == '"':
+        name: list[str] = []
+        i += 1
+        while i < len(template):
+            if template[i] == '"':
+                if template[i + 1 : i + 2] == '"':
+                    name.append('"')
+                    i += 2
+                    continue
+                if template[i + 1 : i + 2] != "}":
+                    raise ValueError('a quoted template field must end with "}')
+                return "".join(name), i + 2
+            name.append(template[i])
+            i += 1
+        raise ValueError('quoted template field not closed (write "" for a quote inside)')
+    end = template.find("}", i)
+    if end < 0:
+        raise ValueError("template field not closed: '{' without '}' (write '{{' for a brace)")
+    field = template[i:end]
+    if not field:
+        raise ValueError("empty template field {} (name a column, e.g. {title})")
+    if "{" in field:
+        raise ValueError(
+            "'{' in a template field: write '{{' for a literal brace, or quote a column "
+            'name holding braces: {"a{b"}'
+        )
+    return field, end + 1
 
 
 def template_fields(template: str) -> list[str]:
     return [f for _, f in template_parts(template) if f is not None]
 
 
+def template_field(column: str) -> str:
+    """``column`` as a template field (quoted when its name needs it)."""
+    if "{" in column or "}" in column or column.startswith('"'):
+        return '{"' + column.replace('"', '""') + '"}'
+    return "{" + column + "}"
+
+
 def default_template(columns: list[str]) -> str:
-    return "\n\n".join("{" + c + "}" for c in columns)
+    return "\n\n".join(template_field(c) for c in columns)
 
 
 def source(target: Target) -> sql.Composed:
     return sql.SQL("{}.{}").format(
-        sql.Identifier(target.source_schema), sql.Identifier(target.source_table)
+        quoting.ident(target.source_schema), quoting.ident(target.source_table)
     )
 
 
 def input_expr(target: Target, alias: str) -> sql.Composed:
     """The exact embedding input of a row, as SQL (NULL columns render as empty)."""
     args: list[sql.Composable] = []
-    for literal, field in template_parts(target.template):
+    try:
+        parts = template_parts(target.template)
+    except ValueError as exc:
+        # Stored templates were checked when added; one edited in the catalog since was not.
+        raise TargetDefinitionError(
+            f"template of target {target.name} is invalid: {exc} (fix it with 'syncsvc target "
+            f"repair {target.name} --template ...')"
+        ) from None
+    for literal, field in parts:
         if literal:
-            args.append(sql.Literal(literal))
+            args.append(quoting.literal(literal))
         if field is not None:
-            args.append(sql.SQL("{}::text").format(sql.Identifier(alias, field)))
+            args.append(sql.SQL("{}::text").format(quoting.ident(alias, field)))
     if not args:
-        args.append(sql.Literal(""))
+        args.append(quoting.literal(""))
     return sql.SQL("concat({})").format(sql.SQL(", ").join(args))
 
 
@@ -64,13 +132,13 @@ def has_text(target: Target, alias: str) -> sql.Composed:
     if target.embed_labels:
         return sql.SQL("syncsvc.has_text({})").format(input_expr(target, alias))
     fields = sql.SQL(", ").join(
-        sql.SQL("{}::text").format(sql.Identifier(alias, c)) for c in target.columns
+        sql.SQL("{}::text").format(quoting.ident(alias, c)) for c in target.columns
     )
     return sql.SQL("syncsvc.has_text(concat({}))").format(fields)
 
 
 def pk_columns(target: Target, alias: str) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(alias, c) for c in target.pk_columns)
+    return sql.SQL(", ").join(quoting.ident(alias, c) for c in target.pk_columns)
 
 
 def pk_json(target: Target, alias: str) -> sql.Composed:
@@ -81,7 +149,7 @@ def pk_json(target: Target, alias: str) -> sql.Composed:
 def pk_from_json(target: Target, json_ref: sql.Composable) -> sql.Composed:
     """Typed key columns extracted from a queue JSON key (``json_ref`` is a jsonb expression)."""
     return sql.SQL(", ").join(
-        sql.SQL("({} ->> {})::{}").format(json_ref, sql.Literal(i), sql.SQL(pk_type))
+        sql.SQL("({} ->> {})::{}").format(json_ref, quoting.literal(i), quoting.type_name(pk_type))
         for i, pk_type in enumerate(target.pk_types)
     )
 
@@ -95,15 +163,15 @@ def pk_matches_json(target: Target, alias: str, json_ref: sql.Composable) -> sql
 
 
 def vector_table(generation: Generation) -> sql.Composed:
-    return sql.SQL("syncsvc.{}").format(sql.Identifier(generation.table_name))
+    return sql.SQL("syncsvc.{}").format(quoting.ident(generation.table_name))
 
 
 def capture_function_name(target: Target) -> sql.Composed:
-    return sql.SQL("syncsvc.{}").format(sql.Identifier(f"capture_{target.id}"))
+    return sql.SQL("syncsvc.{}").format(quoting.ident(f"capture_{target.id}"))
 
 
-def trigger_name(target: Target, event: str) -> sql.Identifier:
-    return sql.Identifier(f"syncsvc_{target.id}_{event}")
+def trigger_name(target: Target, event: str) -> sql.Composable:
+    return quoting.ident(f"syncsvc_{target.id}_{event}")
 
 
 def capture_function(target: Target) -> sql.Composed:
@@ -114,8 +182,8 @@ def capture_function(target: Target) -> sql.Composed:
     The keys of one statement become one inbox row, which keeps bulk writes cheap. Any error
     (the table's shape drifted) is logged to ``syncsvc.capture_errors`` instead of raised.
     """
-    old_cols = sql.SQL(", ").join(sql.Identifier("o", c) for c in target.columns)
-    new_cols = sql.SQL(", ").join(sql.Identifier("n", c) for c in target.columns)
+    old_cols = sql.SQL(", ").join(quoting.ident("o", c) for c in target.columns)
+    new_cols = sql.SQL(", ").join(quoting.ident("n", c) for c in target.columns)
     enqueue = sql.SQL(
         """
         INSERT INTO syncsvc.inbox (target_id, pks)
@@ -134,11 +202,11 @@ def capture_function(target: Target) -> sql.Composed:
         n_pk=pk_json(target, "n"),
         o_pk=pk_json(target, "o"),
         match=pk_equals(target, "o", "n"),
-        first=sql.Identifier(target.pk_columns[0]),
+        first=quoting.ident(target.pk_columns[0]),
         old_cols=old_cols,
         new_cols=new_cols,
     )
-    tid = sql.Literal(target.id)
+    tid = quoting.literal(target.id)
     return sql.SQL(
         """
 CREATE OR REPLACE FUNCTION {name}() RETURNS trigger
@@ -171,10 +239,10 @@ $fn$"""
         ins=enqueue.format(tid=tid, keys=inserted),
         upd=enqueue.format(tid=tid, keys=updated),
         dele=enqueue.format(tid=tid, keys=deleted),
-        channel=sql.Literal(QUEUE_CHANNEL),
-        targets_channel=sql.Literal(TARGETS_CHANNEL),
+        channel=quoting.literal(QUEUE_CHANNEL),
+        targets_channel=quoting.literal(TARGETS_CHANNEL),
         tid=tid,
-        tid_text=sql.Literal(str(target.id)),
+        tid_text=quoting.literal(str(target.id)),
     )
 
 
@@ -208,7 +276,7 @@ def create_triggers(target: Target, relation: sql.Composable | None = None) -> l
         sql.SQL(
             "CREATE TRIGGER {} AFTER TRUNCATE ON {} "
             "FOR EACH STATEMENT EXECUTE FUNCTION syncsvc.on_truncate({})"
-        ).format(trigger_name(target, "trunc"), src, sql.Literal(str(target.id))),
+        ).format(trigger_name(target, "trunc"), src, quoting.literal(str(target.id))),
     ]
 
 

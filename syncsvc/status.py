@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg import sql
 
-from syncsvc import sqlfiles
+from syncsvc import quoting, sqlfiles
 from syncsvc.database import AsyncConn
 
 
@@ -70,7 +70,7 @@ async def unpromoted(conn: AsyncConn, grace_seconds: float) -> list[Unpromoted]:
             sql.SQL(
                 "SELECT coalesce(sum(tokens), 0) AS n FROM syncsvc.{} "
                 "WHERE embedded_at > now() - interval '1 day'"
-            ).format(sql.Identifier(row["table_name"])),
+            ).format(quoting.ident(row["table_name"])),
         )
         price = float(row["price_per_million_tokens"] or 0.0)
         found.append(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from syncsvc import statements
+from syncsvc import quoting, statements
 from syncsvc.database import AsyncConn
 from syncsvc.models import Generation, Target
 
@@ -55,9 +55,9 @@ def chunk_statement(
             sql.SQL(">=" if inclusive else ">"),
             statements.pk_from_json(target, sql.SQL("%(after)s::jsonb")),
         )
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in target.pk_columns)
-    c_cols = sql.SQL(", ").join(sql.Identifier("c", c) for c in target.pk_columns)
-    desc = sql.SQL(" DESC, ").join(sql.Identifier("x", c) for c in target.pk_columns)
+    cols = sql.SQL(", ").join(quoting.ident(c) for c in target.pk_columns)
+    c_cols = sql.SQL(", ").join(quoting.ident("c", c) for c in target.pk_columns)
+    desc = sql.SQL(" DESC, ").join(quoting.ident("x", c) for c in target.pk_columns)
     return sql.SQL(
         """WITH chunk AS (
                SELECT {cols}, {input} AS input, {has_text} AS has_text FROM {source} s {after}
@@ -89,8 +89,8 @@ def chunk_statement(
         c_json=statements.pk_json(target, "c"),
         table=statements.vector_table(generation),
         v_match=statements.pk_equals(target, "v", "c"),
-        key=sql.Literal(generation.key),
-        tid=sql.Literal(target.id),
+        key=quoting.literal(generation.key),
+        tid=quoting.literal(target.id),
         x_json=statements.pk_json(target, "x"),
         desc=desc,
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg import sql
 
-from syncsvc import drift, generations, partitions, sqlfiles, statements
+from syncsvc import drift, generations, partitions, quoting, sqlfiles, statements
 from syncsvc.catalog import get_target, load_targets
 from syncsvc.chunking import Chunking
 from syncsvc.database import AsyncConn
@@ -265,7 +265,7 @@ async def preview(
             statements.source(target),
             statements.has_text(target, "s"),
             statements.pk_columns(target, "s"),
-            sql.Literal(rows),
+            quoting.literal(rows),
         )
     )
     return [r["input"] for r in await cur.fetchall()]
@@ -325,7 +325,7 @@ async def remove_target(conn: AsyncConn, name: str, *, keep_vectors: bool = Fals
             await conn.execute(statement)
         if not keep_vectors:
             await conn.execute(
-                sql.SQL("DROP VIEW IF EXISTS syncsvc.{}").format(sql.Identifier(target.view_name))
+                sql.SQL("DROP VIEW IF EXISTS syncsvc.{}").format(quoting.ident(target.view_name))
             )
             for generation in target.generations:
                 await generations.drop_generation_table(conn, generation)

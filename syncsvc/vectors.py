@@ -16,7 +16,7 @@ from pgvector import SparseVector, Vector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from syncsvc import statements
+from syncsvc import quoting, statements
 from syncsvc.database import AsyncConn
 from syncsvc.models import Generation, PkValue, Target
 
@@ -134,14 +134,14 @@ def _read_statement(target: Target, generations: Sequence[Generation]) -> sql.Co
     joins = sql.SQL(" ").join(
         sql.SQL("LEFT JOIN {table} {alias} ON {match} AND {alias}.chunk = 0").format(
             table=statements.vector_table(g),
-            alias=sql.Identifier(f"g{g.id}"),
+            alias=quoting.ident(f"g{g.id}"),
             match=statements.pk_matches_json(target, f"g{g.id}", sql.SQL("d.pk")),
         )
         for g in generations
     )
     hashes = sql.SQL("").join(
         sql.SQL(", {}.content_hash AS {}").format(
-            sql.Identifier(f"g{g.id}"), sql.Identifier(f"h{g.id}")
+            quoting.ident(f"g{g.id}"), quoting.ident(f"h{g.id}")
         )
         for g in generations
     )
@@ -153,7 +153,7 @@ def _read_statement(target: Target, generations: Sequence[Generation]) -> sql.Co
            LEFT JOIN {source} s ON {match}
            {joins}"""
     ).format(
-        first=sql.Identifier(target.pk_columns[0]),
+        first=quoting.ident(target.pk_columns[0]),
         has_text=statements.has_text(target, "s"),
         input=statements.input_expr(target, "s"),
         hashes=hashes,
@@ -217,11 +217,11 @@ def _write_statement(target: Target, generation: Generation) -> sql.Composed:
         pk_cols=statements.pk_columns(target, "s"),
         source=statements.source(target),
         match=statements.pk_matches_json(target, "s", sql.SQL("i.pk")),
-        key=sql.Literal(generation.key),
+        key=quoting.literal(generation.key),
         input=statements.input_expr(target, "s"),
         table=statements.vector_table(generation),
         v_match=statements.pk_equals(target, "v", "f"),
-        pk_names=sql.SQL(", ").join(sql.Identifier(c) for c in target.pk_columns),
+        pk_names=sql.SQL(", ").join(quoting.ident(c) for c in target.pk_columns),
         sparse_in=sql.SQL(", %(sparse)b::sparsevec[]" if sparse else ""),
         sparse_col=sql.SQL(", sparse" if sparse else ""),
         sparse_sel=sql.SQL(", i.sparse" if sparse else ""),

@@ -137,25 +137,37 @@ class Worker:
         by_target: dict[int, list[ClaimedItem]] = defaultdict(list)
         for item in items:
             by_target[item.target_id].append(item)
-        for target_id, target_items in by_target.items():
-            target = targets.get(target_id)
-            if target is None:  # removed meanwhile; its entries went with it
-                continue
-            try:
-                stats.add(await self._process_target(target, target_items))
-            except ProviderPaused as paused:
-                await self._pause(target, f"provider refused requests: {paused.error}")
-                await self.queue.release(target_items)
-                stats.released += len(target_items)
-            except SyncsvcError as exc:
-                # E.g. a provider this daemon has no settings for: only this target stops.
-                await self._pause_faulty(target, target_items, str(exc), stats)
-            except psycopg.Error as exc:
-                if not drift.is_target_fault(exc):
-                    raise
-                async with self.pool.connection() as conn:
-                    reason = await drift.diagnose(conn, target, exc)
-                await self._pause_faulty(target, target_items, reason, stats)
+        # Targets side by side: a round's rows of one target never wait for another's (the
+        # claim interleaves targets; the provider's slots take turns between them).
+        for target_stats in await gather(
+            [
+                self._process_guarded(targets[target_id], target_items)
+                for target_id, target_items in by_target.items()
+                # A target removed meanwhile: its entries went with it.
+                if target_id in targets
+            ]
+        ):
+            stats.add(target_stats)
+        return stats
+
+    async def _process_guarded(self, target: Target, items: list[ClaimedItem]) -> RoundStats:
+        """One target's share of a round; a fault of the target pauses it alone."""
+        stats = RoundStats()
+        try:
+            stats.add(await self._process_target(target, items))
+        except ProviderPaused as paused:
+            await self._pause(target, f"provider refused requests: {paused.error}")
+            await self.queue.release(items)
+            stats.released += len(items)
+        except SyncsvcError as exc:
+            # E.g. a provider this daemon has no settings for: only this target stops.
+            await self._pause_faulty(target, items, str(exc), stats)
+        except psycopg.Error as exc:
+            if not drift.is_target_fault(exc):
+                raise
+            async with self.pool.connection() as conn:
+                reason = await drift.diagnose(conn, target, exc)
+            await self._pause_faulty(target, items, reason, stats)
         return stats
 
     async def _pause_faulty(
@@ -352,6 +364,7 @@ class Worker:
         await self.embedder(generation).embed(
             [EmbedInput(key=_key(item.pk), text=text) for item, text, _ in todo],
             priority=min(item.priority for item, _, _ in todo),
+            tenant=target.id,
             on_ready=group,
             known=known,
         )

@@ -87,3 +87,33 @@ async def test_a_slot_handed_to_a_waiter_cancelled_at_that_moment_is_passed_on()
 def test_a_gate_needs_a_slot() -> None:
     with pytest.raises(ValueError, match="at least one slot"):
         PriorityGate(0)
+
+
+async def test_within_a_priority_tenants_take_turns() -> None:
+    """Target A's 20 queued requests do not all go before target B's: B's first request waits
+    for at most one of A's; with B gone, A's keep their first-come order."""
+    gate = PriorityGate(1)
+    await gate.acquire(0, "a")
+    order: list[str] = []
+
+    async def wait(name: str, priority: int, tenant: str) -> None:
+        await gate.acquire(priority, tenant)
+        order.append(name)
+        gate.release()
+
+    tasks = [asyncio.create_task(wait(f"a{i}", 0, "a")) for i in range(20)]
+    await _settle()
+    tasks += [asyncio.create_task(wait(f"b{i}", 0, "b")) for i in range(2)]
+    tasks.append(asyncio.create_task(wait("backfill", 2, "c")))
+    await _settle()
+    gate.release()
+    await asyncio.gather(*tasks)
+    assert order[:4] == ["a0", "b0", "a1", "b1"]
+    assert order[4:] == [f"a{i}" for i in range(2, 20)] + ["backfill"]
+    # A tenant idle for a while gets no credit for it: its next request takes the next turn.
+    await gate.acquire(0, "a")
+    late = [asyncio.create_task(wait(n, 0, t)) for n, t in (("a-late", "a"), ("b-late", "b"))]
+    await _settle()
+    gate.release()
+    await asyncio.gather(*late)
+    assert order[-2:] == ["a-late", "b-late"]

@@ -6,6 +6,7 @@ from typing import Any
 
 from psycopg import sql
 
+from syncsvc import quoting
 from syncsvc.search import SearchHit
 
 
@@ -15,7 +16,7 @@ def where_clause(filter: dict[str, Any] | None) -> tuple[str | None, list[Any]]:
     if not filter:
         return None, []
     parts = [
-        sql.SQL("{} = %s").format(sql.Identifier("s", column)).as_string(None) for column in filter
+        sql.SQL("{} = %s").format(quoting.ident("s", column)).as_string(None) for column in filter
     ]
     return " AND ".join(parts), list(filter.values())
 

@@ -28,6 +28,8 @@ class EmbeddingRequest:
     proceed: Callable[[], Awaitable[None]] | None = field(default=None, compare=False, repr=False)
     """Awaited right before the request goes out (once its slot is granted); raises
     ``Withdrawn`` when it must not be sent (its generation was cancelled meanwhile)."""
+    tenant: int | None = None
+    """The target asked for: within a priority, request slots are shared between targets."""
 
 
 class Withdrawn(Exception):

@@ -66,7 +66,7 @@ class DashScopeNativeProvider(HttpProvider):
         }
         tokens = self._budget_tokens(request.texts)
         reply = await self.http.post(
-            NATIVE_PATH, payload, tokens, request.priority, request.proceed
+            NATIVE_PATH, payload, tokens, request.priority, request.tenant, request.proceed
         )
         body = reply.body if isinstance(reply.body, dict) else {}
         rid = request_id(reply, body.get("request_id"))

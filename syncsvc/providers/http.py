@@ -15,7 +15,7 @@ import os
 import ssl
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,19 +141,21 @@ class HttpClient:
         payload: dict[str, Any],
         tokens: int,
         priority: int = 0,
+        tenant: Hashable = None,
         proceed: Callable[[], Awaitable[None]] | None = None,
     ) -> Reply:
         """POST ``payload``; transport failures become RETRYABLE ``ProviderError``s.
 
         ``priority`` orders the wait for a request slot (lower first: live edits before
-        backfills). The slot is held for the HTTP exchange only; the body is parsed after it
+        backfills), and within one priority shares the slots between ``tenant``s (targets). The
+        slot is held for the HTTP exchange only; the body is parsed after it
         is given back, so the next request goes out without waiting for the parse.
         ``proceed`` is the request's last check, run once the slot and budget are granted:
         a request that waited for them is not sent if its generation was cancelled meanwhile.
         """
-        async with self.slots.slot(priority):
+        async with self.slots.slot(priority, tenant):
             if self.limiter is not None:
-                await self.limiter.acquire(tokens, priority)
+                await self.limiter.acquire(tokens, priority, tenant)
             if proceed is not None:
                 await proceed()
             started = time.monotonic()

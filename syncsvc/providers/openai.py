@@ -64,7 +64,7 @@ class OpenAICompatibleProvider(HttpProvider):
             payload["dimensions"] = request.dimensions
         tokens = self._budget_tokens(texts)
         reply = await self.http.post(
-            "embeddings", payload, tokens, request.priority, request.proceed
+            "embeddings", payload, tokens, request.priority, request.tenant, request.proceed
         )
         body = reply.body if isinstance(reply.body, dict) else {}
         rid = request_id(reply, body.get("request_id") or body.get("id"))

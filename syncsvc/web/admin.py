@@ -36,6 +36,7 @@ input[type=text],input[type=number]{width:9em}progress{width:8em}
 pre{white-space:pre-wrap;margin:0;max-width:60em}
 """
 
+# Refreshes to /admin itself: a refused action's page is served at the action's path.
 SCRIPT = """
 (function(){
   var box=document.getElementById('autorefresh');
@@ -45,7 +46,7 @@ SCRIPT = """
   setInterval(function(){
     var typing=document.activeElement&&document.activeElement.tagName==='INPUT'
       &&document.activeElement.type!=='checkbox';
-    if(box.checked&&!typing){location.replace(location.pathname);}
+    if(box.checked&&!typing){location.replace('/admin');}
   },10000);
 })();
 """

@@ -12,8 +12,9 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote
 
+import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -29,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from syncsvc import drift, failures, metrics
 from syncsvc.database import AsyncConn
-from syncsvc.errors import SyncsvcError
+from syncsvc.errors import NotFoundError, SyncsvcError
 from syncsvc.settings import Settings
 from syncsvc.web import admin, jobs
 from syncsvc.web.auth import COOKIE, AdminAccess, same_origin
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Pool = AsyncConnectionPool[AsyncConn]
+MAX_ID = 2**31 - 1
+"""Job and generation ids are PostgreSQL integers."""
 
 
 class WebState:
@@ -131,7 +134,13 @@ def _denied(request: Request) -> Response | None:
 async def admin_page(request: Request) -> Response:
     if (denied := _denied(request)) is not None:
         return denied
-    web = _state(request)
+    params = request.query_params
+    return await _page(_state(request), message=params.get("msg", ""), error=params.get("err", ""))
+
+
+async def _page(
+    web: WebState, *, message: str = "", error: str = "", status: int = 200
+) -> Response:
     checks = await readiness(web.pool, web.daemon)
     async with web.pool.connection(timeout=5) as conn:
         data = await admin.gather(
@@ -140,9 +149,8 @@ async def admin_page(request: Request) -> Response:
             unpromoted_grace_seconds=web.settings.jobs.unpromoted_grace_seconds,
             promote_max_failed=web.settings.jobs.promote_max_failed,
         )
-    params = request.query_params
-    html = admin.render(data, message=params.get("msg", ""), error=params.get("err", ""))
-    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+    html = admin.render(data, message=message, error=error)
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 async def login(request: Request) -> Response:
@@ -179,8 +187,8 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[-1] for k, v in parsed.items()}
 
 
-def _back(message: str = "", error: str = "") -> Response:
-    query = f"?msg={quote(message)}" if message else f"?err={quote(error)}" if error else ""
+def _back(message: str) -> Response:
+    query = f"?msg={quote(message)}" if message else ""
     return RedirectResponse(f"/admin{query}", status_code=303)
 
 
@@ -188,22 +196,75 @@ async def _act(request: Request, what: str) -> Response:
     if (denied := _denied(request)) is not None:
         return denied
     web = _state(request)
-    form = await _form(request)
     try:
+        form = await _form(request)
         async with web.pool.connection(timeout=5) as conn:
             message = await _perform(conn, web, what, form, request.path_params)
-    except (SyncsvcError, jobs.Unavailable, ValueError, KeyError) as exc:
-        logger.warning("admin %s refused: %s", what, exc)
-        return _back(error=str(exc) or type(exc).__name__)
+    except Exception as exc:
+        refusal = refusal_of(exc)
+        if refusal is None:
+            raise
+        status, reason = refusal
+        logger.warning("admin %s refused (%d): %s", what, status, reason)
+        return await _refused(web, status, reason)
     logger.info("admin %s: %s", what, message)
     return _back(message=message)
+
+
+def refusal_of(exc: Exception) -> tuple[int, str] | None:
+    """The 4xx status and message for what an operator asked wrongly (None: our failure).
+
+    Unknown names answer 404, values the database or syncsvc refuses 400, a clash with the
+    current state 409, a database that is away 503: never 500 for the operator's input.
+    """
+    if isinstance(exc, KeyError):
+        return 400, f"missing field {exc.args[0]!r}"
+    if isinstance(exc, NotFoundError | jobs.Unavailable | psycopg.errors.NoDataFound):
+        return 404, _message(exc)
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+        return 503, f"database unavailable: {_message(exc)}"
+    if isinstance(exc, psycopg.IntegrityError):
+        return 409, _message(exc)
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return 403, _message(exc)
+    if isinstance(exc, psycopg.DataError | psycopg.errors.RaiseException):
+        return 400, _message(exc)
+    if isinstance(exc, SyncsvcError | ValueError):
+        return 400, _message(exc)
+    return None
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        return exc.diag.message_primary
+    return str(exc) or type(exc).__name__
+
+
+async def _refused(web: WebState, status: int, reason: str) -> Response:
+    """The admin page with the refusal on it (a plain message if the page cannot be built)."""
+    try:
+        return await _page(web, error=reason, status=status)
+    except Exception as exc:
+        logger.warning("admin page unavailable: %s", exc)
+        return PlainTextResponse(f"{reason}\n", status_code=status)
+
+
+def _integer(value: str, name: str) -> int:
+    """A form or path id: a whole number the database's integer ids can hold."""
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+    if not 1 <= number <= MAX_ID:
+        raise ValueError(f"{name} must be between 1 and {MAX_ID}, not {number}")
+    return number
 
 
 async def _perform(
     conn: AsyncConn, web: WebState, what: str, form: dict[str, str], path: dict[str, str]
 ) -> str:
     if what == "retry-failed":
-        target = form.get("target") or None
+        target = form.get("target", "").strip() or None
         count = await failures.retry_failed(conn, target)
         return f"{count} failed rows queued again" + (f" for {target}" if target else "")
     if what == "start":
@@ -212,12 +273,12 @@ async def _perform(
             web.settings,
             form["target"],
             model=form["model"].strip(),
-            dimensions=int(form["dimensions"]),
+            dimensions=_integer(form["dimensions"], "dimensions"),
             provider=form.get("provider", "").strip() or None,
             dry_run=form.get("mode", "dry-run") != "start",
         )
     if what == "job":
-        return await jobs.control(conn, int(path["job"]), path["action"])
+        return await jobs.control(conn, _integer(str(path["job"]), "job id"), path["action"])
     if what == "target":
         target, action = form["target"], path["action"]
         if action == "pause":
@@ -231,7 +292,7 @@ async def _perform(
         return await jobs.promote(
             conn,
             form["target"],
-            int(form["generation"]),
+            _integer(form["generation"], "generation"),
             accept_failed=form.get("accept_failed") == "1",
             max_failed=web.settings.jobs.promote_max_failed,
         )
@@ -285,7 +346,8 @@ def create_app(
             Route("/logout", logout, methods=["POST"]),
             Route("/admin/retry-failed", retry_failed, methods=["POST"]),
             Route("/admin/jobs/start", start_job, methods=["POST"]),
-            Route("/admin/jobs/{job:int}/{action}", job_action, methods=["POST"]),
+            # Not {job:int}: a malformed id is answered 400 with a reason, not a bare 404.
+            Route("/admin/jobs/{job}/{action}", job_action, methods=["POST"]),
             Route("/admin/promote", promote, methods=["POST"]),
             Route("/admin/targets/{action}", target_action, methods=["POST"]),
         ],
