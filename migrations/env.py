@@ -22,7 +22,7 @@ END $$"""
 
 def lock_functions_sql() -> str:
     """PUBLIC may execute exactly the allow-listed functions of schema syncsvc (the search
-    functions readers call), whatever a migration created or recreated (from revision 0017 on,
+    functions readers call), whatever a migration created or recreated (from revision 0016 on,
     which brought row-level security to query_requests)."""
     from syncsvc.privileges import PUBLIC_FUNCTIONS
 

@@ -15,7 +15,7 @@ the partition tree reconciled (partitions created, attached, detached or dropped
 * ``syncsvc.on_truncate``: TRUNCATE of one partition wakes the daemons, whose sweep of the
   target removes that partition's vectors.
 
-Revision ID: 0015
+Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-07
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0015"
+revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None

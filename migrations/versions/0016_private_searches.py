@@ -17,7 +17,7 @@
 * No function of schema syncsvc is executable by PUBLIC except the search functions readers
   call (``syncsvc.privileges.PUBLIC_FUNCTIONS`` is the allow-list).
 
-Revision ID: 0017
+Revision ID: 0016
 Revises: 0015
 Create Date: 2026-12-07
 """
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0017"
+revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None

@@ -3,8 +3,8 @@
 The claim (sql/queue.sql) interleaves the targets of one priority; without this index each
 target's first entries would be found by scanning every other target's backlog before them.
 
-Revision ID: 0016
-Revises: 0012
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-07
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0016"
-down_revision = "0012"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
