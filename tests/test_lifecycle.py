@@ -5,6 +5,7 @@ keeps a healthy second target beside the one under test."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 from typing import Any
 
@@ -491,15 +492,16 @@ async def test_admin_page_promotes_past_failed_rows_only_when_asked(
         assert _promote_buttons(page) == 2  # docs (past its failed row) and notes
         form = {"target": "docs", "generation": str(job.generation_id)}
         refused = await client.post("/admin/promote", data=form)
-        assert (
-            "err=" in refused.headers["location"] and "accept-failed" in refused.headers["location"]
-        )
+        # A refused action answers 4xx with the reason on the page (test_web_input.py).
+        assert refused.status_code == 400, refused.status_code
+        assert "accept-failed" in html.unescape(refused.text)
         accepted = await client.post("/admin/promote", data={**form, "accept_failed": "1"})
+        assert accepted.status_code == 303, accepted.text[:300]
         assert "err=" not in accepted.headers["location"], accepted.headers["location"]
         notes = await client.post(
             "/admin/promote", data={"target": "notes", "generation": str(other.generation_id)}
         )
-        assert "err=" not in notes.headers["location"]
+        assert notes.status_code == 303 and "err=" not in notes.headers["location"]
     for name, gen in (("docs", job.generation_id), ("notes", other.generation_id)):
         target = await get_target(conn, name)
         assert target.active is not None and target.active.id == gen
