@@ -105,3 +105,29 @@ def upgrade_sql(revision: str = "heads") -> str:
     with redirect_stdout(buffer):
         command.upgrade(_config(""), revision, sql=True)
     return buffer.getvalue()
+
+
+def pending(url: str) -> list[str]:
+    """The revisions ``upgrade`` would apply to this database, newest first."""
+    import psycopg
+    from alembic.script import ScriptDirectory
+
+    try:
+        found = tuple(current(url))
+    except psycopg.errors.UndefinedTable:
+        found = ()
+    script = ScriptDirectory.from_config(_config(""))
+    return [r.revision for r in script.iterate_revisions("heads", found) if r is not None]
+
+
+def require_current(url: str) -> None:
+    """Fail in one line unless the schema is exactly what this version needs: for daemons that
+    must not migrate themselves (replicas behind a migration Job)."""
+    from syncsvc.errors import ConfigurationError
+
+    missing = pending(url)
+    if missing:
+        raise ConfigurationError(
+            f"the syncsvc schema is {len(missing)} revision(s) behind this version (up to "
+            f"{missing[0]}): run 'syncsvc migrate' (the migration Job) first"
+        )

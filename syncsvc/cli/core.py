@@ -52,6 +52,14 @@ def run_command(
         bool,
         typer.Option("--embedded", help="Run on the embedded (demo) database on purpose."),
     ] = False,
+    no_migrate: Annotated[
+        bool,
+        typer.Option(
+            "--no-migrate",
+            help="Do not migrate the schema; refuse to start unless it is current (replicas "
+            "behind a migration Job).",
+        ),
+    ] = False,
 ) -> None:
     """Run the daemon: listen for changes, embed, sweep; SIGTERM/SIGINT stop it gracefully."""
     from syncsvc.daemon import Daemon
@@ -66,7 +74,10 @@ def run_command(
             "the embedded demo database"
         )
     url = STATE.url()
-    migrate.upgrade(url, settings=STATE.settings)
+    if no_migrate:
+        migrate.require_current(url)
+    else:
+        migrate.upgrade(url, settings=STATE.settings)
     tune_gc()
 
     async def main() -> None:
