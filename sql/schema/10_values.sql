@@ -4,23 +4,23 @@
 -- each definition is CREATE OR REPLACE and is the only one at head. A changed signature
 -- needs a revision that drops the old one.
 
-CREATE OR REPLACE FUNCTION syncsvc.content_hash(generation_key text, input text)
- RETURNS bytea
- LANGUAGE sql
- IMMUTABLE PARALLEL SAFE
-RETURN sha256(convert_to(((generation_key || chr(31)) || input), 'UTF8'::name));
+-- Mirrors syncsvc.models.content_hash: the hash of the exact input for one generation.
+CREATE OR REPLACE FUNCTION syncsvc.content_hash(generation_key text, input text) RETURNS bytea
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN sha256(convert_to(generation_key || chr(31) || input, 'UTF8'));
 
-CREATE OR REPLACE FUNCTION syncsvc.has_text(fields text)
- RETURNS boolean
- LANGUAGE sql
- IMMUTABLE PARALLEL SAFE STRICT
-RETURN (fields ~ '[^\u0001-\u0020\u007f-\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8]'::text);
+-- The one definition of "this row has text to embed", used by every path (worker, sweep,
+-- coverage, jobs, status): some character that is not white space, a control or an invisible
+-- format character (NBSP, zero-width space, BOM, soft hyphen, U+001F ...). Applied to the
+-- embedded columns only, never to the template's literals.
+CREATE OR REPLACE FUNCTION syncsvc.has_text(fields text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+    RETURN fields ~ '[^\u0001-\u0020\u007f-\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8]';
 
-CREATE OR REPLACE FUNCTION syncsvc.text_digest(query text)
- RETURNS bytea
- LANGUAGE sql
- IMMUTABLE PARALLEL SAFE STRICT
-RETURN sha256(convert_to(query, 'UTF8'::name));
+-- The database encoding is fixed, so this is immutable in practice (as content_hash is).
+CREATE OR REPLACE FUNCTION syncsvc.text_digest(query text) RETURNS bytea
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+    RETURN sha256(convert_to(query, 'UTF8'));
 
 CREATE OR REPLACE FUNCTION syncsvc.key_object(pk_columns text[], pk jsonb)
  RETURNS jsonb
@@ -45,9 +45,8 @@ BEGIN
 END
 $function$;
 
-CREATE OR REPLACE FUNCTION syncsvc.qualified_name(rel oid)
- RETURNS text
- LANGUAGE sql
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-RETURN (SELECT format('%I.%I'::text, n.nspname, c.relname) AS format FROM (pg_class c JOIN pg_namespace n ON ((n.oid = c.relnamespace))) WHERE (c.oid = qualified_name.rel));
+-- A relation's name, always schema-qualified (regclass::text drops a schema on the path).
+CREATE OR REPLACE FUNCTION syncsvc.qualified_name(rel oid) RETURNS text
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+    RETURN (SELECT format('%I.%I', n.nspname, c.relname)
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel);

@@ -44,6 +44,8 @@ BEGIN
 END
 $function$;
 
+-- pgvector indexes vector up to 2,000 dims, halfvec up to 4,000, bit up to 64,000. Above 2,000
+-- the index is on an expression and the search fetches more candidates, re-ranked exactly.
 CREATE OR REPLACE FUNCTION syncsvc.vector_strategy(dimensions integer, metric text)
  RETURNS TABLE(kind text, index_expr text, opclass text, ann_expr text, candidates_factor integer, min_candidates integer)
  LANGUAGE sql

@@ -20,6 +20,7 @@ BEGIN
 END
 $function$;
 
+-- Waits, bounded, for a request's outcome; raises its error if it failed.
 CREATE OR REPLACE PROCEDURE syncsvc.wait_request(IN request bigint, IN timeout_seconds double precision DEFAULT 30, INOUT result jsonb DEFAULT NULL::jsonb)
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -55,6 +56,8 @@ BEGIN
 END
 $procedure$;
 
+-- The dimensions a new generation gets (the model's default when NULL), or an error saying
+-- what the provider offers.
 CREATE OR REPLACE FUNCTION syncsvc.check_model(provider_name text, model_name text, dims integer DEFAULT NULL::integer, opts jsonb DEFAULT '{}'::jsonb)
  RETURNS integer
  LANGUAGE plpgsql
@@ -213,6 +216,9 @@ BEGIN
 END
 $function$;
 
+-- Start building a new generation of a target beside its active one. The model, dimensions and
+-- options are checked against syncsvc.provider_models when called; the daemon checks again
+-- against its own provider profiles when it adopts the job.
 CREATE OR REPLACE FUNCTION syncsvc.request_reembed(target text, model text, dimensions integer, provider text DEFAULT NULL::text, auto_promote boolean DEFAULT false, space text DEFAULT NULL::text, max_queued integer DEFAULT NULL::integer, options jsonb DEFAULT NULL::jsonb)
  RETURNS integer
  LANGUAGE plpgsql

@@ -4,6 +4,7 @@
 -- each definition is CREATE OR REPLACE and is the only one at head. A changed signature
 -- needs a revision that drops the old one.
 
+-- The generation a search reads: the active one, or the one asked for by id.
 CREATE OR REPLACE FUNCTION syncsvc.search_generation(target text, generation integer DEFAULT NULL::integer)
  RETURNS TABLE(generation_id integer, generation_key text, table_name text, dimensions integer, metric text, source_schema text, source_table text, pk_columns text[], pk_types text[])
  LANGUAGE sql
@@ -93,6 +94,7 @@ $function$;
 COMMENT ON FUNCTION syncsvc.similar_rows(text, jsonb, integer, text, integer) IS
     'syncsvc: k rows nearest to a stored row (more like this), without any API call';
 
+-- The cached vector of a text query in a target's active generation, or NULL.
 CREATE OR REPLACE FUNCTION syncsvc.query_vector(target text, query text)
  RETURNS vector
  LANGUAGE sql
@@ -108,6 +110,8 @@ AS $function$
          AND c.query_hash = r.query_hash
 $function$;
 
+-- The SQL of a search; $1 is the query vector. Nearest candidates by the index expression,
+-- then exact distances (re-ranking quantized candidates), one row per key (chunks collapse).
 CREATE OR REPLACE FUNCTION syncsvc.search_query(target text, k integer DEFAULT 10, filter text DEFAULT NULL::text, generation integer DEFAULT NULL::integer)
  RETURNS text
  LANGUAGE plpgsql
@@ -156,6 +160,7 @@ BEGIN
 END
 $function$;
 
+-- The k rows nearest to a text query that embed_query has embedded (from the cache).
 CREATE OR REPLACE FUNCTION syncsvc.search(target text, query text, k integer DEFAULT 10, filter text DEFAULT NULL::text)
  RETURNS TABLE(pk jsonb, distance double precision)
  LANGUAGE plpgsql

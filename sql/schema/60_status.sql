@@ -4,6 +4,8 @@
 -- each definition is CREATE OR REPLACE and is the only one at head. A changed signature
 -- needs a revision that drops the old one.
 
+-- Per generation: rows embedded (first chunk), rows embedded in the last minute, rows failed
+-- in it. A vector table that cannot be read is reported, not an error for every target.
 CREATE OR REPLACE FUNCTION syncsvc.generation_stats()
  RETURNS TABLE(target text, generation_id integer, state text, provider text, model text, dimensions integer, embedded bigint, last_minute bigint, failed bigint, problem text)
  LANGUAGE plpgsql
@@ -32,6 +34,10 @@ BEGIN
 END
 $function$;
 
+-- One row per target: source rows, embedded rows of the active generation, the backlog
+-- (captured and queued), failures of the searched generation, the rate over the last minute
+-- (vectors written in every live generation) and the time the backlog takes at that rate,
+-- and why it is paused.
 CREATE OR REPLACE FUNCTION syncsvc.target_stats()
  RETURNS TABLE(target text, source_table text, rows bigint, embedded bigint, pending bigint, in_flight bigint, failed bigint, oldest_pending_seconds double precision, rows_per_second double precision, eta_seconds double precision, active_generation integer, model text, dimensions integer, paused_reason text, generations jsonb)
  LANGUAGE plpgsql
@@ -100,6 +106,13 @@ BEGIN
 END
 $function$;
 
+-- Per target, each partition whose capture does not match the tree:
+--   added     in the tree (created or attached), without the capture triggers
+--   detached  carries the triggers, or was reconciled, but is no longer in the tree
+--   dropped   was reconciled and no longer exists
+--   foreign   a foreign-table partition: statement triggers cannot capture writes naming it
+-- 'added' and 'foreign' of a partition already reconciled are not changes: a foreign partition
+-- is reported once, then left to the periodic sweep.
 CREATE OR REPLACE FUNCTION syncsvc.partition_changes()
  RETURNS TABLE(target_id integer, relid oid, name text, change text)
  LANGUAGE sql
@@ -143,9 +156,13 @@ AS $function$
     WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = k.relid)
 $function$;
 
-CREATE OR REPLACE FUNCTION syncsvc.describe_partition_change(name text, change text)
- RETURNS text
- LANGUAGE sql
- IMMUTABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-RETURN CASE change WHEN 'added'::text THEN format('partition %s attached; sweeping'::text, name) WHEN 'detached'::text THEN format('partition %s detached; removing its vectors'::text, name) WHEN 'dropped'::text THEN format('partition %s dropped; removing its vectors'::text, name) ELSE format('partition %s is a foreign table: writes naming it are found by the periodic sweep only'::text, name) END;
+-- The words for one partition change: status, the admin page and the daemon's log say this.
+CREATE OR REPLACE FUNCTION syncsvc.describe_partition_change(name text, change text) RETURNS text
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+    RETURN CASE change
+        WHEN 'added' THEN format('partition %s attached; sweeping', name)
+        WHEN 'detached' THEN format('partition %s detached; removing its vectors', name)
+        WHEN 'dropped' THEN format('partition %s dropped; removing its vectors', name)
+        ELSE format('partition %s is a foreign table: writes naming it are found by the '
+                    'periodic sweep only', name)
+    END;
