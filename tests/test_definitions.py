@@ -15,7 +15,7 @@ import pytest
 
 from syncsvc import migrate, privileges
 from syncsvc.database import aconnect
-from syncsvc.definitions import definitions_sql
+from syncsvc.definitions import source
 from syncsvc.resources import migrations_dir
 from tests.conftest import READER, Cluster, Deployment
 from tests.helpers import scalar, text_targets
@@ -115,7 +115,7 @@ def test_fresh_stepwise_and_previous_release_upgrades_define_the_same_schema(
 
 
 def test_every_function_view_and_trigger_is_in_the_definition_files(db_url: str) -> None:
-    text = definitions_sql()
+    text = source()
     with psycopg.connect(db_url) as conn:
         functions = conn.execute(
             "SELECT proname::text, prokind::text FROM pg_proc "
@@ -195,6 +195,28 @@ async def test_migrate_again_keeps_targets_capture_and_grants(
     assert (captured, neighbour, errors) == ([[100]], [], 0)
     with psycopg.connect(deployment.reader) as reader:
         assert reader.execute("SELECT count(*) FROM syncsvc.docs_embeddings").fetchone() == (0,)
+
+
+def test_migrate_again_waits_for_no_lock_a_running_daemon_holds(
+    db_url: str, deployment: Deployment
+) -> None:
+    """Daemons read the views (the claim reads syncsvc.daemon_sessions) and write syncsvc's
+    tables while another daemon starts and migrates: a migrate that changes nothing must not
+    need a lock that conflicts with theirs (it would fail at lock_timeout instead of waiting)."""
+    with psycopg.connect(db_url) as holder:
+        views = holder.execute(
+            "SELECT c.oid::regclass::text FROM pg_class c "
+            "WHERE c.relnamespace = 'syncsvc'::regnamespace AND c.relkind = 'v'"
+        ).fetchall()
+        for (view,) in views:
+            holder.execute(f"SELECT * FROM {view} LIMIT 0")
+        holder.execute("LOCK TABLE syncsvc.targets, syncsvc.query_requests IN ROW EXCLUSIVE MODE")
+        impatient = db_url + ("&" if "?" in db_url else "?") + "options=-c%20lock_timeout%3D3000"
+        migrate.upgrade(impatient)
+        held = holder.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND granted"
+        ).fetchone()
+        assert held is not None and held[0] >= len(views) + 2
 
 
 def test_offline_sql_ends_with_the_definitions() -> None:
