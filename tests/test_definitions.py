@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -21,6 +21,10 @@ from tests.conftest import READER, Cluster, Deployment
 from tests.helpers import scalar, text_targets
 
 PREVIOUS_RELEASE = "0012"
+LAST_WITH_DEFINITIONS = "0016"
+"""Revisions up to this one created functions and views themselves (history); later ones may
+only drop or rename them: their definitions are in sql/schema, which would overwrite them."""
+DEFINES = re.compile(r"\bCREATE\s+(OR\s+REPLACE\s+)?(FUNCTION|PROCEDURE|VIEW|TRIGGER)\b", re.I)
 
 
 def revisions() -> list[str]:
@@ -81,9 +85,7 @@ def function_oids(url: str) -> dict[str, int]:
     return dict(rows)
 
 
-@pytest.fixture
-def empty_databases(cluster: Cluster) -> Iterator[list[Deployment]]:
-    """Three databases where the DBA only ran CREATE EXTENSION vector."""
+def _empty(cluster: Cluster) -> Iterator[list[Deployment]]:
     made = [
         cluster.deployment(f"defs_{os.getpid()}_{next(_names)}", migrated=False) for _ in range(3)
     ]
@@ -92,10 +94,24 @@ def empty_databases(cluster: Cluster) -> Iterator[list[Deployment]]:
         cluster.drop(deployment)
 
 
+@pytest.fixture
+def empty_databases(cluster: Cluster) -> Iterator[list[Deployment]]:
+    """Three databases where the DBA only ran CREATE EXTENSION vector."""
+    yield from _empty(cluster)
+
+
+@pytest.fixture(params=[16, 18], ids=lambda v: f"pg{v}")
+def versioned_databases(
+    request: pytest.FixtureRequest, clusters: Callable[[int | None], Cluster]
+) -> Iterator[list[Deployment]]:
+    """The same, on each PostgreSQL major version the core path runs on."""
+    yield from _empty(clusters(request.param))
+
+
 def test_fresh_stepwise_and_previous_release_upgrades_define_the_same_schema(
-    empty_databases: list[Deployment],
+    versioned_databases: list[Deployment],
 ) -> None:
-    fresh, stepwise, previous = (d.owner for d in empty_databases)
+    fresh, stepwise, previous = (d.owner for d in versioned_databases)
     migrate.upgrade(fresh)
 
     steps = revisions()
@@ -112,6 +128,17 @@ def test_fresh_stepwise_and_previous_release_upgrades_define_the_same_schema(
     assert len(expected["function"]) >= 30 and len(expected["trigger"]) == 2
     assert snapshot(stepwise) == expected
     assert snapshot(previous) == expected
+
+
+def test_later_revisions_define_no_function_view_or_trigger() -> None:
+    later = [
+        path
+        for path in sorted((migrations_dir() / "versions").glob("*.py"))
+        if path.name[:4].isdigit() and path.name[:4] > LAST_WITH_DEFINITIONS
+    ]
+    for path in later:
+        found = DEFINES.search(path.read_text(encoding="utf-8"))
+        assert found is None, f"{path.name}: {found[0]}: define it in sql/schema/ instead"
 
 
 def test_every_function_view_and_trigger_is_in_the_definition_files(db_url: str) -> None:
