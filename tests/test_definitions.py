@@ -130,6 +130,43 @@ def test_fresh_stepwise_and_previous_release_upgrades_define_the_same_schema(
     assert snapshot(previous) == expected
 
 
+async def _targets_and_grant(url: str, *, at_head: bool = True) -> None:
+    conn = await aconnect(url)
+    try:
+        await text_targets(conn, ("docs", "notes"), rows=3)
+        if at_head:
+            await privileges.grant_search(conn, READER, "docs")
+        else:  # the grant of the revision before the head: no query limits yet
+            await conn.execute("SELECT syncsvc.grant_search(%s, %s)", (READER, "docs"))
+    finally:
+        await conn.close()
+
+
+async def test_targets_registered_midway_end_like_targets_registered_at_the_head(
+    empty_databases: list[Deployment],
+) -> None:
+    """Targets (capture functions and triggers on the application's tables, vector tables,
+    views, search grants) made by this version on the revision before the head keep their
+    definitions and grants through the upgrade."""
+    fresh, midway = (d.owner for d in empty_databases[:2])
+    migrate.upgrade(fresh)
+    await _targets_and_grant(fresh)
+    before_head = revisions()[-2]
+    migrate.upgrade(midway, before_head)
+    await _targets_and_grant(midway, at_head=False)
+    oids = function_oids(midway)
+    migrate.upgrade(midway)
+
+    expected = snapshot(fresh)
+    assert any(key.startswith("docs ") for key in expected["trigger"])
+    assert snapshot(midway) == expected
+    kept = function_oids(midway)
+    assert any("capture" in f for f in oids)
+    assert {f: kept[f] for f in oids if "capture" in f or "truncate" in f} == {
+        f: oids[f] for f in oids if "capture" in f or "truncate" in f
+    }
+
+
 def test_later_revisions_define_no_function_view_or_trigger() -> None:
     later = [
         path
