@@ -45,6 +45,44 @@ BEGIN
 END $$"""
 
 
+def definitions_due(online: bool) -> bool:
+    """Whether this run leaves the schema at the head, where syncsvc/definitions.py's files
+    describe it (an upgrade or downgrade to an older revision keeps that revision's own)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(config)
+    if online:
+        reached: list[str] = list(context.get_context().get_current_heads())
+    else:
+        # ``migrate --sql``: where the requested range ends ("0012:heads" -> "heads").
+        destination = context.get_revision_argument()
+        names = [destination] if isinstance(destination, str) else list(destination or ())
+        reached = [
+            r.revision
+            for n in names
+            for r in script.get_revisions(str(n).rpartition(":")[2])
+            if r is not None
+        ]
+    applied: set[str] = set()
+    pending = list(reached)
+    while pending:  # every revision applied: the ancestors and dependencies of those reached
+        revision = script.get_revision(pending.pop())
+        if revision is None or revision.revision in applied:
+            continue
+        applied.add(revision.revision)
+        for parent in (revision.down_revision, revision.dependencies):
+            pending.extend([parent] if isinstance(parent, str) else list(parent or ()))
+    return set(script.get_heads()) <= applied
+
+
+def apply_definitions(online: bool) -> None:
+    """Functions, procedures, views and triggers: defined once, in sql/schema/*.sql."""
+    if definitions_due(online):
+        from syncsvc.definitions import definitions_sql
+
+        context.execute(definitions_sql())
+
+
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if not url:
@@ -72,6 +110,7 @@ def run_offline() -> None:
     with context.begin_transaction():
         context.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         context.run_migrations()
+        apply_definitions(online=False)
         context.execute(REAPPLY_GRANTS)
         context.execute(lock_functions_sql())
 
@@ -87,6 +126,7 @@ def run_online() -> None:
         context.configure(connection=connection, version_table_schema=SCHEMA)
         with context.begin_transaction():
             context.run_migrations()
+            apply_definitions(online=True)
             connection.execute(text(REAPPLY_GRANTS))
             connection.execute(text(lock_functions_sql()))
         connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
