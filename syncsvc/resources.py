@@ -1,4 +1,4 @@
-"""Locate the SQL and migration files that ship beside the package."""
+"""Locate the SQL, migration and documentation files that ship beside the package."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def sql_dir() -> Path:
 @cache
 def migrations_dir() -> Path:
     return _find("migrations")
+
+
+@cache
+def docs_dir() -> Path:
+    return _find("docs")
 
 
 def data_path(name: str) -> Path:

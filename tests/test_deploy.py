@@ -152,7 +152,7 @@ def test_systemd_unit() -> None:
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read_string((DEPLOY / "systemd" / "syncsvc.service").read_text())
     service = unit["Service"]
-    assert service["ExecStart"].endswith("syncsvc run")
+    assert service["ExecStart"].endswith("syncsvc run --no-migrate")
     assert service["User"] != "root"
     assert service["KillSignal"] == "SIGTERM"
     assert "EnvironmentFile" in service  # secrets stay out of the unit file

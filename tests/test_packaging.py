@@ -4,17 +4,22 @@ the compose trial's one-shot setup, run for real against the suite's own server.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import yaml
+from packaging.utils import canonicalize_name
 
 from syncsvc import migrate
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 
 
@@ -111,3 +116,57 @@ def test_compose_setup_registers_its_target_once(empty_db_url: str, tmp_path: Pa
         assert targets == [("articles", "text-embedding-v4", 1024, "active")]
         assert conn.execute("SELECT count(*) FROM public.articles").fetchone() == (3,)
     assert migrate.pending(empty_db_url) == []
+
+
+def _pins() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not pinned: {line}"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_the_image_ships_what_the_suite_ran_with() -> None:
+    """Same Python as CI, every dependency pinned, and the pins are what this run installed."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    pythons = set(re.findall(r"^FROM python:(\d+\.\d+)-slim\b", dockerfile, re.MULTILINE))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pythons == {project["tool"]["mypy"]["python_version"]}
+    if os.environ.get("CI"):
+        assert pythons == {f"{sys.version_info.major}.{sys.version_info.minor}"}
+    assert re.search(r"pip install -c constraints\.txt \.", dockerfile)
+    assert "-c deploy/constraints.txt" in (ROOT / "scripts" / "test").read_text()
+    pins = _pins()
+    for requirement in project["project"]["dependencies"]:
+        name = canonicalize_name(re.split(r"[\s<>=!;\[~]", requirement, maxsplit=1)[0])
+        assert name in pins, f"{name} is not pinned in deploy/constraints.txt"
+        assert metadata.version(name) == pins[name], name
+
+
+def test_the_documentation_ships_in_the_package(tmp_path: Path) -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "syncsvc", "docs"], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    pages = listed.stdout.split()
+    assert pages == sorted(p.stem for p in (ROOT / "docs").glob("*.md"))
+    page = subprocess.run(
+        [sys.executable, "-m", "syncsvc", "docs", "operations"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert page.stdout.rstrip("\n") == (ROOT / "docs" / "operations.md").read_text().rstrip("\n")
+    unknown = subprocess.run(
+        [sys.executable, "-m", "syncsvc", "docs", "nope"], capture_output=True, text=True
+    )
+    assert unknown.returncode == 1 and "pages: " in unknown.stderr
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "docs/*.md" in project["tool"]["setuptools"]["package-data"]["syncsvc"]
+    unit = (DEPLOY / "systemd" / "syncsvc.service").read_text()
+    # What the unit says to install and read is what exists.
+    assert "syncsvc docs operations" in unit and "Documentation=file://" not in unit
+    assert "pip install -c deploy/constraints.txt ." in unit
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")

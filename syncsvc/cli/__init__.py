@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "syncsvc.cli.ops",
     "syncsvc.cli.grants",
     "syncsvc.cli.config",
+    "syncsvc.cli.docs",
 )
 
 
