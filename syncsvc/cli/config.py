@@ -93,7 +93,7 @@ def show(as_json: JsonFlag = False) -> None:
 def embedded_status(as_json: JsonFlag = False) -> None:
     """Whether the embedded PostgreSQL runs (it keeps running between commands)."""
     found = embedded.status(STATE.settings.state_dir)
-    where = f"socket {found.socket_dir}, port {found.port}" if found.running else ""
+    where = f"unix socket only, in {found.socket_dir}" if found.running else ""
     emit(
         as_json,
         {
@@ -101,10 +101,17 @@ def embedded_status(as_json: JsonFlag = False) -> None:
             "running": found.running,
             "pid": found.pid,
             "port": found.port,
+            "socket_dir": None if found.socket_dir is None else str(found.socket_dir),
+            "url": found.url,
+            "psql": found.psql,
             "started_at": found.started_at,
         },
         f"embedded PostgreSQL in {found.pgdata}: "
-        + (f"running (pid {found.pid}, {where})" if found.running else "not running"),
+        + (
+            f"running (pid {found.pid}, {where})\nurl:  {found.url}\npsql: {found.psql}"
+            if found.running
+            else "not running"
+        ),
     )
 
 
