@@ -31,7 +31,7 @@ from syncsvc.models import Generation, GenerationState, Target, generation_key
 from syncsvc.settings import JobSettings, Settings
 
 if TYPE_CHECKING:
-    from syncsvc.daemon import Daemon
+    from syncsvc.core.host import Host
 
 logger = logging.getLogger(__name__)
 
@@ -314,17 +314,17 @@ async def _scalar_or_none(conn: AsyncConn, name: str, params: dict[str, object])
     return None if row is None else int(next(iter(row.values())))
 
 
-async def run(daemon: Daemon) -> None:
+async def run(host: Host) -> None:
     """Daemon service: feed jobs until the daemon stops."""
-    runner = JobRunner(daemon.settings)
-    interval = daemon.settings.jobs.poll_seconds
-    while not daemon.stop_event.is_set():
+    runner = JobRunner(host.settings)
+    interval = host.settings.jobs.poll_seconds
+    while not host.stop_event.is_set():
         try:
-            async with daemon.pool.connection() as conn:
+            async with host.pool.connection() as conn:
                 if await runner.tick(conn):
-                    daemon.wake.set()
+                    host.wake.set()
         except (SyncsvcError, psycopg.Error) as exc:
             # A deadlock victim or a lost connection: the job rows are intact, try next tick.
             logger.error("job runner: %s", exc)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(daemon.stop_event.wait(), interval)
+            await asyncio.wait_for(host.stop_event.wait(), interval)

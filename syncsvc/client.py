@@ -31,6 +31,7 @@ from syncsvc import drift, failures, jobs, privileges, promote, status, targets
 from syncsvc import search as _search
 from syncsvc.catalog import get_target, load_targets
 from syncsvc.chunking import Chunking
+from syncsvc.core.types import ProviderFactory
 from syncsvc.database import AsyncConn, create_pool, ensure_pgvector, resolve_url
 from syncsvc.failures import FailedRow
 from syncsvc.jobs import Estimate, Job
@@ -44,7 +45,6 @@ from syncsvc.status import TargetStatus
 
 T = TypeVar("T")
 P = ParamSpec("P")
-ProviderFactory = Callable[[str], EmbeddingProvider]
 
 
 class AsyncClient:
@@ -375,7 +375,7 @@ def _blocking(
     """The synchronous face of an ``AsyncClient`` method: same arguments, same result."""
 
     def call(client: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return client._run(method(client._async, *args, **kwargs))
+        return client.call(method, *args, **kwargs)
 
     call.__name__ = method.__name__
     call.__qualname__ = f"Client.{method.__name__}"
@@ -406,6 +406,15 @@ class Client:
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def call(
+        self,
+        method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run an ``AsyncClient`` method on this client's loop and wait for its result."""
+        return self._run(method(self._async, *args, **kwargs))
 
     @property
     def settings(self) -> Settings:

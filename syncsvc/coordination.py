@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -33,16 +33,14 @@ from syncsvc import metrics, sqlfiles
 from syncsvc.ratelimit import SAFETY, RateLimiter
 
 if TYPE_CHECKING:
-    from syncsvc.daemon import Daemon
+    from syncsvc.core.host import Host
+    from syncsvc.core.types import ProviderFactory, Sweep
 
 logger = logging.getLogger(__name__)
 
 SCHEDULER_LOCK = 0x73796E6353434845
 """Advisory lock key of the sweep scheduler ("syncSCHE"); one per database."""
 WARN_EVERY = 60.0
-
-Sweep = Callable[[int | None], Awaitable[int]]
-"""The daemon's sweep: of every target (None) or of one; returns the rows enqueued."""
 
 
 def account_key(base_url: str | None, api_key: str | None) -> str:
@@ -219,60 +217,48 @@ class Coordinator:
 
         return leader_sweep
 
-    def install(self, daemon: Daemon) -> None:
-        """Share providers' budgets, gate the sweep, and run heartbeats as a daemon service."""
+    def shared(self, build: ProviderFactory) -> ProviderFactory:
+        """Wrap a provider factory: every provider it builds shares its account's budget."""
 
-        def shared(build: Callable[[str], Any]) -> Callable[[str], Any]:
-            def factory(name: str) -> Any:
-                provider = build(name)
-                share_budget(provider, self.store)
-                return provider
+        def factory(name: str) -> Any:
+            provider = build(name)
+            share_budget(provider, self.store)
+            return provider
 
-            return factory
+        return factory
 
-        # Providers are built lazily by the worker; wrapping its factory covers every one.
-        daemon.worker.wrap_provider_factory(shared)
-        # Cron-scheduled sweeps are already claimed by exactly one daemon per firing
-        # (``syncsvc.schedule``); only the every-daemon interval sweep needs a leader.
-        schedules = getattr(daemon.settings, "schedules", {}) or {}
-        if not any(getattr(e, "action", None) == "sweep" for e in schedules.values()):
-            # The scheduler looks ``daemon.sweep`` up at call time: wrapping it on the
-            # instance keeps the daemon module free of scale-out concerns.
-            setattr(daemon, "sweep", self.gate(daemon.sweep))  # noqa: B010
-        daemon.add_service("coordination", self.run)
-
-    async def run(self, daemon: Daemon) -> None:
+    async def run(self, host: Host) -> None:
         """Service: heartbeat and leadership every ``interval`` until the daemon stops."""
-        host, pid = socket.gethostname(), os.getpid()
+        hostname, pid = socket.gethostname(), os.getpid()
         was_leader = self.is_leader  # whether the start-up sweep ran here
         takeovers: set[asyncio.Task[int]] = set()
         try:
-            while not daemon.stop_event.is_set():
+            while not host.stop_event.is_set():
                 metrics.HEARTBEAT.set(time.time())
                 leader = await self.check_leadership()
                 if leader and not was_leader:
                     # The previous leader may have died mid-sweep: what it had not enqueued
                     # yet must not wait for the next scheduled sweep.
-                    task = asyncio.create_task(daemon.sweep(), name="syncsvc-takeover-sweep")
+                    task = asyncio.create_task(host.sweep(), name="syncsvc-takeover-sweep")
                     takeovers.add(task)
                     task.add_done_callback(_takeover_done(takeovers))
                 was_leader = leader
                 try:
-                    async with daemon.pool.connection(timeout=self.interval) as conn:
+                    async with host.pool.connection(timeout=self.interval) as conn:
                         await conn.execute(
                             sqlfiles.query("ops", "heartbeat"),
-                            {"id": daemon.id, "host": host, "pid": pid, "leader": leader},
+                            {"id": host.id, "host": hostname, "pid": pid, "leader": leader},
                         )
                 except Exception as exc:  # the database being away must not stop the daemon
                     logger.debug("heartbeat failed: %s", exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(daemon.stop_event.wait(), self.interval)
+                    await asyncio.wait_for(host.stop_event.wait(), self.interval)
         finally:
             for task in list(takeovers):
                 task.cancel()
             with contextlib.suppress(Exception):
-                async with daemon.pool.connection(timeout=2) as conn:
-                    await conn.execute(sqlfiles.query("ops", "forget_daemon"), {"id": daemon.id})
+                async with host.pool.connection(timeout=2) as conn:
+                    await conn.execute(sqlfiles.query("ops", "forget_daemon"), {"id": host.id})
             await self.aclose()
 
     async def aclose(self) -> None:

@@ -14,8 +14,6 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
 
 import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -33,6 +31,8 @@ from syncsvc import (
     sqlfiles,
 )
 from syncsvc.catalog import load_targets
+from syncsvc.core.host import Host, HostSnapshot
+from syncsvc.core.types import ProviderFactory, RoundHook, RoundStats, Service, Sweep, SweepGate
 from syncsvc.database import create_pool
 from syncsvc.embedder import Embedder
 from syncsvc.errorlog import RepeatedErrors
@@ -46,13 +46,9 @@ from syncsvc.schedule import ScheduledRunner
 from syncsvc.settings import Settings
 from syncsvc.statements import QUEUE_CHANNEL, TARGETS_CHANNEL
 from syncsvc.sweep import sweep_target
-from syncsvc.worker import RoundStats, Worker
+from syncsvc.worker import Worker
 
 logger = logging.getLogger(__name__)
-
-RoundHook = Callable[[RoundStats], Awaitable[None] | None]
-Service = Callable[["Daemon"], Coroutine[Any, Any, None]]
-"""A long-running coroutine run beside the daemon's own tasks (jobs feeder, metrics server)."""
 
 
 class DaemonTaskDied(RuntimeError):
@@ -84,7 +80,7 @@ class Daemon:
         url: str,
         *,
         worker: Worker | None = None,
-        provider_factory: Callable[[str], object] | None = None,
+        provider_factory: ProviderFactory | None = None,
     ) -> None:
         self.settings = settings
         self.url = url
@@ -125,7 +121,7 @@ class Daemon:
             interval=min(conf.lease_seconds / 3, 5.0),
         )
         factory = provider_factory or (lambda name: build_provider(name, settings))
-        self.worker = worker or Worker(self.pool, self.queue, factory)  # type: ignore[arg-type]
+        self.worker = worker or Worker(self.pool, self.queue, factory)
         self.listener = Listener(
             url,
             self.wake,
@@ -140,20 +136,42 @@ class Daemon:
         self._rounds: set[asyncio.Task[None]] = set()
         self._live_round: asyncio.Task[None] | None = None
         """The round on the slot kept for live edits, beyond ``rounds_in_flight``."""
+        self._sweep_gate: SweepGate | None = None
         self.scheduler = AsyncIOScheduler()
         self.started = asyncio.Event()
         self.add_service("indexes", indexes.index_service)
         self.add_service("jobs", backfill.run)
-        self.add_service("probe", probe.probe_service)
+        self.add_service("probe", self._probe)
         self.add_service("progress", progress.progress_service)
-        self.schedules = ScheduledRunner(self)
+        self.schedules = ScheduledRunner(self, self.scheduler, self.sweep_now)
 
     def embedder_for(self, generation: Generation) -> Embedder:
         """The embedder rounds use for ``generation`` (its provider, budget and limits)."""
         return self.worker.embedder(generation)
 
+    async def _probe(self, host: Host) -> None:
+        # The probe embeds through this daemon's embedders: more than a Host offers.
+        await probe.probe_service(self)
+
+    def gate_sweep(self, gate: SweepGate) -> None:
+        """Route ``sweep`` through ``gate`` (e.g. only the scheduler leader sweeps); the
+        schedule's claimed sweeps and ``sweep_now`` bypass it."""
+        self._sweep_gate = gate
+
+    def snapshot(self) -> HostSnapshot:
+        """The state other services may read (metrics, readiness, progress)."""
+        return HostSnapshot(
+            rounds_in_flight=len(self._rounds),
+            listener_connected=self.listener.connected,
+            stopping=self.stop_event.is_set(),
+            limit_factors=self.worker.limit_factors(),
+            recent_errors=tuple(self.errors.recent()),
+            embedded=self.stats.embedded,
+            embedded_per_target=dict(self.stats.per_target),
+        )
+
     def add_service(self, name: str, service: Service) -> None:
-        """Run ``service(daemon)`` as a supervised task named ``syncsvc-<name>``.
+        """Run ``service(host)`` as a supervised task named ``syncsvc-<name>``.
 
         A service must run until ``stop_event`` is set; returning early or raising stops the
         daemon, like any other background task.
@@ -250,6 +268,13 @@ class Daemon:
         self.scheduler.start()
 
     async def sweep(self, target_id: int | None = None) -> int:
+        """``sweep_now`` through the sweep gate, if one is installed (``gate_sweep``)."""
+        if self._sweep_gate is None:
+            return await self.sweep_now(target_id)
+        gated: Sweep = self._sweep_gate(self.sweep_now)
+        return await gated(target_id)
+
+    async def sweep_now(self, target_id: int | None = None) -> int:
         """Enqueue missing or stale rows of every running target (or one); returns how many.
 
         A target whose table is gone or changed shape, or whose definition cannot be turned

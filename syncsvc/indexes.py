@@ -29,7 +29,7 @@ from syncsvc.models import Generation, Metric, Target
 from syncsvc.settings import SearchSettings
 
 if TYPE_CHECKING:
-    from syncsvc.daemon import Daemon
+    from syncsvc.core.host import Host
 
 logger = logging.getLogger(__name__)
 
@@ -232,16 +232,16 @@ async def ensure_indexes(
     return built
 
 
-async def index_service(daemon: Daemon) -> None:
+async def index_service(host: Host) -> None:
     """Daemon service: periodically index generations whose backfill is (mostly) done."""
-    settings = daemon.settings.search
-    while not daemon.stop_event.is_set():
+    settings = host.settings.search
+    while not host.stop_event.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(daemon.stop_event.wait(), settings.index_check_interval_seconds)
-        if daemon.stop_event.is_set():
+            await asyncio.wait_for(host.stop_event.wait(), settings.index_check_interval_seconds)
+        if host.stop_event.is_set():
             return
         try:
-            await ensure_indexes(daemon.pool, settings)
+            await ensure_indexes(host.pool, settings)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Iterable
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+WORD = re.compile(r"\w+", re.UNICODE)
 _STOPWORDS = frozenset(
     [
         "a",
@@ -86,17 +86,17 @@ def _hash(token: str) -> int:
     return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
 
 
-def _bucket(token: str, dimensions: int) -> tuple[int, float]:
+def bucket(token: str, dimensions: int) -> tuple[int, float]:
     value = _hash(token)
     return value % dimensions, (1.0 if (value >> 63) & 1 else -1.0)
 
 
 def words(text: str) -> list[str]:
     """Lower-cased content words (stop words removed)."""
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
+    return [w for w in WORD.findall(text.lower()) if w not in _STOPWORDS]
 
 
-def _features(text: str) -> Iterable[tuple[str, float]]:
+def features(text: str) -> Iterable[tuple[str, float]]:
     tokens = words(text)
     for w in tokens:
         yield w, 1.0
@@ -107,8 +107,8 @@ def _features(text: str) -> Iterable[tuple[str, float]]:
 def embed(text: str, dimensions: int) -> list[float]:
     """Embed ``text`` into ``dimensions`` floats with unit L2 norm (all zeros but one for empty)."""
     vector = [0.0] * dimensions
-    for feature, weight in _features(text):
-        index, sign = _bucket(feature, dimensions)
+    for feature, weight in features(text):
+        index, sign = bucket(feature, dimensions)
         vector[index] += sign * weight
     norm = math.sqrt(sum(v * v for v in vector))
     if norm == 0.0:
@@ -120,4 +120,4 @@ def embed(text: str, dimensions: int) -> list[float]:
 
 def count_tokens(text: str) -> int:
     """A cheap token estimate used when no real tokenizer applies."""
-    return max(1, len(_WORD.findall(text)))
+    return max(1, len(WORD.findall(text)))

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -25,8 +25,8 @@ from syncsvc import sqlfiles, status
 from syncsvc.database import AsyncConn
 
 if TYPE_CHECKING:
-    from syncsvc.daemon import Daemon
-    from syncsvc.worker import RoundStats
+    from syncsvc.core.host import Host
+    from syncsvc.core.types import RoundStats
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def _reset(gauge: Gauge) -> None:
 
 
 async def refresh(
-    conn: AsyncConn, daemon: Daemon | None = None, *, unpromoted_grace_seconds: float | None = None
+    conn: AsyncConn, host: Host | None = None, *, unpromoted_grace_seconds: float | None = None
 ) -> list[status.TargetStatus]:
     """Set the database-derived gauges; returns the status rows it read."""
     rows = await status.collect(conn)
@@ -345,15 +345,14 @@ async def refresh(
                 generation["embedded"]
             )
     await _refresh_ops(conn)
-    await _refresh_jobs(conn)
     _reset(UNPROMOTED)
     grace = unpromoted_grace_seconds
     if grace is None:
-        grace = daemon.settings.jobs.unpromoted_grace_seconds if daemon else 3600.0
+        grace = host.settings.jobs.unpromoted_grace_seconds if host else 3600.0
     for idle in await status.unpromoted(conn, grace):
         UNPROMOTED.labels(idle.target).inc()
-    if daemon is not None:
-        refresh_daemon(daemon)
+    if host is not None:
+        refresh_daemon(host)
     return rows
 
 
@@ -371,28 +370,42 @@ async def _refresh_ops(conn: AsyncConn) -> None:
     DAEMONS.set(sum(1 for r in await cur.fetchall() if r["seen_seconds_ago"] < 60))
 
 
-async def _refresh_jobs(conn: AsyncConn) -> None:
-    from syncsvc.web import jobs
+class JobProgress(Protocol):
+    """What the job gauges show of a job (``syncsvc.web.jobs.JobView``)."""
 
+    @property
+    def id(self) -> int: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def progress(self) -> float: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def done(self) -> int: ...
+
+
+def record_jobs(jobs: Iterable[JobProgress]) -> None:
+    """Set the job gauges to ``jobs`` (the web service reads them next to ``refresh``)."""
     _reset(JOB_PROGRESS)
     _reset(JOB_ROWS)
-    for job in await jobs.list_jobs(conn) or []:
+    for job in jobs:
         JOB_PROGRESS.labels(str(job.id), job.target, job.state).set(job.progress)
         JOB_ROWS.labels(str(job.id), "total").set(job.total)
         JOB_ROWS.labels(str(job.id), "done").set(job.done)
 
 
-def refresh_daemon(daemon: Daemon) -> None:
+def refresh_daemon(host: Host) -> None:
     """Set the gauges about this daemon itself (its timer calls this; so does a scrape)."""
-    ROUNDS_IN_FLIGHT.set(len(daemon._rounds))
-    LISTENER_CONNECTED.set(1 if daemon.listener.connected else 0)
+    state = host.snapshot()
+    ROUNDS_IN_FLIGHT.set(state.rounds_in_flight)
+    LISTENER_CONNECTED.set(1 if state.listener_connected else 0)
     HEARTBEAT.set(time.time())
     _reset(LIMIT_FACTOR)
-    for name, provider in list(daemon.worker._providers.items()):
-        limiter = getattr(provider, "limiter", None)
-        stats = getattr(limiter, "stats", None)
-        if callable(stats):
-            LIMIT_FACTOR.labels(name).set(stats().factor)
+    for name, factor in state.limit_factors.items():
+        LIMIT_FACTOR.labels(name).set(factor)
 
 
 async def _exists(conn: AsyncConn, relation: str) -> bool:

@@ -1,6 +1,9 @@
-"""Wire the operations features into a daemon: metrics hooks, scale-out, the web service.
+"""The composition root: wire the operations features into a daemon.
 
-``syncsvc run`` calls ``install`` once on its daemon; tests call it on theirs.
+Metrics hooks, scale-out, the web service. ``syncsvc run`` calls ``install`` once on its
+daemon; tests call it on theirs. This module and the CLI are the only ones that know the
+``Daemon`` class: the services they add get it as a ``syncsvc.core.host.Host``, and the
+coordinator's sweep gate and provider wrapper are handed to it, not patched onto it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ def install(daemon: Daemon, *, refresh_seconds: float = 2.0) -> WebService | Non
     and (when ``metrics_address`` is set) the HTTP service; returns that service, if any."""
     daemon.hooks.append(metrics.record_round)
     daemon.add_service("health", health_service)
-    Coordinator(daemon.url, daemon.id).install(daemon)
+    coordinator = Coordinator(daemon.url, daemon.id)
+    # Providers are built lazily by the worker; wrapping its factory covers every one.
+    daemon.worker.wrap_provider_factory(coordinator.shared)
+    # Cron-scheduled sweeps are already claimed by exactly one daemon per firing
+    # (``syncsvc.schedule``); only the every-daemon interval sweep needs a leader.
+    if not any(entry.action == "sweep" for entry in daemon.settings.schedules.values()):
+        daemon.gate_sweep(coordinator.gate)
+    daemon.add_service("coordination", coordinator.run)
     address = daemon.settings.metrics_address
     if not address:
         return None

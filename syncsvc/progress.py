@@ -17,30 +17,31 @@ from syncsvc import sqlfiles
 from syncsvc.status import duration
 
 if TYPE_CHECKING:
-    from syncsvc.daemon import Daemon
+    from syncsvc.core.host import Host
 
 logger = logging.getLogger(__name__)
 
 
-async def progress_service(daemon: Daemon) -> None:
+async def progress_service(host: Host) -> None:
     """Service: one progress line per interval in which something was embedded."""
-    interval = daemon.settings.worker.progress_log_seconds
-    stats = daemon.stats
-    embedded, per_target, since = stats.embedded, dict(stats.per_target), time.monotonic()
-    while not daemon.stop_event.is_set():
+    interval = host.settings.worker.progress_log_seconds
+    stats = host.snapshot()
+    embedded, per_target, since = stats.embedded, stats.embedded_per_target, time.monotonic()
+    while not host.stop_event.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(daemon.stop_event.wait(), interval)
+            await asyncio.wait_for(host.stop_event.wait(), interval)
         now = time.monotonic()
+        stats = host.snapshot()
         done = stats.embedded - embedded
-        if done <= 0 or daemon.stop_event.is_set():
+        if done <= 0 or host.stop_event.is_set():
             continue
         rate = done / max(now - since, 1e-6)
         by_target = ", ".join(
             f"{name} {count - per_target.get(name, 0)}"
-            for name, count in sorted(stats.per_target.items())
+            for name, count in sorted(stats.embedded_per_target.items())
             if count > per_target.get(name, 0)
         )
-        waiting = await _waiting(daemon)
+        waiting = await _waiting(host)
         left = (
             "" if waiting is None else f"; {waiting} waiting, about {duration(waiting / rate)} left"
         )
@@ -52,12 +53,12 @@ async def progress_service(daemon: Daemon) -> None:
             by_target,
             left,
         )
-        embedded, per_target, since = stats.embedded, dict(stats.per_target), now
+        embedded, per_target, since = stats.embedded, stats.embedded_per_target, now
 
 
-async def _waiting(daemon: Daemon) -> int | None:
+async def _waiting(host: Host) -> int | None:
     try:
-        async with daemon.pool.connection(timeout=5) as conn:
+        async with host.pool.connection(timeout=5) as conn:
             cur = await conn.execute(sqlfiles.query("status", "waiting"))
             row = await cur.fetchone()
     except (psycopg.Error, PoolTimeout):

@@ -21,6 +21,7 @@ Configuration (``syncsvc.toml``)::
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,38 +30,79 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.triggers.cron import CronTrigger
 
 from syncsvc import failures, jobs, sqlfiles
+from syncsvc.core.host import Host, HostSnapshot
 from syncsvc.errors import ValidationError
 from syncsvc.settings import ScheduleEntry
 
 if TYPE_CHECKING:
-    from syncsvc.daemon import Daemon
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from psycopg_pool import AsyncConnectionPool
+
+    from syncsvc.core.types import Sweep
+    from syncsvc.database import AsyncConn
+    from syncsvc.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-Action = Callable[["Daemon", ScheduleEntry], Awaitable[object]]
+Action = Callable[["Host", ScheduleEntry], Awaitable[object]]
+"""A scheduled action; its host's ``sweep`` skips the leader gate (``ClaimedFiring``)."""
 
 LOOKBACK = dt.timedelta(minutes=10)
 """How late a firing may run and still be recognised as the same grid point."""
 
 
-async def _sweep(daemon: Daemon, entry: ScheduleEntry) -> int:
-    # The class's sweep, not an instance wrapper (the scale-out leader gate): this firing is
-    # already claimed by exactly one daemon, which must not skip it for not being the leader.
-    return await type(daemon).sweep(daemon)
+class ClaimedFiring:
+    """The host as a claimed firing sees it: its ``sweep`` is not the scale-out leader gate's,
+    since this firing is already claimed by exactly one daemon, which must not skip it for not
+    being the leader."""
+
+    def __init__(self, host: Host, sweep_now: Sweep) -> None:
+        self._host = host
+        self._sweep_now = sweep_now
+
+    @property
+    def id(self) -> str:
+        return self._host.id
+
+    @property
+    def settings(self) -> Settings:
+        return self._host.settings
+
+    @property
+    def pool(self) -> AsyncConnectionPool[AsyncConn]:
+        return self._host.pool
+
+    @property
+    def stop_event(self) -> asyncio.Event:
+        return self._host.stop_event
+
+    @property
+    def wake(self) -> asyncio.Event:
+        return self._host.wake
+
+    async def sweep(self, target_id: int | None = None) -> int:
+        return await self._sweep_now(target_id)
+
+    def snapshot(self) -> HostSnapshot:
+        return self._host.snapshot()
 
 
-async def _retry_failed(daemon: Daemon, entry: ScheduleEntry) -> int:
-    async with daemon.pool.connection() as conn:
+async def _sweep(host: Host, entry: ScheduleEntry) -> int:
+    return await host.sweep()
+
+
+async def _retry_failed(host: Host, entry: ScheduleEntry) -> int:
+    async with host.pool.connection() as conn:
         retried = await failures.retry_failed(conn, entry.target)
     if retried:
         logger.info("scheduled retry: %d failed rows queued again", retried)
-        daemon.wake.set()
+        host.wake.set()
     return retried
 
 
-async def _reembed(daemon: Daemon, entry: ScheduleEntry) -> int | None:
+async def _reembed(host: Host, entry: ScheduleEntry) -> int | None:
     assert entry.target and entry.model and entry.dimensions
-    async with daemon.pool.connection() as conn:
+    async with host.pool.connection() as conn:
         for job in await jobs.list_jobs(conn, open_only=True):
             if job.target == entry.target:
                 logger.info("scheduled re-embed of %s: job %d still open", entry.target, job.id)
@@ -68,7 +110,7 @@ async def _reembed(daemon: Daemon, entry: ScheduleEntry) -> int | None:
         try:
             created = await jobs.request_reembed(
                 conn,
-                daemon.settings,
+                host.settings,
                 entry.target,
                 model=entry.model,
                 dimensions=entry.dimensions,
@@ -136,18 +178,21 @@ def fire_time(cron: CronTrigger, now: dt.datetime) -> dt.datetime:
 class ScheduledRunner:
     """Runs configured entries for one daemon, claiming each firing in the database."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, host: Host, scheduler: AsyncIOScheduler, sweep_now: Sweep) -> None:
+        self.host = host
+        self.scheduler = scheduler
+        self.claimed = ClaimedFiring(host, sweep_now)
+        """What actions get: the host, sweeping without the leader gate."""
         self.ran: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
         """Firings another daemon claimed first."""
 
     def install(self) -> None:
         """Add every configured entry to the daemon's scheduler (not started here)."""
-        entries = self.daemon.settings.schedules
+        entries = self.host.settings.schedules
         for name, entry in entries.items():
             validate(name, entry)
-            self.daemon.scheduler.add_job(
+            self.scheduler.add_job(
                 self.fire,
                 trigger(entry),
                 args=(name, entry),
@@ -159,10 +204,10 @@ class ScheduledRunner:
             )
         if not any(e.action == "sweep" for e in entries.values()):
             # No sweep schedule configured: every daemon sweeps on an interval, as before.
-            self.daemon.scheduler.add_job(
+            self.scheduler.add_job(
                 self._sweep,
                 "interval",
-                seconds=self.daemon.settings.worker.sweep_interval_seconds,
+                seconds=self.host.settings.worker.sweep_interval_seconds,
                 id="sweep",
                 name="reconciliation sweep",
                 max_instances=1,
@@ -170,17 +215,17 @@ class ScheduledRunner:
             )
 
     async def _sweep(self) -> int:
-        # Looked up at call time: a service may wrap daemon.sweep after install().
-        return await self.daemon.sweep()
+        # Through the host's sweep gate (the scale-out leader), looked up at call time.
+        return await self.host.sweep()
 
     async def fire(self, name: str, entry: ScheduleEntry, when: dt.datetime | None = None) -> Any:
         """Run ``entry`` if this daemon is the first to claim the firing (default: current)."""
         if when is None:
             when = fire_time(trigger(entry), dt.datetime.now(dt.UTC))
-        async with self.daemon.pool.connection() as conn:
+        async with self.host.pool.connection() as conn:
             cur = await conn.execute(
                 sqlfiles.query("jobs", "claim_schedule_run"),
-                {"job": name, "fire_time": when, "daemon": self.daemon.id},
+                {"job": name, "fire_time": when, "daemon": self.host.id},
             )
             if cur.rowcount == 0:
                 self.skipped[name] = self.skipped.get(name, 0) + 1
@@ -190,12 +235,12 @@ class ScheduledRunner:
         error: str | None = None
         result: Any = None
         try:
-            result = await ACTIONS[entry.action](self.daemon, entry)
+            result = await ACTIONS[entry.action](self.claimed, entry)
         except Exception as exc:
             # A failed firing is recorded and logged; the schedule and the daemon carry on.
             error = repr(exc)
             logger.exception("scheduled %s (%s) failed", name, entry.action)
-        async with self.daemon.pool.connection() as conn:
+        async with self.host.pool.connection() as conn:
             await conn.execute(
                 sqlfiles.query("jobs", "finish_schedule_run"),
                 {"job": name, "fire_time": when, "error": error},

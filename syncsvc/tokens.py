@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from syncsvc import lexical
+from syncsvc.wordllama_files import tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class LexicalTokens:
         return pieces[0]
 
     def split(self, text: str, max_tokens: int) -> list[str]:
-        found = list(lexical._WORD.finditer(text))
+        found = list(lexical.WORD.finditer(text))
         if len(found) <= max_tokens:
             return [text]
         pieces: list[str] = []
@@ -130,8 +131,6 @@ class WordLlamaTokens:
 
     @staticmethod
     def _encode(text: str) -> Any:
-        from syncsvc.providers.wordllama import tokenizer
-
         return tokenizer().encode(text, add_special_tokens=False)
 
     def count(self, text: str) -> int:

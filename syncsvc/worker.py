@@ -10,7 +10,6 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -18,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from syncsvc import drift, logs, metrics, sqlfiles, vectors
 from syncsvc.catalog import load_targets
 from syncsvc.chunking import Chunking
+from syncsvc.core.types import ProviderFactory, ProviderWrapper, RoundStats
 from syncsvc.database import AsyncConn
 from syncsvc.embedder import (
     Embedder,
@@ -34,31 +34,6 @@ from syncsvc.providers.base import EmbeddingProvider, Withdrawn
 from syncsvc.queue import Failure, Queue
 
 logger = logging.getLogger(__name__)
-
-ProviderFactory = Callable[[str], EmbeddingProvider]
-
-
-@dataclass
-class RoundStats:
-    """What one round did; summed by the daemon for status and metrics."""
-
-    claimed: int = 0
-    embedded: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    stale: int = 0
-    failed: int = 0
-    released: int = 0
-    tokens: int = 0
-    per_target: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-    def add(self, other: RoundStats) -> None:
-        for name in ("claimed", "embedded", "unchanged", "removed", "stale", "failed"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.released += other.released
-        self.tokens += other.tokens
-        for key, value in other.per_target.items():
-            self.per_target[key] += value
 
 
 class Worker:
@@ -78,9 +53,19 @@ class Worker:
         self._promoted: set[int] = set()
         """Generations seen active: they can no longer be cancelled, so need no check."""
 
-    def wrap_provider_factory(self, wrap: Callable[[ProviderFactory], ProviderFactory]) -> None:
+    def wrap_provider_factory(self, wrap: ProviderWrapper) -> None:
         """Build the providers not built yet through ``wrap(factory)`` (e.g. shared budgets)."""
         self._provider_factory = wrap(self._provider_factory)
+
+    def limit_factors(self) -> dict[str, float]:
+        """Per provider built so far, its rate limiter's current factor (if it has one)."""
+        factors: dict[str, float] = {}
+        for name, provider in list(self._providers.items()):
+            limiter = getattr(provider, "limiter", None)
+            stats = getattr(limiter, "stats", None)
+            if callable(stats):
+                factors[name] = float(stats().factor)
+        return factors
 
     def provider(self, name: str) -> EmbeddingProvider:
         if name not in self._providers:

@@ -35,8 +35,8 @@ def embedding_text(text: str) -> str:
 def lexical_sparse(text: str, dimensions: int) -> Sparse:
     """``lexical.embed(text, dimensions)`` as {index: value} for its non-zero entries."""
     accumulated: Sparse = {}
-    for feature, weight in lexical._features(text):
-        index, sign = lexical._bucket(feature, dimensions)
+    for feature, weight in lexical.features(text):
+        index, sign = lexical.bucket(feature, dimensions)
         accumulated[index] = accumulated.get(index, 0.0) + sign * weight
     # Summing in index order matches the dense sum: the zeros in between add nothing.
     norm = math.sqrt(sum(accumulated[i] * accumulated[i] for i in sorted(accumulated)))
