@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.processes import daemon_process, fresh_database, simulator_process
 from bench.report import add_common_arguments, count, database_url, machine, write_section
-from syncsvc import jobs, targets
-from syncsvc.database import AsyncConn, aconnect
-from syncsvc.settings import ProviderSettings, Settings
+from syncsvc import jobs
+from syncsvc.capture import targets
+from syncsvc.core.settings import ProviderSettings, Settings
+from syncsvc.db.database import AsyncConn, aconnect
 
 KEY_ENV = "SYNCSVC_BENCH_SIM_KEY"
 LATENCY_MS = 50.0

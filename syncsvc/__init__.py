@@ -11,38 +11,38 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from syncsvc.client import AsyncClient, Client
-    from syncsvc.errors import ConfigurationError, NotFoundError, SyncsvcError, ValidationError
-    from syncsvc.failures import FailedRow
-    from syncsvc.jobs import Estimate, Job, JobState
-    from syncsvc.models import Generation, GenerationState, Metric, Target
-    from syncsvc.promote import Coverage, GenerationCoverage, Promotion
-    from syncsvc.search import QueryVector, SearchHit
-    from syncsvc.settings import Settings
-    from syncsvc.status import TargetStatus
+    from syncsvc.api.client import AsyncClient, Client
+    from syncsvc.core.errors import ConfigurationError, NotFoundError, SyncsvcError, ValidationError
+    from syncsvc.core.models import Generation, GenerationState, Metric, Target
+    from syncsvc.core.settings import Settings
+    from syncsvc.jobs.model import Estimate, Job, JobState
+    from syncsvc.observe.status import TargetStatus
+    from syncsvc.queue.failures import FailedRow
+    from syncsvc.search.engine import QueryVector, SearchHit
+    from syncsvc.store.promote import Coverage, GenerationCoverage, Promotion
 
 _HOMES = {
-    "AsyncClient": "client",
-    "Client": "client",
-    "ConfigurationError": "errors",
-    "Coverage": "promote",
-    "Estimate": "jobs",
-    "FailedRow": "failures",
-    "Generation": "models",
-    "GenerationCoverage": "promote",
-    "GenerationState": "models",
-    "Job": "jobs",
-    "JobState": "jobs",
-    "Metric": "models",
-    "NotFoundError": "errors",
-    "Promotion": "promote",
-    "QueryVector": "search",
-    "SearchHit": "search",
-    "Settings": "settings",
-    "SyncsvcError": "errors",
-    "Target": "models",
-    "TargetStatus": "status",
-    "ValidationError": "errors",
+    "AsyncClient": "api.client",
+    "Client": "api.client",
+    "ConfigurationError": "core.errors",
+    "Coverage": "store.promote",
+    "Estimate": "jobs.model",
+    "FailedRow": "queue.failures",
+    "Generation": "core.models",
+    "GenerationCoverage": "store.promote",
+    "GenerationState": "core.models",
+    "Job": "jobs.model",
+    "JobState": "jobs.model",
+    "Metric": "core.models",
+    "NotFoundError": "core.errors",
+    "Promotion": "store.promote",
+    "QueryVector": "search.engine",
+    "SearchHit": "search.engine",
+    "Settings": "core.settings",
+    "SyncsvcError": "core.errors",
+    "Target": "core.models",
+    "TargetStatus": "observe.status",
+    "ValidationError": "core.errors",
 }
 
 __all__ = [

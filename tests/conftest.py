@@ -31,8 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from syncsvc import migrate
-from syncsvc.database import AsyncConn, aconnect
+from syncsvc.db.database import AsyncConn, aconnect
+from syncsvc.ops import migrate
 
 pytest_plugins = ["tests.simulator_fixtures"]
 

@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 
 from syncsvc.cli.failure import describe
-from syncsvc.database import AsyncConn, aconnect, resolve_url
-from syncsvc.settings import Settings, config_file, masked_url
+from syncsvc.core.settings import Settings, config_file, masked_url
+from syncsvc.db.database import AsyncConn, aconnect, resolve_url
 
 P = ParamSpec("P")
 T = TypeVar("T")

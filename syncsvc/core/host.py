@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
-    from syncsvc.database import AsyncConn
-    from syncsvc.settings import Settings
+    from syncsvc.core.settings import Settings
+    from syncsvc.db.database import AsyncConn
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from syncsvc.core.host import Host
-    from syncsvc.providers.base import EmbeddingProvider
+    from syncsvc.embed.provider import EmbeddingProvider
 
 ProviderFactory = Callable[[str], "EmbeddingProvider"]
 """Builds the provider of a configured provider name (``syncsvc.providers.registry``)."""

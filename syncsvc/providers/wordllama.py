@@ -14,16 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from syncsvc.providers.base import (
+from syncsvc.embed.profiles import LOCAL, WORDLLAMA_MODEL, ProviderProfile
+from syncsvc.embed.provider import (
     EmbeddingRequest,
     EmbeddingResponse,
     ErrorKind,
     ProviderError,
     proceed,
 )
+from syncsvc.embed.wordllama_files import TOKENIZER, WEIGHTS, package_file, tokenizer
 from syncsvc.providers.local import InProcessProvider
-from syncsvc.providers.profiles import LOCAL, WORDLLAMA_MODEL, ProviderProfile
-from syncsvc.wordllama_files import TOKENIZER, WEIGHTS, package_file, tokenizer
 
 _lock = threading.Lock()
 

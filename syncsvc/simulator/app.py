@@ -26,7 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from syncsvc.providers.profiles import PROFILES, ModelProfile
+from syncsvc.embed.profiles import PROFILES, ModelProfile
+from syncsvc.embed.tokens import QwenTokens
 from syncsvc.simulator import vectors as vectors_
 from syncsvc.simulator.faults import FaultBook, FaultKind, FaultRule
 from syncsvc.simulator.stats import Counters, Window
@@ -37,7 +38,6 @@ from syncsvc.simulator.wire import (
     parse_compatible,
     parse_native,
 )
-from syncsvc.tokens import QwenTokens
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from syncsvc import lexical
+from syncsvc.embed import lexical
 
 SPARSE_VOCABULARY = 250_000
 _QWEN3_QUERY = "\nQuery:"

@@ -13,9 +13,10 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from syncsvc import sqlfiles, status
-from syncsvc.database import AsyncConn
-from syncsvc.status import percent
+from syncsvc.db import sqlfiles
+from syncsvc.db.database import AsyncConn
+from syncsvc.observe import status
+from syncsvc.observe.status import percent
 from syncsvc.web import jobs
 from syncsvc.web.health import Check
 from syncsvc.web.jobs import Promotable

@@ -28,10 +28,12 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from syncsvc import drift, failures, metrics
-from syncsvc.database import AsyncConn
-from syncsvc.errors import NotFoundError, SyncsvcError
-from syncsvc.settings import Settings
+from syncsvc.capture import drift
+from syncsvc.core.errors import NotFoundError, SyncsvcError
+from syncsvc.core.settings import Settings
+from syncsvc.db.database import AsyncConn
+from syncsvc.observe import metrics
+from syncsvc.queue import failures
 from syncsvc.web import admin, jobs
 from syncsvc.web.auth import COOKIE, AdminAccess, same_origin
 from syncsvc.web.health import readiness

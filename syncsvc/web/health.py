@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from psycopg_pool import AsyncConnectionPool
 
-from syncsvc import metrics, sqlfiles
-from syncsvc.database import AsyncConn
+from syncsvc.db import sqlfiles
+from syncsvc.db.database import AsyncConn
+from syncsvc.observe import metrics
 
 if TYPE_CHECKING:
     from syncsvc.core.host import Host

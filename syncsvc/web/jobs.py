@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from syncsvc import catalog, jobs, models
-from syncsvc import promote as promotion
-from syncsvc.database import AsyncConn
-from syncsvc.settings import Settings
+from syncsvc import jobs
+from syncsvc.core import models
+from syncsvc.core.settings import Settings
+from syncsvc.db import catalog
+from syncsvc.db.database import AsyncConn
+from syncsvc.store import promote as promotion
 
 ACTIONS = ("pause", "resume", "cancel")
 

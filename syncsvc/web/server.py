@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from starlette.applications import Starlette
 
-from syncsvc import metrics
+from syncsvc.observe import metrics
 from syncsvc.web.auth import AdminAccess
 
 if TYPE_CHECKING:
