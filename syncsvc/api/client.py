@@ -31,12 +31,11 @@ from syncsvc import jobs
 from syncsvc.capture import drift, targets
 from syncsvc.core.models import Metric, Target
 from syncsvc.core.settings import Settings
-from syncsvc.core.types import ProviderFactory
 from syncsvc.db import privileges
 from syncsvc.db.catalog import get_target, load_targets
 from syncsvc.db.database import AsyncConn, create_pool, ensure_pgvector, resolve_url
 from syncsvc.embed.chunking import Chunking
-from syncsvc.embed.provider import EmbeddingProvider
+from syncsvc.embed.provider import EmbeddingProvider, ProviderFactory
 from syncsvc.jobs.model import Estimate, Job
 from syncsvc.observe import status
 from syncsvc.observe.status import TargetStatus

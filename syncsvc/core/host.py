@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import psycopg
     from psycopg_pool import AsyncConnectionPool
 
     from syncsvc.core.settings import Settings
-    from syncsvc.db.database import AsyncConn
+
+    AsyncConn = psycopg.AsyncConnection[dict[str, Any]]
 
 
 @dataclass(frozen=True)

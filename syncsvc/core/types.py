@@ -1,4 +1,8 @@
-"""The shared callable types and the round record: defined once, imported by every stage."""
+"""The shared callable types and the round record: defined once, imported by every stage.
+
+(``ProviderFactory`` and ``ProviderWrapper`` live beside the ``EmbeddingProvider`` Protocol they
+name, in ``syncsvc.embed.provider``.)
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from syncsvc.core.host import Host
-    from syncsvc.embed.provider import EmbeddingProvider
-
-ProviderFactory = Callable[[str], "EmbeddingProvider"]
-"""Builds the provider of a configured provider name (``syncsvc.providers.registry``)."""
-
-ProviderWrapper = Callable[[ProviderFactory], ProviderFactory]
-"""Wraps a provider factory (e.g. the coordinator's shared rate budget)."""
 
 Service = Callable[["Host"], Coroutine[Any, Any, None]]
 """A long-running coroutine run beside the daemon's own tasks (jobs feeder, metrics server)."""

@@ -25,7 +25,7 @@ from syncsvc.core.errors import SyncsvcError
 from syncsvc.core.host import Host, HostSnapshot
 from syncsvc.core.models import ClaimedItem, Generation
 from syncsvc.core.settings import Settings
-from syncsvc.core.types import ProviderFactory, RoundHook, RoundStats, Service, Sweep, SweepGate
+from syncsvc.core.types import RoundHook, RoundStats, Service, Sweep, SweepGate
 from syncsvc.daemon import actions, probe
 from syncsvc.daemon.leases import LeaseKeeper
 from syncsvc.daemon.schedule import ScheduledRunner
@@ -36,6 +36,7 @@ from syncsvc.db.database import create_pool
 from syncsvc.db.listener import Listener
 from syncsvc.db.statements import QUEUE_CHANNEL, TARGETS_CHANNEL
 from syncsvc.embed.embedder import Embedder
+from syncsvc.embed.provider import ProviderFactory
 from syncsvc.jobs import backfill
 from syncsvc.observe import progress
 from syncsvc.observe.errorlog import RepeatedErrors

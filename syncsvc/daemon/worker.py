@@ -18,7 +18,7 @@ from syncsvc.capture import drift
 from syncsvc.core import logs
 from syncsvc.core.errors import SyncsvcError
 from syncsvc.core.models import ClaimedItem, Generation, GenerationState, Target, content_hash
-from syncsvc.core.types import ProviderFactory, ProviderWrapper, RoundStats
+from syncsvc.core.types import RoundStats
 from syncsvc.db import sqlfiles
 from syncsvc.db.catalog import load_targets
 from syncsvc.db.database import AsyncConn
@@ -32,7 +32,7 @@ from syncsvc.embed.embedder import (
     ProviderPaused,
     gather,
 )
-from syncsvc.embed.provider import EmbeddingProvider, Withdrawn
+from syncsvc.embed.provider import EmbeddingProvider, ProviderFactory, ProviderWrapper, Withdrawn
 from syncsvc.observe import metrics
 from syncsvc.queue.entries import Failure, Queue
 from syncsvc.store import vectors

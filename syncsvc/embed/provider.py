@@ -107,3 +107,10 @@ class EmbeddingProvider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+ProviderFactory = Callable[[str], EmbeddingProvider]
+"""Builds the provider of a configured provider name (``syncsvc.providers.registry``)."""
+
+ProviderWrapper = Callable[[ProviderFactory], ProviderFactory]
+"""Wraps a provider factory (e.g. the coordinator's shared rate budget)."""

@@ -35,7 +35,8 @@ from syncsvc.observe import metrics
 
 if TYPE_CHECKING:
     from syncsvc.core.host import Host
-    from syncsvc.core.types import ProviderFactory, Sweep
+    from syncsvc.core.types import Sweep
+from syncsvc.embed.provider import ProviderFactory
 
 logger = logging.getLogger(__name__)
 
