@@ -59,7 +59,7 @@ from syncsvc.capture import targets
 from syncsvc.core.runtime import tune_gc
 from syncsvc.core.settings import ProviderSettings, Settings
 from syncsvc.db.database import AsyncConn, aconnect
-from syncsvc.embed.embedder import EmbedInput
+from syncsvc.embed.items import EmbedInput
 
 KEY_ENV = "SYNCSVC_BENCH_API_KEY"
 PROFILE_HEADING = "Where the daemon's time goes"

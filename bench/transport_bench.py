@@ -54,7 +54,8 @@ from bench.backfill_bench import (
 from bench.report import machine, write_section
 from syncsvc.core.runtime import tune_gc
 from syncsvc.core.settings import Settings
-from syncsvc.embed.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
+from syncsvc.embed.embedder import Embedder
+from syncsvc.embed.items import Embedded, EmbedInput, EmbedSpec
 from syncsvc.embed.profiles import Protocol
 from syncsvc.providers.openai import OpenAICompatibleProvider
 from syncsvc.providers.registry import provider_profile

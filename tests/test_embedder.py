@@ -9,14 +9,8 @@ import pytest
 
 from syncsvc.core.models import TextType
 from syncsvc.embed import lexical
-from syncsvc.embed.embedder import (
-    Embedded,
-    Embedder,
-    EmbedFailure,
-    EmbedInput,
-    EmbedSpec,
-    ProviderPaused,
-)
+from syncsvc.embed.embedder import Embedder
+from syncsvc.embed.items import Embedded, EmbedFailure, EmbedInput, EmbedSpec, ProviderPaused
 from syncsvc.embed.profiles import OverlongPolicy
 from syncsvc.embed.tokens import QwenTokens
 from syncsvc.providers.local import LocalHashProvider

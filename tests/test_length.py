@@ -5,7 +5,8 @@ shorter and retried, and the vector is recorded as truncated."""
 from __future__ import annotations
 
 from syncsvc.embed import lexical
-from syncsvc.embed.embedder import Embedded, Embedder, EmbedFailure, EmbedInput, EmbedSpec
+from syncsvc.embed.embedder import Embedder
+from syncsvc.embed.items import Embedded, EmbedFailure, EmbedInput, EmbedSpec
 from syncsvc.embed.tokens import QwenTokens
 from syncsvc.simulator import SimulatorThread
 from tests.simulator_fixtures import ProviderMaker

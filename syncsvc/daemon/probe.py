@@ -18,7 +18,8 @@ from syncsvc.capture import drift
 from syncsvc.core.models import Generation
 from syncsvc.db.catalog import load_targets
 from syncsvc.db.database import AsyncConn
-from syncsvc.embed.embedder import Embedded, Embedder, EmbedInput, ProviderPaused
+from syncsvc.embed.embedder import Embedder
+from syncsvc.embed.items import Embedded, EmbedInput, ProviderPaused
 
 logger = logging.getLogger(__name__)
 

@@ -23,15 +23,8 @@ from syncsvc.db import sqlfiles
 from syncsvc.db.catalog import load_targets
 from syncsvc.db.database import AsyncConn
 from syncsvc.embed.chunking import Chunking
-from syncsvc.embed.embedder import (
-    Embedder,
-    EmbedFailure,
-    EmbedInput,
-    EmbedSpec,
-    Outcome,
-    ProviderPaused,
-    gather,
-)
+from syncsvc.embed.embedder import Embedder
+from syncsvc.embed.items import EmbedFailure, EmbedInput, EmbedSpec, Outcome, ProviderPaused, gather
 from syncsvc.embed.provider import EmbeddingProvider, ProviderFactory, ProviderWrapper, Withdrawn
 from syncsvc.observe import metrics
 from syncsvc.queue.entries import Failure, Queue

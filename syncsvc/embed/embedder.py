@@ -16,14 +16,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import TextType
 from syncsvc.embed import chunking
-from syncsvc.embed.chunking import Chunking
+from syncsvc.embed.items import (
+    Embedded,
+    EmbedFailure,
+    EmbedInput,
+    EmbedSpec,
+    Known,
+    OnReady,
+    Outcome,
+    ProviderPaused,
+    gather,
+)
 from syncsvc.embed.profiles import ModelProfile, OverlongPolicy
 from syncsvc.embed.provider import (
     EmbeddingProvider,
@@ -39,76 +48,9 @@ from syncsvc.embed.tokens import TokenCounter, counter
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class EmbedInput:
-    key: Hashable
-    text: str
-
-
-@dataclass(frozen=True)
-class Embedded:
-    vectors: tuple[tuple[float, ...], ...]
-    """One vector per chunk; a single chunk unless the overlong policy is 'chunk'."""
-    tokens: int
-    truncated: bool = False
-    request_id: str | None = None
-    sparse: tuple[dict[int, float], ...] | None = None
-    """One sparse vector per chunk when the spec asked for them (native DashScope only)."""
-    chunk_tokens: tuple[int, ...] = ()
-    """The tokens of each chunk (they add up to ``tokens``)."""
-    spans: tuple[tuple[int, int], ...] = ()
-    """Character offsets of each chunk in the input, for chunked generations."""
-    chunk_hashes: tuple[bytes, ...] = ()
-    """Digest of each chunk's text, for chunked generations."""
-    billed: int | None = None
-    """Tokens paid for now: less than ``tokens`` when unchanged chunks kept their vectors."""
-
-    @property
-    def billed_tokens(self) -> int:
-        return self.tokens if self.billed is None else self.billed
-
-
-@dataclass(frozen=True)
-class EmbedFailure:
-    message: str
-    permanent: bool
-    """True when retrying the same text cannot help (the API rejected this input)."""
-    request_id: str | None = None
-
-
-Outcome = Embedded | EmbedFailure
 _Turn = tuple[int, int | None]
 """(priority, tenant) of a request's wait for a provider slot."""
-OnReady = Callable[[dict[Hashable, Outcome]], Awaitable[None]]
-"""Awaited with the outcomes of the inputs one request completed."""
-
-
-class ProviderPaused(Exception):
-    """The provider refuses every request (bad key, no access, arrears): a human must act."""
-
-    def __init__(self, error: ProviderError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-@dataclass(frozen=True)
-class EmbedSpec:
-    """What a generation asks of its provider."""
-
-    model: str
-    dimensions: int
-    text_type: TextType = TextType.DOCUMENT
-    instruct: str | None = None
-    sparse: bool = False
-    chunking: Chunking | None = None
-    """Split every input into chunks of this size (one vector each)."""
-
-
-Known = Mapping[bytes, tuple[tuple[float, ...], int]]
-"""Vectors already stored, by chunk digest: (vector, tokens). Chunks found here cost nothing."""
 
 
 @dataclass(frozen=True)
@@ -448,25 +390,3 @@ class Embedder:
 
 
 SHORTER_SHARES = (0.75, 0.5, 0.25)
-
-
-async def gather(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run concurrently; on a failure, cancel the rest and raise it (a pause before others)."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(c) for c in coroutines]
-    except BaseExceptionGroup as errors:
-        raise _first(errors) from None
-    return [t.result() for t in tasks]
-
-
-def _first(errors: BaseExceptionGroup[BaseException]) -> BaseException:
-    flat: list[BaseException] = []
-    pending: list[BaseException] = [errors]
-    while pending:
-        error = pending.pop(0)
-        if isinstance(error, BaseExceptionGroup):
-            pending.extend(error.exceptions)
-        else:
-            flat.append(error)
-    return next((e for e in flat if isinstance(e, ProviderPaused)), flat[0])

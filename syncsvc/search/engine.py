@@ -28,7 +28,8 @@ from syncsvc.core.errors import SyncsvcError, ValidationError
 from syncsvc.core.models import HASH_SEPARATOR, Generation, Target, TextType
 from syncsvc.db import quoting, sqlfiles, statements
 from syncsvc.db.database import AsyncConn
-from syncsvc.embed.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
+from syncsvc.embed.embedder import Embedder
+from syncsvc.embed.items import Embedded, EmbedInput, EmbedSpec
 from syncsvc.embed.provider import EmbeddingProvider
 from syncsvc.search import ranking
 from syncsvc.store.vectors import sparse_vector

@@ -25,7 +25,7 @@ from syncsvc.core.models import Generation, Target
 from syncsvc.db import sqlfiles
 from syncsvc.db.catalog import load_targets
 from syncsvc.db.database import AsyncConn
-from syncsvc.embed.embedder import ProviderPaused
+from syncsvc.embed.items import ProviderPaused
 from syncsvc.embed.provider import EmbeddingProvider
 from syncsvc.embed.tokens import counter
 from syncsvc.observe import metrics
