@@ -11,7 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from syncsvc.api.client import AsyncClient, Client
+    from syncsvc.api.client import AsyncClient
+    from syncsvc.api.sync import Client
     from syncsvc.core.errors import ConfigurationError, NotFoundError, SyncsvcError, ValidationError
     from syncsvc.core.models import Generation, GenerationState, Metric, Target
     from syncsvc.core.settings import Settings
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "AsyncClient": "api.client",
-    "Client": "api.client",
+    "Client": "api.sync",
     "ConfigurationError": "core.errors",
     "Coverage": "store.promote",
     "Estimate": "jobs.model",
