@@ -19,15 +19,15 @@ import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from psycopg_pool import PoolTimeout
 
-from syncsvc.capture import drift, partitions
-from syncsvc.capture.sweep import sweep_target
+from syncsvc.capture import partitions, reconcile
 from syncsvc.core.errors import SyncsvcError
 from syncsvc.core.host import Host, HostSnapshot
-from syncsvc.core.models import ClaimedItem, Generation
+from syncsvc.core.models import Generation
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import RoundHook, RoundStats, Service, Sweep, SweepGate
 from syncsvc.daemon import actions, probe
 from syncsvc.daemon.leases import LeaseKeeper
+from syncsvc.daemon.rounds import Rounds
 from syncsvc.daemon.schedule import ScheduledRunner
 from syncsvc.daemon.worker import Worker
 from syncsvc.db import sqlfiles
@@ -41,7 +41,7 @@ from syncsvc.jobs import backfill
 from syncsvc.observe import progress
 from syncsvc.observe.errorlog import RepeatedErrors
 from syncsvc.providers.registry import build_provider, publish_models
-from syncsvc.queue.entries import LIVE_PRIORITY, Queue, RetryStrategy
+from syncsvc.queue.entries import Queue, RetryStrategy
 from syncsvc.search import queries
 from syncsvc.store import indexes
 
@@ -130,9 +130,16 @@ class Daemon:
                 actions.REQUESTS_CHANNEL,
             ),
         )
-        self._rounds: set[asyncio.Task[None]] = set()
-        self._live_round: asyncio.Task[None] | None = None
-        """The round on the slot kept for live edits, beyond ``rounds_in_flight``."""
+        self.rounds = Rounds(
+            self.queue,
+            self.worker,
+            conf,
+            wake=self.wake,
+            stop_event=self.stop_event,
+            errors=self.errors,
+            stats=self.stats,
+            hooks=self.hooks,
+        )
         self._sweep_gate: SweepGate | None = None
         self.scheduler = AsyncIOScheduler()
         self.started = asyncio.Event()
@@ -158,7 +165,7 @@ class Daemon:
     def snapshot(self) -> HostSnapshot:
         """The state other services may read (metrics, readiness, progress)."""
         return HostSnapshot(
-            rounds_in_flight=len(self._rounds),
+            rounds_in_flight=self.rounds.in_flight,
             listener_connected=self.listener.connected,
             stopping=self.stop_event.is_set(),
             limit_factors=self.worker.limit_factors(),
@@ -240,12 +247,7 @@ class Daemon:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         timeout = self.settings.worker.shutdown_timeout_seconds
-        if self._rounds:
-            logger.info("finishing %d in-flight rounds (up to %.0fs)", len(self._rounds), timeout)
-            _, pending = await asyncio.wait(self._rounds, timeout=timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self.rounds.finish(timeout)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -277,30 +279,13 @@ class Daemon:
         A target whose table is gone or changed shape, or whose definition cannot be turned
         into SQL, is paused with the cause; the others are swept all the same.
         """
-        enqueued = 0
         async with self.pool.connection() as conn:
-            await drift.pause_for_capture_errors(conn)
-            for target in await load_targets(conn):
-                if target.paused_reason is not None or target_id not in (None, target.id):
-                    continue
-                try:
-                    result = await sweep_target(
-                        conn,
-                        target,
-                        chunk_rows=self.settings.worker.sweep_chunk_rows,
-                        on_chunk=self.wake.set,
-                    )
-                except (psycopg.Error, SyncsvcError) as exc:
-                    if not drift.is_target_fault(exc):
-                        raise
-                    reason = await drift.diagnose(conn, target, exc)
-                    await conn.execute(
-                        sqlfiles.query("catalog", "pause_target"),
-                        {"id": target.id, "reason": reason},
-                    )
-                    logger.error("pausing target %s: %s", target.name, reason)
-                    continue
-                enqueued += result.enqueued
+            enqueued = await reconcile.sweep_targets(
+                conn,
+                target_id=target_id,
+                chunk_rows=self.settings.worker.sweep_chunk_rows,
+                on_chunk=self.wake.set,
+            )
         if enqueued:
             self.wake.set()
         return enqueued
@@ -389,19 +374,6 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop_event.wait(), seconds)
 
-    def _round_slot(self) -> tuple[bool, int | None]:
-        """Whether a round may start now, and the largest priority number it may claim.
-
-        ``rounds_in_flight`` rounds take any priority; one more slot is kept for live edits,
-        so a backfill filling every round never makes an edit wait for a round to finish.
-        """
-        regular = len(self._rounds) - (self._live_round is not None)
-        if regular < self.settings.worker.rounds_in_flight:
-            return True, None
-        if self._live_round is None:
-            return True, LIVE_PRIORITY
-        return False, None
-
     async def _claim_rounds(self) -> None:
         """Claim and start rounds until the queue has nothing due or every round slot is busy.
 
@@ -411,48 +383,7 @@ class Daemon:
         self.wake.clear()
         await self.queue.expand_inbox()
         await self.queue.expire_leases()
-        target_ids = await self._active_target_ids()
-        while not self.stop_event.is_set():
-            free, max_priority = self._round_slot()
-            if not free:
-                return
-            items = await self.queue.claim(
-                target_ids, self.settings.worker.claim_size, max_priority
-            )
-            if not items:
-                return
-            task = asyncio.create_task(self._round(items), name="syncsvc-round")
-            self._rounds.add(task)
-            task.add_done_callback(self._round_done)
-            if max_priority is not None:
-                self._live_round = task
-
-    def _round_done(self, task: asyncio.Task[None]) -> None:
-        self._rounds.discard(task)
-        if task is self._live_round:
-            self._live_round = None
-        self.wake.set()
-
-    async def _round(self, items: list[ClaimedItem]) -> None:
-        try:
-            stats = await self.worker.process(items)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # A bug or a lost database must not lose rows: give them back, retry later. If the
-            # release is lost too, the lease loop gives them back once the database answers.
-            self.errors.report("round of %d entries failed; releasing them", len(items), exc=exc)
-            with contextlib.suppress(Exception):
-                await self.queue.release(items)
-            await asyncio.sleep(1.0)
-            return
-        finally:
-            self.queue.done(items[0].holder)
-        self.stats.add(stats)
-        for hook in self.hooks:
-            result = hook(stats)
-            if asyncio.iscoroutine(result):
-                await result
+        await self.rounds.claim(await self._active_target_ids())
 
     async def _lease_loop(self) -> None:
         # Leases are renewed by the lease keeper's thread; this task watches it and takes over
