@@ -190,7 +190,7 @@ def report(results: list[Result]) -> str:
         "35.2 s. Now each round takes every target's oldest due rows in turn "
         "(sql/queue.sql `claim`), a round's targets are embedded side by side, and the "
         "provider's request slots take turns between targets within a priority "
-        "(`syncsvc/gate.py`): b waits for about one round of a, not for a's backlog. "
+        "(`syncsvc/embed/gate.py`): b waits for about one round of a, not for a's backlog. "
         "`tests/test_fairness.py` asserts the structural bound (a's requests answered while "
         "an edit of b waits) at 5,000 rows.",
     ]

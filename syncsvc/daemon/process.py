@@ -329,7 +329,7 @@ class Daemon:
 
     async def reconcile_partitions(self) -> int:
         """Capture partitions created or attached since the last poll and sweep them; drop the
-        capture of detached ones and remove their vectors (``syncsvc.partitions``)."""
+        capture of detached ones and remove their vectors (``syncsvc.capture.partitions``)."""
         async with self.pool.connection() as conn:
             return await partitions.reconcile(
                 conn, chunk_rows=self.settings.worker.sweep_chunk_rows, on_chunk=self.wake.set

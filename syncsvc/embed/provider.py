@@ -1,6 +1,6 @@
 """The provider port: a single embeddings request and the errors it can raise.
 
-Batching, token budgets, retries and bisection live above this seam (``syncsvc.embedder``);
+Batching, token budgets, retries and bisection live above this seam (``syncsvc.embed.embedder``);
 a provider only turns one request into one API call and classifies what went wrong.
 """
 

@@ -1,7 +1,7 @@
 """The files of the offline model that the wordllama wheel ships: its weights and tokenizer.
 
 Kept apart from the provider (``syncsvc.providers.wordllama``) so token counting
-(``syncsvc.tokens``) needs no provider module.
+(``syncsvc.embed.tokens``) needs no provider module.
 """
 
 from __future__ import annotations

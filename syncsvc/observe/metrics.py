@@ -2,9 +2,10 @@
 
 Counters and histograms are process-wide and fed by small ``record_*`` hooks that the worker
 and the HTTP client call; they never raise, so instrumentation cannot break the data path.
-Gauges about targets, the queue, the shared rate budget and jobs are read from the database by
+Gauges about targets, the queue and the shared rate budget are read from the database by
 ``refresh`` when ``/metrics`` is scraped (at most once per ``min_interval``), using the same
-``syncsvc.status`` collection as ``syncsvc status`` so both always agree.
+``syncsvc.observe.status`` collection as ``syncsvc status`` so both always agree; the web service
+sets the job gauges beside it (``record_jobs``), and the daemon's own through ``Host.snapshot``.
 
 Names follow Prometheus conventions: a ``syncsvc_`` prefix, base units (seconds), ``_total``
 on counters, and low-cardinality labels (target, generation, endpoint host, status code).

@@ -4,8 +4,8 @@ The queue is already shared (``FOR UPDATE SKIP LOCKED`` claims under lease). Wha
 process would be wrong with N processes:
 
 - **Rate budget.** RPM/TPM caps belong to the API *account*, not the process. Each daemon's
-  ``SharedRateLimiter`` first paces itself locally (``syncsvc.ratelimit``), then reserves a slot
-  in ``syncsvc.rate_budget`` with one GCRA ``UPDATE`` and sleeps until that slot, so the
+  ``SharedRateLimiter`` first paces itself locally (``syncsvc.embed.ratelimit``), then reserves
+  a slot in ``syncsvc.rate_budget`` with one GCRA ``UPDATE`` and sleeps until that slot, so the
   daemons together stay under the cap. A 429 seen by one daemon pushes the account's next slot
   past ``Retry-After`` for everyone. The database's clock is the only clock involved.
 - **Scheduler.** Sweeps are idempotent but cost a scan of every source table; only the daemon

@@ -28,7 +28,7 @@ def install(daemon: Daemon, *, refresh_seconds: float = 2.0) -> WebService | Non
     # Providers are built lazily by the worker; wrapping its factory covers every one.
     daemon.worker.wrap_provider_factory(coordinator.shared)
     # Cron-scheduled sweeps are already claimed by exactly one daemon per firing
-    # (``syncsvc.schedule``); only the every-daemon interval sweep needs a leader.
+    # (``syncsvc.daemon.schedule``); only the every-daemon interval sweep needs a leader.
     if not any(entry.action == "sweep" for entry in daemon.settings.schedules.values()):
         daemon.gate_sweep(coordinator.gate)
     daemon.add_service("coordination", coordinator.run)

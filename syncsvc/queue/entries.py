@@ -92,7 +92,7 @@ class Queue:
         self._rounds = itertools.count(1)
         self.lease_seconds = lease_seconds
         self.retry = retry
-        # Read by the lease keeper's thread too (syncsvc/leases.py), hence the lock.
+        # Read by the lease keeper's thread too (syncsvc/daemon/leases.py), hence the lock.
         self._lock = threading.Lock()
         self._holding: set[str] = set()
         """Holder ids of this daemon's rounds in progress: their leases are renewed."""

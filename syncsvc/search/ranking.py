@@ -1,5 +1,5 @@
 """The SQL that ranks rows for a search: dense, dense fused with full text, dense fused with
-sparse. Pure statement builders; ``syncsvc.search`` runs them."""
+sparse. Pure statement builders; ``syncsvc.search.engine`` runs them."""
 
 from __future__ import annotations
 

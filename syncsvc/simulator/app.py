@@ -7,7 +7,8 @@ Routes:
 - ``GET /_sim/stats``, ``GET|POST|DELETE /_sim/faults``, ``POST /_sim/config``,
   ``POST /_sim/reset``: the admin surface tests and rehearsals use.
 
-Vectors come from ``syncsvc.lexical`` so search over simulated embeddings still ranks sensibly.
+Vectors come from ``syncsvc.embed.lexical`` so search over simulated embeddings still ranks
+sensibly.
 """
 
 from __future__ import annotations

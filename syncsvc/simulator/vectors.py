@@ -1,7 +1,7 @@
 """The simulator's vectors and success bodies, built fast enough not to be the bottleneck.
 
 A lexical vector has a few dozen non-zero entries out of 1,024 or more, so it is computed
-sparsely (same operations, same order, hence bit-identical to ``syncsvc.lexical.embed``) and
+sparsely (same operations, same order, hence bit-identical to ``syncsvc.embed.lexical.embed``) and
 written to JSON by orjson: a benchmark at hundreds of requests per second must measure the
 client, not the simulator's ``json.dumps``.
 """

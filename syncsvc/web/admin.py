@@ -1,6 +1,6 @@
 """The admin page: one server-rendered HTML document, plain forms, a few lines of inline JS.
 
-Everything shown is read fresh from the database on each load (the same ``syncsvc.status``
+Everything shown is read fresh from the database on each load (the same ``syncsvc.observe.status``
 collection as ``syncsvc status``); every button is a ``<form method="post">`` answered with a
 redirect back here carrying a one-line result, so the page works without JavaScript.
 """
