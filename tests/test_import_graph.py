@@ -178,3 +178,24 @@ def test_only_the_wiring_and_the_cli_know_the_daemon() -> None:
         and not any(name == a or name.startswith(f"{a}.") for a in allowed)
     )
     assert users == []
+
+
+def test_no_module_reaches_into_private_names() -> None:
+    """``x._name`` only on ``self``/``cls``; no ``from syncsvc... import _name``."""
+    reaches = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            ):
+                reaches.append(f"{name}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("syncsvc"):
+                reaches += [
+                    f"{name}:{node.lineno} import {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__")
+                ]
+    assert reaches == []
