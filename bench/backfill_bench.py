@@ -58,7 +58,8 @@ from bench.report import (
 from syncsvc.capture import targets
 from syncsvc.core.runtime import tune_gc
 from syncsvc.core.settings import ProviderSettings, Settings
-from syncsvc.db.database import AsyncConn, aconnect
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import aconnect
 from syncsvc.embed.items import EmbedInput
 
 KEY_ENV = "SYNCSVC_BENCH_API_KEY"

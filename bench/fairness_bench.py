@@ -30,7 +30,8 @@ from bench.report import add_common_arguments, count, database_url, machine, wri
 from syncsvc import jobs
 from syncsvc.capture import targets
 from syncsvc.core.settings import ProviderSettings, Settings
-from syncsvc.db.database import AsyncConn, aconnect
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import aconnect
 
 KEY_ENV = "SYNCSVC_BENCH_SIM_KEY"
 LATENCY_MS = 50.0

@@ -10,7 +10,7 @@ import time
 from bench.report import count, wait_until
 from syncsvc import jobs
 from syncsvc.core.settings import Settings
-from syncsvc.db.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 
 
 def percentile_ms(values: list[float], q: int) -> float:

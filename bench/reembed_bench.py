@@ -33,9 +33,10 @@ from bench.report import database_url, machine, write_section
 from syncsvc import jobs
 from syncsvc.capture import targets
 from syncsvc.core.settings import JobSettings, ProviderSettings, Settings, WorkerSettings
+from syncsvc.core.types import AsyncConn
 from syncsvc.daemon.process import Daemon
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn, aconnect
+from syncsvc.db.database import aconnect
 from syncsvc.embed import lexical
 from syncsvc.jobs import JobState
 from syncsvc.ops import migrate

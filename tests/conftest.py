@@ -31,7 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from syncsvc.db.database import AsyncConn, aconnect
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import aconnect
 from syncsvc.ops import migrate
 
 pytest_plugins = ["tests.simulator_fixtures"]

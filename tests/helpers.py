@@ -15,8 +15,8 @@ import numpy as np
 from psycopg import sql
 
 from syncsvc.core.settings import Settings, WorkerSettings
+from syncsvc.core.types import AsyncConn
 from syncsvc.daemon.process import Daemon
-from syncsvc.db.database import AsyncConn
 from syncsvc.embed import lexical
 from syncsvc.providers.local import LocalHashProvider
 

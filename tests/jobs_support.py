@@ -9,8 +9,8 @@ import numpy as np
 from syncsvc.capture import targets
 from syncsvc.core.models import Generation
 from syncsvc.core.settings import JobSettings, Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn
 from tests.helpers import expected, fast_settings, scalar
 
 DIMS = 256

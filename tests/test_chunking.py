@@ -8,7 +8,7 @@ import pytest
 
 from syncsvc.capture import targets
 from syncsvc.core.errors import ValidationError
-from syncsvc.db.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.embed.chunking import Chunk, Chunking, split
 from syncsvc.embed.tokens import LexicalTokens
 from syncsvc.providers.local import LocalHashProvider

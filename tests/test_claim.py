@@ -9,9 +9,9 @@ import psycopg
 from psycopg import sql
 
 from syncsvc.capture.sweep import sweep_target
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
 from syncsvc.db.catalog import load_targets
-from syncsvc.db.database import AsyncConn
 from tests.helpers import scalar, text_targets
 
 

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from syncsvc.capture import drift
+from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn
 from syncsvc.observe import status
 from syncsvc.providers.local import LocalHashProvider
 from tests.conftest import Deployment

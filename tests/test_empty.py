@@ -10,8 +10,8 @@ import pytest
 from syncsvc import jobs
 from syncsvc.capture import targets
 from syncsvc.capture.sweep import sweep_target
+from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn
 from syncsvc.store import promote
 from tests.conftest import Deployment
 from tests.helpers import expected, fast_settings, queue_empty, running_daemon, scalar, wait_for

@@ -20,9 +20,9 @@ from syncsvc import jobs
 from syncsvc.capture import targets
 from syncsvc.core.models import ClaimedItem
 from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.daemon.process import Daemon
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn
 from syncsvc.embed.provider import EmbeddingProvider, EmbeddingRequest, EmbeddingResponse
 from syncsvc.providers.registry import build_provider
 from syncsvc.simulator import SimulatorThread

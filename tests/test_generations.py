@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from syncsvc.capture import targets
 from syncsvc.core.settings import ProviderSettings, Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import load_targets
-from syncsvc.db.database import AsyncConn
 from tests.test_sync import make_articles
 
 

@@ -21,8 +21,9 @@ from psycopg import sql
 from syncsvc import AsyncClient, jobs
 from syncsvc.capture import targets
 from syncsvc.core.errors import ValidationError
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting
-from syncsvc.db.database import AsyncConn, create_pool
+from syncsvc.db.database import create_pool
 from syncsvc.db.quoting import ident
 from syncsvc.observe import status
 from syncsvc.providers.local import LocalHashProvider

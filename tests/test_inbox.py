@@ -7,8 +7,8 @@ from __future__ import annotations
 import psycopg
 
 from syncsvc.capture import targets
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
-from syncsvc.db.database import AsyncConn
 from tests.conftest import Deployment
 from tests.helpers import scalar, text_targets
 

@@ -12,8 +12,9 @@ from syncsvc import jobs
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import GenerationState
 from syncsvc.core.settings import ProviderSettings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn, aconnect
+from syncsvc.db.database import aconnect
 from syncsvc.jobs import BACKFILL_PRIORITY, JobState
 from syncsvc.ops import migrate
 from syncsvc.providers.local import LocalHashProvider

@@ -15,9 +15,9 @@ from syncsvc.api.client import AsyncClient
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import GenerationState
 from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.daemon import actions
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn
 from syncsvc.embed.provider import EmbeddingRequest, EmbeddingResponse
 from syncsvc.jobs import BACKFILL_PRIORITY, JobState, backfill
 from syncsvc.observe import status

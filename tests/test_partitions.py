@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from syncsvc.api.client import AsyncClient
 from syncsvc.capture import drift, targets
 from syncsvc.core.errors import ValidationError
-from syncsvc.db.database import AsyncConn, aconnect
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import aconnect
 from syncsvc.observe import metrics, status
 from syncsvc.web import admin
 from tests.conftest import Cluster, Deployment

@@ -11,9 +11,10 @@ import pytest
 
 from syncsvc import jobs
 from syncsvc.api.client import AsyncClient
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import privileges
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn, aconnect
+from syncsvc.db.database import aconnect
 from syncsvc.jobs import JobState
 from syncsvc.ops import migrate
 from syncsvc.providers.local import LocalHashProvider

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from syncsvc.db.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.embed.profiles import get_profile
 from syncsvc.embed.provider import EmbeddingRequest, EmbeddingResponse
 from syncsvc.jobs import ASSUMED_LATENCY, embedding_seconds

@@ -13,8 +13,9 @@ from syncsvc import jobs
 from syncsvc.capture import targets
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import GenerationState
+from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn, aconnect
+from syncsvc.db.database import aconnect
 from syncsvc.jobs import JobState
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.store import promote

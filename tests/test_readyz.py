@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import psycopg
 
-from syncsvc.db.database import AsyncConn, create_pool
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import create_pool
 from syncsvc.observe import metrics
 from syncsvc.web.app import create_app
 from syncsvc.web.auth import AdminAccess

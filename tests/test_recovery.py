@@ -13,8 +13,9 @@ import psycopg
 import pytest
 
 from syncsvc.capture import targets
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
-from syncsvc.db.database import AsyncConn, aconnect, create_pool
+from syncsvc.db.database import aconnect, create_pool
 from syncsvc.ops import migrate
 from syncsvc.queue.entries import Queue, RetryStrategy
 from tests.conftest import Cluster, Deployment

@@ -15,8 +15,8 @@ import pytest
 
 from syncsvc.capture import targets
 from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.daemon.process import Daemon, DaemonTaskDied
-from syncsvc.db.database import AsyncConn
 from syncsvc.ops import wiring as operations
 from syncsvc.simulator import SimulatorThread
 from tests.helpers import fast_settings, queue_empty, scalar, wait_for

@@ -11,9 +11,9 @@ import pytest
 from syncsvc import jobs
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.settings import ScheduleEntry
+from syncsvc.core.types import AsyncConn
 from syncsvc.daemon import schedule
 from syncsvc.daemon.process import Daemon
-from syncsvc.db.database import AsyncConn
 from syncsvc.jobs import JobState
 from tests.helpers import running_daemon, scalar, wait_for
 from tests.jobs_support import job_settings, make_docs

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from syncsvc import AsyncClient, Client
 from syncsvc.capture import targets
 from syncsvc.core.models import Generation, content_hash
+from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn
 from syncsvc.ops import migrate
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.search.engine import SearchError

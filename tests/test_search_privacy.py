@@ -21,8 +21,8 @@ import pytest
 from syncsvc.api.client import AsyncClient
 from syncsvc.capture import targets
 from syncsvc.core.settings import SearchSettings, Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import privileges
-from syncsvc.db.database import AsyncConn
 from syncsvc.observe import metrics
 from syncsvc.ops import migrate
 from syncsvc.providers.registry import build_provider

@@ -14,7 +14,7 @@ from typing import Any
 
 from syncsvc import AsyncClient
 from syncsvc.capture import targets
-from syncsvc.db.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.embed.profiles import WORDLLAMA_MODEL
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.providers.wordllama import WordLlamaProvider

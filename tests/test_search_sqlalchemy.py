@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, Integer, Text, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from syncsvc import AsyncClient
-from syncsvc.db.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.search.engine import QueryVector
 from tests.helpers import fast_settings

@@ -9,7 +9,7 @@ import pytest
 
 from syncsvc.capture import targets
 from syncsvc.core.settings import Settings
-from syncsvc.db.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.providers.registry import build_provider
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread
 from tests.helpers import expected, fast_settings, running_daemon, scalar, wait_for

@@ -18,8 +18,9 @@ from syncsvc.capture import targets
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import generation_key
 from syncsvc.core.settings import JobSettings, Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn, aconnect
+from syncsvc.db.database import aconnect
 from syncsvc.ops import migrate
 from syncsvc.providers.registry import build_provider, publish_models
 from syncsvc.search import engine as search

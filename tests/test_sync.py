@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from syncsvc.capture import targets
-from syncsvc.db.database import AsyncConn, create_pool
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import create_pool
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.queue.entries import expand_inbox
 from tests.helpers import expected, fast_settings, queue_empty, running_daemon, scalar, wait_for

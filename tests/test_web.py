@@ -7,7 +7,8 @@ import asyncio
 import httpx
 import pytest
 
-from syncsvc.db.database import AsyncConn, create_pool
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import create_pool
 from syncsvc.observe import status
 from syncsvc.observe.metrics import REGISTRY
 from syncsvc.web.app import create_app

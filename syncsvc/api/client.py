@@ -31,9 +31,10 @@ from syncsvc import jobs
 from syncsvc.capture import drift, targets
 from syncsvc.core.models import Metric, Target
 from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import privileges
 from syncsvc.db.catalog import get_target, load_targets
-from syncsvc.db.database import AsyncConn, create_pool, ensure_pgvector, resolve_url
+from syncsvc.db.database import create_pool, ensure_pgvector, resolve_url
 from syncsvc.embed.chunking import Chunking
 from syncsvc.embed.provider import EmbeddingProvider, ProviderFactory
 from syncsvc.jobs.model import Estimate, Job

@@ -16,9 +16,9 @@ from psycopg import sql
 from syncsvc.capture import partitions
 from syncsvc.core.errors import NotFoundError, TargetDefinitionError, ValidationError
 from syncsvc.core.models import Target
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, sqlfiles, statements
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from psycopg.types.json import Jsonb
 
 from syncsvc.capture.sweep import remove_orphans, sweep_target
 from syncsvc.core.models import Target
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, sqlfiles, statements
 from syncsvc.db.catalog import load_targets
-from syncsvc.db.database import AsyncConn
 
 logger = logging.getLogger(__name__)
 

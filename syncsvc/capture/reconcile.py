@@ -12,9 +12,9 @@ import psycopg
 from syncsvc.capture import drift
 from syncsvc.capture.sweep import sweep_target
 from syncsvc.core.errors import SyncsvcError
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
 from syncsvc.db.catalog import load_targets
-from syncsvc.db.database import AsyncConn
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from syncsvc.core.models import Generation, Target
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, statements
-from syncsvc.db.database import AsyncConn
 
 logger = logging.getLogger(__name__)
 

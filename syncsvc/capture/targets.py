@@ -13,9 +13,9 @@ from syncsvc.capture import drift, partitions
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import GenerationState, Metric, Target
 from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, sqlfiles, statements
 from syncsvc.db.catalog import get_target, load_targets
-from syncsvc.db.database import AsyncConn
 from syncsvc.embed.chunking import Chunking
 from syncsvc.embed.profiles import ModelProfile, Protocol, ProviderProfile
 from syncsvc.providers.registry import provider_profile

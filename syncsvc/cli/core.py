@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, run, with_connection
-from syncsvc.db.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.observe import status
 from syncsvc.ops import migrate
 from syncsvc.ops import wiring as operations

@@ -21,9 +21,10 @@ from syncsvc.capture import targets
 from syncsvc.core.models import Target, content_hash
 from syncsvc.core.resources import data_path
 from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.daemon.process import Daemon
 from syncsvc.db.catalog import load_targets
-from syncsvc.db.database import AsyncConn, aconnect
+from syncsvc.db.database import aconnect
 from syncsvc.embed.profiles import WORDLLAMA_MODEL
 from syncsvc.ops import migrate
 from syncsvc.search import engine as search

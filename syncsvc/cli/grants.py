@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from syncsvc.cli.context import JsonFlag, console, emit, with_connection
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import privileges
-from syncsvc.db.database import AsyncConn
 
 grant_app = typer.Typer(help="Give roles the rights search needs.", no_args_is_help=True)
 revoke_app = typer.Typer(help="Take back what 'grant' gave.", no_args_is_help=True)

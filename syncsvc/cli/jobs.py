@@ -12,8 +12,8 @@ from rich.table import Table
 
 from syncsvc import jobs
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, with_connection
+from syncsvc.core.types import AsyncConn
 from syncsvc.daemon import actions
-from syncsvc.db.database import AsyncConn
 from syncsvc.jobs.model import Job
 from syncsvc.observe.status import duration, percent
 from syncsvc.ops import migrate

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, with_connection
 from syncsvc.core.models import Target
+from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import find_generation, get_target, load_targets
-from syncsvc.db.database import AsyncConn
 from syncsvc.providers.registry import build_provider
 from syncsvc.search import engine as search_module
 from syncsvc.search.engine import SearchHit

@@ -11,9 +11,9 @@ from rich.table import Table
 from syncsvc.capture import drift, partitions, targets
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, with_connection
 from syncsvc.core.models import Metric
+from syncsvc.core.types import AsyncConn
 from syncsvc.daemon import actions
 from syncsvc.db.catalog import load_targets
-from syncsvc.db.database import AsyncConn
 from syncsvc.embed.chunking import Chunking
 from syncsvc.ops import migrate
 from syncsvc.providers.registry import BUILTINS, LOCAL_MODEL, provider_profile

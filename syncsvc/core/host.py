@@ -9,16 +9,15 @@ daemon is one Host; tests may pass any object of this shape.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    import psycopg
     from psycopg_pool import AsyncConnectionPool
 
     from syncsvc.core.settings import Settings
-
-    AsyncConn = psycopg.AsyncConnection[dict[str, Any]]
+    from syncsvc.core.types import AsyncConn
 
 
 @dataclass(frozen=True)
@@ -59,3 +58,8 @@ class Host(Protocol):
         ...
 
     def snapshot(self) -> HostSnapshot: ...
+
+
+Service = Callable[[Host], Coroutine[Any, Any, None]]
+"""A long-running coroutine run beside the daemon's own tasks (jobs feeder, metrics server);
+it gets the ``Host`` and runs until its stop event is set."""

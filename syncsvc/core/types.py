@@ -1,21 +1,24 @@
-"""The shared callable types and the round record: defined once, imported by every stage.
+"""The shared types, defined once: the connection type, sweep and round callbacks, round stats.
 
-(``ProviderFactory`` and ``ProviderWrapper`` live beside the ``EmbeddingProvider`` Protocol they
-name, in ``syncsvc.embed.provider``.)
+``Service`` lives beside the ``Host`` it takes (``syncsvc.core.host``); ``ProviderFactory`` and
+``ProviderWrapper`` beside the ``EmbeddingProvider`` Protocol they name
+(``syncsvc.embed.provider``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from syncsvc.core.host import Host
+import psycopg
 
-Service = Callable[["Host"], Coroutine[Any, Any, None]]
-"""A long-running coroutine run beside the daemon's own tasks (jobs feeder, metrics server)."""
+Row = dict[str, Any]
+"""A result row: every connection syncsvc opens returns dict rows."""
+
+AsyncConn = psycopg.AsyncConnection[Row]
+"""The connection type of every pool and connection syncsvc opens."""
 
 Sweep = Callable[[int | None], Awaitable[int]]
 """A sweep: of every target (None) or of one; returns the rows enqueued."""

@@ -23,8 +23,8 @@ from syncsvc.capture import targets
 from syncsvc.core.errors import SyncsvcError
 from syncsvc.core.models import Metric, Target
 from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
-from syncsvc.db.database import AsyncConn
 from syncsvc.store import promote
 
 logger = logging.getLogger(__name__)

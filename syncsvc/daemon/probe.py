@@ -16,8 +16,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from syncsvc.capture import drift
 from syncsvc.core.models import Generation
+from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import load_targets
-from syncsvc.db.database import AsyncConn
 from syncsvc.embed.embedder import Embedder
 from syncsvc.embed.items import Embedded, EmbedInput, ProviderPaused
 

@@ -21,10 +21,10 @@ from psycopg_pool import PoolTimeout
 
 from syncsvc.capture import partitions, reconcile
 from syncsvc.core.errors import SyncsvcError
-from syncsvc.core.host import Host, HostSnapshot
+from syncsvc.core.host import Host, HostSnapshot, Service
 from syncsvc.core.models import Generation
 from syncsvc.core.settings import Settings
-from syncsvc.core.types import RoundHook, RoundStats, Service, Sweep, SweepGate
+from syncsvc.core.types import RoundHook, RoundStats, Sweep, SweepGate
 from syncsvc.daemon import actions, probe
 from syncsvc.daemon.leases import LeaseKeeper
 from syncsvc.daemon.rounds import Rounds

@@ -41,8 +41,7 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
     from syncsvc.core.settings import Settings
-    from syncsvc.core.types import Sweep
-    from syncsvc.db.database import AsyncConn
+    from syncsvc.core.types import AsyncConn, Sweep
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,9 @@ from syncsvc.capture import drift
 from syncsvc.core import logs
 from syncsvc.core.errors import SyncsvcError
 from syncsvc.core.models import ClaimedItem, Generation, GenerationState, Target, content_hash
-from syncsvc.core.types import RoundStats
+from syncsvc.core.types import AsyncConn, RoundStats
 from syncsvc.db import sqlfiles
 from syncsvc.db.catalog import load_targets
-from syncsvc.db.database import AsyncConn
 from syncsvc.embed.chunking import Chunking
 from syncsvc.embed.embedder import Embedder
 from syncsvc.embed.items import EmbedFailure, EmbedInput, EmbedSpec, Outcome, ProviderPaused, gather

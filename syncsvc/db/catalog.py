@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from syncsvc.core.errors import NotFoundError
 from syncsvc.core.models import Generation, GenerationState, Metric, Target
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
-from syncsvc.db.database import AsyncConn
 
 
 async def load_targets(conn: AsyncConn) -> list[Target]:

@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from syncsvc.core.errors import ConfigurationError
 from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +27,6 @@ PGVECTOR_MISSING = (
     "'CREATE EXTENSION vector;' in this database. Or leave SYNCSVC_DATABASE_URL unset to use "
     "the embedded PostgreSQL, which ships with pgvector."
 )
-
-Row = dict[str, Any]
-AsyncConn = psycopg.AsyncConnection[Row]
 
 
 def resolve_url(settings: Settings, *, announce: bool = True) -> str:

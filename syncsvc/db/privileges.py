@@ -14,8 +14,8 @@ from datetime import datetime
 import psycopg
 
 from syncsvc.core.errors import NotFoundError, ValidationError
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
-from syncsvc.db.database import AsyncConn
 
 # What a search role receives, for the README, docs and ``grant search`` output.
 SEARCH_PRIVILEGES = (

@@ -27,9 +27,9 @@ from syncsvc.capture import drift, sweep
 from syncsvc.core.errors import NotFoundError, SyncsvcError
 from syncsvc.core.models import Generation, GenerationState, Target, generation_key
 from syncsvc.core.settings import JobSettings, Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles, statements
 from syncsvc.db.catalog import find_generation, get_target
-from syncsvc.db.database import AsyncConn
 from syncsvc.jobs.model import BACKFILL_PRIORITY, Job, JobState
 from syncsvc.store import promote
 

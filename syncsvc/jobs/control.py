@@ -8,9 +8,9 @@ from psycopg.types.json import Jsonb
 
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import GenerationState, Target
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles, statements
 from syncsvc.db.catalog import find_generation, get_target
-from syncsvc.db.database import AsyncConn
 from syncsvc.jobs.model import BACKFILL_PRIORITY, Job, JobState, get_job
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from syncsvc.core.errors import NotFoundError
 from syncsvc.core.models import PkValue
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
-from syncsvc.db.database import AsyncConn
 
 BACKFILL_PRIORITY = 2
 """Below live edits (0) and the sweep (1): a re-embed never delays fresh changes."""

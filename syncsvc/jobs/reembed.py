@@ -14,9 +14,9 @@ from syncsvc.capture.targets import check_sparse
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import Target
 from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, sqlfiles, statements
 from syncsvc.db.catalog import get_target
-from syncsvc.db.database import AsyncConn
 from syncsvc.embed.profiles import ModelProfile, Protocol, ProviderProfile
 from syncsvc.embed.tokens import counter
 from syncsvc.jobs.model import Estimate, Job, get_job

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
-from syncsvc.db.database import AsyncConn
 from syncsvc.observe import status
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from typing import Any
 
 from psycopg import sql
 
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, sqlfiles
-from syncsvc.db.database import AsyncConn
 
 
 @dataclass(frozen=True)

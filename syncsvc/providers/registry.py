@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.settings import ProviderSettings, Settings
-from syncsvc.db.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.embed.profiles import (
     LOCAL,
     ModelProfile,

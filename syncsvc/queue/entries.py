@@ -16,8 +16,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from syncsvc.core.models import ClaimedItem
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
-from syncsvc.db.database import AsyncConn
 
 LIVE_PRIORITY = 0
 """Queue priority of rows the triggers captured; sweeps (1) and backfills (2) come after."""

@@ -14,8 +14,8 @@ from psycopg.types.json import Jsonb
 
 from syncsvc.core.errors import NotFoundError
 from syncsvc.core.models import PkValue
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
-from syncsvc.db.database import AsyncConn
 
 
 @dataclass(frozen=True)

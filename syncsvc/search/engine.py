@@ -26,8 +26,8 @@ from psycopg import sql
 
 from syncsvc.core.errors import SyncsvcError, ValidationError
 from syncsvc.core.models import HASH_SEPARATOR, Generation, Target, TextType
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, sqlfiles, statements
-from syncsvc.db.database import AsyncConn
 from syncsvc.embed.embedder import Embedder
 from syncsvc.embed.items import Embedded, EmbedInput, EmbedSpec
 from syncsvc.embed.provider import EmbeddingProvider

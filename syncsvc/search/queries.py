@@ -22,9 +22,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from syncsvc.core.errors import SyncsvcError
 from syncsvc.core.models import Generation, Target
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
 from syncsvc.db.catalog import load_targets
-from syncsvc.db.database import AsyncConn
 from syncsvc.embed.items import ProviderPaused
 from syncsvc.embed.provider import EmbeddingProvider
 from syncsvc.embed.tokens import counter

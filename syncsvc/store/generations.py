@@ -9,8 +9,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from syncsvc.core.models import Generation, GenerationState, Target, generation_key
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, sqlfiles, statements
-from syncsvc.db.database import AsyncConn
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from psycopg_pool import AsyncConnectionPool
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import Generation, Metric, Target
 from syncsvc.core.settings import SearchSettings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, sqlfiles, statements
 from syncsvc.db.catalog import load_targets
-from syncsvc.db.database import AsyncConn
 
 if TYPE_CHECKING:
     from syncsvc.core.host import Host

@@ -17,9 +17,9 @@ from psycopg import sql
 
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import Generation, GenerationState, Target
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, sqlfiles, statements
 from syncsvc.db.catalog import find_generation, get_target
-from syncsvc.db.database import AsyncConn
 from syncsvc.store import generations
 
 logger = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from syncsvc.core.models import Generation, PkValue, Target
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, statements
-from syncsvc.db.database import AsyncConn
 
 SPARSE_DIMENSIONS = 1_000_000
 """Dimension of stored sparse vectors (``sparsevec(1000000)``, migration 0005): it bounds the

@@ -13,8 +13,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
-from syncsvc.db.database import AsyncConn
 from syncsvc.observe import status
 from syncsvc.observe.status import percent
 from syncsvc.web import jobs

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from syncsvc.capture import drift
 from syncsvc.core.errors import NotFoundError, SyncsvcError
 from syncsvc.core.settings import Settings
-from syncsvc.db.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.observe import metrics
 from syncsvc.queue import failures
 from syncsvc.web import admin, jobs

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from psycopg_pool import AsyncConnectionPool
 
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
-from syncsvc.db.database import AsyncConn
 from syncsvc.observe import metrics
 
 if TYPE_CHECKING:

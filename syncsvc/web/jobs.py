@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from syncsvc import jobs
 from syncsvc.core import models
 from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.db import catalog
-from syncsvc.db.database import AsyncConn
 from syncsvc.store import promote as promotion
 
 ACTIONS = ("pause", "resume", "cancel")
