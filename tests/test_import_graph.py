@@ -32,8 +32,8 @@ LAYERS = (
     "simulator",
     "cli",
 )
-"""Subpackages, lowest first. Modules at the package top (``syncsvc/__init__.py``,
-``__main__``, the shims ``migrations/env.py`` imports) are above them all."""
+"""Subpackages, lowest first. The modules at the package top (``syncsvc/__init__.py``,
+``__main__``) are above them all."""
 
 TOP = len(LAYERS)
 
@@ -88,8 +88,20 @@ def graph() -> dict[str, dict[str, int]]:
 def layer(name: str) -> int:
     parts = name.split(".")
     if len(parts) < 3 and not (len(parts) == 2 and parts[1] in LAYERS):
-        return TOP  # syncsvc, syncsvc.__main__, the shims
+        return TOP  # syncsvc, syncsvc.__main__
     return LAYERS.index(parts[1])
+
+
+def test_the_old_paths_migrations_env_imports_resolve() -> None:
+    import importlib
+
+    from syncsvc.core.settings import Settings
+    from syncsvc.db.database import resolve_url
+    from syncsvc.db.privileges import PUBLIC_FUNCTIONS
+
+    assert importlib.import_module("syncsvc.settings").Settings is Settings
+    assert importlib.import_module("syncsvc.database").resolve_url is resolve_url
+    assert importlib.import_module("syncsvc.privileges").PUBLIC_FUNCTIONS is PUBLIC_FUNCTIONS
 
 
 def cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
