@@ -55,11 +55,12 @@ from bench.report import (
     wait_until,
     write_section,
 )
-from syncsvc import targets
-from syncsvc.database import AsyncConn, aconnect
-from syncsvc.embedder import EmbedInput
-from syncsvc.runtime import tune_gc
-from syncsvc.settings import ProviderSettings, Settings
+from syncsvc.capture import targets
+from syncsvc.core.runtime import tune_gc
+from syncsvc.core.settings import ProviderSettings, Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import aconnect
+from syncsvc.embed.items import EmbedInput
 
 KEY_ENV = "SYNCSVC_BENCH_API_KEY"
 PROFILE_HEADING = "Where the daemon's time goes"

@@ -35,9 +35,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import cpu_seconds, database_url, machine, parent, server_cpu, write_section
-from syncsvc import migrate, targets
-from syncsvc.database import aconnect
-from syncsvc.settings import Settings
+from syncsvc.capture import targets
+from syncsvc.core.settings import Settings
+from syncsvc.db.database import aconnect
+from syncsvc.ops import migrate
 
 TABLES = ("plain", "tracked", "floor")
 FILL = (

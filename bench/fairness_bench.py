@@ -27,9 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.processes import daemon_process, fresh_database, simulator_process
 from bench.report import add_common_arguments, count, database_url, machine, write_section
-from syncsvc import jobs, targets
-from syncsvc.database import AsyncConn, aconnect
-from syncsvc.settings import ProviderSettings, Settings
+from syncsvc import jobs
+from syncsvc.capture import targets
+from syncsvc.core.settings import ProviderSettings, Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import aconnect
 
 KEY_ENV = "SYNCSVC_BENCH_SIM_KEY"
 LATENCY_MS = 50.0
@@ -189,7 +191,7 @@ def report(results: list[Result]) -> str:
         "35.2 s. Now each round takes every target's oldest due rows in turn "
         "(sql/queue.sql `claim`), a round's targets are embedded side by side, and the "
         "provider's request slots take turns between targets within a priority "
-        "(`syncsvc/gate.py`): b waits for about one round of a, not for a's backlog. "
+        "(`syncsvc/embed/gate.py`): b waits for about one round of a, not for a's backlog. "
         "`tests/test_fairness.py` asserts the structural bound (a's requests answered while "
         "an edit of b waits) at 5,000 rows.",
     ]

@@ -19,7 +19,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import cpu_seconds, database_url, machine, write_section
-from syncsvc import migrate
+from syncsvc.ops import migrate
 
 HEADING = "Idle daemon"
 

@@ -47,9 +47,9 @@ from bench.report import (
     wait_until,
     write_section,
 )
-from syncsvc import targets
-from syncsvc.database import aconnect
-from syncsvc.settings import Settings
+from syncsvc.capture import targets
+from syncsvc.core.settings import Settings
+from syncsvc.db.database import aconnect
 
 HEADING = "kill -9 during a backfill"
 GOAL = 0.01

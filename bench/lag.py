@@ -9,8 +9,8 @@ import time
 
 from bench.report import count, wait_until
 from syncsvc import jobs
-from syncsvc.database import AsyncConn
-from syncsvc.settings import Settings
+from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 
 
 def percentile_ms(values: list[float], q: int) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from syncsvc import migrate
+from syncsvc.ops import migrate
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import machine, write_section
-from syncsvc import lexical
+from syncsvc.embed import lexical
 from syncsvc.providers.wordllama import embed_texts
 
 HEADING = "Search quality of the offline models"

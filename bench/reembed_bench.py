@@ -30,13 +30,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import database_url, machine, write_section
-from syncsvc import jobs, lexical, migrate, targets
-from syncsvc.catalog import get_target
-from syncsvc.daemon import Daemon
-from syncsvc.database import AsyncConn, aconnect
+from syncsvc import jobs
+from syncsvc.capture import targets
+from syncsvc.core.settings import JobSettings, ProviderSettings, Settings, WorkerSettings
+from syncsvc.core.types import AsyncConn
+from syncsvc.daemon.process import Daemon
+from syncsvc.db.catalog import get_target
+from syncsvc.db.database import aconnect
+from syncsvc.embed import lexical
 from syncsvc.jobs import JobState
+from syncsvc.ops import migrate
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.settings import JobSettings, ProviderSettings, Settings, WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ["vector", "search", "index", "postgres", "embedding", "model", "latency", "token"]

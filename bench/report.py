@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = (

@@ -24,10 +24,12 @@ from pgvector.psycopg import register_vector
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import database_url, machine, write_section
-from syncsvc import indexes, migrate, targets
-from syncsvc.catalog import get_target
-from syncsvc.database import aconnect
-from syncsvc.settings import SearchSettings, Settings
+from syncsvc.capture import targets
+from syncsvc.core.settings import SearchSettings, Settings
+from syncsvc.db.catalog import get_target
+from syncsvc.db.database import aconnect
+from syncsvc.ops import migrate
+from syncsvc.store import indexes
 
 HEADING = "Search"
 CATEGORIES = 10

@@ -52,13 +52,14 @@ from bench.backfill_bench import (
     text_for,
 )
 from bench.report import machine, write_section
-from syncsvc.embedder import Embedded, Embedder, EmbedInput, EmbedSpec
+from syncsvc.core.runtime import tune_gc
+from syncsvc.core.settings import Settings
+from syncsvc.embed.embedder import Embedder
+from syncsvc.embed.items import Embedded, EmbedInput, EmbedSpec
+from syncsvc.embed.profiles import Protocol
 from syncsvc.providers.openai import OpenAICompatibleProvider
-from syncsvc.providers.profiles import Protocol
 from syncsvc.providers.registry import provider_profile
 from syncsvc.providers.transport import LeanTransport
-from syncsvc.runtime import tune_gc
-from syncsvc.settings import Settings
 
 HEADING = "HTTP client"
 MODEL = "text-embedding-v4"

@@ -8,41 +8,47 @@ docs/python.md.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from syncsvc.client import AsyncClient, Client
-    from syncsvc.errors import ConfigurationError, NotFoundError, SyncsvcError, ValidationError
-    from syncsvc.failures import FailedRow
-    from syncsvc.jobs import Estimate, Job, JobState
-    from syncsvc.models import Generation, GenerationState, Metric, Target
-    from syncsvc.promote import Coverage, GenerationCoverage, Promotion
-    from syncsvc.search import QueryVector, SearchHit
-    from syncsvc.settings import Settings
-    from syncsvc.status import TargetStatus
+    from syncsvc.api.client import AsyncClient
+    from syncsvc.api.sync import Client
+    from syncsvc.core.errors import ConfigurationError, NotFoundError, SyncsvcError, ValidationError
+    from syncsvc.core.models import Generation, GenerationState, Metric, Target
+    from syncsvc.core.settings import Settings
+    from syncsvc.jobs.model import Estimate, Job, JobState
+    from syncsvc.observe.status import TargetStatus
+    from syncsvc.queue.failures import FailedRow
+    from syncsvc.search.engine import QueryVector, SearchHit
+    from syncsvc.store.promote import Coverage, GenerationCoverage, Promotion
 
 _HOMES = {
-    "AsyncClient": "client",
-    "Client": "client",
-    "ConfigurationError": "errors",
-    "Coverage": "promote",
-    "Estimate": "jobs",
-    "FailedRow": "failures",
-    "Generation": "models",
-    "GenerationCoverage": "promote",
-    "GenerationState": "models",
-    "Job": "jobs",
-    "JobState": "jobs",
-    "Metric": "models",
-    "NotFoundError": "errors",
-    "Promotion": "promote",
-    "QueryVector": "search",
-    "SearchHit": "search",
-    "Settings": "settings",
-    "SyncsvcError": "errors",
-    "Target": "models",
-    "TargetStatus": "status",
-    "ValidationError": "errors",
+    "AsyncClient": "api.client",
+    "Client": "api.sync",
+    "ConfigurationError": "core.errors",
+    "Coverage": "store.promote",
+    "Estimate": "jobs.model",
+    "FailedRow": "queue.failures",
+    "Generation": "core.models",
+    "GenerationCoverage": "store.promote",
+    "GenerationState": "core.models",
+    "Job": "jobs.model",
+    "JobState": "jobs.model",
+    "Metric": "core.models",
+    "NotFoundError": "core.errors",
+    "Promotion": "store.promote",
+    "QueryVector": "search.engine",
+    "SearchHit": "search.engine",
+    "Settings": "core.settings",
+    "SyncsvcError": "core.errors",
+    "Target": "core.models",
+    "TargetStatus": "observe.status",
+    "ValidationError": "core.errors",
 }
 
 __all__ = [
@@ -81,3 +87,31 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     # The public names, not the helpers this module imports.
     return sorted({*__all__, *(n for n in globals() if n.startswith("__"))})
+
+
+class _OldPath(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``migrations/env.py`` (run by Alembic) imports ``syncsvc.settings``, ``syncsvc.database``
+    and ``syncsvc.privileges`` by the paths they had before the stage subpackages: such an
+    import gets a module with the public names of the module's home."""
+
+    HOMES = {
+        "syncsvc.settings": "syncsvc.core.settings",
+        "syncsvc.database": "syncsvc.db.database",
+        "syncsvc.privileges": "syncsvc.db.privileges",
+    }
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.HOMES:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        home = importlib.import_module(self.HOMES[module.__name__])
+        module.__dict__.update(
+            (name, value) for name, value in vars(home).items() if not name.startswith("_")
+        )
+
+
+sys.meta_path.append(_OldPath())

@@ -31,8 +31,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from syncsvc import migrate
-from syncsvc.database import AsyncConn, aconnect
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import aconnect
+from syncsvc.ops import migrate
 
 pytest_plugins = ["tests.simulator_fixtures"]
 

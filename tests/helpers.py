@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 
-from syncsvc import lexical
-from syncsvc.daemon import Daemon
-from syncsvc.database import AsyncConn
+from syncsvc.core.settings import Settings, WorkerSettings
+from syncsvc.core.types import AsyncConn
+from syncsvc.daemon.process import Daemon
+from syncsvc.embed import lexical
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.settings import Settings, WorkerSettings
 
 
 def fast_settings(**worker: Any) -> Settings:
@@ -43,7 +43,7 @@ async def running_daemon(
     """A daemon running as a task, wired as ``syncsvc run`` wires it (metrics hooks, the
     scale-out coordinator); stopped (and its failure re-raised) on exit. Every provider name
     is ``provider`` (default: local-hash) unless ``provider_factory`` maps names itself."""
-    from syncsvc import operations
+    from syncsvc.ops import wiring as operations
 
     local = provider or LocalHashProvider()
     daemon = Daemon(
@@ -108,7 +108,7 @@ async def text_targets(
 ) -> None:
     """Tables ``(id int, title, body)`` of ``rows`` rows ('<title>i', '<body>i'), each a
     local-hash target: the one under test and its healthy neighbours."""
-    from syncsvc import targets
+    from syncsvc.capture import targets
 
     for table in names:
         await conn.execute(

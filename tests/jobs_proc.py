@@ -10,8 +10,8 @@ import asyncio
 import sys
 from typing import Any
 
-from syncsvc.daemon import Daemon
-from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse
+from syncsvc.daemon.process import Daemon
+from syncsvc.embed.provider import EmbeddingRequest, EmbeddingResponse
 from syncsvc.providers.local import LocalHashProvider
 from tests.jobs_support import job_settings
 

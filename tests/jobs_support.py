@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from syncsvc import targets
-from syncsvc.catalog import get_target
-from syncsvc.database import AsyncConn
-from syncsvc.models import Generation
-from syncsvc.settings import JobSettings, Settings
+from syncsvc.capture import targets
+from syncsvc.core.models import Generation
+from syncsvc.core.settings import JobSettings, Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.catalog import get_target
 from tests.helpers import expected, fast_settings, scalar
 
 DIMS = 256

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncsvc import operations
-from syncsvc.daemon import Daemon, DaemonTaskDied
-from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
+from syncsvc.core.settings import Settings
+from syncsvc.daemon.process import Daemon, DaemonTaskDied
+from syncsvc.embed.provider import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
+from syncsvc.ops import wiring as operations
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.settings import Settings
 from syncsvc.web.server import WebService
 from tests.helpers import fast_settings
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from syncsvc.providers.base import EmbeddingProvider
-from syncsvc.providers.profiles import Protocol, get_profile
+from syncsvc.core.settings import ProviderSettings, Settings
+from syncsvc.embed.profiles import Protocol, get_profile
+from syncsvc.embed.provider import EmbeddingProvider
 from syncsvc.providers.registry import build_provider
-from syncsvc.settings import ProviderSettings, Settings
 from syncsvc.simulator import SimulatorThread, run_in_thread
 
 SIM_KEY = "sk-sim-test-0123456789"

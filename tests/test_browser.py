@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from tests.cdp_support import browser_page, chromium_path
 from tests.helpers import queue_empty, scalar, wait_for
 from tests.ops_support import POISON_ERROR, PoisonProvider, web_daemon

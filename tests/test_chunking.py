@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from syncsvc import targets
-from syncsvc.chunking import Chunk, Chunking, split
-from syncsvc.database import AsyncConn
-from syncsvc.errors import ValidationError
+from syncsvc.capture import targets
+from syncsvc.core.errors import ValidationError
+from syncsvc.core.types import AsyncConn
+from syncsvc.embed.chunking import Chunk, Chunking, split
+from syncsvc.embed.tokens import LexicalTokens
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.tokens import LexicalTokens
 from tests.conftest import Deployment
 from tests.helpers import (
     expected,

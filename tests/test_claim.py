@@ -8,10 +8,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from syncsvc import sqlfiles
-from syncsvc.catalog import load_targets
-from syncsvc.database import AsyncConn
-from syncsvc.sweep import sweep_target
+from syncsvc.capture.sweep import sweep_target
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import sqlfiles
+from syncsvc.db.catalog import load_targets
 from tests.helpers import scalar, text_targets
 
 

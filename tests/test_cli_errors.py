@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from syncsvc.cli import main
-from syncsvc.errors import ConfigurationError
+from syncsvc.core.errors import ConfigurationError
 from tests.conftest import Deployment
 
 COMMANDS: list[list[str]] = [

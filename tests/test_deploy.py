@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from syncsvc.metrics import REGISTRY
+from syncsvc.core.settings import Settings
+from syncsvc.observe.metrics import REGISTRY
 from syncsvc.providers.registry import provider_profile
-from syncsvc.settings import Settings
 from syncsvc.web.server import parse_address
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

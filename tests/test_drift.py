@@ -12,9 +12,10 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from syncsvc import drift, status
-from syncsvc.catalog import get_target
-from syncsvc.database import AsyncConn
+from syncsvc.capture import drift
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.catalog import get_target
+from syncsvc.observe import status
 from syncsvc.providers.local import LocalHashProvider
 from tests.conftest import Deployment
 from tests.helpers import expected, fast_settings, running_daemon, scalar, text_targets, wait_for
@@ -160,7 +161,7 @@ async def test_dropped_table_leaves_status_startup_and_neighbours_working(
     code, out = await asyncio.to_thread(cli, deployment.owner, "status", "--json")
     assert code == 0 and '"notes"' in out
     # The admin page and /metrics read the same status: they show it, they do not fail.
-    from syncsvc import metrics
+    from syncsvc.observe import metrics
     from syncsvc.web import admin
 
     page = admin.render(await admin.gather(conn, []))
@@ -192,7 +193,7 @@ async def test_provider_unknown_to_the_daemon_pauses_only_its_target(
         "UPDATE syncsvc.generations SET provider = 'elsewhere' "
         "WHERE target_id = (SELECT id FROM syncsvc.targets WHERE name = 'docs')"
     )
-    from syncsvc.daemon import Daemon
+    from syncsvc.daemon.process import Daemon
 
     daemon = Daemon(settings, deployment.owner, provider_factory=factory)
     task = asyncio.create_task(daemon.run())
@@ -254,7 +255,7 @@ class _KeyProvider(LocalHashProvider):
         self.revoked = True
 
     async def embed(self, request: Any) -> Any:
-        from syncsvc.providers.base import ErrorKind, ProviderError
+        from syncsvc.embed.provider import ErrorKind, ProviderError
 
         if self.revoked:
             raise ProviderError(
@@ -266,7 +267,7 @@ class _KeyProvider(LocalHashProvider):
 async def test_a_target_paused_by_the_provider_resumes_once_the_key_works(
     conn: AsyncConn, deployment: Deployment
 ) -> None:
-    from syncsvc import probe
+    from syncsvc.daemon import probe
 
     await _setup(conn)
     provider = _KeyProvider()
@@ -320,11 +321,11 @@ async def test_changed_type_of_an_embedded_column_keeps_capturing(
 def test_a_repeated_error_logs_once_a_minute_with_a_count(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from syncsvc.errorlog import RepeatedErrors
+    from syncsvc.observe.errorlog import RepeatedErrors
 
     errors = RepeatedErrors(interval_seconds=60)
     boom = psycopg.OperationalError("connection refused")
-    with caplog.at_level("ERROR", logger="syncsvc.errorlog"):
+    with caplog.at_level("ERROR", logger="syncsvc.observe.errorlog"):
         logged = [errors.report("database unavailable; retrying", exc=boom) for _ in range(50)]
         assert logged == [True] + [False] * 49
         errors.report("another loop failed", exc=boom)

@@ -7,13 +7,14 @@ from collections.abc import Hashable
 
 import pytest
 
-from syncsvc import lexical
-from syncsvc.embedder import Embedded, Embedder, EmbedFailure, EmbedInput, EmbedSpec, ProviderPaused
-from syncsvc.models import TextType
+from syncsvc.core.models import TextType
+from syncsvc.embed import lexical
+from syncsvc.embed.embedder import Embedder
+from syncsvc.embed.items import Embedded, EmbedFailure, EmbedInput, EmbedSpec, ProviderPaused
+from syncsvc.embed.profiles import OverlongPolicy
+from syncsvc.embed.tokens import QwenTokens
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.providers.profiles import OverlongPolicy
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread
-from syncsvc.tokens import QwenTokens
 from tests.simulator_fixtures import ProviderMaker
 
 V4 = EmbedSpec(model="text-embedding-v4", dimensions=64)
@@ -290,8 +291,8 @@ async def test_live_requests_take_the_next_slot_ahead_of_a_backfill(
 def test_a_reply_that_could_corrupt_the_vector_space_is_retried(
     vector: tuple[object, ...], message: str
 ) -> None:
-    from syncsvc.providers.base import EmbeddingResponse, ErrorKind, ProviderError
-    from syncsvc.replies import validate
+    from syncsvc.embed.provider import EmbeddingResponse, ErrorKind, ProviderError
+    from syncsvc.embed.replies import validate
 
     response = EmbeddingResponse(vectors=(vector,), total_tokens=3, request_id="r")  # type: ignore[arg-type]
     with pytest.raises(ProviderError, match=message) as raised:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from syncsvc import jobs, promote, targets
-from syncsvc.catalog import get_target
-from syncsvc.database import AsyncConn
-from syncsvc.sweep import sweep_target
+from syncsvc import jobs
+from syncsvc.capture import targets
+from syncsvc.capture.sweep import sweep_target
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.catalog import get_target
+from syncsvc.store import promote
 from tests.conftest import Deployment
 from tests.helpers import expected, fast_settings, queue_empty, running_daemon, scalar, wait_for
 
@@ -95,8 +97,8 @@ async def _notes_is(conn: AsyncConn, text: str) -> bool:
 async def test_each_chunk_row_stores_its_own_tokens(
     conn: AsyncConn, deployment: Deployment
 ) -> None:
+    from syncsvc.core.settings import ProviderSettings
     from syncsvc.providers.registry import build_provider
-    from syncsvc.settings import ProviderSettings
 
     settings = fast_settings().model_copy(
         update={
@@ -129,7 +131,7 @@ async def test_each_chunk_row_stores_its_own_tokens(
 
 
 def test_percentages_round_down() -> None:
-    from syncsvc.status import percent
+    from syncsvc.observe.status import percent
 
     assert percent(23_004, 23_008) == "99.9%"
     assert percent(23_008, 23_008) == "100.0%"
@@ -140,8 +142,8 @@ def test_percentages_round_down() -> None:
 async def test_a_row_failing_only_in_the_generation_being_built(
     conn: AsyncConn, deployment: Deployment
 ) -> None:
-    from syncsvc import status
-    from syncsvc.providers.base import ErrorKind, ProviderError
+    from syncsvc.embed.provider import ErrorKind, ProviderError
+    from syncsvc.observe import status
     from syncsvc.providers.local import LocalHashProvider
     from tests.jobs_support import job_settings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from syncsvc.providers.base import ErrorKind
+from syncsvc.embed.provider import ErrorKind
 from syncsvc.providers.http import HttpClient, Reply, classify
 
 ROWS = [
@@ -42,8 +42,8 @@ def test_error_mapping(status: int, code: str | None, message: str, kind: ErrorK
 
 
 def test_a_key_with_a_trailing_cr_is_trimmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncsvc.core.settings import Settings
     from syncsvc.providers.registry import build_provider
-    from syncsvc.settings import Settings
 
     monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-abc\r\n")
     settings = Settings(providers={"dashscope": {"profile": "dashscope-intl"}})  # type: ignore[dict-item]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
+from syncsvc.embed.provider import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
 from syncsvc.providers.local import LocalHashProvider
 from tests.helpers import fast_settings, running_daemon, scalar, wait_for
 from tests.test_sync import add, assert_in_sync, make_articles

@@ -16,14 +16,15 @@ from typing import Any
 
 import pytest
 
-from syncsvc import jobs, targets
-from syncsvc.catalog import get_target
-from syncsvc.daemon import Daemon
-from syncsvc.database import AsyncConn
-from syncsvc.models import ClaimedItem
-from syncsvc.providers.base import EmbeddingProvider, EmbeddingRequest, EmbeddingResponse
+from syncsvc import jobs
+from syncsvc.capture import targets
+from syncsvc.core.models import ClaimedItem
+from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.daemon.process import Daemon
+from syncsvc.db.catalog import get_target
+from syncsvc.embed.provider import EmbeddingProvider, EmbeddingRequest, EmbeddingResponse
 from syncsvc.providers.registry import build_provider
-from syncsvc.settings import Settings
 from syncsvc.simulator import SimulatorThread
 from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, wait_for
 from tests.simulator_fixtures import simulator_settings

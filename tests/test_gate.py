@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from syncsvc.gate import PriorityGate
+from syncsvc.embed.gate import PriorityGate
 
 
 async def _settle() -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from syncsvc import targets
-from syncsvc.catalog import load_targets
-from syncsvc.database import AsyncConn
-from syncsvc.settings import ProviderSettings, Settings
+from syncsvc.capture import targets
+from syncsvc.core.settings import ProviderSettings, Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.catalog import load_targets
 from tests.test_sync import make_articles
 
 

@@ -18,11 +18,15 @@ import numpy as np
 import pytest
 from psycopg import sql
 
-from syncsvc import AsyncClient, jobs, quoting, status, targets
-from syncsvc.database import AsyncConn, create_pool
-from syncsvc.errors import ValidationError
+from syncsvc import AsyncClient, jobs
+from syncsvc.capture import targets
+from syncsvc.core.errors import ValidationError
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import quoting
+from syncsvc.db.database import create_pool
+from syncsvc.db.quoting import ident
+from syncsvc.observe import status
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.quoting import ident
 from syncsvc.web.app import create_app
 from syncsvc.web.auth import AdminAccess
 from tests.helpers import (

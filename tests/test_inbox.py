@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import psycopg
 
-from syncsvc import sqlfiles, targets
-from syncsvc.database import AsyncConn
+from syncsvc.capture import targets
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import sqlfiles
 from tests.conftest import Deployment
 from tests.helpers import scalar, text_targets
 

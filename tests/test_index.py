@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 from pgvector import Vector
 
-from syncsvc import indexes, migrate, targets
-from syncsvc.catalog import get_target
-from syncsvc.database import AsyncConn, aconnect
-from syncsvc.models import Metric
-from syncsvc.settings import SearchSettings
+from syncsvc.capture import targets
+from syncsvc.core.models import Metric
+from syncsvc.core.settings import SearchSettings
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.catalog import get_target
+from syncsvc.db.database import aconnect
+from syncsvc.ops import migrate
+from syncsvc.store import indexes
 from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, wait_for
 
 ROWS = 200

@@ -8,14 +8,17 @@ import random
 import psycopg
 import pytest
 
-from syncsvc import jobs, migrate, promote
-from syncsvc.catalog import get_target
-from syncsvc.database import AsyncConn, aconnect
-from syncsvc.errors import ValidationError
+from syncsvc import jobs
+from syncsvc.core.errors import ValidationError
+from syncsvc.core.models import GenerationState
+from syncsvc.core.settings import ProviderSettings
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.catalog import get_target
+from syncsvc.db.database import aconnect
 from syncsvc.jobs import BACKFILL_PRIORITY, JobState
-from syncsvc.models import GenerationState
+from syncsvc.ops import migrate
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.settings import ProviderSettings
+from syncsvc.store import promote
 from tests.helpers import queue_empty, running_daemon, scalar, wait_for
 from tests.jobs_support import (
     DIMS,
@@ -47,7 +50,7 @@ async def test_request_reembed_sql_creates_job_generation_and_table(conn: AsyncC
     building = next(g for g in target.generations if g.id == job.generation_id)
     assert building.state is GenerationState.BUILDING and building.space == "local-hash"
     # The SQL key is the same as the Python one, and the table has the Python DDL's shape.
-    from syncsvc.models import generation_key
+    from syncsvc.core.models import generation_key
 
     assert building.key == generation_key("local-hash", 128, {})
     cur = await conn.execute(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from syncsvc import jobs
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.jobs import JobState
 from tests.helpers import wait_for
 from tests.jobs_support import (

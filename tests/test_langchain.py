@@ -10,7 +10,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 
 from syncsvc import AsyncClient, Client
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.integrations.common import where_clause
 from syncsvc.integrations.langchain import SyncsvcRetriever
 from syncsvc.providers.local import LocalHashProvider

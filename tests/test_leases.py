@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from syncsvc.database import create_pool
-from syncsvc.leases import LeaseKeeper, LeaseKeeperDied
-from syncsvc.queue import Queue, RetryStrategy
+from syncsvc.daemon.leases import LeaseKeeper, LeaseKeeperDied
+from syncsvc.db.database import create_pool
+from syncsvc.queue.entries import Queue, RetryStrategy
 from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, text_targets, wait_for
 from tests.test_races import BlockingProvider, PairedProvider
 

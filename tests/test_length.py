@@ -4,10 +4,11 @@ shorter and retried, and the vector is recorded as truncated."""
 
 from __future__ import annotations
 
-from syncsvc import lexical
-from syncsvc.embedder import Embedded, Embedder, EmbedFailure, EmbedInput, EmbedSpec
+from syncsvc.embed import lexical
+from syncsvc.embed.embedder import Embedder
+from syncsvc.embed.items import Embedded, EmbedFailure, EmbedInput, EmbedSpec
+from syncsvc.embed.tokens import QwenTokens
 from syncsvc.simulator import SimulatorThread
-from syncsvc.tokens import QwenTokens
 from tests.simulator_fixtures import ProviderMaker
 
 EMOJI = "😀🔭🚀" * 3000  # 9,000 client tokens; about 21,000 in the simulator's vocabulary

@@ -11,18 +11,21 @@ from typing import Any
 
 import pytest
 
-from syncsvc import actions, backfill, jobs, promote, status
-from syncsvc.catalog import get_target
-from syncsvc.client import AsyncClient
-from syncsvc.database import AsyncConn
-from syncsvc.errors import ValidationError
-from syncsvc.jobs import BACKFILL_PRIORITY, JobState
-from syncsvc.models import GenerationState
-from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse
+from syncsvc import jobs
+from syncsvc.api.client import AsyncClient
+from syncsvc.core.errors import ValidationError
+from syncsvc.core.models import GenerationState
+from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.daemon import actions
+from syncsvc.db.catalog import get_target
+from syncsvc.embed.provider import EmbeddingRequest, EmbeddingResponse
+from syncsvc.jobs import BACKFILL_PRIORITY, JobState, backfill
+from syncsvc.observe import status
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.providers.registry import build_provider
-from syncsvc.settings import Settings
 from syncsvc.simulator import SimulatorThread
+from syncsvc.store import promote
 from syncsvc.web import admin
 from tests.helpers import queue_empty, running_daemon, scalar, text_targets, wait_for
 from tests.jobs_support import job_settings, vector_count

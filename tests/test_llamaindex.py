@@ -10,7 +10,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore
 
 from syncsvc import AsyncClient, Client
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.integrations.llamaindex import SyncsvcLlamaRetriever
 from syncsvc.providers.local import LocalHashProvider
 from tests.conftest import Deployment

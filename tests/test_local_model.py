@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from syncsvc.models import TextType
-from syncsvc.providers.base import EmbeddingRequest, ErrorKind, ProviderError
-from syncsvc.providers.profiles import WORDLLAMA_MODEL
+from syncsvc.core.models import TextType
+from syncsvc.core.settings import Settings
+from syncsvc.embed.profiles import WORDLLAMA_MODEL
+from syncsvc.embed.provider import EmbeddingRequest, ErrorKind, ProviderError
+from syncsvc.embed.tokens import TokenizerKind, counter
 from syncsvc.providers.registry import build_provider, provider_profile
 from syncsvc.providers.wordllama import WordLlamaProvider, tokenizer
-from syncsvc.settings import Settings
-from syncsvc.tokens import TokenizerKind, counter
 
 TEXTS = ("how do telescopes work", "the optics of a refracting telescope", "a recipe for bread")
 

@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from syncsvc import logs, metrics
-from syncsvc.coordination import BudgetStore, Coordinator, SharedRateLimiter, account_key
-from syncsvc.database import aconnect
-from syncsvc.metrics import REGISTRY
-from syncsvc.providers.profiles import get_profile
+from syncsvc.core import logs
+from syncsvc.db.database import aconnect
+from syncsvc.embed.profiles import get_profile
+from syncsvc.observe import metrics
+from syncsvc.observe.metrics import REGISTRY
+from syncsvc.ops.coordination import BudgetStore, Coordinator, SharedRateLimiter, account_key
 from tests.helpers import scalar, wait_for
 
 
@@ -147,7 +148,7 @@ async def test_a_new_leader_sweeps_at_once(db_url: str) -> None:
     not at the next scheduled sweep minutes later."""
     from types import SimpleNamespace
 
-    from syncsvc.database import create_pool
+    from syncsvc.db.database import create_pool
 
     first = Coordinator(db_url, "a", interval=0.1)
     second = Coordinator(db_url, "b", interval=0.1)

@@ -20,10 +20,12 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from syncsvc import drift, metrics, status, targets
-from syncsvc.client import AsyncClient
-from syncsvc.database import AsyncConn, aconnect
-from syncsvc.errors import ValidationError
+from syncsvc.api.client import AsyncClient
+from syncsvc.capture import drift, targets
+from syncsvc.core.errors import ValidationError
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import aconnect
+from syncsvc.observe import metrics, status
 from syncsvc.web import admin
 from tests.conftest import Cluster, Deployment
 from tests.helpers import expected, fast_settings, running_daemon, scalar, text_targets, wait_for

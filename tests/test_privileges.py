@@ -9,12 +9,16 @@ import numpy as np
 import psycopg
 import pytest
 
-from syncsvc import indexes, jobs, migrate, privileges, promote
-from syncsvc.catalog import get_target
-from syncsvc.client import AsyncClient
-from syncsvc.database import AsyncConn, aconnect
+from syncsvc import jobs
+from syncsvc.api.client import AsyncClient
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import privileges
+from syncsvc.db.catalog import get_target
+from syncsvc.db.database import aconnect
 from syncsvc.jobs import JobState
+from syncsvc.ops import migrate
 from syncsvc.providers.local import LocalHashProvider
+from syncsvc.store import indexes, promote
 from tests.conftest import OWNER, READER, WRITER, Cluster, Deployment
 from tests.helpers import (
     expected,

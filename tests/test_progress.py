@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from syncsvc import status
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
+from syncsvc.embed.profiles import get_profile
+from syncsvc.embed.provider import EmbeddingRequest, EmbeddingResponse
 from syncsvc.jobs import ASSUMED_LATENCY, embedding_seconds
-from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse
+from syncsvc.observe import status
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.providers.profiles import get_profile
 from tests.conftest import Deployment
 from tests.helpers import (
     fast_settings,
@@ -41,7 +41,7 @@ async def test_the_daemon_logs_progress_and_status_shows_rate_and_eta(
     await text_targets(conn, rows=1500)
     settings = fast_settings(progress_log_seconds=0.5, claim_size=40, rounds_in_flight=1)
     seen: list[status.TargetStatus] = []
-    with caplog.at_level(logging.INFO, logger="syncsvc.progress"):
+    with caplog.at_level(logging.INFO, logger="syncsvc.observe.progress"):
         async with running_daemon(deployment.owner, settings, SlowLocalHash()):
 
             async def busy() -> bool:
@@ -51,7 +51,7 @@ async def test_the_daemon_logs_progress_and_status_shows_rate_and_eta(
 
             await wait_for(busy, timeout=30, interval=0.2)
             await wait_for(lambda: queue_empty(conn), timeout=120)
-    lines = [r.getMessage() for r in caplog.records if r.name == "syncsvc.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "syncsvc.observe.progress"]
     assert lines, "no progress line while 3,000 rows were embedded"
     assert "rows/s: docs " in lines[0] and "waiting, about " in lines[0]
     busy_status = seen[-1]
@@ -81,8 +81,8 @@ async def test_embedding_starts_while_the_start_up_sweep_still_reads(
 ) -> None:
     """The claimer runs during the start-up sweep: each committed chunk is embedded at once,
     so a big table's first vectors do not wait for the whole table to be read."""
-    from syncsvc import operations
-    from syncsvc.daemon import Daemon
+    from syncsvc.daemon.process import Daemon
+    from syncsvc.ops import wiring as operations
 
     await text_targets(conn, names=("docs",), rows=6000)
     await conn.execute("TRUNCATE syncsvc.queue, syncsvc.inbox")  # leave it all to the sweep

@@ -9,13 +9,16 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from syncsvc import jobs, promote, targets
-from syncsvc.catalog import get_target
-from syncsvc.database import AsyncConn, aconnect
-from syncsvc.errors import ValidationError
+from syncsvc import jobs
+from syncsvc.capture import targets
+from syncsvc.core.errors import ValidationError
+from syncsvc.core.models import GenerationState
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.catalog import get_target
+from syncsvc.db.database import aconnect
 from syncsvc.jobs import JobState
-from syncsvc.models import GenerationState
 from syncsvc.providers.local import LocalHashProvider
+from syncsvc.store import promote
 from tests.helpers import queue_empty, running_daemon, scalar, wait_for
 from tests.jobs_support import DIMS, job_settings, make_docs, vector_count
 
@@ -215,7 +218,7 @@ async def test_a_failed_jobs_generation_is_failed_and_not_promoted_without_force
 async def test_a_complete_generation_left_unpromoted_is_warned_about(
     conn: AsyncConn, db_url: str
 ) -> None:
-    from syncsvc import metrics, status
+    from syncsvc.observe import metrics, status
     from syncsvc.web import admin
 
     await make_docs(conn, 20)

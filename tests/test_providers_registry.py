@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from syncsvc.errors import ValidationError
+from syncsvc.core.errors import ValidationError
+from syncsvc.core.settings import ProviderSettings, Settings
+from syncsvc.embed.profiles import PROFILES, OverlongPolicy, Protocol, get_profile
 from syncsvc.providers.dashscope import DashScopeNativeProvider
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.providers.openai import OpenAICompatibleProvider
-from syncsvc.providers.profiles import PROFILES, OverlongPolicy, Protocol, get_profile
 from syncsvc.providers.registry import build_provider, provider_profile
-from syncsvc.settings import ProviderSettings, Settings
 
 
 def test_dashscope_profiles_carry_the_documented_limits() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from syncsvc import lexical
-from syncsvc.models import TextType
-from syncsvc.providers.base import EmbeddingRequest, ErrorKind, ProviderError
+from syncsvc.core.models import TextType
+from syncsvc.embed import lexical
+from syncsvc.embed.provider import EmbeddingRequest, ErrorKind, ProviderError
+from syncsvc.embed.tokens import QwenTokens
 from syncsvc.providers.http import retry_after
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread
-from syncsvc.tokens import QwenTokens
 from tests.simulator_fixtures import SIM_KEY, ProviderMaker
 
 V4 = "text-embedding-v4"

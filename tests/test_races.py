@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from syncsvc.database import create_pool
-from syncsvc.models import content_hash
-from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse
+from syncsvc.core.models import content_hash
+from syncsvc.daemon.worker import Worker
+from syncsvc.db.database import create_pool
+from syncsvc.embed.provider import EmbeddingRequest, EmbeddingResponse
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.queue import Queue, RetryStrategy
-from syncsvc.worker import Worker
+from syncsvc.queue.entries import Queue, RetryStrategy
 from tests.helpers import (
     expected,
     fast_settings,

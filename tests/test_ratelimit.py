@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from syncsvc.ratelimit import BURST, CUT, SAFETY, WIDEN, WINDOW, RateLimiter, SlidingWindow
+from syncsvc.embed.ratelimit import BURST, CUT, SAFETY, WIDEN, WINDOW, RateLimiter, SlidingWindow
 
 
 class VirtualClock:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import httpx
 import psycopg
 
-from syncsvc import metrics
-from syncsvc.database import AsyncConn, create_pool
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import create_pool
+from syncsvc.observe import metrics
 from syncsvc.web.app import create_app
 from syncsvc.web.auth import AdminAccess
 from tests.helpers import text_targets, wait_for

@@ -12,9 +12,12 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from syncsvc import migrate, sqlfiles, targets
-from syncsvc.database import AsyncConn, aconnect, create_pool
-from syncsvc.queue import Queue, RetryStrategy
+from syncsvc.capture import targets
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import sqlfiles
+from syncsvc.db.database import aconnect, create_pool
+from syncsvc.ops import migrate
+from syncsvc.queue.entries import Queue, RetryStrategy
 from tests.conftest import Cluster, Deployment
 from tests.helpers import fast_settings, running_daemon, scalar, spawn_daemon, wait_for
 

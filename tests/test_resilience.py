@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from tests.helpers import queue_empty, running_daemon, scalar, wait_for
 from tests.test_sync import add, assert_in_sync, make_articles
 

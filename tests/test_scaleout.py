@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from syncsvc import operations, targets
-from syncsvc.daemon import Daemon, DaemonTaskDied
-from syncsvc.database import AsyncConn
-from syncsvc.settings import Settings
+from syncsvc.capture import targets
+from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.daemon.process import Daemon, DaemonTaskDied
+from syncsvc.ops import wiring as operations
 from syncsvc.simulator import SimulatorThread
 from tests.helpers import fast_settings, queue_empty, scalar, wait_for
 from tests.simulator_fixtures import simulator_settings

@@ -8,12 +8,13 @@ import datetime as dt
 
 import pytest
 
-from syncsvc import jobs, schedule
-from syncsvc.daemon import Daemon
-from syncsvc.database import AsyncConn
-from syncsvc.errors import ValidationError
+from syncsvc import jobs
+from syncsvc.core.errors import ValidationError
+from syncsvc.core.settings import ScheduleEntry
+from syncsvc.core.types import AsyncConn
+from syncsvc.daemon import schedule
+from syncsvc.daemon.process import Daemon
 from syncsvc.jobs import JobState
-from syncsvc.settings import ScheduleEntry
 from tests.helpers import running_daemon, scalar, wait_for
 from tests.jobs_support import job_settings, make_docs
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import psycopg
 
-from syncsvc import migrate
+from syncsvc.ops import migrate
 
 
 def _tables(url: str) -> set[str]:

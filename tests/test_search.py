@@ -13,12 +13,14 @@ from psycopg import errors
 from psycopg.conninfo import make_conninfo
 from typer.testing import CliRunner
 
-from syncsvc import AsyncClient, Client, migrate, targets
-from syncsvc.catalog import get_target
-from syncsvc.database import AsyncConn
-from syncsvc.models import Generation, content_hash
+from syncsvc import AsyncClient, Client
+from syncsvc.capture import targets
+from syncsvc.core.models import Generation, content_hash
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.catalog import get_target
+from syncsvc.ops import migrate
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.search import SearchError
+from syncsvc.search.engine import SearchError
 from tests.helpers import expected, fast_settings, queue_empty, running_daemon, scalar, wait_for
 
 DIMS = 256
@@ -209,8 +211,8 @@ async def test_cli_and_client_return_the_same_rows(
 
 
 async def test_switching_generation_reembeds_the_query(conn: AsyncConn, db_url: str) -> None:
-    from syncsvc import generations
-    from syncsvc.models import GenerationState
+    from syncsvc.core.models import GenerationState
+    from syncsvc.store import generations
 
     await synced_docs(conn, db_url)
     provider = LocalHashProvider()

@@ -18,11 +18,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from syncsvc import metrics, migrate, privileges, queries, targets
-from syncsvc.client import AsyncClient
-from syncsvc.database import AsyncConn
+from syncsvc.api.client import AsyncClient
+from syncsvc.capture import targets
+from syncsvc.core.settings import SearchSettings, Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import privileges
+from syncsvc.observe import metrics
+from syncsvc.ops import migrate
 from syncsvc.providers.registry import build_provider
-from syncsvc.settings import SearchSettings, Settings
+from syncsvc.search import queries
 from syncsvc.simulator import SimulatorThread
 from tests.conftest import READER, WRITER, Deployment, role_url
 from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, wait_for

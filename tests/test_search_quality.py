@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from syncsvc import AsyncClient, targets
-from syncsvc.database import AsyncConn
+from syncsvc import AsyncClient
+from syncsvc.capture import targets
+from syncsvc.core.types import AsyncConn
+from syncsvc.embed.profiles import WORDLLAMA_MODEL
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.providers.profiles import WORDLLAMA_MODEL
 from syncsvc.providers.wordllama import WordLlamaProvider
 from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, wait_for
 

@@ -9,9 +9,9 @@ from sqlalchemy import BigInteger, Integer, Text, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from syncsvc import AsyncClient
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.search import QueryVector
+from syncsvc.search.engine import QueryVector
 from tests.helpers import fast_settings
 from tests.test_search import DIMS, synced_docs
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from syncsvc import lexical
+from syncsvc.embed import lexical
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread, parse_fault
 from tests.simulator_fixtures import SIM_KEY
 

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from syncsvc import targets
-from syncsvc.database import AsyncConn
+from syncsvc.capture import targets
+from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
 from syncsvc.providers.registry import build_provider
-from syncsvc.settings import Settings
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread
 from tests.helpers import expected, fast_settings, running_daemon, scalar, wait_for
 from tests.simulator_fixtures import SIM_KEY_ENV, simulator_settings

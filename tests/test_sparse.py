@@ -13,14 +13,19 @@ import pytest
 from pgvector import SparseVector
 from typer.testing import CliRunner
 
-from syncsvc import jobs, migrate, ranking, search, targets
-from syncsvc.catalog import get_target
-from syncsvc.database import AsyncConn, aconnect
-from syncsvc.errors import ValidationError
-from syncsvc.models import generation_key
+from syncsvc import jobs
+from syncsvc.capture import targets
+from syncsvc.core.errors import ValidationError
+from syncsvc.core.models import generation_key
+from syncsvc.core.settings import JobSettings, Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.catalog import get_target
+from syncsvc.db.database import aconnect
+from syncsvc.ops import migrate
 from syncsvc.providers.registry import build_provider, publish_models
-from syncsvc.search import RRF_K
-from syncsvc.settings import JobSettings, Settings
+from syncsvc.search import engine as search
+from syncsvc.search import ranking
+from syncsvc.search.engine import RRF_K
 from syncsvc.simulator import SimulatorThread
 from syncsvc.simulator.vectors import sparse_entries
 from tests.helpers import fast_settings, queue_empty, running_daemon, scalar, wait_for

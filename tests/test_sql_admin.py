@@ -11,7 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
 from syncsvc.providers.local import LocalHashProvider
 from tests.conftest import Deployment
 from tests.helpers import expected, running_daemon, scalar, text_targets, wait_for

@@ -8,8 +8,8 @@ import asyncio
 import psycopg
 import pytest
 
-from syncsvc import privileges
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import privileges
 from syncsvc.providers.local import LocalHashProvider
 from tests.conftest import READER, Deployment
 from tests.helpers import queue_empty, running_daemon, scalar, text_targets, wait_for

@@ -7,10 +7,11 @@ import random
 import numpy as np
 import pytest
 
-from syncsvc import targets
-from syncsvc.database import AsyncConn, create_pool
+from syncsvc.capture import targets
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import create_pool
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.queue import expand_inbox
+from syncsvc.queue.entries import expand_inbox
 from tests.helpers import expected, fast_settings, queue_empty, running_daemon, scalar, wait_for
 
 DIMS = 256

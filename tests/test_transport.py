@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from syncsvc.providers.base import ErrorKind, ProviderError
+from syncsvc.embed.provider import ErrorKind, ProviderError
 from syncsvc.providers.http import HttpClient
 from syncsvc.providers.transport import LeanTransport
 

@@ -10,12 +10,17 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from syncsvc import jobs, migrate, privileges, promote, targets
-from syncsvc.catalog import get_target
-from syncsvc.client import AsyncClient
-from syncsvc.database import AsyncConn, aconnect
+from syncsvc import jobs
+from syncsvc.api.client import AsyncClient
+from syncsvc.capture import targets
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import privileges
+from syncsvc.db.catalog import get_target
+from syncsvc.db.database import aconnect
 from syncsvc.jobs import JobState
+from syncsvc.ops import migrate
 from syncsvc.providers.local import LocalHashProvider
+from syncsvc.store import promote
 from tests.conftest import READER, Cluster, Deployment
 from tests.helpers import expected, fast_settings, queue_empty, running_daemon, scalar, wait_for
 from tests.jobs_support import job_settings

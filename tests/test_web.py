@@ -7,9 +7,10 @@ import asyncio
 import httpx
 import pytest
 
-from syncsvc import status
-from syncsvc.database import AsyncConn, create_pool
-from syncsvc.metrics import REGISTRY
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import create_pool
+from syncsvc.observe import status
+from syncsvc.observe.metrics import REGISTRY
 from syncsvc.web.app import create_app
 from syncsvc.web.auth import AdminAccess, is_loopback
 from tests.helpers import queue_empty, scalar, wait_for

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from syncsvc import jobs
-from syncsvc.database import AsyncConn, create_pool
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import create_pool
 from syncsvc.web.app import create_app
 from syncsvc.web.auth import AdminAccess
 from tests.helpers import fast_settings, scalar, text_targets

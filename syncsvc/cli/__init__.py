@@ -10,10 +10,10 @@ from typing import Annotated
 
 import typer
 
-from syncsvc import logs
 from syncsvc.cli.context import STATE, err_console
 from syncsvc.cli.failure import describe
-from syncsvc.settings import Settings
+from syncsvc.core import logs
+from syncsvc.core.settings import Settings
 
 app = typer.Typer(
     name="syncsvc",

@@ -10,10 +10,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from syncsvc import embedded
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, setup_line
+from syncsvc.core.settings import Settings, config_file, masked_url
+from syncsvc.db import embedded
 from syncsvc.providers.registry import provider_profile
-from syncsvc.settings import Settings, config_file, masked_url
 
 config_app = typer.Typer(help="Show the effective settings and where each comes from.")
 embedded_app = typer.Typer(help="The embedded PostgreSQL the demo and unconfigured runs use.")

@@ -14,8 +14,9 @@ import typer
 from rich.console import Console
 
 from syncsvc.cli.failure import describe
-from syncsvc.database import AsyncConn, aconnect, resolve_url
-from syncsvc.settings import Settings, config_file, masked_url
+from syncsvc.core.settings import Settings, config_file, masked_url
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.database import aconnect, resolve_url
 
 P = ParamSpec("P")
 T = TypeVar("T")

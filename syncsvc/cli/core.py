@@ -9,9 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncsvc import failures, migrate, operations, status
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, run, with_connection
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
+from syncsvc.observe import status
+from syncsvc.ops import migrate
+from syncsvc.ops import wiring as operations
+from syncsvc.queue import failures
 
 failed_app = typer.Typer(help="Inspect and retry rows that failed to embed.", no_args_is_help=True)
 
@@ -62,8 +65,8 @@ def run_command(
     ] = False,
 ) -> None:
     """Run the daemon: listen for changes, embed, sweep; SIGTERM/SIGINT stop it gracefully."""
-    from syncsvc.daemon import Daemon
-    from syncsvc.runtime import tune_gc
+    from syncsvc.core.runtime import tune_gc
+    from syncsvc.daemon.process import Daemon
 
     if not STATE.settings.database_configured() and not embedded:
         # A daemon quietly embedding a demo database while production waits is worse than
@@ -92,7 +95,7 @@ def run_command(
 
 
 async def _stop_when_idle(daemon: object) -> None:
-    from syncsvc.daemon import Daemon
+    from syncsvc.daemon.process import Daemon
 
     assert isinstance(daemon, Daemon)
     await daemon.started.wait()

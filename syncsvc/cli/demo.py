@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from syncsvc.cli.context import STATE, console, run
-from syncsvc.providers.profiles import WORDLLAMA_MODEL
+from syncsvc.embed.profiles import WORDLLAMA_MODEL
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,7 @@ def demo(
     dimensions: Annotated[int | None, typer.Option(help="Vector dimensions.")] = None,
 ) -> None:
     """Create a sample table, embed it live, edit rows, and run similarity queries."""
-    from syncsvc.demo import DemoOptions, run_demo
+    from syncsvc.cli.demo_run import DemoOptions, run_demo
 
     settings = STATE.settings
     url = STATE.url()

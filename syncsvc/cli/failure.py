@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pydantic
 
-from syncsvc.errors import SyncsvcError
-from syncsvc.settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, Settings
+from syncsvc.core.errors import SyncsvcError
+from syncsvc.core.settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, Settings
 
 NOT_MIGRATED = (
     "the syncsvc schema is missing or out of date in this database ({detail}); "

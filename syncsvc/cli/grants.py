@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from syncsvc import privileges
 from syncsvc.cli.context import JsonFlag, console, emit, with_connection
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import privileges
 
 grant_app = typer.Typer(help="Give roles the rights search needs.", no_args_is_help=True)
 revoke_app = typer.Typer(help="Take back what 'grant' gave.", no_args_is_help=True)

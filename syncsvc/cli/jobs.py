@@ -10,11 +10,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from syncsvc import actions, jobs, migrate, promote
+from syncsvc import jobs
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, with_connection
-from syncsvc.database import AsyncConn
-from syncsvc.jobs import Job
-from syncsvc.status import duration, percent
+from syncsvc.core.types import AsyncConn
+from syncsvc.daemon import actions
+from syncsvc.jobs.model import Job
+from syncsvc.observe.status import duration, percent
+from syncsvc.ops import migrate
+from syncsvc.store import promote
 
 jobs_app = typer.Typer(help="Re-embedding jobs: progress, pause, resume, cancel.")
 generation_app = typer.Typer(help="A target's generations (vector spaces).")

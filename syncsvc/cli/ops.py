@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from syncsvc.cli.context import STATE, console, fail, run
-from syncsvc.database import aconnect, create_pool, ensure_schema
+from syncsvc.db.database import aconnect, create_pool, ensure_schema
 from syncsvc.web.app import create_app
 from syncsvc.web.auth import AdminAccess
 from syncsvc.web.server import bind, parse_address, serve

@@ -11,14 +11,14 @@ import psycopg
 import typer
 from rich.table import Table
 
-from syncsvc import indexes
-from syncsvc import search as search_module
-from syncsvc.catalog import find_generation, get_target, load_targets
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, with_connection
-from syncsvc.database import AsyncConn
-from syncsvc.models import Target
+from syncsvc.core.models import Target
+from syncsvc.core.types import AsyncConn
+from syncsvc.db.catalog import find_generation, get_target, load_targets
 from syncsvc.providers.registry import build_provider
-from syncsvc.search import SearchHit
+from syncsvc.search import engine as search_module
+from syncsvc.search.engine import SearchHit
+from syncsvc.store import indexes
 
 index_app = typer.Typer(help="HNSW indexes of generations.", no_args_is_help=True)
 cache_app = typer.Typer(help="The cache of embedded search queries.", no_args_is_help=True)

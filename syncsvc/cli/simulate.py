@@ -80,7 +80,7 @@ def simulate_api_command(
     typer.echo(f"  DashScope native base_url:     {url}/api/v1", err=True)
     typer.echo(f"  OpenAI-compatible base_url:    {url}/v1", err=True)
     typer.echo(f"  stats: GET {url}/_sim/stats   faults: POST {url}/_sim/faults", err=True)
-    from syncsvc.runtime import tune_gc
+    from syncsvc.core.runtime import tune_gc
 
     tune_gc()  # a collector stall would shift requests across the per-second rate windows
     serve(config, host, port)

@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncsvc import actions, drift, migrate, partitions, targets
-from syncsvc.catalog import load_targets
-from syncsvc.chunking import Chunking
+from syncsvc.capture import drift, partitions, targets
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, with_connection
-from syncsvc.database import AsyncConn
-from syncsvc.models import Metric
+from syncsvc.core.models import Metric
+from syncsvc.core.types import AsyncConn
+from syncsvc.daemon import actions
+from syncsvc.db.catalog import load_targets
+from syncsvc.embed.chunking import Chunking
+from syncsvc.ops import migrate
 from syncsvc.providers.registry import BUILTINS, LOCAL_MODEL, provider_profile
 
 target_app = typer.Typer(help="Register source tables to keep embedded.", no_args_is_help=True)
@@ -278,7 +280,7 @@ def resume(name: str, as_json: JsonFlag = False) -> None:
 
 @with_connection
 async def _check(conn: AsyncConn, name: str) -> None:
-    from syncsvc.catalog import get_target
+    from syncsvc.db.catalog import get_target
 
     target = await get_target(conn, name)
     problems = await drift.check(conn, target)

@@ -6,8 +6,8 @@ from typing import Any
 
 from psycopg import sql
 
-from syncsvc import quoting
-from syncsvc.search import SearchHit
+from syncsvc.db import quoting
+from syncsvc.search.engine import SearchHit
 
 
 def where_clause(filter: dict[str, Any] | None) -> tuple[str | None, list[Any]]:

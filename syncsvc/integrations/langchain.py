@@ -24,9 +24,10 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from syncsvc.client import AsyncClient, Client
+from syncsvc.api.client import AsyncClient
+from syncsvc.api.sync import Client
 from syncsvc.integrations.common import condition, content, metadata
-from syncsvc.search import SearchHit
+from syncsvc.search.engine import SearchHit
 
 
 class SyncsvcRetriever(BaseRetriever):

@@ -19,10 +19,11 @@ from typing import Any
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from syncsvc.client import AsyncClient, Client
+from syncsvc.api.client import AsyncClient
+from syncsvc.api.sync import Client
+from syncsvc.core.models import Metric, Target
 from syncsvc.integrations.common import condition, content, metadata
-from syncsvc.models import Metric, Target
-from syncsvc.search import SearchHit
+from syncsvc.search.engine import SearchHit
 
 
 def score(distance: float | None, metric: Metric) -> float | None:

@@ -1,17 +1,2 @@
-"""Embedding providers: one request to one API, behind the ``EmbeddingProvider`` Protocol."""
-
-from syncsvc.providers.base import (
-    EmbeddingProvider,
-    EmbeddingRequest,
-    EmbeddingResponse,
-    ErrorKind,
-    ProviderError,
-)
-
-__all__ = [
-    "EmbeddingProvider",
-    "EmbeddingRequest",
-    "EmbeddingResponse",
-    "ErrorKind",
-    "ProviderError",
-]
+"""Embedding providers: the HTTP adapters and the local models, behind the ``EmbeddingProvider``
+Protocol of ``syncsvc.embed.provider``; ``registry`` builds one from a configured name."""

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import httpx
 
-from syncsvc.errors import ConfigurationError
-from syncsvc.providers.base import ErrorKind, ProviderError
+from syncsvc.core.errors import ConfigurationError
+from syncsvc.embed.profiles import ProviderProfile
+from syncsvc.embed.provider import ErrorKind, ProviderError
+from syncsvc.embed.ratelimit import RateLimiter
+from syncsvc.embed.tokens import counter
 from syncsvc.providers.http import HttpClient
-from syncsvc.providers.profiles import ProviderProfile
-from syncsvc.ratelimit import RateLimiter
-from syncsvc.tokens import counter
 
 
 class HttpProvider:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from syncsvc.models import TextType
+from syncsvc.core.models import TextType
+from syncsvc.embed.provider import EmbeddingRequest, EmbeddingResponse
 from syncsvc.providers.account import HttpProvider
-from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse
 from syncsvc.providers.http import Reply, classify, malformed, request_id
 from syncsvc.providers.openai import decode_vector
 

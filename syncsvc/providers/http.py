@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import orjson
 
-from syncsvc import metrics
-from syncsvc.gate import PriorityGate
-from syncsvc.providers.base import ErrorKind, ProviderError
+from syncsvc.embed.gate import PriorityGate
+from syncsvc.embed.provider import ErrorKind, ProviderError
+from syncsvc.embed.ratelimit import RateLimiter
+from syncsvc.observe import metrics
 from syncsvc.providers.transport import LeanTransport
-from syncsvc.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 

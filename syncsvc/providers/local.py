@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from syncsvc import lexical
-from syncsvc.providers.base import (
+from syncsvc.embed import lexical
+from syncsvc.embed.profiles import LOCAL_HASH, ProviderProfile
+from syncsvc.embed.provider import (
     EmbeddingRequest,
     EmbeddingResponse,
     ErrorKind,
     ProviderError,
     proceed,
 )
-from syncsvc.providers.profiles import LOCAL_HASH, ProviderProfile
 
 
 class InProcessProvider:

@@ -13,11 +13,11 @@ import logging
 import struct
 from typing import Any
 
-from syncsvc.models import TextType
+from syncsvc.core.models import TextType
+from syncsvc.embed.profiles import ModelProfile
+from syncsvc.embed.provider import EmbeddingRequest, EmbeddingResponse, ProviderError
 from syncsvc.providers.account import HttpProvider
-from syncsvc.providers.base import EmbeddingRequest, EmbeddingResponse, ProviderError
 from syncsvc.providers.http import Reply, classify, malformed, request_id
-from syncsvc.providers.profiles import ModelProfile
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from syncsvc.database import AsyncConn
-from syncsvc.errors import ValidationError
-from syncsvc.providers.base import EmbeddingProvider
-from syncsvc.providers.dashscope import DashScopeNativeProvider
-from syncsvc.providers.local import LocalHashProvider
-from syncsvc.providers.openai import OpenAICompatibleProvider
-from syncsvc.providers.profiles import (
+from syncsvc.core.errors import ValidationError
+from syncsvc.core.settings import ProviderSettings, Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.embed.profiles import (
     LOCAL,
     ModelProfile,
     OverlongPolicy,
@@ -25,8 +22,11 @@ from syncsvc.providers.profiles import (
     ProviderProfile,
     get_profile,
 )
+from syncsvc.embed.provider import EmbeddingProvider
+from syncsvc.providers.dashscope import DashScopeNativeProvider
+from syncsvc.providers.local import LocalHashProvider
+from syncsvc.providers.openai import OpenAICompatibleProvider
 from syncsvc.providers.wordllama import WordLlamaProvider
-from syncsvc.settings import ProviderSettings, Settings
 
 BUILTIN = "local-hash"
 LOCAL_MODEL = "local"
@@ -116,8 +116,8 @@ def offered_models(name: str, settings: Settings) -> list[ModelProfile]:
 async def publish_models(conn: AsyncConn, settings: Settings, only: str | None = None) -> None:
     """Record what the configured providers offer in ``syncsvc.provider_models``, so SQL
     callers (``syncsvc.add_target``, ``syncsvc.request_reembed``) are validated when they call."""
-    from syncsvc import sqlfiles
-    from syncsvc.providers.profiles import Protocol as Wire
+    from syncsvc.db import sqlfiles
+    from syncsvc.embed.profiles import Protocol as Wire
 
     names = [only] if only else sorted({*BUILTINS, *settings.providers})
     async with conn.transaction():

@@ -10,49 +10,22 @@ from __future__ import annotations
 
 import functools
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from syncsvc.errors import ConfigurationError
-from syncsvc.providers.base import (
+from syncsvc.embed.profiles import LOCAL, WORDLLAMA_MODEL, ProviderProfile
+from syncsvc.embed.provider import (
     EmbeddingRequest,
     EmbeddingResponse,
     ErrorKind,
     ProviderError,
     proceed,
 )
+from syncsvc.embed.wordllama_files import TOKENIZER, WEIGHTS, package_file, tokenizer
 from syncsvc.providers.local import InProcessProvider
-from syncsvc.providers.profiles import LOCAL, WORDLLAMA_MODEL, ProviderProfile
 
-_WEIGHTS = "weights/l2_supercat_256.safetensors"
-_TOKENIZER = "tokenizers/l2_supercat_tokenizer_config.json"
 _lock = threading.Lock()
-
-
-def _package_file(relative: str) -> Path:
-    try:
-        import wordllama
-    except ImportError:
-        raise ConfigurationError(
-            "provider 'local' needs the wordllama package (pip install wordllama)"
-        ) from None
-    path = Path(wordllama.__file__).parent / relative
-    if not path.is_file():
-        raise ConfigurationError(f"the wordllama package has no {relative}: reinstall it")
-    return path
-
-
-@functools.cache
-def tokenizer() -> Any:
-    """The model's tokenizer (for counting and cutting), loaded once per process."""
-    from tokenizers import Tokenizer
-
-    loaded = Tokenizer.from_file(str(_package_file(_TOKENIZER)))
-    loaded.no_padding()
-    loaded.no_truncation()
-    return loaded
 
 
 @functools.cache
@@ -61,9 +34,9 @@ def _model() -> Any:
     from tokenizers import Tokenizer
     from wordllama import WordLlamaInference
 
-    with _lock, safe_open(str(_package_file(_WEIGHTS)), framework="np", device="cpu") as f:
+    with _lock, safe_open(str(package_file(WEIGHTS)), framework="np", device="cpu") as f:
         weights = f.get_tensor("embedding.weight")
-    return WordLlamaInference(weights, Tokenizer.from_file(str(_package_file(_TOKENIZER))))
+    return WordLlamaInference(weights, Tokenizer.from_file(str(package_file(TOKENIZER))))
 
 
 def embed_texts(texts: list[str], dimensions: int) -> np.ndarray[Any, np.dtype[np.float32]]:

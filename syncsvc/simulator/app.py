@@ -7,7 +7,8 @@ Routes:
 - ``GET /_sim/stats``, ``GET|POST|DELETE /_sim/faults``, ``POST /_sim/config``,
   ``POST /_sim/reset``: the admin surface tests and rehearsals use.
 
-Vectors come from ``syncsvc.lexical`` so search over simulated embeddings still ranks sensibly.
+Vectors come from ``syncsvc.embed.lexical`` so search over simulated embeddings still ranks
+sensibly.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from syncsvc.providers.profiles import PROFILES, ModelProfile
+from syncsvc.embed.profiles import PROFILES, ModelProfile
+from syncsvc.embed.tokens import QwenTokens
 from syncsvc.simulator import vectors as vectors_
 from syncsvc.simulator.faults import FaultBook, FaultKind, FaultRule
 from syncsvc.simulator.stats import Counters, Window
@@ -37,7 +39,6 @@ from syncsvc.simulator.wire import (
     parse_compatible,
     parse_native,
 )
-from syncsvc.tokens import QwenTokens
 
 logger = logging.getLogger(__name__)
 

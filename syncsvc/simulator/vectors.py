@@ -1,7 +1,7 @@
 """The simulator's vectors and success bodies, built fast enough not to be the bottleneck.
 
 A lexical vector has a few dozen non-zero entries out of 1,024 or more, so it is computed
-sparsely (same operations, same order, hence bit-identical to ``syncsvc.lexical.embed``) and
+sparsely (same operations, same order, hence bit-identical to ``syncsvc.embed.lexical.embed``) and
 written to JSON by orjson: a benchmark at hundreds of requests per second must measure the
 client, not the simulator's ``json.dumps``.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from syncsvc import lexical
+from syncsvc.embed import lexical
 
 SPARSE_VOCABULARY = 250_000
 _QWEN3_QUERY = "\nQuery:"
@@ -35,8 +35,8 @@ def embedding_text(text: str) -> str:
 def lexical_sparse(text: str, dimensions: int) -> Sparse:
     """``lexical.embed(text, dimensions)`` as {index: value} for its non-zero entries."""
     accumulated: Sparse = {}
-    for feature, weight in lexical._features(text):
-        index, sign = lexical._bucket(feature, dimensions)
+    for feature, weight in lexical.features(text):
+        index, sign = lexical.bucket(feature, dimensions)
         accumulated[index] = accumulated.get(index, 0.0) + sign * weight
     # Summing in index order matches the dense sum: the zeros in between add nothing.
     norm = math.sqrt(sum(accumulated[i] * accumulated[i] for i in sorted(accumulated)))

@@ -1,6 +1,6 @@
 """The admin page: one server-rendered HTML document, plain forms, a few lines of inline JS.
 
-Everything shown is read fresh from the database on each load (the same ``syncsvc.status``
+Everything shown is read fresh from the database on each load (the same ``syncsvc.observe.status``
 collection as ``syncsvc status``); every button is a ``<form method="post">`` answered with a
 redirect back here carrying a one-line result, so the page works without JavaScript.
 """
@@ -13,9 +13,10 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from syncsvc import sqlfiles, status
-from syncsvc.database import AsyncConn
-from syncsvc.status import percent
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import sqlfiles
+from syncsvc.observe import status
+from syncsvc.observe.status import percent
 from syncsvc.web import jobs
 from syncsvc.web.health import Check
 from syncsvc.web.jobs import Promotable

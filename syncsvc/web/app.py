@@ -28,16 +28,18 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from syncsvc import drift, failures, metrics
-from syncsvc.database import AsyncConn
-from syncsvc.errors import NotFoundError, SyncsvcError
-from syncsvc.settings import Settings
+from syncsvc.capture import drift
+from syncsvc.core.errors import NotFoundError, SyncsvcError
+from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.observe import metrics
+from syncsvc.queue import failures
 from syncsvc.web import admin, jobs
 from syncsvc.web.auth import COOKIE, AdminAccess, same_origin
 from syncsvc.web.health import readiness
 
 if TYPE_CHECKING:
-    from syncsvc.daemon import Daemon
+    from syncsvc.core.host import Host
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +49,21 @@ MAX_ID = 2**31 - 1
 
 
 class WebState:
-    """What the handlers share: the pool, the optional daemon, access rules, refresh pacing."""
+    """What the handlers share: the pool, the optional host (the daemon), access rules and
+    refresh pacing."""
 
     def __init__(
         self,
         pool: Pool,
         settings: Settings,
         access: AdminAccess,
-        daemon: Daemon | None,
+        host: Host | None,
         refresh_seconds: float,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.access = access
-        self.daemon = daemon
+        self.host = host
         self.refresh_seconds = refresh_seconds
         self._refreshed = 0.0
         self._refresh_lock = asyncio.Lock()
@@ -71,7 +74,8 @@ class WebState:
                 return
             try:
                 async with self.pool.connection(timeout=5) as conn:
-                    await metrics.refresh(conn, self.daemon)
+                    await metrics.refresh(conn, self.host)
+                    metrics.record_jobs(await jobs.list_jobs(conn) or [])
             except Exception as exc:  # serve the counters even when the database is away
                 logger.warning("metrics refresh failed: %s", exc)
             self._refreshed = time.monotonic()
@@ -89,7 +93,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     web = _state(request)
-    checks = await readiness(web.pool, web.daemon)
+    checks = await readiness(web.pool, web.host)
     ready = all(c.ok for c in checks)
     body = {
         "status": "ready" if ready else "unready",
@@ -141,7 +145,7 @@ async def admin_page(request: Request) -> Response:
 async def _page(
     web: WebState, *, message: str = "", error: str = "", status: int = 200
 ) -> Response:
-    checks = await readiness(web.pool, web.daemon)
+    checks = await readiness(web.pool, web.host)
     async with web.pool.connection(timeout=5) as conn:
         data = await admin.gather(
             conn,
@@ -330,7 +334,7 @@ def create_app(
     settings: Settings,
     access: AdminAccess,
     *,
-    daemon: Daemon | None = None,
+    host: Host | None = None,
     refresh_seconds: float = 2.0,
 ) -> Starlette:
     """The Starlette application; the caller owns (opens and closes) ``pool``."""
@@ -352,7 +356,7 @@ def create_app(
             Route("/admin/targets/{action}", target_action, methods=["POST"]),
         ],
     )
-    app.state.web = WebState(pool, settings, access, daemon, refresh_seconds)
+    app.state.web = WebState(pool, settings, access, host, refresh_seconds)
     return app
 
 

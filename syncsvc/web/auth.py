@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from syncsvc.settings import Settings
+from syncsvc.core.settings import Settings
 
 COOKIE = "syncsvc_admin"
 

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 
 from psycopg_pool import AsyncConnectionPool
 
-from syncsvc import metrics, sqlfiles
-from syncsvc.database import AsyncConn
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import sqlfiles
+from syncsvc.observe import metrics
 
 if TYPE_CHECKING:
-    from syncsvc.daemon import Daemon
+    from syncsvc.core.host import Host
 
 logger = logging.getLogger(__name__)
 
@@ -55,38 +56,37 @@ async def _database(pool: AsyncConnectionPool[AsyncConn]) -> tuple[Check, list[s
     return Check("database", True), paused
 
 
-async def readiness(
-    pool: AsyncConnectionPool[AsyncConn], daemon: Daemon | None = None
-) -> list[Check]:
+async def readiness(pool: AsyncConnectionPool[AsyncConn], host: Host | None = None) -> list[Check]:
     """Every readiness check with its outcome; ready means all are ok."""
     database, paused = await _database(pool)
     checks = [database]
     if database.ok:
         checks.append(Check("provider", not paused, "; ".join(paused)[:500]))
-    if daemon is not None:
-        connected = daemon.listener.connected
+    state = host.snapshot() if host is not None else None
+    if state is not None:
+        connected = state.listener_connected
         checks.append(Check("listener", connected, "" if connected else "LISTEN connection down"))
-        stopping = daemon.stop_event.is_set()
+        stopping = state.stopping
         checks.append(Check("running", not stopping, "shutting down" if stopping else ""))
         # Informational: the daemon keeps going (and retries), but says what keeps failing.
-        checks.append(Check("errors", True, "; ".join(daemon.errors.recent())[:500]))
+        checks.append(Check("errors", True, "; ".join(state.recent_errors)[:500]))
     ready = all(c.ok for c in checks)
     metrics.READY.set(1 if ready else 0)
-    if daemon is not None:
-        metrics.LISTENER_CONNECTED.set(1 if daemon.listener.connected else 0)
+    if state is not None:
+        metrics.LISTENER_CONNECTED.set(1 if state.listener_connected else 0)
     return checks
 
 
-async def health_service(daemon: Daemon) -> None:
+async def health_service(host: Host) -> None:
     """Daemon service: run the readiness checks and set the daemon's gauges every
     ``HEALTH_INTERVAL`` seconds, the first time at once."""
-    while not daemon.stop_event.is_set():
+    while not host.stop_event.is_set():
         try:
-            await readiness(daemon.pool, daemon)
-            metrics.refresh_daemon(daemon)
+            await readiness(host.pool, host)
+            metrics.refresh_daemon(host)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the gauges wait for the next tick; the daemon goes on
             logger.warning("health check failed: %s", exc)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(daemon.stop_event.wait(), HEALTH_INTERVAL)
+            await asyncio.wait_for(host.stop_event.wait(), HEALTH_INTERVAL)

@@ -1,24 +1,26 @@
 """The admin page's view of re-embedding jobs and generations.
 
-Jobs and promotion live in ``syncsvc.jobs`` and ``syncsvc.promote``. They are imported lazily so
-the page (and ``/metrics``) keep working, without those sections, on a build or a schema that
-lacks them; ``Unavailable`` carries the reason to show instead.
+Jobs and promotion live in ``syncsvc.jobs`` and ``syncsvc.promote``. The page (and ``/metrics``)
+keep working, without those sections, on a schema that lacks the jobs table; ``Unavailable``
+carries the reason to show instead.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from types import ModuleType
 
-from syncsvc.database import AsyncConn
-from syncsvc.settings import Settings
+from syncsvc import jobs
+from syncsvc.core import models
+from syncsvc.core.settings import Settings
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import catalog
+from syncsvc.store import promote as promotion
 
 ACTIONS = ("pause", "resume", "cancel")
 
 
 class Unavailable(Exception):
-    """Jobs or promotion are not part of this build or schema."""
+    """Jobs or promotion are not part of this schema."""
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,6 @@ class JobView:
     failed: int = 0
 
 
-def _module(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(f"syncsvc.{name}")
-    except ImportError as exc:
-        raise Unavailable(f"syncsvc.{name} is not available: {exc}") from None
-
-
 async def _table(conn: AsyncConn) -> bool:
     cur = await conn.execute("SELECT to_regclass('syncsvc.jobs') IS NOT NULL AS found")
     row = await cur.fetchone()
@@ -52,11 +47,7 @@ async def _table(conn: AsyncConn) -> bool:
 
 
 async def list_jobs(conn: AsyncConn) -> list[JobView] | None:
-    """Every job, newest first; None when this build or schema has no jobs."""
-    try:
-        module = _module("jobs")
-    except Unavailable:
-        return None
+    """Every job, newest first; None when this schema has no jobs."""
     if not await _table(conn):
         return None
     views = [
@@ -75,7 +66,7 @@ async def list_jobs(conn: AsyncConn) -> list[JobView] | None:
             error=job.blocked or job.error,
             failed=int(getattr(job, "failed_rows", 0)),
         )
-        for job in await module.list_jobs(conn)
+        for job in await jobs.list_jobs(conn)
     ]
     return sorted(views, key=lambda v: v.id, reverse=True)
 
@@ -91,9 +82,8 @@ async def start(
     dry_run: bool,
 ) -> str:
     """Start a re-embedding job (or only estimate it); returns a message for the operator."""
-    module = _module("jobs")
     if dry_run:
-        est = await module.estimate(
+        est = await jobs.estimate(
             conn, settings, target, model=model, dimensions=dimensions, provider=provider
         )
         approx = "about " if est.sampled else ""
@@ -102,7 +92,7 @@ async def start(
             f"{est.provider} would embed {est.rows} rows, {approx}{est.tokens} tokens, "
             f"estimated cost {est.cost:.4f}"
         )
-    job = await module.request_reembed(
+    job = await jobs.request_reembed(
         conn, settings, target, model=model, dimensions=dimensions, provider=provider
     )
     return f"job {job.id} started: {job.target} → generation {job.generation_id} ({job.model})"
@@ -112,8 +102,7 @@ async def control(conn: AsyncConn, job_id: int, action: str) -> str:
     """Pause, resume or cancel a job."""
     if action not in ACTIONS:
         raise ValueError(f"unknown job action {action!r}")
-    module = _module("jobs")
-    job = await getattr(module, f"{action}_job")(conn, job_id)
+    job = await getattr(jobs, f"{action}_job")(conn, job_id)
     return f"job {job_id} is now {job.state.value}"
 
 
@@ -126,8 +115,7 @@ async def promote(
     max_failed: int = 0,
 ) -> str:
     """Make ``generation`` the target's active one (refused while it is incomplete)."""
-    module = _module("promote")
-    result = await module.promote(
+    result = await promotion.promote(
         conn, target, generation, accept_failed=accept_failed, max_failed=max_failed
     )
     return f"{result.target}: generation {result.generation.id} is now active"
@@ -148,12 +136,6 @@ class Promotable:
 async def promotion_checks(conn: AsyncConn, max_failed: int = 0) -> dict[int, Promotable] | None:
     """The one promote check (``promote.refusal``) for every non-active generation; coverage
     is measured for building ones only (the others are refused by their state alone)."""
-    try:
-        module = _module("promote")
-        catalog = _module("catalog")
-        models = _module("models")
-    except Unavailable:
-        return None
     if not await _table(conn):
         return None
     found: dict[int, Promotable] = {}
@@ -161,10 +143,10 @@ async def promotion_checks(conn: AsyncConn, max_failed: int = 0) -> dict[int, Pr
         for g in target.generations:
             if g.state is models.GenerationState.ACTIVE:
                 continue
-            measured = module.Coverage(rows=0, current=0, queued=0, orphans=0)
+            measured = promotion.Coverage(rows=0, current=0, queued=0, orphans=0)
             if g.state is models.GenerationState.BUILDING:
-                measured = await module.coverage(conn, target, g)
-            refusal = module.refusal(target, g, measured, max_failed=max_failed)
-            accepted = module.refusal(target, g, measured, accept_failed=True)
+                measured = await promotion.coverage(conn, target, g)
+            refusal = promotion.refusal(target, g, measured, max_failed=max_failed)
+            accepted = promotion.refusal(target, g, measured, accept_failed=True)
             found[g.id] = Promotable(refusal, measured.failed, refusal is not None and not accepted)
     return found

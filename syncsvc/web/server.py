@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 import uvicorn
 from starlette.applications import Starlette
 
-from syncsvc import metrics
+from syncsvc.observe import metrics
 from syncsvc.web.auth import AdminAccess
 
 if TYPE_CHECKING:
-    from syncsvc.daemon import Daemon
+    from syncsvc.core.host import Host
 
 logger = logging.getLogger(__name__)
 
@@ -88,17 +88,17 @@ class WebService:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    async def __call__(self, daemon: Daemon) -> None:
+    async def __call__(self, host: Host) -> None:
         from syncsvc.web.app import create_app
 
-        access = AdminAccess.from_settings(daemon.settings, self.host)
-        if daemon.settings.admin_enabled and not access.enabled:
+        access = AdminAccess.from_settings(host.settings, self.host)
+        if host.settings.admin_enabled and not access.enabled:
             logger.error("%s", access.reason)
         app = create_app(
-            daemon.pool,
-            daemon.settings,
+            host.pool,
+            host.settings,
             access,
-            daemon=daemon,
+            host=host,
             refresh_seconds=self.refresh_seconds,
         )
         sock = bind(self.host, self.port)
@@ -110,6 +110,6 @@ class WebService:
             self.url,
         )
         self.bound.set()
-        await serve(app, sock, daemon.stop_event)
-        if not daemon.stop_event.is_set():
+        await serve(app, sock, host.stop_event)
+        if not host.stop_event.is_set():
             raise RuntimeError("the web server stopped on its own")

@@ -1,0 +1,1 @@
+"""The Python API: ``AsyncClient`` and its synchronous face ``Client``."""

@@ -1,0 +1,1 @@
+"""What every stage shares: settings, errors, models, logging, shared types and the Host seam."""

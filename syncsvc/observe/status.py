@@ -1,0 +1,148 @@
+"""Per-target status: coverage of the active generation, backlog, failures, pause reason."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from psycopg import sql
+
+from syncsvc.core.types import AsyncConn
+from syncsvc.db import quoting, sqlfiles
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    target: str
+    table: str
+    rows: int
+    embedded: int
+    pending: int
+    in_flight: int
+    failed: int
+    oldest_pending_seconds: float | None
+    rows_per_second: float
+    """Vectors written over the last minute, every live generation."""
+    eta_seconds: float | None
+    """The backlog (pending + in flight) at that rate; None when nothing is being written."""
+    active_generation: int | None
+    model: str | None
+    dimensions: int | None
+    paused_reason: str | None
+    generations: list[dict[str, Any]]
+    drift: str | None = None
+    """Why the vectors and the source disagree in a way the daemon is fixing now ("partition
+    app.events_p3 attached; sweeping"): rows and pending may not add up meanwhile."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Unpromoted:
+    """A complete generation left beside the active one: it doubles the cost of live edits."""
+
+    target: str
+    generation_id: int
+    idle_seconds: float
+    tokens_per_day: int
+    """Tokens embedded for it in the last 24 hours (live edits it still receives)."""
+    cost_per_day: float
+
+    def warning(self) -> str:
+        return (
+            f"generation {self.generation_id} of {self.target} has been complete for "
+            f"{self.idle_seconds / 3600:.1f} h but is neither promoted nor dropped: it costs "
+            f"{self.tokens_per_day} tokens (${self.cost_per_day:.4f}) a day in live edits "
+            f"('syncsvc promote {self.target} {self.generation_id}' or 'syncsvc generation "
+            f"drop {self.target} {self.generation_id}')"
+        )
+
+
+async def unpromoted(conn: AsyncConn, grace_seconds: float) -> list[Unpromoted]:
+    """Complete generations idle for more than ``grace_seconds``, with what they cost."""
+    cur = await conn.execute(sqlfiles.query("status", "unpromoted"), {"grace": grace_seconds})
+    found = []
+    for row in await cur.fetchall():
+        tokens = await _count(
+            conn,
+            sql.SQL(
+                "SELECT coalesce(sum(tokens), 0) AS n FROM syncsvc.{} "
+                "WHERE embedded_at > now() - interval '1 day'"
+            ).format(quoting.ident(row["table_name"])),
+        )
+        price = float(row["price_per_million_tokens"] or 0.0)
+        found.append(
+            Unpromoted(
+                row["target"],
+                row["generation_id"],
+                row["idle_seconds"],
+                tokens,
+                tokens * price / 1e6,
+            )
+        )
+    return found
+
+
+def percent(done: int, total: int, digits: int = 1) -> str:
+    """``done/total`` as a percentage rounded *down*: 23,004 of 23,008 is 99.9%, never 100%."""
+    if total <= 0:
+        return "-"
+    scale = 10**digits
+    value = math.floor(done * 100 * scale / total) / scale
+    return f"{value:.{digits}f}%"
+
+
+def duration(seconds: float | None) -> str:
+    """``1h05m`` / ``3m07s``, or ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _eta(row: dict[str, Any]) -> float | None:
+    """The view's ETA, but unknown (None, as the table's "-") when rows lack a vector and
+    nothing is queued for them: 0 would claim they are done."""
+    eta = row["eta_seconds"]
+    if not row["pending"] and not row["in_flight"] and int(row["embedded"]) < int(row["rows"]):
+        return None
+    return None if eta is None else float(eta)
+
+
+async def collect(conn: AsyncConn) -> list[TargetStatus]:
+    """One status per target (with its generations), from the ``syncsvc.status`` view: SQL
+    users, the CLI, the API and the admin page see the same figures."""
+    cur = await conn.execute(sqlfiles.query("status", "target_status"))
+    return [
+        TargetStatus(
+            target=row["target"],
+            table=row["source_table"],
+            rows=int(row["rows"]),
+            embedded=int(row["embedded"]),
+            pending=int(row["pending"]),
+            in_flight=int(row["in_flight"]),
+            failed=int(row["failed"]),
+            oldest_pending_seconds=row["oldest_pending_seconds"],
+            rows_per_second=float(row["rows_per_second"]),
+            eta_seconds=_eta(row),
+            active_generation=row["active_generation"],
+            model=row["model"],
+            dimensions=row["dimensions"],
+            paused_reason=row["paused_reason"],
+            generations=list(row["generations"]),
+            drift=row["drift"],
+        )
+        for row in await cur.fetchall()
+    ]
+
+
+async def _count(conn: AsyncConn, query: sql.Composed) -> int:
+    # A savepoint (or a transaction of its own): a failure must not abort the caller's.
+    async with conn.transaction():
+        cur = await conn.execute(query)
+        row = await cur.fetchone()
+    return int(row["n"]) if row else 0

@@ -1,0 +1,1 @@
+"""Operations: the composition root (``wiring``), scale-out coordination and migrations."""
