@@ -24,7 +24,7 @@ def lock_functions_sql() -> str:
     """PUBLIC may execute exactly the allow-listed functions of schema syncsvc (the search
     functions readers call), whatever a migration created or recreated (from revision 0016 on,
     which brought row-level security to query_requests)."""
-    from syncsvc.privileges import PUBLIC_FUNCTIONS
+    from syncsvc.db.privileges import PUBLIC_FUNCTIONS
 
     allowed = ", ".join(f"'{f}'" for f in PUBLIC_FUNCTIONS)
     return f"""DO $$
@@ -46,7 +46,7 @@ END $$"""
 
 
 def definitions_due(online: bool) -> bool:
-    """Whether this run leaves the schema at the head, where syncsvc/definitions.py's files
+    """Whether this run leaves the schema at the head, where syncsvc/db/definitions.py's files
     describe it (an upgrade or downgrade to an older revision keeps that revision's own)."""
     from alembic.script import ScriptDirectory
 
@@ -78,7 +78,7 @@ def definitions_due(online: bool) -> bool:
 def apply_definitions(online: bool) -> None:
     """Functions, procedures, views and triggers: defined once, in sql/schema/*.sql."""
     if definitions_due(online):
-        from syncsvc.definitions import definitions_sql
+        from syncsvc.db.definitions import definitions_sql
 
         context.execute(definitions_sql())
 
@@ -86,8 +86,8 @@ def apply_definitions(online: bool) -> None:
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        from syncsvc.database import resolve_url
-        from syncsvc.settings import Settings
+        from syncsvc.core.settings import Settings
+        from syncsvc.db.database import resolve_url
 
         url = resolve_url(Settings())
     return sqlalchemy_url(url)

@@ -8,11 +8,6 @@ docs/python.md.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -87,31 +82,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     # The public names, not the helpers this module imports.
     return sorted({*__all__, *(n for n in globals() if n.startswith("__"))})
-
-
-class _OldPath(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """``migrations/env.py`` (run by Alembic) imports ``syncsvc.settings``, ``syncsvc.database``
-    and ``syncsvc.privileges`` by the paths they had before the stage subpackages: such an
-    import gets a module with the public names of the module's home."""
-
-    HOMES = {
-        "syncsvc.settings": "syncsvc.core.settings",
-        "syncsvc.database": "syncsvc.db.database",
-        "syncsvc.privileges": "syncsvc.db.privileges",
-    }
-
-    def find_spec(
-        self, fullname: str, path: object = None, target: object = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in self.HOMES:
-            return None
-        return importlib.util.spec_from_loader(fullname, self)
-
-    def exec_module(self, module: types.ModuleType) -> None:
-        home = importlib.import_module(self.HOMES[module.__name__])
-        module.__dict__.update(
-            (name, value) for name, value in vars(home).items() if not name.startswith("_")
-        )
-
-
-sys.meta_path.append(_OldPath())

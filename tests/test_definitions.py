@@ -13,10 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from syncsvc import migrate, privileges
-from syncsvc.database import aconnect
-from syncsvc.definitions import source
-from syncsvc.resources import migrations_dir
+from syncsvc.core.resources import migrations_dir
+from syncsvc.db import privileges
+from syncsvc.db.database import aconnect
+from syncsvc.db.definitions import source
+from syncsvc.ops import migrate
 from tests.conftest import READER, Cluster, Deployment
 from tests.helpers import scalar, text_targets
 

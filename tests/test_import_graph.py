@@ -92,18 +92,6 @@ def layer(name: str) -> int:
     return LAYERS.index(parts[1])
 
 
-def test_the_old_paths_migrations_env_imports_resolve() -> None:
-    import importlib
-
-    from syncsvc.core.settings import Settings
-    from syncsvc.db.database import resolve_url
-    from syncsvc.db.privileges import PUBLIC_FUNCTIONS
-
-    assert importlib.import_module("syncsvc.settings").Settings is Settings
-    assert importlib.import_module("syncsvc.database").resolve_url is resolve_url
-    assert importlib.import_module("syncsvc.privileges").PUBLIC_FUNCTIONS is PUBLIC_FUNCTIONS
-
-
 def cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan, iterative)."""
     index: dict[str, int] = {}

@@ -16,7 +16,7 @@ import psycopg
 import yaml
 from packaging.utils import canonicalize_name
 
-from syncsvc import migrate
+from syncsvc.ops import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from syncsvc.cli.context import fail
-from syncsvc.resources import docs_dir
+from syncsvc.core.resources import docs_dir
 
 
 def register(app: typer.Typer) -> None:

@@ -123,7 +123,7 @@ def pending(url: str) -> list[str]:
 def require_current(url: str) -> None:
     """Fail in one line unless the schema is exactly what this version needs: for daemons that
     must not migrate themselves (replicas behind a migration Job)."""
-    from syncsvc.errors import ConfigurationError
+    from syncsvc.core.errors import ConfigurationError
 
     missing = pending(url)
     if missing:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from syncsvc.resources import sql_dir
+from syncsvc.core.resources import sql_dir
 
 DIRECTORY = "schema"
 _END = re.compile(r";[ \t]*\n")
