@@ -170,3 +170,7 @@ WHERE t.capture_drift IS NOT NULL AND NOT t.id = ANY (%(ids)s::integer[])
                                                                   WHERE datname = current_database())
                     AND l.classid = %(lock)s::bigint::oid AND l.objid = t.id::oid
                     AND l.objsubid = 2);
+
+-- name: relation_oid --
+-- NULL when the relation does not exist (db/common.relation_oid); names as written, unquoted.
+SELECT to_regclass(format('%%I.%%I', %(schema)s::text, %(name)s::text))::oid AS oid;

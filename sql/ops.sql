@@ -85,3 +85,7 @@ GROUP BY 1, 2;
 
 -- name: daemon_running --
 SELECT EXISTS (SELECT 1 FROM syncsvc.daemon_sessions) AS running;
+
+-- name: notify --
+-- Wakes listeners (db/common.notify); delivered at commit, so a rolled-back change wakes no one.
+SELECT pg_notify(%(channel)s, %(payload)s);

@@ -17,7 +17,7 @@ from syncsvc.capture import partitions
 from syncsvc.core.errors import NotFoundError, TargetDefinitionError, ValidationError
 from syncsvc.core.models import Target
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import quoting, sqlfiles, statements
+from syncsvc.db import common, quoting, sqlfiles, statements
 from syncsvc.db.catalog import get_target
 
 logger = logging.getLogger(__name__)
@@ -69,15 +69,11 @@ async def diagnose(conn: AsyncConn, target: Target, exc: Exception) -> str:
 
 async def check(conn: AsyncConn, target: Target) -> list[str]:
     """What no longer matches between the target's catalog entry and its table (empty: ok)."""
-    cur = await conn.execute(
-        "SELECT to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text))::oid AS oid",
-        {"schema": target.source_schema, "table": target.source_table},
-    )
-    row = await cur.fetchone()
+    oid = await common.relation_oid(conn, target.source_schema, target.source_table)
     where = f"{target.source_schema}.{target.source_table}"
-    if row is None or row["oid"] is None:
+    if oid is None:
         return [f"table {where} no longer exists (renamed or dropped)"]
-    cur = await conn.execute(sqlfiles.query("catalog", "table_columns"), {"oid": row["oid"]})
+    cur = await conn.execute(sqlfiles.query("catalog", "table_columns"), {"oid": oid})
     columns = {r["name"]: r for r in await cur.fetchall()}
     problems = []
     for column in target.columns:

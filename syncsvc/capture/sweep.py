@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from syncsvc.core.models import Generation, Target
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import quoting, statements
+from syncsvc.db import common, quoting, statements
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ async def sweep_target(
         cursor = chunk.cursor
     orphans = await remove_orphans(conn, target) if source is None else 0
     if enqueued or orphans:
-        await conn.execute("SELECT pg_notify(%s, %s)", (statements.QUEUE_CHANNEL, str(target.id)))
+        await common.notify(conn, statements.QUEUE_CHANNEL, str(target.id))
         logger.info(
             "sweep of %s: %d rows scanned, %d enqueued, %d orphan vectors removed",
             target.name,

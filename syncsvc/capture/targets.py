@@ -14,7 +14,7 @@ from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import GenerationState, Metric, Target
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import quoting, sqlfiles, statements
+from syncsvc.db import common, quoting, sqlfiles, statements
 from syncsvc.db.catalog import get_target, load_targets
 from syncsvc.embed.chunking import Chunking
 from syncsvc.embed.profiles import ModelProfile, Protocol, ProviderProfile
@@ -298,7 +298,7 @@ async def add_target(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> T
             await conn.execute(statement)
         await partitions.capture_partitions(conn, target)
         # Delivered at commit: running daemons sweep the new target now, not at the next sweep.
-        await conn.execute("SELECT pg_notify(%s, %s)", (statements.TARGETS_CHANNEL, str(target.id)))
+        await common.notify(conn, statements.TARGETS_CHANNEL, str(target.id))
     logger.info("target %s added on %s.%s", spec.name, row["schema"], row["table"])
     return await get_target(conn, spec.name)
 
@@ -332,5 +332,5 @@ async def remove_target(conn: AsyncConn, name: str, *, keep_vectors: bool = Fals
             for generation in target.generations:
                 await generations.drop_generation_table(conn, generation)
         await conn.execute(sqlfiles.query("catalog", "delete_target"), {"id": target.id})
-        await conn.execute("SELECT pg_notify(%s, %s)", (statements.TARGETS_CHANNEL, str(target.id)))
+        await common.notify(conn, statements.TARGETS_CHANNEL, str(target.id))
     return target

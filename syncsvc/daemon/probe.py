@@ -8,7 +8,6 @@ the account and does nothing else. Operator pauses and drift pauses are left alo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
@@ -17,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from syncsvc.capture import drift
 from syncsvc.core.models import Generation
 from syncsvc.core.types import AsyncConn
+from syncsvc.core.waiting import sleep_unless
 from syncsvc.db.catalog import load_targets
 from syncsvc.embed.embedder import Embedder
 from syncsvc.embed.items import Embedded, EmbedInput, ProviderPaused
@@ -79,9 +79,7 @@ async def probe_service(host: ProbeHost) -> None:
 async def probe_loop(host: ProbeHost, *, first_delay: float, max_delay: float) -> None:
     delay = first_delay
     while not host.stop_event.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(host.stop_event.wait(), delay)
-        if host.stop_event.is_set():
+        if await sleep_unless(host.stop_event, delay):
             return
         try:
             resumed = await probe_once(host)

@@ -25,6 +25,7 @@ from syncsvc.core.host import Host, HostSnapshot, Service
 from syncsvc.core.models import Generation
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import RoundHook, RoundStats, Sweep, SweepGate
+from syncsvc.core.waiting import sleep_unless
 from syncsvc.daemon import actions, probe
 from syncsvc.daemon.leases import LeaseKeeper
 from syncsvc.daemon.rounds import Rounds
@@ -371,8 +372,7 @@ class Daemon:
                 await asyncio.wait_for(self.wake.wait(), self.settings.worker.poll_interval_seconds)
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop_event.wait(), seconds)
+        await sleep_unless(self.stop_event, seconds)
 
     async def _claim_rounds(self) -> None:
         """Claim and start rounds until the queue has nothing due or every round slot is busy.

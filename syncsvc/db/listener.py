@@ -7,11 +7,11 @@ because the queue table stays the truth.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import psycopg
 
+from syncsvc.core.waiting import sleep_unless
 from syncsvc.db.statements import QUEUE_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ class Listener:
             except (psycopg.OperationalError, OSError) as exc:
                 self.connected = False
                 logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), backoff)
+                await sleep_unless(self.stop, backoff)
                 backoff = min(self.max_backoff_seconds, backoff * 2)
         self.connected = False
 

@@ -12,8 +12,6 @@ embedding API, because the worker claims live edits first and those rows second.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -28,7 +26,8 @@ from syncsvc.core.errors import NotFoundError, SyncsvcError
 from syncsvc.core.models import Generation, GenerationState, Target, generation_key
 from syncsvc.core.settings import JobSettings, Settings
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import sqlfiles, statements
+from syncsvc.core.waiting import sleep_unless
+from syncsvc.db import common, sqlfiles, statements
 from syncsvc.db.catalog import find_generation, get_target
 from syncsvc.jobs.model import BACKFILL_PRIORITY, Job, JobState
 from syncsvc.store import promote
@@ -99,9 +98,7 @@ class JobRunner:
             idle = job.scan_done or target.paused_reason is not None
             enqueued = 0 if idle else await self._feed(conn, job, target, generation)
             if enqueued:
-                await conn.execute(
-                    "SELECT pg_notify(%s, %s)", (statements.QUEUE_CHANNEL, str(target.id))
-                )
+                await common.notify(conn, statements.QUEUE_CHANNEL, str(target.id))
             now = time.monotonic()
             if now - self._progress_at.get(job.id, 0.0) >= self.conf.progress_seconds:
                 self._progress_at[job.id] = now
@@ -329,5 +326,4 @@ async def run(host: Host) -> None:
         except (SyncsvcError, psycopg.Error) as exc:
             # A deadlock victim or a lost connection: the job rows are intact, try next tick.
             logger.error("job runner: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(host.stop_event.wait(), interval)
+        await sleep_unless(host.stop_event, interval)

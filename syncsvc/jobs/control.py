@@ -9,7 +9,7 @@ from psycopg.types.json import Jsonb
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import GenerationState, Target
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import sqlfiles, statements
+from syncsvc.db import common, sqlfiles, statements
 from syncsvc.db.catalog import find_generation, get_target
 from syncsvc.jobs.model import BACKFILL_PRIORITY, Job, JobState, get_job
 
@@ -80,7 +80,7 @@ async def resume_job(conn: AsyncConn, job_id: int) -> Job:
             sqlfiles.query("jobs", "set_generation_state"),
             {"id": job.generation_id, "state": GenerationState.BUILDING.value},
         )
-        await conn.execute("SELECT pg_notify(%s, %s)", (statements.QUEUE_CHANNEL, f"job:{job.id}"))
+        await common.notify(conn, statements.QUEUE_CHANNEL, f"job:{job.id}")
     return await get_job(conn, job_id)
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import sqlfiles
+from syncsvc.db import common, sqlfiles
 from syncsvc.observe import status
 
 if TYPE_CHECKING:
@@ -359,7 +359,7 @@ async def refresh(
 
 
 async def _refresh_ops(conn: AsyncConn) -> None:
-    if not await _exists(conn, "syncsvc.rate_budget"):
+    if await common.relation_oid(conn, "syncsvc", "rate_budget") is None:
         return
     for gauge in (BUDGET_RPM, BUDGET_TPM, BUDGET_BOOKED):
         _reset(gauge)
@@ -408,12 +408,6 @@ def refresh_daemon(host: Host) -> None:
     _reset(LIMIT_FACTOR)
     for name, factor in state.limit_factors.items():
         LIMIT_FACTOR.labels(name).set(factor)
-
-
-async def _exists(conn: AsyncConn, relation: str) -> bool:
-    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (relation,))
-    row = await cur.fetchone()
-    return bool(row and row["found"])
 
 
 def exposition() -> bytes:

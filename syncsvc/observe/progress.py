@@ -4,8 +4,6 @@ about how long that takes. An idle daemon logs nothing."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -13,6 +11,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from syncsvc.core.waiting import sleep_unless
 from syncsvc.db import sqlfiles
 from syncsvc.observe.status import duration
 
@@ -28,8 +27,7 @@ async def progress_service(host: Host) -> None:
     stats = host.snapshot()
     embedded, per_target, since = stats.embedded, stats.embedded_per_target, time.monotonic()
     while not host.stop_event.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(host.stop_event.wait(), interval)
+        await sleep_unless(host.stop_event, interval)
         now = time.monotonic()
         stats = host.snapshot()
         done = stats.embedded - embedded

@@ -36,6 +36,7 @@ from syncsvc.observe import metrics
 if TYPE_CHECKING:
     from syncsvc.core.host import Host
     from syncsvc.core.types import Sweep
+from syncsvc.core.waiting import sleep_unless
 from syncsvc.embed.provider import ProviderFactory
 
 logger = logging.getLogger(__name__)
@@ -253,8 +254,7 @@ class Coordinator:
                         )
                 except Exception as exc:  # the database being away must not stop the daemon
                     logger.debug("heartbeat failed: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(host.stop_event.wait(), self.interval)
+                await sleep_unless(host.stop_event, self.interval)
         finally:
             for task in list(takeovers):
                 task.cancel()

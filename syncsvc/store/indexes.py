@@ -13,7 +13,6 @@ than growing it one insert at a time, and the backfill's inserts stay cheap mean
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import Generation, Metric, Target
 from syncsvc.core.settings import SearchSettings
 from syncsvc.core.types import AsyncConn
+from syncsvc.core.waiting import sleep_unless
 from syncsvc.db import quoting, sqlfiles, statements
 from syncsvc.db.catalog import load_targets
 
@@ -236,9 +236,7 @@ async def index_service(host: Host) -> None:
     """Daemon service: periodically index generations whose backfill is (mostly) done."""
     settings = host.settings.search
     while not host.stop_event.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(host.stop_event.wait(), settings.index_check_interval_seconds)
-        if host.stop_event.is_set():
+        if await sleep_unless(host.stop_event, settings.index_check_interval_seconds):
             return
         try:
             await ensure_indexes(host.pool, settings)

@@ -14,7 +14,7 @@ from html import escape
 from typing import Any
 
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import sqlfiles
+from syncsvc.db import common, sqlfiles
 from syncsvc.observe import status
 from syncsvc.observe.status import percent
 from syncsvc.web import jobs
@@ -79,9 +79,7 @@ async def gather(
     cur = await conn.execute(sqlfiles.query("ops", "list_failed"), {"limit": FAILURES_SHOWN})
     failures = await cur.fetchall()
     daemons = None
-    cur = await conn.execute("SELECT to_regclass('syncsvc.daemons') IS NOT NULL AS found")
-    found = await cur.fetchone()
-    if found and found["found"]:
+    if await common.relation_oid(conn, "syncsvc", "daemons") is not None:
         cur = await conn.execute(sqlfiles.query("ops", "list_daemons"))
         daemons = await cur.fetchall()
     notes = [u.warning() for u in await status.unpromoted(conn, unpromoted_grace_seconds)]

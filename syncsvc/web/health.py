@@ -13,7 +13,6 @@ not depend on a probe being configured.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 from psycopg_pool import AsyncConnectionPool
 
 from syncsvc.core.types import AsyncConn
+from syncsvc.core.waiting import sleep_unless
 from syncsvc.db import sqlfiles
 from syncsvc.observe import metrics
 
@@ -88,5 +88,4 @@ async def health_service(host: Host) -> None:
             raise
         except Exception as exc:  # the gauges wait for the next tick; the daemon goes on
             logger.warning("health check failed: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(host.stop_event.wait(), HEALTH_INTERVAL)
+        await sleep_unless(host.stop_event, HEALTH_INTERVAL)

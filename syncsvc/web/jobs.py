@@ -13,7 +13,7 @@ from syncsvc import jobs
 from syncsvc.core import models
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import catalog
+from syncsvc.db import catalog, common
 from syncsvc.store import promote as promotion
 
 ACTIONS = ("pause", "resume", "cancel")
@@ -41,9 +41,7 @@ class JobView:
 
 
 async def _table(conn: AsyncConn) -> bool:
-    cur = await conn.execute("SELECT to_regclass('syncsvc.jobs') IS NOT NULL AS found")
-    row = await cur.fetchone()
-    return bool(row and row["found"])
+    return await common.relation_oid(conn, "syncsvc", "jobs") is not None
 
 
 async def list_jobs(conn: AsyncConn) -> list[JobView] | None:
