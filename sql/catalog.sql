@@ -174,3 +174,24 @@ WHERE t.capture_drift IS NOT NULL AND NOT t.id = ANY (%(ids)s::integer[])
 -- name: relation_oid --
 -- NULL when the relation does not exist (db/common.relation_oid); names as written, unquoted.
 SELECT to_regclass(format('%%I.%%I', %(schema)s::text, %(name)s::text))::oid AS oid;
+
+-- name: pause_by_name --
+-- The operator's pause (drift.pause); NO_DATA_FOUND when no target has that name.
+SELECT syncsvc.pause_target(%(name)s, %(reason)s);
+
+-- name: resume_by_name --
+-- NO_DATA_FOUND when no target has that name; previous: the reason it was paused for.
+SELECT syncsvc.resume_target(%(name)s) AS previous;
+
+-- name: try_reconcile_lock --
+-- Session lock: one daemon at a time reconciles a target's partitions.
+SELECT pg_try_advisory_lock(%(lock)s, %(target_id)s) AS mine;
+
+-- name: reconcile_unlock --
+SELECT pg_advisory_unlock(%(lock)s, %(target_id)s);
+
+-- name: create_vector_table --
+SELECT syncsvc.create_vector_table(%(generation_id)s);
+
+-- name: apply_search_grants --
+SELECT syncsvc.apply_search_grants(%(target_id)s);

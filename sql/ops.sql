@@ -89,3 +89,44 @@ SELECT EXISTS (SELECT 1 FROM syncsvc.daemon_sessions) AS running;
 -- name: notify --
 -- Wakes listeners (db/common.notify); delivered at commit, so a rolled-back change wakes no one.
 SELECT pg_notify(%(channel)s, %(payload)s);
+
+-- name: set_lock_timeout --
+-- For the rest of this transaction only (db/common.set_lock_timeout).
+SELECT set_config('lock_timeout', %(timeout)s, true);
+
+-- name: set_maintenance_work_mem --
+-- For this session (an index build); reset_maintenance_work_mem undoes it.
+SELECT set_config('maintenance_work_mem', %(value)s, false);
+
+-- name: reset_maintenance_work_mem --
+RESET maintenance_work_mem;
+
+-- name: vector_version --
+SELECT extversion FROM pg_extension WHERE extname = 'vector';
+
+-- name: vector_available --
+SELECT 1 FROM pg_available_extensions WHERE name = 'vector';
+
+-- name: create_vector_extension --
+CREATE EXTENSION IF NOT EXISTS vector;
+
+-- name: schema_state --
+-- Whether schema syncsvc exists, this role may use it, and it has been migrated.
+SELECT n.oid IS NOT NULL AS schema,
+       coalesce(has_schema_privilege(n.oid, 'USAGE'), false) AS usage,
+       EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid
+               AND c.relname = 'targets') AS migrated
+FROM (SELECT 1) one LEFT JOIN pg_namespace n ON n.nspname = 'syncsvc';
+
+-- name: paused_targets --
+SELECT name, paused_reason FROM syncsvc.targets
+WHERE paused_reason IS NOT NULL ORDER BY name;
+
+-- name: outstanding_work --
+-- What 'syncsvc run --until-idle' waits for: live queue entries, inbox rows, unfinished jobs.
+SELECT (SELECT count(*) FROM syncsvc.queue WHERE state <> 'failed')
+     + (SELECT count(*) FROM syncsvc.inbox)
+     + (SELECT count(*) FROM syncsvc.jobs WHERE state IN ('pending', 'running')) AS n;
+
+-- name: alembic_revisions --
+SELECT version_num FROM syncsvc.alembic_version;

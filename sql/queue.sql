@@ -210,3 +210,7 @@ LIMIT %(limit)s;
 
 -- name: retry_failed --
 SELECT syncsvc.retry_failed(%(target)s) AS retried;
+
+-- name: try_expand_lock --
+-- Transaction lock: one daemon at a time expands the inbox; the others go on claiming.
+SELECT pg_try_advisory_xact_lock(%(lock)s) AS locked;

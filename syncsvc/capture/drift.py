@@ -96,7 +96,9 @@ async def check(conn: AsyncConn, target: Target) -> list[str]:
 async def pause(conn: AsyncConn, name: str, reason: str = "paused by an operator") -> None:
     """Stop embedding a target (its changes keep being captured)."""
     try:
-        await conn.execute("SELECT syncsvc.pause_target(%s, %s)", (name, reason))
+        await conn.execute(
+            sqlfiles.query("catalog", "pause_by_name"), {"name": name, "reason": reason}
+        )
     except psycopg.errors.NoDataFound:
         raise NotFoundError(f"no target named {name!r} (see 'syncsvc target list')") from None
 
@@ -104,7 +106,7 @@ async def pause(conn: AsyncConn, name: str, reason: str = "paused by an operator
 async def resume(conn: AsyncConn, name: str) -> str | None:
     """Embed a paused target again; returns the reason it was paused for."""
     try:
-        cur = await conn.execute("SELECT syncsvc.resume_target(%s) AS previous", (name,))
+        cur = await conn.execute(sqlfiles.query("catalog", "resume_by_name"), {"name": name})
     except psycopg.errors.NoDataFound:
         raise NotFoundError(f"no target named {name!r} (see 'syncsvc target list')") from None
     row = await cur.fetchone()
@@ -178,6 +180,6 @@ async def repair(
         for statement in statements.create_triggers(updated):
             await conn.execute(statement)
         await partitions.capture_partitions(conn, updated)
-        await conn.execute("SELECT syncsvc.resume_target(%s)", (name,))
+        await conn.execute(sqlfiles.query("catalog", "resume_by_name"), {"name": name})
     logger.info("target %s repaired: capture rebuilt for %s", name, ", ".join(updated.columns))
     return await get_target(conn, name)

@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 from syncsvc.capture.sweep import remove_orphans, sweep_target
 from syncsvc.core.models import Target
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import quoting, sqlfiles, statements
+from syncsvc.db import common, quoting, sqlfiles, statements
 from syncsvc.db.catalog import load_targets
 
 logger = logging.getLogger(__name__)
@@ -43,16 +43,15 @@ partitions: one daemon at a time, and others leave its status note alone meanwhi
 @contextlib.asynccontextmanager
 async def reconciling(conn: AsyncConn, target_id: int) -> AsyncIterator[bool]:
     """Whether this session reconciles ``target_id`` now (another daemon may be at it)."""
-    cur = await conn.execute(
-        "SELECT pg_try_advisory_lock(%s, %s) AS mine", (RECONCILE_LOCK, target_id)
-    )
+    lock = {"lock": RECONCILE_LOCK, "target_id": target_id}
+    cur = await conn.execute(sqlfiles.query("catalog", "try_reconcile_lock"), lock)
     row = await cur.fetchone()
     mine = bool(row and row["mine"])
     try:
         yield mine
     finally:
         if mine:
-            await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (RECONCILE_LOCK, target_id))
+            await conn.execute(sqlfiles.query("catalog", "reconcile_unlock"), lock)
 
 
 async def clear_stale_notes(conn: AsyncConn, changing: list[int]) -> None:
@@ -146,7 +145,7 @@ async def apply(conn: AsyncConn, target: Target, changes: list[Change]) -> list[
             work = statements.drop_relation_triggers(target, change.relation)
         try:
             async with conn.transaction():
-                await conn.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_TIMEOUT,))
+                await common.set_lock_timeout(conn, LOCK_TIMEOUT)
                 for statement in work:
                     await conn.execute(statement)
         except psycopg.errors.DuplicateObject:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, run, with_connection
 from syncsvc.core.types import AsyncConn
+from syncsvc.db import sqlfiles
 from syncsvc.observe import status
 from syncsvc.ops import migrate
 from syncsvc.ops import wiring as operations
@@ -102,11 +103,7 @@ async def _stop_when_idle(daemon: object) -> None:
     while not daemon.stop_event.is_set():
         await asyncio.sleep(0.5)
         async with daemon.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT (SELECT count(*) FROM syncsvc.queue WHERE state <> 'failed') "
-                "+ (SELECT count(*) FROM syncsvc.inbox) "
-                "+ (SELECT count(*) FROM syncsvc.jobs WHERE state IN ('pending', 'running')) AS n"
-            )
+            cur = await conn.execute(sqlfiles.query("ops", "outstanding_work"))
             row = await cur.fetchone()
         if row is not None and row["n"] == 0:
             daemon.request_stop()

@@ -23,6 +23,7 @@ from syncsvc.core.resources import data_path
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
 from syncsvc.daemon.process import Daemon
+from syncsvc.db import quoting
 from syncsvc.db.catalog import load_targets
 from syncsvc.db.database import aconnect
 from syncsvc.embed.profiles import WORDLLAMA_MODEL
@@ -50,20 +51,24 @@ def load_articles() -> list[dict[str, str]]:
 async def _prepare(conn: AsyncConn, settings: Settings, options: DemoOptions) -> Target:
     if any(t.name == TARGET for t in await load_targets(conn)):
         await targets.remove_target(conn, TARGET)
-    await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
-    await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
+    await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(quoting.ident(SCHEMA)))
+    await conn.execute(sql.SQL("CREATE SCHEMA {}").format(quoting.ident(SCHEMA)))
     await conn.execute(
         sql.SQL(
             "CREATE TABLE {}.articles (id serial PRIMARY KEY, title text NOT NULL, "
             "body text NOT NULL, category text NOT NULL, views int NOT NULL DEFAULT 0)"
-        ).format(sql.Identifier(SCHEMA))
+        ).format(quoting.ident(SCHEMA))
     )
     async with conn.cursor() as cur:
         await cur.executemany(
-            sql.SQL("INSERT INTO {}.articles (title, body, category) VALUES (%s, %s, %s)").format(
-                sql.Identifier(SCHEMA)
-            ),
-            [(a["title"], a["body"], a["category"]) for a in load_articles()],
+            sql.SQL(
+                "INSERT INTO {}.articles (title, body, category) "
+                "VALUES (%(title)s, %(body)s, %(category)s)"
+            ).format(quoting.ident(SCHEMA)),
+            [
+                {"title": a["title"], "body": a["body"], "category": a["category"]}
+                for a in load_articles()
+            ],
         )
     spec = targets.TargetSpec(
         name=TARGET,
@@ -78,16 +83,17 @@ async def _prepare(conn: AsyncConn, settings: Settings, options: DemoOptions) ->
 
 
 async def _count(conn: AsyncConn, target: Target) -> int:
-    view = sql.SQL("syncsvc.{}").format(sql.Identifier(target.view_name))
+    view = quoting.ident("syncsvc", target.view_name)
     cur = await conn.execute(sql.SQL("SELECT count(*) AS n FROM {} WHERE chunk = 0").format(view))
     row = await cur.fetchone()
     return int(row["n"]) if row else 0
 
 
 async def _stored_hash(conn: AsyncConn, target: Target, pk: int) -> bytes | None:
-    view = sql.SQL("syncsvc.{}").format(sql.Identifier(target.view_name))
+    view = quoting.ident("syncsvc", target.view_name)
     cur = await conn.execute(
-        sql.SQL("SELECT content_hash FROM {} WHERE id = %s AND chunk = 0").format(view), (pk,)
+        sql.SQL("SELECT content_hash FROM {} WHERE id = %(id)s AND chunk = 0").format(view),
+        {"id": pk},
     )
     row = await cur.fetchone()
     return bytes(row["content_hash"]) if row else None
@@ -202,7 +208,7 @@ async def _backfill(
 
 async def _live_edits(conn: AsyncConn, target: Target, console: Console, timeout: float) -> None:
     console.print("[bold]3.[/] Live changes (triggers + LISTEN/NOTIFY):")
-    table = sql.SQL("{}.articles").format(sql.Identifier(SCHEMA))
+    table = sql.SQL("{}.articles").format(quoting.ident(SCHEMA))
     title, body = (
         "Comet sighted over the Atacama desert",
         "Astronomers at a Chilean observatory tracked a bright comet with a long dust tail "
@@ -210,9 +216,10 @@ async def _live_edits(conn: AsyncConn, target: Target, console: Console, timeout
     )
     cur = await conn.execute(
         sql.SQL(
-            "INSERT INTO {} (title, body, category) VALUES (%s, %s, 'astronomy') RETURNING id"
+            "INSERT INTO {} (title, body, category) "
+            "VALUES (%(title)s, %(body)s, 'astronomy') RETURNING id"
         ).format(table),
-        (title, body),
+        {"title": title, "body": body},
     )
     row = await cur.fetchone()
     assert row is not None
@@ -222,8 +229,8 @@ async def _live_edits(conn: AsyncConn, target: Target, console: Console, timeout
 
     edited_body = "A slow-cooked tomato sauce with garlic, basil and olive oil for fresh pasta."
     cur = await conn.execute(
-        sql.SQL("UPDATE {} SET body = %s WHERE id = 1 RETURNING title").format(table),
-        (edited_body,),
+        sql.SQL("UPDATE {} SET body = %(body)s WHERE id = 1 RETURNING title").format(table),
+        {"body": edited_body},
     )
     row = await cur.fetchone()
     assert row is not None

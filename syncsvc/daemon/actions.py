@@ -24,7 +24,7 @@ from syncsvc.core.errors import SyncsvcError
 from syncsvc.core.models import Metric, Target
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import sqlfiles
+from syncsvc.db import common, sqlfiles
 from syncsvc.store import promote
 
 logger = logging.getLogger(__name__)
@@ -134,9 +134,7 @@ async def carry_out(conn: AsyncConn, settings: Settings, limit: int = 20) -> int
                 break
             # DDL waiting for a lock on a busy table would queue the application's writes
             # behind it: give up quickly and say why instead.
-            await conn.execute(
-                "SELECT set_config('lock_timeout', %s, true)", (f"{LOCK_TIMEOUT_MS}ms",)
-            )
+            await common.set_lock_timeout(conn, f"{LOCK_TIMEOUT_MS}ms")
             try:
                 # A savepoint: a failed action leaves nothing behind but its reason.
                 async with conn.transaction():

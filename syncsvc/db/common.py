@@ -18,3 +18,8 @@ async def relation_oid(conn: AsyncConn, schema: str, name: str) -> int | None:
     )
     row = await cur.fetchone()
     return None if row is None or row["oid"] is None else int(row["oid"])
+
+
+async def set_lock_timeout(conn: AsyncConn, timeout: str) -> None:
+    """``lock_timeout`` for the rest of the current transaction (``timeout`` like ``'500ms'``)."""
+    await conn.execute(sqlfiles.query("ops", "set_lock_timeout"), {"timeout": timeout})

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from syncsvc.core.errors import ConfigurationError
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
+from syncsvc.db import sqlfiles
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +61,17 @@ async def ensure_pgvector(conn: AsyncConn) -> str:
             f"PostgreSQL {server_version // 10000} is too old: syncsvc needs PostgreSQL >= 15."
         )
     major = server_version // 10000
-    query = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+    query = sqlfiles.query("ops", "vector_version")
     row = await (await conn.execute(query)).fetchone()
     if row is None:
-        cur = await conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+        cur = await conn.execute(sqlfiles.query("ops", "vector_available"))
         if await cur.fetchone() is None:
             raise ConfigurationError(
                 PGVECTOR_MISSING.format(detail="the extension is not installed", major=major)
             )
         try:
             async with conn.transaction():
-                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                await conn.execute(sqlfiles.query("ops", "create_vector_extension"))
         except psycopg.errors.InsufficientPrivilege as exc:
             detail = f"installed, but not created in this database and you may not: {exc}"
             raise ConfigurationError(PGVECTOR_MISSING.format(detail=detail, major=major)) from exc
@@ -87,13 +88,7 @@ async def ensure_pgvector(conn: AsyncConn) -> str:
 
 async def ensure_schema(conn: AsyncConn) -> None:
     """Fail clearly unless syncsvc's schema is there and this role may use it."""
-    cur = await conn.execute(
-        "SELECT n.oid IS NOT NULL AS schema, "
-        "coalesce(has_schema_privilege(n.oid, 'USAGE'), false) AS usage, "
-        "EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid "
-        "AND c.relname = 'targets') AS migrated "
-        "FROM (SELECT 1) one LEFT JOIN pg_namespace n ON n.nspname = 'syncsvc'"
-    )
+    cur = await conn.execute(sqlfiles.query("ops", "schema_state"))
     row = await cur.fetchone()
     assert row is not None
     if not row["schema"] or not row["migrated"]:

@@ -12,6 +12,7 @@ import logging
 import psycopg
 
 from syncsvc.core.waiting import sleep_unless
+from syncsvc.db import quoting, sqlfiles
 from syncsvc.db.statements import QUEUE_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -57,9 +58,7 @@ class Listener:
         try:
             conn.add_notify_handler(self._received)
             for channel in self.channels:
-                await conn.execute(
-                    psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel))
-                )
+                await conn.execute(psycopg.sql.SQL("LISTEN {}").format(quoting.ident(channel)))
             self.connected = True
             # Anything committed while we were away is found by the next claim.
             self.wake.set()
@@ -101,7 +100,7 @@ class Listener:
             if not done:
                 # The keep-alive probe: a dead server or network surfaces here as an error
                 # (notifications that arrive meanwhile reach the handler too).
-                await conn.execute("SELECT 1")
+                await conn.execute(sqlfiles.query("ops", "ping"))
                 continue
             readable.clear()
             conn.pgconn.consume_input()  # fails (OperationalError) when the server is gone

@@ -86,8 +86,10 @@ def current(url: str) -> list[str]:
     """The revisions the database is at (one per head)."""
     import psycopg
 
+    from syncsvc.db import sqlfiles
+
     with psycopg.connect(url) as conn:
-        rows = conn.execute(f"SELECT version_num FROM {SCHEMA}.alembic_version").fetchall()
+        rows = conn.execute(sqlfiles.query("ops", "alembic_revisions")).fetchall()
     return sorted(str(r[0]) for r in rows)
 
 

@@ -59,7 +59,7 @@ async def expand_inbox(pool: AsyncConnectionPool[AsyncConn], batch: int = 100) -
         while True:
             async with conn.transaction():
                 cur = await conn.execute(
-                    "SELECT pg_try_advisory_xact_lock(%s) AS locked", (EXPAND_LOCK,)
+                    sqlfiles.query("queue", "try_expand_lock"), {"lock": EXPAND_LOCK}
                 )
                 row = await cur.fetchone()
                 if row is None or not row["locked"]:

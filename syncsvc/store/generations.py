@@ -60,7 +60,9 @@ async def create_generation(
         state=state,
         table_name=row["table_name"],
     )
-    await conn.execute("SELECT syncsvc.create_vector_table(%s)", (generation.id,))
+    await conn.execute(
+        sqlfiles.query("catalog", "create_vector_table"), {"generation_id": generation.id}
+    )
     return generation
 
 
@@ -87,7 +89,7 @@ async def replace_view(conn: AsyncConn, target: Target, generation: Generation) 
         )
     )
     # The new view has no grants yet: give it to the roles allowed to search this target.
-    await conn.execute("SELECT syncsvc.apply_search_grants(%s)", (target.id,))
+    await conn.execute(sqlfiles.query("catalog", "apply_search_grants"), {"target_id": target.id})
 
 
 async def drop_generation_table(conn: AsyncConn, generation: Generation) -> None:

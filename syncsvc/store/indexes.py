@@ -148,7 +148,8 @@ async def build_index(
     if settings.maintenance_work_mem:
         # HNSW builds are far faster while the graph fits in maintenance_work_mem.
         await conn.execute(
-            "SELECT set_config('maintenance_work_mem', %s, false)", (settings.maintenance_work_mem,)
+            sqlfiles.query("ops", "set_maintenance_work_mem"),
+            {"value": settings.maintenance_work_mem},
         )
     logger.info(
         "building %s index %s on %s (%d dims, %s)",
@@ -162,7 +163,7 @@ async def build_index(
         await conn.execute(create_statement(target, generation, plan, settings, building))
     finally:
         if settings.maintenance_work_mem:
-            await conn.execute("RESET maintenance_work_mem")
+            await conn.execute(sqlfiles.query("ops", "reset_maintenance_work_mem"))
     if building != name:
         await _drop(conn, name)
         await conn.execute(

@@ -46,10 +46,7 @@ async def _database(pool: AsyncConnectionPool[AsyncConn]) -> tuple[Check, list[s
         async with asyncio.timeout(CHECK_TIMEOUT):
             async with pool.connection(timeout=CHECK_TIMEOUT) as conn:
                 await conn.execute(sqlfiles.query("ops", "ping"))
-                cur = await conn.execute(
-                    "SELECT name, paused_reason FROM syncsvc.targets "
-                    "WHERE paused_reason IS NOT NULL ORDER BY name"
-                )
+                cur = await conn.execute(sqlfiles.query("ops", "paused_targets"))
                 paused = [f"{r['name']}: {r['paused_reason']}" for r in await cur.fetchall()]
     except Exception as exc:  # any failure means "not ready"; the detail says which
         return Check("database", False, f"{type(exc).__name__}: {exc}"[:300]), []
