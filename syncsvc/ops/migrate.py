@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
     from syncsvc.core.settings import Settings
 
-SCHEMA = "syncsvc"
-
 
 def _config(url: str) -> Config:
     # Alembic (and SQLAlchemy under it) is imported only when a migration really runs: it
