@@ -92,3 +92,50 @@ print(len(response.vectors), len(response.vectors[0]))
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3", "256"]
+
+
+ROOT_LOGGER_PROBE = """
+import asyncio, logging, sys
+root = logging.getLogger()
+mine = logging.StreamHandler(sys.stdout)
+{setup}
+before = (list(root.handlers), root.level)
+from syncsvc.core.settings import Settings
+from syncsvc.providers.registry import build_provider
+from tests.test_local_model import request
+provider = build_provider("local", Settings())
+response = asyncio.run(provider.embed(request(64)))
+assert (list(root.handlers), root.level) == before, (root.handlers, root.level, before)
+logging.getLogger("wordllama").info("wordllama chatter")
+logging.getLogger("wordllama.inference").info("wordllama chatter")
+logging.getLogger("host").warning("host warning")
+print(len(response.vectors), "vectors", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "",  # a host that configured nothing: root stays without handlers, at WARNING
+        "root.addHandler(mine); root.setLevel(logging.INFO)",  # a host logging at INFO
+    ],
+    ids=["unconfigured-host", "host-at-info"],
+)
+def test_local_provider_leaves_the_root_logger_alone(setup: str) -> None:
+    """wordllama calls ``logging.basicConfig(INFO)`` on import; the host's root logger (handlers
+    and level) must be exactly as the host left it, and wordllama's INFO lines stay quiet."""
+    done = subprocess.run(
+        [sys.executable, "-c", ROOT_LOGGER_PROBE.format(setup=setup)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "3 vectors" in done.stderr
+    output = done.stdout + done.stderr
+    assert "wordllama chatter" not in output
+    if setup:
+        assert "host warning" in done.stdout  # the host's own handler still works
+    else:
+        assert "host warning" in done.stderr  # logging's last resort, not a basicConfig handler
+        assert "WARNING:host" not in done.stderr

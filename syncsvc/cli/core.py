@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, run, with_connection
+from syncsvc.core.lazy import lazy_module
 from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
 from syncsvc.observe import status
 from syncsvc.ops import migrate
-from syncsvc.ops import wiring as operations
 from syncsvc.queue import failures
+
+if TYPE_CHECKING:
+    from syncsvc.ops import wiring as operations
+else:  # metrics, Starlette and uvicorn load only when the daemon starts
+    operations = lazy_module("syncsvc.ops.wiring")
 
 failed_app = typer.Typer(help="Inspect and retry rows that failed to embed.", no_args_is_help=True)
 

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from syncsvc.cli.context import STATE, console, fail, run
+from syncsvc.core.lazy import lazy_module
 from syncsvc.db.database import aconnect, create_pool, ensure_schema
-from syncsvc.web.app import create_app
-from syncsvc.web.auth import AdminAccess
-from syncsvc.web.server import bind, parse_address, serve
+
+if TYPE_CHECKING:
+    from syncsvc.web import app as web_app
+    from syncsvc.web import auth as web_auth
+    from syncsvc.web import server as web_server
+else:  # Starlette and uvicorn load only when the page is served
+    web_app = lazy_module("syncsvc.web.app")
+    web_auth = lazy_module("syncsvc.web.auth")
+    web_server = lazy_module("syncsvc.web.server")
 
 
 def register(app: typer.Typer) -> None:
@@ -31,10 +38,10 @@ def serve_admin_command(
     """Serve the admin page, /metrics and probes for this database without running a daemon."""
     settings = STATE.settings.model_copy(update={"admin_enabled": True})
     try:
-        host, port = parse_address(address)
+        host, port = web_server.parse_address(address)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    access = AdminAccess.from_settings(settings, host)
+    access = web_auth.AdminAccess.from_settings(settings, host)
     if not access.enabled:
         raise fail(access.reason)
     url = STATE.url()
@@ -52,10 +59,10 @@ def serve_admin_command(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            sock = bind(host, port)
+            sock = web_server.bind(host, port)
             shown = f"[{host}]" if ":" in host else host
             console.print(f"admin page on http://{shown}:{sock.getsockname()[1]}/admin")
-            await serve(create_app(pool, settings, access), sock, stop)
+            await web_server.serve(web_app.create_app(pool, settings, access), sock, stop)
         finally:
             await pool.close()
 

@@ -5,20 +5,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import psycopg
 import typer
 from rich.table import Table
 
 from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, with_connection
+from syncsvc.core.lazy import lazy_module
 from syncsvc.core.models import Target
 from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import find_generation, get_target, load_targets
-from syncsvc.providers.registry import build_provider
-from syncsvc.search import engine as search_module
-from syncsvc.search.engine import SearchHit
-from syncsvc.store import indexes
+
+if TYPE_CHECKING:
+    from syncsvc.providers import registry
+    from syncsvc.search import engine as search_module
+    from syncsvc.search.engine import SearchHit
+    from syncsvc.store import indexes
+else:  # numpy (through pgvector) and HTTP clients load only when a search runs
+    registry = lazy_module("syncsvc.providers.registry")
+    search_module = lazy_module("syncsvc.search.engine")
+    indexes = lazy_module("syncsvc.store.indexes")
 
 index_app = typer.Typer(help="HNSW indexes of generations.", no_args_is_help=True)
 cache_app = typer.Typer(help="The cache of embedded search queries.", no_args_is_help=True)
@@ -83,7 +90,7 @@ async def _search(
             hits = await search_module.similar_rows(conn, target, _key(like), k=k, where=where)
         else:
             generation = search_module.active_generation(target)
-            provider = build_provider(generation.provider, STATE.settings)
+            provider = registry.build_provider(generation.provider, STATE.settings)
             try:
                 query = await search_module.embed_query(conn, provider, target, text, generation)
             finally:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from syncsvc.simulator import FaultKind, SimulatorConfig, parse_fault, serve
+from syncsvc.core.lazy import lazy_module
+from syncsvc.simulator.faults import FaultKind, parse_fault
+
+if TYPE_CHECKING:
+    from syncsvc.simulator import app as simulator_app
+    from syncsvc.simulator import server as simulator_server
+else:  # Starlette and uvicorn load only when the simulator runs
+    simulator_app = lazy_module("syncsvc.simulator.app")
+    simulator_server = lazy_module("syncsvc.simulator.server")
 
 _FAULT_HELP = (
     "Inject a fault: KIND[:key=value,...] with KIND one of "
@@ -63,7 +71,7 @@ def simulate_api_command(
         rules = tuple(parse_fault(spec) for spec in fault or [])
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--fault") from None
-    config = SimulatorConfig(
+    config = simulator_app.SimulatorConfig(
         latency_ms=latency_ms,
         jitter_ms=jitter_ms,
         rpm=rpm,
@@ -83,4 +91,4 @@ def simulate_api_command(
     from syncsvc.core.runtime import tune_gc
 
     tune_gc()  # a collector stall would shift requests across the per-second rate windows
-    serve(config, host, port)
+    simulator_server.serve(config, host, port)

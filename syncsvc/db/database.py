@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from pgvector.psycopg import register_vector_async
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
 
 from syncsvc.core.errors import ConfigurationError
 from syncsvc.core.settings import Settings
@@ -112,15 +113,22 @@ async def aconnect(url: str, *, check: bool = True) -> AsyncConn:
     try:
         if check:
             await ensure_pgvector(conn)
-        await register_vector_async(conn)
+        await _register_vector(conn)
     except BaseException:
         await conn.close()
         raise
     return conn
 
 
-async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+async def _register_vector(conn: psycopg.AsyncConnection[Any]) -> None:
+    # pgvector imports numpy: loaded with the first connection, not with the CLI.
+    from pgvector.psycopg import register_vector_async
+
     await register_vector_async(conn)
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    await _register_vector(conn)
 
 
 def create_pool(
@@ -130,6 +138,8 @@ def create_pool(
     kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
     if application_name:
         kwargs["application_name"] = application_name
+    from psycopg_pool import AsyncConnectionPool  # the CLI's start needs no pool
+
     return AsyncConnectionPool(
         url,
         min_size=min_size,

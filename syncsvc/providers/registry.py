@@ -23,10 +23,7 @@ from syncsvc.embed.profiles import (
     get_profile,
 )
 from syncsvc.embed.provider import EmbeddingProvider
-from syncsvc.providers.dashscope import DashScopeNativeProvider
 from syncsvc.providers.local import LocalHashProvider
-from syncsvc.providers.openai import OpenAICompatibleProvider
-from syncsvc.providers.wordllama import WordLlamaProvider
 
 BUILTIN = "local-hash"
 LOCAL_MODEL = "local"
@@ -90,6 +87,9 @@ def build_provider(name: str, settings: Settings) -> EmbeddingProvider:
     profile = provider_profile(name, settings)
     if profile.protocol is Protocol.LOCAL:
         if profile.name == LOCAL.name:
+            # numpy, tokenizers and wordllama load only when the local model is built.
+            from syncsvc.providers.wordllama import WordLlamaProvider
+
             return WordLlamaProvider(name, profile)
         return LocalHashProvider(name, profile)
     # A key pasted with a trailing newline or CR is never valid: the API would answer a bare 400.
@@ -100,7 +100,12 @@ def build_provider(name: str, settings: Settings) -> EmbeddingProvider:
     if not api_key and profile.name not in KEYLESS_PROFILES:
         missing = profile.api_key_env or "(no api_key_env configured)"
     if profile.protocol is Protocol.DASHSCOPE_NATIVE:
+        from syncsvc.providers.dashscope import DashScopeNativeProvider
+
         return DashScopeNativeProvider(name, profile, api_key=api_key, missing_key_env=missing)
+    # httpx and prometheus_client load only when a remote provider is built.
+    from syncsvc.providers.openai import OpenAICompatibleProvider
+
     return OpenAICompatibleProvider(name, profile, api_key=api_key, missing_key_env=missing)
 
 

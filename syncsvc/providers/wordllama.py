@@ -22,7 +22,13 @@ from syncsvc.embed.provider import (
     ProviderError,
     proceed,
 )
-from syncsvc.embed.wordllama_files import TOKENIZER, WEIGHTS, package_file, tokenizer
+from syncsvc.embed.wordllama_files import (
+    TOKENIZER,
+    WEIGHTS,
+    package_file,
+    tokenizer,
+    wordllama_package,
+)
 from syncsvc.providers.local import InProcessProvider
 
 _lock = threading.Lock()
@@ -32,11 +38,11 @@ _lock = threading.Lock()
 def _model() -> Any:
     from safetensors import safe_open
     from tokenizers import Tokenizer
-    from wordllama import WordLlamaInference
 
     with _lock, safe_open(str(package_file(WEIGHTS)), framework="np", device="cpu") as f:
         weights = f.get_tensor("embedding.weight")
-    return WordLlamaInference(weights, Tokenizer.from_file(str(package_file(TOKENIZER))))
+    inference = wordllama_package().WordLlamaInference
+    return inference(weights, Tokenizer.from_file(str(package_file(TOKENIZER))))
 
 
 def embed_texts(texts: list[str], dimensions: int) -> np.ndarray[Any, np.dtype[np.float32]]:
