@@ -16,14 +16,13 @@ from syncsvc.core.lazy import lazy_module
 from syncsvc.core.models import Target
 from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import find_generation, get_target, load_targets
+from syncsvc.providers.registry import build_provider
 
 if TYPE_CHECKING:
-    from syncsvc.providers import registry
     from syncsvc.search import engine as search_module
     from syncsvc.search.engine import SearchHit
     from syncsvc.store import indexes
-else:  # numpy (through pgvector) and HTTP clients load only when a search runs
-    registry = lazy_module("syncsvc.providers.registry")
+else:  # numpy (through pgvector) loads only when a search runs
     search_module = lazy_module("syncsvc.search.engine")
     indexes = lazy_module("syncsvc.store.indexes")
 
@@ -90,7 +89,7 @@ async def _search(
             hits = await search_module.similar_rows(conn, target, _key(like), k=k, where=where)
         else:
             generation = search_module.active_generation(target)
-            provider = registry.build_provider(generation.provider, STATE.settings)
+            provider = build_provider(generation.provider, STATE.settings)
             try:
                 query = await search_module.embed_query(conn, provider, target, text, generation)
             finally:
