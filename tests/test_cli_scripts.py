@@ -199,13 +199,13 @@ def test_missing_api_key_is_one_line_naming_the_variable(db_url: str) -> None:
     assert healthy
 
 
-def remove_under_terminal(url: str, answer: bytes, *extra: str) -> subprocess.CompletedProcess[str]:
-    """``target remove notes`` with a pseudo-terminal on stdin, answering ``answer``."""
+def under_terminal(url: str, answer: bytes, *args: str) -> subprocess.CompletedProcess[str]:
+    """``syncsvc ARGS`` with a pseudo-terminal on stdin, answering ``answer``."""
     primary, secondary = pty.openpty()
     try:
         os.write(primary, answer)
         return subprocess.run(
-            [sys.executable, "-m", "syncsvc", "target", "remove", "notes", *extra],
+            [sys.executable, "-m", "syncsvc", *args],
             env={**os.environ, "SYNCSVC_DATABASE_URL": url},
             stdin=secondary,
             capture_output=True,
@@ -224,13 +224,13 @@ def target_names(url: str) -> list[str]:
 
 def test_target_remove_asks_on_a_terminal(db_url: str) -> None:
     two_targets(db_url)
-    declined = remove_under_terminal(db_url, b"n\n")
+    declined = under_terminal(db_url, b"n\n", "target", "remove", "notes")
     assert declined.returncode == 1, declined.stderr
     assert "remove target notes" in declined.stderr
     assert target_names(db_url) == ["notes", "other"]
     assert vectors(db_url, "notes_embeddings") == 5
 
-    removed = remove_under_terminal(db_url, b"", "--yes")
+    removed = under_terminal(db_url, b"", "target", "remove", "notes", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert "remove target notes" not in removed.stderr  # --yes: no question
     assert target_names(db_url) == ["other"]
@@ -238,3 +238,32 @@ def test_target_remove_asks_on_a_terminal(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         triggers = conn.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'other'::regclass")
         assert triggers.fetchone() != (0,)
+
+
+def test_jobs_cancel_and_generation_drop_ask_on_a_terminal(db_url: str) -> None:
+    two_targets(db_url)
+    reembed = ["reembed", "notes", "--model", "local-hash", "--dimensions", "128", "--json"]
+    job = json.loads(syncsvc(db_url, *reembed).stdout)
+    job_id = str(job["id"] if "id" in job else job["job"]["id"])
+
+    def state() -> str:
+        jobs = json.loads(syncsvc(db_url, "jobs", "list", "--json").stdout)
+        return str(next(j["state"] for j in jobs if str(j["id"]) == job_id))
+
+    declined = under_terminal(db_url, b"n\n", "jobs", "cancel", job_id)
+    assert declined.returncode == 1 and f"cancel job {job_id}" in declined.stderr
+    assert state() != "cancelled"
+    assert under_terminal(db_url, b"y\n", "jobs", "cancel", job_id).returncode == 0
+    assert state() == "cancelled"
+
+    generations = json.loads(syncsvc(db_url, "generation", "list", "notes", "--json").stdout)
+    assert len(generations) == 2
+    newest = str(max(g["id"] for g in generations))
+    declined = under_terminal(db_url, b"n\n", "generation", "drop", "notes", newest)
+    assert declined.returncode == 1
+    assert len(json.loads(syncsvc(db_url, "generation", "list", "notes", "--json").stdout)) == 2
+    dropped = under_terminal(db_url, b"", "generation", "drop", "notes", newest, "--yes")
+    assert dropped.returncode == 0, dropped.stderr
+    assert len(json.loads(syncsvc(db_url, "generation", "list", "notes", "--json").stdout)) == 1
+    assert vectors(db_url, "notes_embeddings") == 5
+    assert vectors(db_url, "other_embeddings") == 4
