@@ -169,7 +169,7 @@ def test_failed_list_and_retry(db_url: str) -> None:
         )
     listed = json.loads(syncsvc(db_url, "failed", "list", "--json").stdout)
     assert [(r["target"], r["pk"], r["attempts"], r["request_id"]) for r in listed] == [
-        ("notes", [2], 6, "req-9")
+        ("notes", {"id": 2}, 6, "req-9")
     ]
     assert "DataInspectionFailed" in listed[0]["last_error"]
     out = syncsvc(db_url, "failed", "retry", "--target", "notes").stdout

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from syncsvc.embed.provider import EmbeddingRequest, EmbeddingResponse, ErrorKind, ProviderError
 from syncsvc.providers.local import LocalHashProvider
 from tests.helpers import fast_settings, running_daemon, scalar, wait_for
@@ -102,3 +106,25 @@ async def test_auth_error_pauses_target_without_spending_attempts(conn, db_url: 
         await wait_for(lambda: scalar(conn, "SELECT count(*) = 0 FROM syncsvc.queue"))
     assert await scalar(conn, "SELECT paused_reason FROM syncsvc.targets") is None
     await assert_in_sync(conn)
+
+
+async def test_a_refusal_met_by_concurrent_rounds_is_logged_once(
+    conn, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await make_articles(conn, rows=40)
+    await add(conn)
+    provider = FlakyProvider(ErrorKind.AUTH)
+    settings = fast_settings(claim_size=5, rounds_in_flight=4)
+    with caplog.at_level(logging.ERROR, logger="syncsvc.daemon.worker"):
+        async with running_daemon(db_url, settings, provider):
+            await wait_for(
+                lambda: scalar(
+                    conn,
+                    "SELECT count(*) = 40 FROM syncsvc.queue WHERE state = 'pending'",
+                )
+            )
+            await wait_for(
+                lambda: scalar(conn, "SELECT paused_reason IS NOT NULL FROM syncsvc.targets")
+            )
+    pauses = [r for r in caplog.records if r.getMessage().startswith("pausing target")]
+    assert len(pauses) == 1, [r.getMessage() for r in pauses]

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from syncsvc.cli.context import STATE, err_console
+from syncsvc.cli.context import STATE, print_error
 from syncsvc.cli.failure import describe
 from syncsvc.core import logs
 from syncsvc.core.settings import Settings
@@ -110,14 +110,21 @@ def main(argv: list[str] | None = None) -> None:
         message = describe(exc)
         if message is None or _debug(args):
             raise
-        err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+        if _option(args, "--log-format") == "json":
+            logs.configure("INFO", "json")  # settings themselves may be what failed
+        print_error(message)
         sys.exit(1)
 
 
-def _debug(args: list[str]) -> bool:
+def _option(args: list[str], name: str) -> str | None:
+    """An option's value from the raw arguments (or its SYNCSVC_ variable)."""
     for i, arg in enumerate(args):
-        if arg == "--log-level" and i + 1 < len(args):
-            return args[i + 1].lower() == "debug"
-        if arg.startswith("--log-level="):
-            return arg.split("=", 1)[1].lower() == "debug"
-    return os.environ.get("SYNCSVC_LOG_LEVEL", "").lower() == "debug"
+        if arg == name and i + 1 < len(args):
+            return args[i + 1].lower()
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1].lower()
+    return os.environ.get("SYNCSVC_" + name[2:].replace("-", "_").upper(), "").lower() or None
+
+
+def _debug(args: list[str]) -> bool:
+    return _option(args, "--log-level") == "debug"

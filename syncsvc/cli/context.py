@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from syncsvc.cli.failure import describe
+from syncsvc.core import logs
 from syncsvc.core.settings import Settings, config_file, masked_url
 from syncsvc.core.types import AsyncConn
 from syncsvc.db.database import aconnect, resolve_url
@@ -21,8 +22,18 @@ from syncsvc.db.database import aconnect, resolve_url
 P = ParamSpec("P")
 T = TypeVar("T")
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    """A terminal gets rich's layout; a pipe or file gets every cell whole: no wrapping at 80
+    columns, no ellipsis, no colour codes (scripts read what they are given)."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=100_000, soft_wrap=True, no_color=True, highlight=False)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 class State:
@@ -56,7 +67,10 @@ class State:
             settings = self.settings
             self.embedded = not settings.database_configured()
             self._url = resolve_url(settings, announce=False)
-            if logging.getLogger("syncsvc").isEnabledFor(logging.INFO):
+            if json_logging():
+                # Under --log-format json every stderr line is a JSON object.
+                logging.getLogger("syncsvc.cli").info(setup_line(settings))
+            elif logging.getLogger("syncsvc").isEnabledFor(logging.INFO):
                 err_console.print(f"[dim]{setup_line(settings)}[/]", highlight=False)
         return self._url
 
@@ -95,7 +109,7 @@ def report(exc: Exception) -> Exception:
     message = describe(exc)
     if message is None or debugging():
         return exc
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    print_error(message)
     return typer.Exit(1)
 
 
@@ -119,8 +133,40 @@ def with_connection(
 
 
 def fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    print_error(message)
     return typer.Exit(1)
+
+
+def print_error(message: str) -> None:
+    """``error: …`` on stderr: one JSON object under ``--log-format json``, else one line."""
+    if json_logging():
+        logging.getLogger("syncsvc.cli").error(message)
+        return
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+
+
+def json_logging() -> bool:
+    """Whether stderr carries JSON lines (``--log-format json``): read from the configured
+    handler, since settings themselves may be what failed."""
+    return any(isinstance(h.formatter, logs.JsonFormatter) for h in logging.getLogger().handlers)
+
+
+YesFlag = Annotated[
+    bool,
+    typer.Option(
+        "--yes", "-y", help="Do not ask for confirmation (a terminal asks; a script not)."
+    ),
+]
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask ``question`` when stdin is a terminal and ``--yes`` was not given; a script (no
+    terminal on stdin) proceeds as it always did. Exits 1 on anything but yes."""
+    if yes or not sys.stdin.isatty():
+        return
+    if not typer.confirm(question, default=False, err=True):
+        err_console.print("aborted; nothing was changed", highlight=False)
+        raise typer.Exit(1)
 
 
 def is_tty() -> bool:

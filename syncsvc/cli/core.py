@@ -162,7 +162,15 @@ def status_command(
 async def _failed_list(conn: AsyncConn, target: str | None, limit: int, as_json: bool) -> None:
     rows = await failures.list_failed(conn, target, limit)
     if as_json:
-        typer.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        from syncsvc.db.catalog import load_targets
+
+        # One key shape everywhere: ``pk`` is {column: value}, as ``search --json`` prints it.
+        columns = {t.name: t.pk_columns for t in await load_targets(conn)}
+        out = [
+            {**r.as_dict(), "pk": dict(zip(columns.get(r.target, ()), r.pk, strict=False))}
+            for r in rows
+        ]
+        typer.echo(json.dumps(out, indent=2, default=str, ensure_ascii=False))
         return
     table = Table(title=f"failed rows ({len(rows)})")
     for column in ("target", "generation", "key", "attempts", "last error", "request id", "at"):

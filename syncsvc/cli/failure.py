@@ -77,6 +77,20 @@ def _config_file() -> str:
     return os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE)
 
 
+def _provider_error(exc: BaseException) -> str | None:
+    """A provider's refusal (a missing key, a wrong key, no access): its own words, which name
+    what to set; never the provider object."""
+    # Local: the embedding stage loads only when a command embeds (the CLI starts light).
+    from syncsvc.embed.items import ProviderPaused
+    from syncsvc.embed.provider import ProviderError
+
+    if isinstance(exc, ProviderPaused):
+        exc = exc.error
+    if isinstance(exc, ProviderError):
+        return f"the embeddings provider refused the request: {exc}"
+    return None
+
+
 def describe(exc: BaseException) -> str | None:
     """The user-facing message for ``exc``; None for a bug (which keeps its traceback)."""
     original: Any = getattr(exc, "orig", None)  # SQLAlchemy (Alembic) wraps the driver's error
@@ -84,6 +98,9 @@ def describe(exc: BaseException) -> str | None:
         exc = original
     if isinstance(exc, SyncsvcError):
         return str(exc)
+    provider_error = _provider_error(exc)
+    if provider_error is not None:
+        return provider_error
     if isinstance(exc, psycopg.Error):
         return _database_error(exc)
     if isinstance(exc, tomllib.TOMLDecodeError):

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from syncsvc import jobs
-from syncsvc.cli.context import STATE, JsonFlag, console, emit, with_connection
+from syncsvc.cli.context import STATE, JsonFlag, YesFlag, confirm, console, emit, with_connection
 from syncsvc.core.types import AsyncConn
 from syncsvc.daemon import actions
 from syncsvc.jobs.model import Job
@@ -171,8 +171,11 @@ def list_command(
 
 
 @with_connection
-async def _watch(conn: AsyncConn, job_id: int, interval: float) -> None:
+async def _watch(conn: AsyncConn, job_id: int, interval: float, as_json: bool) -> None:
     job = await jobs.get_job(conn, job_id)
+    if as_json or not console.is_terminal:
+        await _watch_lines(conn, job, interval, as_json)
+        return
     columns = (
         TextColumn(f"job {job.id} {job.target} → g{job.generation_id}"),
         BarColumn(),
@@ -198,13 +201,42 @@ async def _watch(conn: AsyncConn, job_id: int, interval: float) -> None:
     console.print(_describe(job) + (f" ({job.error})" if job.error else ""), highlight=False)
 
 
+async def _watch_lines(conn: AsyncConn, job: Job, interval: float, as_json: bool) -> None:
+    """Without a terminal (or with --json): one line per change of progress, then the final
+    state; JSON lines carry the job as ``jobs list --json`` does."""
+    last: tuple[object, ...] | None = None
+    while True:
+        seen = (job.state, job.done_rows, job.total_rows, job.error)
+        if seen != last:
+            last = seen
+            if as_json:
+                typer.echo(json.dumps(job.as_dict(), default=str, ensure_ascii=False))
+            else:
+                rate = f"{job.rate:.0f} rows/s" if job.rate else "-"
+                total = job.total_rows if job.total_rows else "?"
+                typer.echo(
+                    f"job {job.id} {job.target} g{job.generation_id} {job.state.value} "
+                    f"{job.done_rows}/{total} {rate} {job.tokens} tokens ${job.cost:.4f} "
+                    f"ETA {duration(job.eta_seconds)}"
+                )
+        if not job.state.open:
+            break
+        await asyncio.sleep(interval)
+        job = await jobs.get_job(conn, job.id)
+    if not as_json:
+        typer.echo(_describe(job) + (f" ({job.error})" if job.error else ""))
+
+
 @jobs_app.command("watch")
 def watch_command(
     job_id: Annotated[int, typer.Argument(metavar="ID")],
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line on each change.")
+    ] = False,
 ) -> None:
-    """A live progress bar until the job finishes."""
-    _watch(job_id, interval)
+    """A live progress bar until the job finishes (no terminal: a line on each change)."""
+    _watch(job_id, interval, as_json)
 
 
 @with_connection
@@ -258,9 +290,12 @@ def cancel_command(
         bool, typer.Option("--drop", help="Also drop the generation's vector table.")
     ] = False,
     as_json: JsonFlag = False,
+    yes: YesFlag = False,
 ) -> None:
     """Cancel a job: no request is sent for its generation once this returns (answers still in
-    flight are discarded); the generation is kept as 'cancelled' until dropped (--drop: now)."""
+    flight are discarded); the generation is kept as 'cancelled' until dropped (--drop: now).
+    Asks first when stdin is a terminal (--yes: do not ask)."""
+    confirm(f"cancel job {job_id}{' and drop its generation' if drop else ''}?", yes)
     _cancel(job_id, drop, as_json)
 
 
@@ -382,7 +417,10 @@ def generation_drop(
     target: Annotated[str, typer.Argument()],
     generation: Annotated[str, typer.Argument(help="Generation id (or key).")],
     as_json: JsonFlag = False,
+    yes: YesFlag = False,
 ) -> None:
     """Drop a retired, cancelled, failed or building generation and its vectors (never the
-    active one; a building one's job goes with it)."""
+    active one; a building one's job goes with it). Asks first when stdin is a terminal
+    (--yes: do not ask)."""
+    confirm(f"drop generation {generation} of {target} and its vectors?", yes)
     _drop(target, generation, as_json)

@@ -9,7 +9,16 @@ import typer
 from rich.table import Table
 
 from syncsvc.capture import drift, partitions, targets
-from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, with_connection
+from syncsvc.cli.context import (
+    STATE,
+    JsonFlag,
+    YesFlag,
+    confirm,
+    console,
+    emit,
+    fail,
+    with_connection,
+)
 from syncsvc.core.models import Metric
 from syncsvc.core.types import AsyncConn
 from syncsvc.daemon import actions
@@ -244,8 +253,12 @@ def remove(
         bool, typer.Option("--keep-vectors", help="Keep the vector tables.")
     ] = False,
     as_json: JsonFlag = False,
+    yes: YesFlag = False,
 ) -> None:
-    """Drop a target's triggers (and its vectors unless --keep-vectors)."""
+    """Drop a target's triggers (and its vectors unless --keep-vectors). Asks first when stdin
+    is a terminal (--yes: do not ask); a script without a terminal is not asked."""
+    what = "its triggers" if keep_vectors else "its triggers and every vector table"
+    confirm(f"remove target {name} ({what})?", yes)
     _remove(name, keep_vectors, as_json)
 
 
@@ -279,14 +292,29 @@ def resume(name: str, as_json: JsonFlag = False) -> None:
 
 
 @with_connection
-async def _check(conn: AsyncConn, name: str) -> None:
+async def _check(conn: AsyncConn, name: str, as_json: bool) -> None:
     from syncsvc.db.catalog import get_target
 
     target = await get_target(conn, name)
     problems = await drift.check(conn, target)
+    fixing = (await partitions.drift_notes(conn)).get(name) if not problems else None
+    if as_json:
+        emit(
+            True,
+            {
+                "target": name,
+                "ok": not problems,
+                "problems": problems,
+                "paused_reason": target.paused_reason,
+                "note": fixing,
+            },
+            "",
+        )
+        if problems:
+            raise typer.Exit(1)
+        return
     if not problems:
         paused = f"; paused: {target.paused_reason}" if target.paused_reason else ""
-        fixing = (await partitions.drift_notes(conn)).get(name)
         note = f"; {fixing}" if fixing else ""
         console.print(f"target {name} matches its table{paused}{note}", highlight=False)
         return
@@ -296,9 +324,9 @@ async def _check(conn: AsyncConn, name: str) -> None:
 
 
 @target_app.command("check")
-def check(name: str) -> None:
+def check(name: str, as_json: JsonFlag = False) -> None:
     """Compare a target with its table's current shape (exit 1 on drift)."""
-    _check(name)
+    _check(name, as_json)
 
 
 @with_connection

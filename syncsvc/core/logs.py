@@ -91,7 +91,7 @@ class JsonFormatter(logging.Formatter):
                 payload[key] = value
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        return json.dumps(payload, default=str, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):
@@ -112,6 +112,12 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
+    elif not sys.stderr.isatty():
+        # Piped or captured: one line per record (rich would wrap at 80 columns and pad).
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            TextFormatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+        )
     else:
         from rich.console import Console
         from rich.logging import RichHandler

@@ -160,11 +160,14 @@ class Worker:
         stats.released += len(items)
 
     async def _pause(self, target: Target, reason: str) -> None:
-        logger.error("pausing target %s: %s", target.name, reason)
         async with self.pool.connection() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 sqlfiles.query("catalog", "pause_target"), {"id": target.id, "reason": reason}
             )
+        # Rounds in flight all meet the same refusal; only the one that paused the target says
+        # so (the statement skips a target already paused for this reason).
+        if cur.rowcount:
+            logger.error("pausing target %s: %s", target.name, reason)
 
     async def _process_target(self, target: Target, items: list[ClaimedItem]) -> RoundStats:
         stats = RoundStats()

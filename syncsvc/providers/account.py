@@ -62,7 +62,8 @@ class HttpProvider:
         if self._missing_key_env:
             raise ProviderError(
                 ErrorKind.AUTH,
-                f"environment variable {self._missing_key_env} is not set",
+                f"environment variable {self._missing_key_env} is not set: set it to the API "
+                f"key of provider {self._name}",
                 code="MissingApiKey",
             )
 
