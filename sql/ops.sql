@@ -124,9 +124,26 @@ WHERE paused_reason IS NOT NULL ORDER BY name;
 
 -- name: outstanding_work --
 -- What 'syncsvc run --until-idle' waits for: live queue entries, inbox rows, unfinished jobs.
-SELECT (SELECT count(*) FROM syncsvc.queue WHERE state <> 'failed')
-     + (SELECT count(*) FROM syncsvc.inbox)
-     + (SELECT count(*) FROM syncsvc.jobs WHERE state IN ('pending', 'running')) AS n;
+-- A paused target's work is not counted: nothing will do it until someone resumes the target.
+SELECT (SELECT count(*) FROM syncsvc.queue q JOIN syncsvc.targets t ON t.id = q.target_id
+         WHERE q.state <> 'failed' AND t.paused_reason IS NULL)
+     + (SELECT count(*) FROM syncsvc.inbox i JOIN syncsvc.targets t ON t.id = i.target_id
+         WHERE t.paused_reason IS NULL)
+     + (SELECT count(*) FROM syncsvc.jobs j JOIN syncsvc.targets t ON t.id = j.target_id
+         WHERE j.state IN ('pending', 'running') AND t.paused_reason IS NULL) AS n;
+
+-- name: paused_work --
+-- Paused targets that still hold work, for the last word of 'syncsvc run --until-idle'.
+SELECT t.name, t.paused_reason,
+       (SELECT count(*) FROM syncsvc.queue q
+         WHERE q.target_id = t.id AND q.state <> 'failed') AS queued
+FROM syncsvc.targets t
+WHERE t.paused_reason IS NOT NULL
+  AND (EXISTS (SELECT FROM syncsvc.queue q WHERE q.target_id = t.id AND q.state <> 'failed')
+       OR EXISTS (SELECT FROM syncsvc.inbox i WHERE i.target_id = t.id)
+       OR EXISTS (SELECT FROM syncsvc.jobs j
+                   WHERE j.target_id = t.id AND j.state IN ('pending', 'running')))
+ORDER BY t.name;
 
 -- name: alembic_revisions --
 SELECT version_num FROM syncsvc.alembic_version;

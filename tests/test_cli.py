@@ -220,3 +220,35 @@ def test_version() -> None:
         [sys.executable, "-m", "syncsvc", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == f"syncsvc {version('syncsvc')}"
+
+
+def test_until_idle_stops_while_a_paused_target_still_holds_work(db_url: str) -> None:
+    """A paused target's queue is not work the daemon can do: ``--until-idle`` must not wait
+    for it forever. It embeds everything else, then says what is left and exits 3."""
+    setup_table(db_url, 20)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE memos (id int PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO memos SELECT i, 'memo ' || i FROM generate_series(1, 12) i")
+    for name, columns in (("notes", "title,body"), ("memos", "body")):
+        syncsvc(db_url, "target", "add", name, "--table", name, "--columns", columns,
+                "--dimensions", "64", "--provider", "local-hash")  # fmt: skip
+    syncsvc(db_url, "run", "--until-idle")
+    vectors = "SELECT id, embedding::text FROM syncsvc.notes_embeddings ORDER BY id"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        before = conn.execute(vectors).fetchall()
+        conn.execute("SELECT syncsvc.pause_target('memos', 'held for the test')")
+        conn.execute("UPDATE memos SET body = body || ' edited'")
+        conn.execute("UPDATE notes SET body = body || ' edited'")
+    ran = syncsvc(db_url, "run", "--until-idle", check=False)
+    assert ran.returncode == 3, ran.stderr
+    assert "memos" in ran.stderr and "held for the test" in ran.stderr
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        after = conn.execute(vectors).fetchall()
+        waiting = conn.execute(
+            "SELECT count(*) FROM syncsvc.queue q JOIN syncsvc.targets t ON t.id = q.target_id "
+            "WHERE t.name = 'memos' AND q.state = 'pending'"
+        ).fetchone()
+    assert len(before) == len(after) == 20
+    # the healthy target's edits were embedded
+    assert all(old[1] != new[1] for old, new in zip(before, after, strict=True))
+    assert waiting == (12,)  # nothing was dropped: the paused target's edits wait for the resume

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from syncsvc.cli.context import STATE, JsonFlag, console, emit, fail, run, with_connection
+from syncsvc.cli.context import (
+    STATE,
+    JsonFlag,
+    console,
+    emit,
+    fail,
+    print_error,
+    run,
+    with_connection,
+)
 from syncsvc.core.lazy import lazy_module
 from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
@@ -55,7 +64,11 @@ def migrate_command(
 def run_command(
     until_idle: Annotated[
         bool,
-        typer.Option("--until-idle", help="Exit once no row is queued and no job is running."),
+        typer.Option(
+            "--until-idle",
+            help="Exit once no row is queued and no job is running; exit 3 if paused targets "
+            "still hold work.",
+        ),
     ] = False,
     embedded: Annotated[
         bool,
@@ -89,18 +102,26 @@ def run_command(
         migrate.upgrade(url, settings=STATE.settings)
     tune_gc()
 
+    left: list[str] = []
+
     async def main() -> None:
         daemon = Daemon(STATE.settings, url)
         operations.install(daemon)  # metrics, probes, admin page, shared budget, one scheduler
         daemon.install_signal_handlers()
         if until_idle:
-            asyncio.get_running_loop().create_task(_stop_when_idle(daemon), name="idle-watch")
+            watch = _stop_when_idle(daemon, left)
+            asyncio.get_running_loop().create_task(watch, name="idle-watch")
         await daemon.run()
 
     run(main())
+    if left:
+        # Idle, but not done: a script must not mistake held-back work for a finished sync.
+        print_error("stopped with work left on paused targets: " + "; ".join(left))
+        raise typer.Exit(3)
 
 
-async def _stop_when_idle(daemon: object) -> None:
+async def _stop_when_idle(daemon: object, left: list[str]) -> None:
+    """Stop once nothing is left that this daemon can do; note what paused targets hold."""
     from syncsvc.daemon.process import Daemon
 
     assert isinstance(daemon, Daemon)
@@ -110,8 +131,15 @@ async def _stop_when_idle(daemon: object) -> None:
         async with daemon.pool.connection() as conn:
             cur = await conn.execute(sqlfiles.query("ops", "outstanding_work"))
             row = await cur.fetchone()
-        if row is not None and row["n"] == 0:
-            daemon.request_stop()
+            if row is None or row["n"] != 0:
+                continue
+            cur = await conn.execute(sqlfiles.query("ops", "paused_work"))
+            left[:] = [
+                f"{r['name']} ({r['queued']} rows queued; paused: {r['paused_reason']}; "
+                f"resume with: syncsvc target resume {r['name']})"
+                for r in await cur.fetchall()
+            ]
+        daemon.request_stop()
 
 
 @with_connection
