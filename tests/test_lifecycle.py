@@ -466,6 +466,12 @@ async def test_status_eta_is_unknown_when_nothing_is_queued_at_zero_percent(
     assert found["notes"].eta_seconds == 0.0  # all done: nothing left
     listed = json.loads(await run_cli(db_url, "status", "--json"))
     assert next(s for s in listed if s["target"] == "docs")["eta_seconds"] is None
+    # SQL readers get the same answer from the one definition.
+    cur = await conn.execute("SELECT target, eta_seconds FROM syncsvc.status ORDER BY target")
+    assert [(r["target"], r["eta_seconds"]) for r in await cur.fetchall()] == [
+        ("docs", None),
+        ("notes", 0.0),
+    ]
 
 
 async def test_admin_page_promotes_past_failed_rows_only_when_asked(

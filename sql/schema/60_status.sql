@@ -91,8 +91,11 @@ BEGIN
         rows_per_second := coalesce((SELECT sum(s.last_minute) FROM unnest(gens) s
                                      WHERE s.target = t.name
                                        AND s.state IN ('active', 'building')), 0) / 60.0;
-        eta_seconds := CASE WHEN pending + in_flight = 0 THEN 0
-                            WHEN rows_per_second > 0 THEN (pending + in_flight) / rows_per_second
+        -- Unknown (NULL) when rows lack a vector and nothing is queued for them: 0 would say
+        -- they are done.
+        eta_seconds := CASE WHEN pending + in_flight = 0 AND embedded >= rows THEN 0
+                            WHEN rows_per_second > 0 AND pending + in_flight > 0
+                                THEN (pending + in_flight) / rows_per_second
                        END;
         paused_reason := coalesce(t.paused_reason, problem);
         -- The per-generation figures too, so one read of the view counts each table once.

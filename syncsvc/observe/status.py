@@ -104,15 +104,6 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _eta(row: dict[str, Any]) -> float | None:
-    """The view's ETA, but unknown (None, as the table's "-") when rows lack a vector and
-    nothing is queued for them: 0 would claim they are done."""
-    eta = row["eta_seconds"]
-    if not row["pending"] and not row["in_flight"] and int(row["embedded"]) < int(row["rows"]):
-        return None
-    return None if eta is None else float(eta)
-
-
 async def collect(conn: AsyncConn) -> list[TargetStatus]:
     """One status per target (with its generations), from the ``syncsvc.status`` view: SQL
     users, the CLI, the API and the admin page see the same figures."""
@@ -128,7 +119,7 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
             failed=int(row["failed"]),
             oldest_pending_seconds=row["oldest_pending_seconds"],
             rows_per_second=float(row["rows_per_second"]),
-            eta_seconds=_eta(row),
+            eta_seconds=None if row["eta_seconds"] is None else float(row["eta_seconds"]),
             active_generation=row["active_generation"],
             model=row["model"],
             dimensions=row["dimensions"],
