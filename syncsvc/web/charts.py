@@ -2,7 +2,8 @@
 
 ``charts(samples)`` turns the daemon's samples (``syncsvc.observe.history``) into the geometry
 the template draws: per chart, a polyline per series in a fixed box, the time axis running
-from an hour ago (left) to the newest sample (right).
+from the oldest sample, at most an hour back (left), to the newest (right): a daemon started a
+minute ago fills the box with its minute.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ class Line:
     latest: str
     """The newest value, formatted as the CLI would."""
 
+    @property
+    def dot(self) -> tuple[str, str] | None:
+        """Where to mark a line of one point (a polyline of one point draws nothing)."""
+        if self.count != 1:
+            return None
+        x, _, y = self.points.partition(",")
+        return x, y
+
 
 @dataclass(frozen=True)
 class Chart:
@@ -37,6 +46,8 @@ class Chart:
     lines: tuple[Line, ...]
     top: str
     """The value at the top of the box."""
+    since: str
+    """How far back the left edge is (``1h00m``)."""
     width: int = WIDTH
     height: int = HEIGHT
 
@@ -77,12 +88,14 @@ def chart(
     peak = max((v for line in values for _, v in line if v is not None), default=0.0)
     top = _nice(peak)
     end = samples[-1].at if samples else 0.0
+    start = samples[0].at - samples[0].span if samples else end - window
+    span = min(window, end - start) if end > start else window
     lines = []
     for (label, _), colour, line in zip(series, COLOURS, values, strict=False):
         points = [
-            (WIDTH * (1 - (end - at) / window), HEIGHT * (1 - v / top))
+            (WIDTH * (1 - (end - at) / span), HEIGHT * (1 - v / top))
             for at, v in line
-            if v is not None and end - at <= window
+            if v is not None and end - at <= span
         ]
         latest = next((v for _, v in reversed(line) if v is not None), None)
         lines.append(
@@ -94,7 +107,7 @@ def chart(
                 fmt(latest),
             )
         )
-    return Chart(key, title, tuple(lines), fmt(top))
+    return Chart(key, title, tuple(lines), fmt(top), status.duration(span))
 
 
 def _count(value: float | None) -> str:
