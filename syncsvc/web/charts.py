@@ -88,7 +88,7 @@ def chart(
     peak = max((v for line in values for _, v in line if v is not None), default=0.0)
     top = _nice(peak)
     end = samples[-1].at if samples else 0.0
-    start = samples[0].at - samples[0].span if samples else end - window
+    start = samples[0].at if samples else end - window
     span = min(window, end - start) if end > start else window
     lines = []
     for (label, _), colour, line in zip(series, COLOURS, values, strict=False):
