@@ -171,6 +171,13 @@ def test_a_job_starved_behind_its_targets_live_work_beside_a_healthy_job() -> No
     starved = job_stall(1, "running", left=60, target="docs", target_paused=None, win=win)
     assert starved == Stall("starved", "live edits and sweeps of its target go first")
     assert job_stall(2, "running", left=10, target="notes", target_paused=None, win=win) is None
+    # A job started within the window is not judged yet.
+    young = [
+        Sample(at=s.at, span=s.span, rows_per_second=1, job_done={3: 0} if s.at > 1050 else {})
+        for s in samples
+    ]
+    assert job_stall(3, "pending", left=None, target="docs", target_paused=None,
+                     win=window(young, 60)) is None  # fmt: skip
     # Its target paused, or the job itself: stalled at once, whatever the samples say.
     blocked = job_stall(2, "running", left=10, target="notes", target_paused="drift", win=None)
     assert blocked == Stall("paused", "target paused: drift")

@@ -63,8 +63,8 @@ def _near(pixel: tuple[int, ...], colour: tuple[int, int, int], tolerance: int =
 
 
 def _count_colour(image: Image.Image, colour: tuple[int, int, int]) -> int:
-    rgb = image.convert("RGB")
-    return sum(1 for pixel in rgb.getdata() if _near(pixel, colour))
+    data = image.convert("RGB").tobytes()
+    return sum(1 for i in range(0, len(data), 3) if _near(tuple(data[i : i + 3]), colour))
 
 
 def _hex(colour: str) -> tuple[int, int, int]:

@@ -79,9 +79,11 @@ def window(samples: Sequence[Sample], seconds: float) -> Window | None:
             if depth < older.target_depth.get(name, depth):
                 progressed.add(name)
     jobs: set[int] = set()
-    if before:
-        for job, done in inside[-1].job_done.items() if inside else ():
-            if done > before[-1].job_done.get(job, 0):
+    if inside:
+        baseline = (before or inside)[-1 if before else 0].job_done
+        for job, done in inside[-1].job_done.items():
+            # A job younger than the window is not judged yet.
+            if job not in baseline or done > baseline[job]:
                 jobs.add(job)
     return Window(
         seconds=seconds,
