@@ -19,6 +19,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from syncsvc import jobs
 from syncsvc.capture import drift
 from syncsvc.core.types import AsyncConn
 from syncsvc.web.charts import COLOURS, HEIGHT
@@ -48,6 +49,17 @@ BARS = """
 })
 """
 
+JOB_BARS = """
+[...document.querySelectorAll('tr[data-job]')].map(tr => {
+  const bar = tr.querySelector('.bar'), fill = bar.querySelector('.fill');
+  return {job: tr.dataset.job, percent: parseFloat(bar.dataset.percent),
+          drawn: 100 * fill.getBoundingClientRect().width / bar.clientWidth,
+          stall: tr.dataset.stall || null,
+          cost: tr.querySelector('td[data-col="cost"]').innerText,
+          text: tr.querySelector('td[data-col="progress"]').innerText};
+})
+"""
+
 LINES = """
 [...document.querySelectorAll('#charts figure.chart')].map(f => ({
   chart: f.dataset.chart,
@@ -72,6 +84,10 @@ def _hex(colour: str) -> tuple[int, int, int]:
     return (value >> 16) & 255, (value >> 8) & 255, value & 255
 
 
+async def _true(conn: AsyncConn, query: str) -> bool:
+    return bool(await scalar(conn, query))
+
+
 async def _samples(client: httpx.AsyncClient) -> list[dict[str, Any]]:
     answer = await client.get("/admin/stats")
     assert answer.status_code == 200, answer.text
@@ -90,6 +106,10 @@ async def test_page_draws_charts_progress_and_a_stall_with_data(
         httpx.AsyncClient(base_url=web.url) as client,
     ):
         await wait_for(lambda: queue_empty(conn))
+        # A re-embedding job of docs runs to the end: its bar, rate and cost are drawn too.
+        job = await jobs.request_reembed(conn, settings, "docs", model="local-hash", dimensions=128)
+        done = f"SELECT state = 'completed' FROM syncsvc.jobs WHERE id = {job.id}"
+        await wait_for(lambda: _true(conn, done))
         # notes stops with rows waiting: 30 of 40 embedded, "stalled: paused (...)".
         await drift.pause(conn, "notes")
         await conn.execute(
@@ -125,6 +145,15 @@ async def test_page_draws_charts_progress_and_a_stall_with_data(
             assert bars["notes"]["stall"] == "paused"
             assert bars["notes"]["state"] == "stalled: paused (paused by an operator)"
             assert bars["docs"]["stall"] is None and bars["docs"]["state"] == "up to date"
+            eta = await page.evaluate(
+                'document.querySelector(\'tr[data-target="notes"] td[data-col="eta"]\').innerText'
+            )
+            assert eta == "-"  # no promise of an end while it is stalled
+
+            (job_bar,) = await page.evaluate(JOB_BARS)
+            assert job_bar["job"] == str(job.id) and job_bar["percent"] == 100.0
+            assert abs(job_bar["drawn"] - 100.0) < 1.5 and "100.0% (30/30)" in job_bar["text"]
+            assert job_bar["stall"] is None and job_bar["cost"] == "$0.0000"  # as the CLI
 
             charts = {c["chart"]: c for c in await page.evaluate(LINES)}
             assert set(charts) == {"rows", "lag", "queue", "api"}

@@ -118,35 +118,32 @@ class PageData:
 
     def target_rows(self) -> list[TargetRow]:
         win = self.window()
-        return [
-            TargetRow(
-                t,
-                Progress(t.embedded, t.rows, status.rate(t.rows_per_second), _eta(t)),
-                status.seconds(t.oldest_pending_seconds),
-                stalls.target_stall(t.target, t.pending + t.in_flight, t.paused_reason, win),
-            )
-            for t in self.targets
-        ]
+        rows = []
+        for t in self.targets:
+            stall = stalls.target_stall(t.target, t.pending + t.in_flight, t.paused_reason, win)
+            # A stalled row gets no ETA: the last minute's rate says nothing of when it resumes.
+            eta = "-" if stall else _eta(t)
+            progress = Progress(t.embedded, t.rows, status.rate(t.rows_per_second), eta)
+            rows.append(TargetRow(t, progress, status.seconds(t.oldest_pending_seconds), stall))
+        return rows
 
     def job_rows(self) -> list[JobRow]:
         win = self.window()
         paused = {t.target: t.paused_reason for t in self.targets}
-        return [
-            JobRow(
-                j,
-                Progress(j.done, j.total, status.rate(j.rate), status.duration(j.eta_seconds)),
-                status.money(j.cost),
-                stalls.job_stall(
-                    j.id,
-                    j.state,
-                    left=max(0, j.total - j.done) if j.total else None,
-                    target=j.target,
-                    target_paused=paused.get(j.target),
-                    win=win,
-                ),
+        rows = []
+        for j in self.jobs or []:
+            stall = stalls.job_stall(
+                j.id,
+                j.state,
+                left=max(0, j.total - j.done) if j.total else None,
+                target=j.target,
+                target_paused=paused.get(j.target),
+                win=win,
             )
-            for j in self.jobs or []
-        ]
+            eta = "-" if stall else status.duration(j.eta_seconds)
+            progress = Progress(j.done, j.total, status.rate(j.rate), eta)
+            rows.append(JobRow(j, progress, status.money(j.cost), stall))
+        return rows
 
     def reembed_forms(self) -> list[ReembedForm]:
         forms = []
