@@ -5,11 +5,21 @@ quantiles from histogram buckets, the charts' geometry, and telling a stalled ta
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from syncsvc.observe.history import Ring, Sample, StatsHistory, quantile
+from syncsvc.observe import metrics
+from syncsvc.observe.history import (
+    Ring,
+    Sample,
+    StatsHistory,
+    api_totals,
+    bucket_delta,
+    lag_buckets,
+    quantile,
+)
 from syncsvc.observe.stalls import Stall, job_stall, target_stall, window
 from syncsvc.web.charts import HEIGHT, WIDTH, chart, charts
 
@@ -59,6 +69,20 @@ def test_quantiles_interpolate_inside_buckets() -> None:
     assert quantile(0.25, buckets) == pytest.approx(0.5)
     # Beyond the last finite bucket, its bound is all that is known.
     assert quantile(0.99, [(1.0, 1.0), (math.inf, 10.0)]) == 1.0
+
+
+def test_samples_read_the_process_counters_as_differences() -> None:
+    """What the sampler reads of ``metrics``: API answers by kind, and the lag histogram."""
+    before = api_totals()
+    for code in (200, 200, 429, 503, "ConnectError"):
+        metrics.record_api_reply("http://sim.test/v1", code, 0.01)
+    after = api_totals()
+    assert tuple(a - b for a, b in zip(after, before, strict=True)) == (5, 2, 1)
+    lag_before = lag_buckets()
+    stamp = datetime.now(UTC) - timedelta(seconds=45)
+    metrics.record_written("history-test", 1, tokens=1, enqueued_at=[stamp] * 4)
+    p50 = quantile(0.5, bucket_delta(lag_buckets(), lag_before))
+    assert p50 is not None and 30 <= p50 <= 60  # the 30..60 s bucket, interpolated
 
 
 # --- the charts ----------------------------------------------------------------------------------

@@ -110,9 +110,34 @@ def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
     return lower
 
 
-def _delta(
+def lag_buckets() -> list[tuple[float, float]]:
+    """The lag histogram's cumulative buckets, every target summed: ``[(upper bound, count)]``
+    in bound order, ``+Inf`` last (a quantile over an interval is computed from two readings)."""
+    totals: dict[float, float] = {}
+    for family in metrics.LAG.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                bound = float(sample.labels["le"])
+                totals[bound] = totals.get(bound, 0.0) + sample.value
+    return sorted(totals.items())
+
+
+def api_totals() -> tuple[int, int, int]:
+    """Embedding API requests so far: ``(all, failed other than 429, answered 429)``."""
+    counts = []
+    for counter in (metrics.API_REQUESTS, metrics.API_ERRORS, metrics.API_RATE_LIMITED):
+        total = 0.0
+        for family in counter.collect():
+            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+        counts.append(int(total))
+    requests, errors, limited = counts
+    return requests, errors - limited, limited
+
+
+def bucket_delta(
     now: Sequence[tuple[float, float]], before: Sequence[tuple[float, float]]
 ) -> list[tuple[float, float]]:
+    """The histogram's buckets filled between two readings (what one sample's lag is of)."""
     earlier = dict(before)
     return [(bound, count - earlier.get(bound, 0.0)) for bound, count in now]
 
@@ -185,8 +210,8 @@ class StatsHistory:
             clock=time.monotonic(),
             embedded=state.embedded,
             per_target=dict(state.embedded_per_target),
-            lag=metrics.lag_buckets(),
-            api=metrics.api_totals(),
+            lag=lag_buckets(),
+            api=api_totals(),
         )
 
     async def sample(self, host: StatsHost) -> Sample:
@@ -196,7 +221,7 @@ class StatsHistory:
         last = self._last or now
         self._last = now
         span = max(now.clock - last.clock, 1e-6)
-        lag = _delta(now.lag, last.lag)
+        lag = bucket_delta(now.lag, last.lag)
         requests, errors, limited = (a - b for a, b in zip(now.api, last.api, strict=True))
         depth, per_target, jobs = await self._database(host.pool)
         return Sample(

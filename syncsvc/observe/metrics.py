@@ -410,30 +410,6 @@ def refresh_daemon(host: Host) -> None:
         LIMIT_FACTOR.labels(name).set(factor)
 
 
-def lag_buckets() -> list[tuple[float, float]]:
-    """The lag histogram's cumulative buckets, every target summed: ``[(upper bound, count)]``
-    in bound order, ``+Inf`` last (what a quantile over an interval is computed from)."""
-    totals: dict[float, float] = {}
-    for family in LAG.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                bound = float(sample.labels["le"])
-                totals[bound] = totals.get(bound, 0.0) + sample.value
-    return sorted(totals.items())
-
-
-def api_totals() -> tuple[int, int, int]:
-    """Embedding API requests so far: ``(all, failed other than 429, answered 429)``."""
-    counts = []
-    for counter in (API_REQUESTS, API_ERRORS, API_RATE_LIMITED):
-        total = 0.0
-        for family in counter.collect():
-            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
-        counts.append(int(total))
-    requests, errors, limited = counts
-    return requests, errors - limited, limited
-
-
 def exposition() -> bytes:
     """The registry in Prometheus text format."""
     return bytes(generate_latest(REGISTRY))
