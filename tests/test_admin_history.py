@@ -104,6 +104,11 @@ def test_a_chart_spans_its_samples_and_scales_to_a_round_top() -> None:
     assert by_key["queue"].lines[0].count == 3  # a sample without the database is a gap
     assert by_key["lag"].empty and not by_key["rows"].empty
     assert charts([])[0].empty
+    # A short sampling interval (tests) is thinned out to what the box can show.
+    many = _samples(5000, step=0.5, rows_per_second=1.0)
+    (thinned,) = charts(many)[0].lines
+    assert 0 < thinned.count <= 2 * WIDTH
+    assert thinned.points.split()[-1].startswith(f"{WIDTH:.1f},")  # the newest is kept
 
 
 # --- stalled or not, and why -------------------------------------------------------------------

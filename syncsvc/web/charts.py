@@ -114,8 +114,15 @@ def _count(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+MAX_POINTS = 2 * WIDTH
+"""More points than this draw nothing more (a short sampling interval thins out)."""
+
+
 def charts(samples: Sequence[Sample], window: float = WINDOW_SECONDS) -> list[Chart]:
     """Rows/s, lag p50/p99, queue depth, API errors and 429s."""
+    if len(samples) > MAX_POINTS:
+        step = -(-len(samples) // MAX_POINTS)
+        samples = [*samples[-1::-step]][::-1]  # every step-th, the newest kept
     return [
         chart(
             "rows",
