@@ -19,3 +19,17 @@ ORDER BY t.name, g.id;
 -- Rows still to embed, every target: queued (not failed) plus captured and not yet queued.
 SELECT (SELECT count(*) FROM syncsvc.queue WHERE state <> 'failed')
      + (SELECT coalesce(sum(jsonb_array_length(pks)), 0) FROM syncsvc.inbox) AS n;
+
+-- name: queue_depth --
+-- Per target, rows still to embed (the admin page's queue chart): queued but not failed, plus
+-- captured and not yet queued; the status view's pending + in flight, without its counts of
+-- source and vector tables (this runs every few seconds).
+SELECT t.name AS target,
+       (SELECT count(*) FROM syncsvc.queue q WHERE q.target_id = t.id AND q.state <> 'failed')
+     + (SELECT coalesce(sum(jsonb_array_length(i.pks)), 0) FROM syncsvc.inbox i
+        WHERE i.target_id = t.id) AS depth
+FROM syncsvc.targets t ORDER BY t.name;
+
+-- name: open_job_progress --
+-- Rows done by each unfinished re-embedding job (progress over time: is it stalled?).
+SELECT id, done_rows FROM syncsvc.jobs WHERE state IN ('pending', 'running', 'paused');

@@ -1,12 +1,13 @@
 """A minimal Chrome DevTools Protocol driver for headless Chromium (no Playwright download).
 
-Only what the browser tests need: open a page, wait for loads, evaluate JavaScript, and click
-an element with real mouse events at its on-screen position.
+Only what the browser tests need: open a page, wait for loads, evaluate JavaScript, click
+an element with real mouse events at its on-screen position, and take a PNG screenshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -122,6 +123,23 @@ class Page:
                 clickCount=0 if kind == "mouseMoved" else 1,
             )
         await self.wait_event("Page.loadEventFired")
+
+    async def resize(self, width: int, height: int) -> None:
+        """Lay the page out in a ``width`` x ``height`` CSS-pixel window (scale 1)."""
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+
+    async def screenshot(self, path: Path) -> bytes:
+        """The whole page (beyond the viewport too) as PNG, also written to ``path``."""
+        result = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        png = base64.b64decode(result["data"])
+        await asyncio.to_thread(path.write_bytes, png)
+        return png
 
     async def close(self) -> None:
         self._reader.cancel()

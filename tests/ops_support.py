@@ -52,11 +52,20 @@ def web_settings(**update: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def web_daemon(
-    url: str, provider: Any | None = None, settings: Settings | None = None
+    url: str,
+    provider: Any | None = None,
+    settings: Settings | None = None,
+    *,
+    configured_providers: bool = False,
 ) -> AsyncIterator[tuple[Daemon, WebService]]:
-    """A daemon with the operations features installed and its web service bound."""
+    """A daemon with the operations features installed and its web service bound; every
+    provider is ``provider`` unless ``configured_providers`` (built from the settings)."""
     local = provider or PoisonProvider()
-    daemon = Daemon(settings or web_settings(), url, provider_factory=lambda name: local)
+    daemon = Daemon(
+        settings or web_settings(),
+        url,
+        provider_factory=None if configured_providers else (lambda name: local),
+    )
     web = operations.install(daemon, refresh_seconds=0)
     assert web is not None
     task = asyncio.create_task(daemon.run())

@@ -170,3 +170,23 @@ def test_the_documentation_ships_in_the_package(tmp_path: Path) -> None:
     assert "syncsvc docs operations" in unit and "Documentation=file://" not in unit
     assert "pip install -c deploy/constraints.txt ." in unit
     assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+
+
+def test_the_wheel_ships_the_admin_pages_templates(tmp_path: Path) -> None:
+    """The admin page renders from ``syncsvc/web/templates``: an installed wheel needs them."""
+    import zipfile
+
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    built = subprocess.run(
+        [*pip, "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("syncsvc-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {
+        f"syncsvc/web/templates/{p.name}" for p in (ROOT / "syncsvc/web/templates").iterdir()
+    }
+    assert shipped and shipped <= names, sorted(shipped - names)

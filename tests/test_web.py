@@ -130,8 +130,14 @@ async def test_token_protects_the_admin_page(db_url: str) -> None:
             anonymous = await client.get("/admin")
             assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
             assert (await client.post("/admin/retry-failed")).status_code == 401
+            assert (await client.get("/admin/stats")).status_code == 303  # the samples too
             bearer = await client.get("/admin", headers={"Authorization": "Bearer s3cret-token"})
             assert bearer.status_code == 200 and "Targets" in bearer.text
+            samples = await client.get(
+                "/admin/stats", headers={"Authorization": "Bearer s3cret-token"}
+            )
+            # Without a daemon in this process there are no samples (serve-admin).
+            assert samples.status_code == 200 and samples.json()["samples"] == []
             wrong = await client.post("/login", data={"token": "guess"})
             assert wrong.status_code == 401
             signed = await client.post("/login", data={"token": "s3cret-token"})

@@ -156,7 +156,6 @@ async def _status(conn: AsyncConn, as_json: bool) -> None:
     table.add_column("paused")
     table.add_column("drift")
     for r in rows:
-        oldest = f"{r.oldest_pending_seconds:.1f}s" if r.oldest_pending_seconds else "-"
         generation = (
             f"{r.active_generation}: {r.model} ({r.dimensions})" if r.active_generation else "-"
         )
@@ -167,8 +166,8 @@ async def _status(conn: AsyncConn, as_json: bool) -> None:
             str(r.pending),
             str(r.in_flight),
             str(r.failed),
-            oldest,
-            f"{r.rows_per_second:.0f}/s" if r.rows_per_second else "-",
+            status.seconds(r.oldest_pending_seconds),
+            status.rate(r.rows_per_second),
             status.duration(r.eta_seconds) if r.pending or r.in_flight else "-",
             generation,
             r.paused_reason or "",

@@ -15,7 +15,7 @@ from syncsvc.cli.context import STATE, JsonFlag, YesFlag, confirm, console, emit
 from syncsvc.core.types import AsyncConn
 from syncsvc.daemon import actions
 from syncsvc.jobs.model import Job
-from syncsvc.observe.status import duration, percent
+from syncsvc.observe.status import duration, money, percent, rate
 from syncsvc.ops import migrate
 from syncsvc.store import promote
 
@@ -152,9 +152,9 @@ async def _list(conn: AsyncConn, as_json: bool, open_only: bool) -> None:
             j.state.value,
             f"{j.done_rows}/{total} ({percent(j.done_rows, j.total_rows or 0, 0)})",
             str(j.failed_rows),
-            f"{j.rate:.0f}/s" if j.rate else "-",
+            rate(j.rate),
             str(j.tokens),
-            f"${j.cost:.4f}",
+            money(j.cost),
             duration(j.eta_seconds),
             j.blocked or j.error or "",
         )

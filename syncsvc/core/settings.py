@@ -188,6 +188,18 @@ class Settings(BaseSettings):
         default="SYNCSVC_ADMIN_TOKEN",
         description="Environment variable holding the admin page's bearer token.",
     )
+    admin_sample_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between the daemon's samples for the admin page's charts of the "
+        "last hour (rows/s, lag, queue depth, API errors).",
+    )
+    admin_stall_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A target or job with work waiting and no progress for this long shows "
+        "as stalled on the admin page, with the reason.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -104,6 +104,21 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def seconds(value: float | None) -> str:
+    """A lag as ``syncsvc status`` prints it (``138.6s``), ``-`` when there is none."""
+    return f"{value:.1f}s" if value else "-"
+
+
+def rate(rows_per_second: float | None) -> str:
+    """A rate as the CLI prints it (``42/s``), ``-`` when nothing is being written."""
+    return f"{rows_per_second:.0f}/s" if rows_per_second else "-"
+
+
+def money(cost: float) -> str:
+    """A cost as the CLI prints it: list prices are in US dollars (``$0.0123``)."""
+    return f"${cost:.4f}"
+
+
 async def collect(conn: AsyncConn) -> list[TargetStatus]:
     """One status per target (with its generations), from the ``syncsvc.status`` view: SQL
     users, the CLI, the API and the admin page see the same figures."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from syncsvc.observe import metrics
+from syncsvc.observe.history import StatsHistory
 from syncsvc.ops.coordination import Coordinator
 from syncsvc.web.health import health_service
 from syncsvc.web.server import WebService
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 def install(daemon: Daemon, *, refresh_seconds: float = 2.0) -> WebService | None:
     """Add round metrics, the readiness timer, the shared rate budget, the scheduler election,
-    and (when ``metrics_address`` is set) the HTTP service; returns that service, if any."""
+    and (when ``metrics_address`` is set) the HTTP service with the samples its admin page
+    charts; returns that service, if any."""
     daemon.hooks.append(metrics.record_round)
     daemon.add_service("health", health_service)
     coordinator = Coordinator(daemon.url, daemon.id)
@@ -35,6 +37,9 @@ def install(daemon: Daemon, *, refresh_seconds: float = 2.0) -> WebService | Non
     address = daemon.settings.metrics_address
     if not address:
         return None
-    web = WebService(address, refresh_seconds=refresh_seconds)
+    # The last hour in memory, for the admin page's charts and stalled states.
+    history = StatsHistory(daemon.settings.admin_sample_seconds)
+    daemon.add_service("stats", history.run)
+    web = WebService(address, refresh_seconds=refresh_seconds, stats=history)
     daemon.add_service("web", web)
     return web

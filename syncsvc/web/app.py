@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, quote
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import quote
 
-import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -28,15 +28,14 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from syncsvc.capture import drift
-from syncsvc.core.errors import NotFoundError, SyncsvcError
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
 from syncsvc.observe import metrics
-from syncsvc.queue import failures
-from syncsvc.web import admin, jobs
+from syncsvc.observe.history import Sample
+from syncsvc.web import actions, admin, jobs
 from syncsvc.web.auth import COOKIE, AdminAccess, same_origin
 from syncsvc.web.health import readiness
+from syncsvc.web.templating import templates
 
 if TYPE_CHECKING:
     from syncsvc.core.host import Host
@@ -44,13 +43,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Pool = AsyncConnectionPool[AsyncConn]
-MAX_ID = 2**31 - 1
-"""Job and generation ids are PostgreSQL integers."""
+
+
+class StatsSource(Protocol):
+    """The daemon's samples of the last hour (``syncsvc.observe.history.StatsHistory``)."""
+
+    @property
+    def interval(self) -> float: ...
+
+    @property
+    def window(self) -> float: ...
+
+    def get_stats(self) -> Sequence[Sample]: ...
 
 
 class WebState:
-    """What the handlers share: the pool, the optional host (the daemon), access rules and
-    refresh pacing."""
+    """What the handlers share: the pool, the optional host (the daemon) and its samples,
+    access rules and refresh pacing."""
 
     def __init__(
         self,
@@ -59,12 +68,14 @@ class WebState:
         access: AdminAccess,
         host: Host | None,
         refresh_seconds: float,
+        stats: StatsSource | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.access = access
         self.host = host
         self.refresh_seconds = refresh_seconds
+        self.stats = stats
         self._refreshed = 0.0
         self._refresh_lock = asyncio.Lock()
 
@@ -139,12 +150,23 @@ async def admin_page(request: Request) -> Response:
     if (denied := _denied(request)) is not None:
         return denied
     params = request.query_params
-    return await _page(_state(request), message=params.get("msg", ""), error=params.get("err", ""))
+    return await _page(
+        request,
+        message=params.get("msg", ""),
+        error=params.get("err", ""),
+        refresh=params.get("refresh", "1") != "0",
+    )
 
 
 async def _page(
-    web: WebState, *, message: str = "", error: str = "", status: int = 200
+    request: Request,
+    *,
+    message: str = "",
+    error: str = "",
+    status: int = 200,
+    refresh: bool = True,
 ) -> Response:
+    web = _state(request)
     checks = await readiness(web.pool, web.host)
     async with web.pool.connection(timeout=5) as conn:
         data = await admin.gather(
@@ -152,9 +174,29 @@ async def _page(
             checks,
             unpromoted_grace_seconds=web.settings.jobs.unpromoted_grace_seconds,
             promote_max_failed=web.settings.jobs.promote_max_failed,
+            samples=None if web.stats is None else web.stats.get_stats(),
+            stall_seconds=web.settings.admin_stall_seconds,
         )
-    html = admin.render(data, message=message, error=error)
-    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+    return templates().TemplateResponse(
+        request,
+        "admin.html",
+        admin.context(data, message=message, error=error, refresh=refresh),
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def stats_endpoint(request: Request) -> Response:
+    """The daemon's samples of the last hour, oldest first (what the charts draw)."""
+    if (denied := _denied(request)) is not None:
+        return denied
+    source = _state(request).stats
+    body = {
+        "interval_seconds": source.interval if source else None,
+        "window_seconds": source.window if source else None,
+        "samples": [s.as_dict() for s in source.get_stats()] if source else [],
+    }
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
 async def login(request: Request) -> Response:
@@ -186,9 +228,9 @@ async def login(request: Request) -> Response:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    # Plain urlencoded forms: no multipart dependency needed.
-    parsed = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
-    return {k: v[-1] for k, v in parsed.items()}
+    """The posted form's text fields (the last of a repeated one), parsed by Starlette."""
+    async with request.form() as form:
+        return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 def _back(message: str) -> Response:
@@ -203,104 +245,25 @@ async def _act(request: Request, what: str) -> Response:
     try:
         form = await _form(request)
         async with web.pool.connection(timeout=5) as conn:
-            message = await _perform(conn, web, what, form, request.path_params)
+            message = await actions.perform(conn, web.settings, what, form, request.path_params)
     except Exception as exc:
-        refusal = refusal_of(exc)
+        refusal = actions.refusal_of(exc)
         if refusal is None:
             raise
         status, reason = refusal
         logger.warning("admin %s refused (%d): %s", what, status, reason)
-        return await _refused(web, status, reason)
+        return await _refused(request, status, reason)
     logger.info("admin %s: %s", what, message)
     return _back(message=message)
 
 
-def refusal_of(exc: Exception) -> tuple[int, str] | None:
-    """The 4xx status and message for what an operator asked wrongly (None: our failure).
-
-    Unknown names answer 404, values the database or syncsvc refuses 400, a clash with the
-    current state 409, a database that is away 503: never 500 for the operator's input.
-    """
-    if isinstance(exc, KeyError):
-        return 400, f"missing field {exc.args[0]!r}"
-    if isinstance(exc, NotFoundError | jobs.Unavailable | psycopg.errors.NoDataFound):
-        return 404, _message(exc)
-    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
-        return 503, f"database unavailable: {_message(exc)}"
-    if isinstance(exc, psycopg.IntegrityError):
-        return 409, _message(exc)
-    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return 403, _message(exc)
-    if isinstance(exc, psycopg.DataError | psycopg.errors.RaiseException):
-        return 400, _message(exc)
-    if isinstance(exc, SyncsvcError | ValueError):
-        return 400, _message(exc)
-    return None
-
-
-def _message(exc: Exception) -> str:
-    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
-        return exc.diag.message_primary
-    return str(exc) or type(exc).__name__
-
-
-async def _refused(web: WebState, status: int, reason: str) -> Response:
+async def _refused(request: Request, status: int, reason: str) -> Response:
     """The admin page with the refusal on it (a plain message if the page cannot be built)."""
     try:
-        return await _page(web, error=reason, status=status)
+        return await _page(request, error=reason, status=status)
     except Exception as exc:
         logger.warning("admin page unavailable: %s", exc)
         return PlainTextResponse(f"{reason}\n", status_code=status)
-
-
-def _integer(value: str, name: str) -> int:
-    """A form or path id: a whole number the database's integer ids can hold."""
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
-    if not 1 <= number <= MAX_ID:
-        raise ValueError(f"{name} must be between 1 and {MAX_ID}, not {number}")
-    return number
-
-
-async def _perform(
-    conn: AsyncConn, web: WebState, what: str, form: dict[str, str], path: dict[str, str]
-) -> str:
-    if what == "retry-failed":
-        target = form.get("target", "").strip() or None
-        count = await failures.retry_failed(conn, target)
-        return f"{count} failed rows queued again" + (f" for {target}" if target else "")
-    if what == "start":
-        return await jobs.start(
-            conn,
-            web.settings,
-            form["target"],
-            model=form["model"].strip(),
-            dimensions=_integer(form["dimensions"], "dimensions"),
-            provider=form.get("provider", "").strip() or None,
-            dry_run=form.get("mode", "dry-run") != "start",
-        )
-    if what == "job":
-        return await jobs.control(conn, _integer(str(path["job"]), "job id"), path["action"])
-    if what == "target":
-        target, action = form["target"], path["action"]
-        if action == "pause":
-            await drift.pause(conn, target)
-            return f"target {target} paused"
-        if action == "resume":
-            previous = await drift.resume(conn, target)
-            return f"target {target} resumed" + (f" (was: {previous})" if previous else "")
-        raise ValueError(f"unknown target action {action!r}")
-    if what == "promote":
-        return await jobs.promote(
-            conn,
-            form["target"],
-            _integer(form["generation"], "generation"),
-            accept_failed=form.get("accept_failed") == "1",
-            max_failed=web.settings.jobs.promote_max_failed,
-        )
-    raise ValueError(f"unknown action {what!r}")
 
 
 async def retry_failed(request: Request) -> Response:
@@ -336,6 +299,7 @@ def create_app(
     *,
     host: Host | None = None,
     refresh_seconds: float = 2.0,
+    stats: StatsSource | None = None,
 ) -> Starlette:
     """The Starlette application; the caller owns (opens and closes) ``pool``."""
     app = Starlette(
@@ -346,6 +310,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             Route("/admin", admin_page),
+            Route("/admin/stats", stats_endpoint),
             Route("/login", login, methods=["GET", "POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/admin/retry-failed", retry_failed, methods=["POST"]),
@@ -356,7 +321,7 @@ def create_app(
             Route("/admin/targets/{action}", target_action, methods=["POST"]),
         ],
     )
-    app.state.web = WebState(pool, settings, access, host, refresh_seconds)
+    app.state.web = WebState(pool, settings, access, host, refresh_seconds, stats)
     return app
 
 

@@ -38,6 +38,8 @@ class JobView:
     eta_seconds: float | None
     error: str | None
     failed: int = 0
+    rate: float | None = None
+    """Rows per second recently (``syncsvc jobs list``'s rate)."""
 
 
 async def _table(conn: AsyncConn) -> bool:
@@ -63,6 +65,7 @@ async def list_jobs(conn: AsyncConn) -> list[JobView] | None:
             eta_seconds=job.eta_seconds,
             error=job.blocked or job.error,
             failed=int(getattr(job, "failed_rows", 0)),
+            rate=job.rate,
         )
         for job in await jobs.list_jobs(conn)
     ]

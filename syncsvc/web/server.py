@@ -22,6 +22,7 @@ from syncsvc.web.auth import AdminAccess
 
 if TYPE_CHECKING:
     from syncsvc.core.host import Host
+    from syncsvc.web.app import StatsSource
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,12 @@ async def serve(app: Starlette, sock: socket.socket, stop: asyncio.Event) -> Non
 class WebService:
     """The daemon service serving ``/metrics``, probes and (if enabled) the admin page."""
 
-    def __init__(self, address: str, *, refresh_seconds: float = 2.0) -> None:
+    def __init__(
+        self, address: str, *, refresh_seconds: float = 2.0, stats: StatsSource | None = None
+    ) -> None:
         self.host, self.port = parse_address(address)
         self.refresh_seconds = refresh_seconds
+        self.stats = stats
         self.bound = asyncio.Event()
 
     @property
@@ -100,6 +104,7 @@ class WebService:
             access,
             host=host,
             refresh_seconds=self.refresh_seconds,
+            stats=self.stats,
         )
         sock = bind(self.host, self.port)
         self.port = sock.getsockname()[1]
