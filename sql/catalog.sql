@@ -2,7 +2,7 @@
 
 -- name: list_targets --
 SELECT id, name, source_schema, source_table, pk_columns, pk_types, columns, template, metric,
-       paused_reason, embed_labels
+       paused_reason, embed_labels, capture
 FROM syncsvc.targets
 ORDER BY name;
 
@@ -14,9 +14,9 @@ ORDER BY target_id, id;
 -- name: insert_target --
 INSERT INTO syncsvc.targets
     (name, source_schema, source_table, pk_columns, pk_types, columns, template, metric,
-     embed_labels)
+     embed_labels, capture)
 VALUES (%(name)s, %(schema)s, %(table)s, %(pk_columns)s, %(pk_types)s, %(columns)s,
-        %(template)s, %(metric)s, %(embed_labels)s)
+        %(template)s, %(metric)s, %(embed_labels)s, %(capture)s)
 RETURNING id;
 
 -- name: insert_generation --

@@ -123,6 +123,8 @@ AS $function$
         SELECT t.id, t.partitions, to_regclass(format('%I.%I', t.source_schema, t.source_table))
                    AS root
         FROM syncsvc.targets t
+        -- WAL capture needs nothing per partition: the publication covers the whole tree.
+        WHERE t.capture = 'triggers'
     ), t AS (
         -- A table renamed or dropped is the drift machinery's (the target pauses), not this.
         SELECT * FROM t0 WHERE root IS NOT NULL

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from syncsvc.daemon.walreader import wal_service
 from syncsvc.observe import metrics
 from syncsvc.ops.coordination import Coordinator
 from syncsvc.web.health import health_service
@@ -24,6 +25,8 @@ def install(daemon: Daemon, *, refresh_seconds: float = 2.0) -> WebService | Non
     and (when ``metrics_address`` is set) the HTTP service; returns that service, if any."""
     daemon.hooks.append(metrics.record_round)
     daemon.add_service("health", health_service)
+    # Idle unless a target captures from the WAL; one daemon at a time reads the slot.
+    daemon.add_service("wal", wal_service)
     coordinator = Coordinator(daemon.url, daemon.id)
     # Providers are built lazily by the worker; wrapping its factory covers every one.
     daemon.worker.wrap_provider_factory(coordinator.shared)
