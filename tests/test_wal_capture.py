@@ -302,9 +302,7 @@ def test_nothing_is_lost_across_a_daemon_kill_9_or_a_server_restart(
     second: subprocess.Popen[bytes] | None = None
     try:
         _mixed_edits(made.writer, 300, seed=1)
-        _wait_sync(
-            made.owner, lambda row: row[0] > 0, "SELECT count(*) FROM syncsvc.docs_embeddings"
-        )
+        _wait_sync(made.owner, "SELECT count(*) > 0 FROM syncsvc.docs_embeddings")
         if kind == "kill":
             first.send_signal(signal.SIGKILL)
             first.wait(10)
