@@ -23,10 +23,12 @@ import numpy as np
 import psycopg
 import pytest
 
-from syncsvc.capture import targets
+from syncsvc.capture import slots, targets
+from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import Capture
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
+from syncsvc.daemon import actions, walreader
 from syncsvc.db.database import aconnect
 from syncsvc.providers.registry import build_provider
 from syncsvc.simulator import SimulatorThread
@@ -336,3 +338,143 @@ def _wait_sync(url: str, query: str) -> None:
                 return
             time.sleep(0.05)
     pytest.fail(f"never true: {query}")
+
+
+async def _slot_and_publication(conn: AsyncConn) -> tuple[bool, bool]:
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE database = current_database())"
+        " AS slot, EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'syncsvc') AS pub"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row["slot"], row["pub"]
+
+
+async def test_a_dropped_slot_pauses_and_a_recovery_sweep_restores_exactness(
+    wal18: tuple[Cluster, Deployment],
+) -> None:
+    _, made = wal18
+    local = fast_settings()
+    async with await aconnect(made.owner) as conn:
+        await _tables(conn)
+        await _add_all(conn, local, model="local-hash", provider="local-hash")
+        async with running_daemon(made.owner, local):
+            await settle(conn)
+        # The DBA drops the slot (or max_slot_wal_keep_size invalidates it) while edits go on.
+        with psycopg.connect(made.admin, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE database = current_database()"
+            )
+        _mixed_edits(made.writer, 200, seed=5)
+        reason = await slots.pause_if_lost(conn)
+        assert reason is not None and "does not exist" in reason
+        cur = await conn.execute("SELECT name, paused_reason FROM syncsvc.targets ORDER BY name")
+        paused = {r["name"]: r["paused_reason"] for r in await cur.fetchall()}
+        assert paused == {"docs": reason, "events": reason, "notes": None}
+        # The daemon makes a new slot, sweeps, resumes: exact again, the trigger target too.
+        async with running_daemon(made.owner, local):
+            await settle(conn)
+            await assert_all_exact(conn)
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM syncsvc.targets WHERE paused_reason IS NOT NULL"
+            )
+            assert (await cur.fetchone()) == {"n": 0}
+            _mixed_edits(made.writer, 100, seed=6)
+            await settle(conn)
+            await assert_all_exact(conn)
+        # Removing the last WAL target takes the slot and the publication with it.
+        await targets.remove_target(conn, "docs")
+        assert await _slot_and_publication(conn) == (True, True)
+        await targets.remove_target(conn, "events")
+        assert await _slot_and_publication(conn) == (False, False)
+        await assert_exact(conn, "notes", DOCS)
+
+
+async def test_wal_target_added_from_sql_gets_its_slot_from_the_reader(
+    wal18: tuple[Cluster, Deployment],
+) -> None:
+    _, made = wal18
+    local = fast_settings()
+    async with await aconnect(made.owner) as conn:
+        await _tables(conn)
+        request = await scalar(
+            conn,
+            "SELECT syncsvc.add_target('docs', 'docs', '{title,body}', 'local-hash', 64, "
+            "provider => 'local-hash', capture => 'wal')",
+        )
+        await actions.carry_out(conn, local)
+        cur = await conn.execute(
+            "SELECT state, error FROM syncsvc.requests WHERE id = %s", (request,)
+        )
+        assert await cur.fetchone() == {"state": "done", "error": None}
+        assert (await targets.get_target(conn, "docs")).capture is Capture.WAL
+        # A request's transaction cannot create a slot: the reader does, and sweeps.
+        assert await _slot_and_publication(conn) == (False, True)
+        result = await walreader.read_round(conn)
+        assert result is not None and result.queued == 100
+        assert await _slot_and_publication(conn) == (True, True)
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="capture must be"):
+            await conn.execute(
+                "SELECT syncsvc.add_target('x', 'docs', '{title}', 'local-hash', 64, "
+                "provider => 'local-hash', capture => 'logical')"
+            )
+        async with running_daemon(made.owner, local):
+            _mixed_edits(made.writer, 100, seed=7)
+            await settle(conn)
+            await assert_exact(conn, "docs", DOCS)
+
+
+async def test_missing_prerequisites_are_named_in_one_line(
+    conn: AsyncConn, db_url: str, wal18: tuple[Cluster, Deployment]
+) -> None:
+    # The default servers: wal_level replica, an owner without REPLICATION, no WAL bound.
+    await conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+    spec = _spec("docs", ("body",), Capture.WAL, model="local-hash", provider="local-hash")
+    with pytest.raises(ValidationError) as refused:
+        await targets.add_target(conn, fast_settings(), spec)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "wal_level is replica, needs logical" in message
+    assert "role syncsvc_owner lacks REPLICATION" in message
+    missing, unsafe = await slots.problems(conn)
+    assert len(missing) == 2 and len(unsafe) == 1 and "max_slot_wal_keep_size" in unsafe[0]
+    # Nothing was created.
+    assert await scalar(conn, "SELECT count(*) FROM syncsvc.targets") == 0
+    # A logical server whose slots are all taken (physical slots: instant to make).
+    _, made = wal18
+    with psycopg.connect(made.admin, autocommit=True) as admin:
+        free = admin.execute(
+            "SELECT current_setting('max_replication_slots')::int - count(*) "
+            "FROM pg_replication_slots"
+        ).fetchone()
+        assert free is not None
+        names = [f"full_{os.getpid()}_{i}" for i in range(free[0])]
+        for name in names:
+            admin.execute("SELECT pg_create_physical_replication_slot(%s)", (name,))
+        try:
+            async with await aconnect(made.owner) as owner:
+                await owner.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+                with pytest.raises(
+                    ValidationError,
+                    match=r"max_replication_slots is \d+ with \d+ in use, needs one",
+                ):
+                    await targets.add_target(owner, fast_settings(), spec)
+                # A key that is not the replica identity is refused too (deletes carry only it).
+                await owner.execute(
+                    "CREATE TABLE keyed (id int PRIMARY KEY, k int NOT NULL UNIQUE, body text)"
+                )
+        finally:
+            for name in names:
+                admin.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+        async with await aconnect(made.owner) as owner:
+            keyed = _spec(
+                "keyed",
+                ("body",),
+                Capture.WAL,
+                model="local-hash",
+                provider="local-hash",
+                pk=("k",),
+            )
+            with pytest.raises(ValidationError, match="replica identity to be the key"):
+                await targets.add_target(owner, fast_settings(), keyed)
