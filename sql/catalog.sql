@@ -1,9 +1,10 @@
 -- Reads and writes of syncsvc's own catalog: targets and generations.
 
 -- name: list_targets --
+-- capture read through to_jsonb: targets stay readable on the revision before 0017.
 SELECT id, name, source_schema, source_table, pk_columns, pk_types, columns, template, metric,
-       paused_reason, embed_labels, capture
-FROM syncsvc.targets
+       paused_reason, embed_labels, coalesce(to_jsonb(t) ->> 'capture', 'triggers') AS capture
+FROM syncsvc.targets t
 ORDER BY name;
 
 -- name: list_generations --
@@ -14,10 +15,14 @@ ORDER BY target_id, id;
 -- name: insert_target --
 INSERT INTO syncsvc.targets
     (name, source_schema, source_table, pk_columns, pk_types, columns, template, metric,
-     embed_labels, capture)
+     embed_labels)
 VALUES (%(name)s, %(schema)s, %(table)s, %(pk_columns)s, %(pk_types)s, %(columns)s,
-        %(template)s, %(metric)s, %(embed_labels)s, %(capture)s)
+        %(template)s, %(metric)s, %(embed_labels)s)
 RETURNING id;
+
+-- name: set_capture --
+-- Only for capture = 'wal' (the column's default is triggers).
+UPDATE syncsvc.targets SET capture = %(capture)s WHERE id = %(id)s;
 
 -- name: insert_generation --
 -- The vector table is named after the generation id, so take the id first.

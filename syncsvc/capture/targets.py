@@ -294,6 +294,11 @@ async def add_target(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> T
         created = await cur.fetchone()
         assert created is not None
         target = _target(created["id"], spec, row)
+        if target.capture is not Capture.TRIGGERS:
+            await conn.execute(
+                sqlfiles.query("catalog", "set_capture"),
+                {"id": target.id, "capture": target.capture.value},
+            )
         generation = await generations.create_generation(
             conn,
             target,
