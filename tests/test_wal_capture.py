@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import json
 import os
 import random
 import signal
@@ -30,11 +31,13 @@ from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
 from syncsvc.daemon import actions, walreader
 from syncsvc.db.database import aconnect
+from syncsvc.observe import metrics
 from syncsvc.providers.registry import build_provider
 from syncsvc.simulator import SimulatorThread
 from tests.conftest import Cluster, Deployment
 from tests.helpers import expected, fast_settings, running_daemon, scalar, spawn_daemon, wait_for
 from tests.simulator_fixtures import simulator_settings
+from tests.test_promote import run_cli
 
 DIMS = 64
 _names = itertools.count()
@@ -478,3 +481,40 @@ async def test_missing_prerequisites_are_named_in_one_line(
             )
             with pytest.raises(ValidationError, match="replica identity to be the key"):
                 await targets.add_target(owner, fast_settings(), keyed)
+
+
+async def test_cli_adds_a_wal_target_and_status_and_metrics_show_its_slot(
+    wal18: tuple[Cluster, Deployment], db_url: str
+) -> None:
+    _, made = wal18
+    add = ("target", "add", "docs", "--table", "docs", "--columns", "title,body")
+    add += ("--provider", "local-hash", "--model", "local-hash", "--dimensions", "64")
+    async with await aconnect(made.owner) as conn:
+        await _tables(conn)
+        added = json.loads(await run_cli(made.owner, *add, "--capture", "wal", "--json"))
+        assert added["capture"] == "wal"
+        rows = {r["target"]: r for r in json.loads(await run_cli(made.owner, "status", "--json"))}
+        assert rows["docs"]["capture"] == "wal"
+        assert isinstance(rows["docs"]["wal_retained_bytes"], int)
+        assert isinstance(rows["docs"]["wal_lag_bytes"], int)
+        await metrics.refresh(conn)
+        slot = await slots.slot_name(conn)
+        assert metrics.REGISTRY.get_sample_value("syncsvc_wal_slot_lost", {"slot": slot}) == 0
+        retained = metrics.REGISTRY.get_sample_value(
+            "syncsvc_wal_slot_retained_bytes", {"slot": slot}
+        )
+        assert retained is not None and retained >= 0
+        text = await run_cli(made.owner, "status")
+        assert "docs (wal)" in text and f"WAL slot {slot}: retains" in text
+        with psycopg.connect(made.admin, autocommit=True) as admin:
+            admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        await slots.pause_if_lost(conn)
+        await metrics.refresh(conn)
+        assert metrics.REGISTRY.get_sample_value("syncsvc_wal_slot_lost", {"slot": slot}) == 1
+        assert "missing or invalidated" in await run_cli(made.owner, "status")
+    # On a server without wal_level = logical: refused in one line saying what is missing.
+    async with await aconnect(db_url) as conn:
+        await conn.execute("CREATE TABLE docs (id int PRIMARY KEY, title text, body text)")
+    refused = await run_cli(db_url, *add, "--capture", "wal", code=1)
+    assert "wal_level is replica, needs logical" in refused
+    assert "lacks REPLICATION" in refused

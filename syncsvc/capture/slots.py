@@ -80,6 +80,24 @@ async def check(conn: AsyncConn) -> list[str]:
     return unsafe
 
 
+async def check_existing(conn: AsyncConn) -> str | None:
+    """At ``migrate``: while WAL targets exist, what the server or role lacks for them, in one
+    line (logged, not raised: the upgrade itself does not depend on it)."""
+    wal = wal_targets(await load_targets(conn))
+    if not wal:
+        return None
+    missing, unsafe = await problems(conn)
+    if not missing and not unsafe:
+        return None
+    names = ", ".join(t.name for t in wal)
+    line = f"WAL targets {names}: " + "; ".join(missing + unsafe)
+    if missing:
+        logger.error("%s", line)
+    else:
+        logger.warning("%s", line)
+    return line
+
+
 async def check_identity(conn: AsyncConn, oid: str, pk: tuple[str, ...]) -> None:
     """A DELETE's WAL record carries the replica identity only: it must hold the target's key
     (and without one, PostgreSQL would refuse the application's UPDATEs once published)."""
