@@ -80,7 +80,9 @@ SELECT data FROM pg_logical_slot_peek_binary_changes(
     'proto_version', '1', 'publication_names', 'syncsvc');
 
 -- name: current_lsn --
-SELECT pg_current_wal_lsn()::text AS lsn;
+-- Flushed, not inserted: decoding reads flushed WAL only, and advancing past a commit not yet
+-- flushed (synchronous_commit = off) would skip it.
+SELECT pg_current_wal_flush_lsn()::text AS lsn;
 
 -- name: advance --
 -- Never backwards (another daemon may have read further meanwhile).

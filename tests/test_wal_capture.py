@@ -138,7 +138,7 @@ async def caught_up(conn: AsyncConn) -> bool:
     return bool(
         await scalar(
             conn,
-            "SELECT coalesce((SELECT s.confirmed_flush_lsn >= pg_current_wal_lsn() "
+            "SELECT coalesce((SELECT s.confirmed_flush_lsn >= pg_current_wal_flush_lsn() "
             "                 FROM pg_replication_slots s WHERE s.database = current_database()),"
             "                true) "
             "AND NOT EXISTS (SELECT 1 FROM syncsvc.queue) "
