@@ -24,7 +24,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from syncsvc.capture import slots, targets
+from syncsvc import Client
+from syncsvc.capture import slots, targets, wal
 from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import Capture
 from syncsvc.core.settings import Settings
@@ -518,3 +519,50 @@ async def test_cli_adds_a_wal_target_and_status_and_metrics_show_its_slot(
     refused = await run_cli(db_url, *add, "--capture", "wal", code=1)
     assert "wal_level is replica, needs logical" in refused
     assert "lacks REPLICATION" in refused
+
+
+def _client_adds(url: str) -> str:
+    with Client(url, fast_settings()) as client:
+        target = client.add_target(
+            "events",
+            "events",
+            ["body"],
+            provider="local-hash",
+            model="local-hash",
+            dimensions=DIMS,
+            capture="wal",
+        )
+    return target.capture.value
+
+
+async def test_the_slot_moves_only_after_the_keys_are_stored(
+    wal18: tuple[Cluster, Deployment],
+) -> None:
+    _, made = wal18
+    async with await aconnect(made.owner) as conn:
+        await _tables(conn)
+        assert await asyncio.to_thread(_client_adds, made.owner) == "wal"
+        await conn.execute("DELETE FROM syncsvc.queue")  # the first sweep's: not under test
+        slot = await slots.slot_name(conn)
+        position = "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s"
+        before = await scalar(conn, position, (slot,))
+        with psycopg.connect(made.writer, autocommit=True) as writer:
+            writer.execute("INSERT INTO events VALUES (42, 'stored first', 0)")
+        # The queue cannot take the keys now (a lock): the read fails, the slot stays put.
+        async with await aconnect(made.owner) as blocker, blocker.transaction():
+            await blocker.execute("LOCK TABLE syncsvc.inbox IN ACCESS EXCLUSIVE MODE")
+            await conn.execute("SET statement_timeout = '300ms'")
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                await walreader.read_round(conn)
+            await conn.execute("RESET statement_timeout")
+        assert await scalar(conn, position, (slot,)) == before
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.inbox") == 0
+        # One reader at a time: while another session holds the reader lock, nothing is read.
+        async with await aconnect(made.owner) as other:
+            await other.execute("SELECT pg_advisory_lock(%s)", (wal.READER_LOCK,))
+            assert await walreader.read_round(conn) is None
+        # Read again: the change is still there, stored, and only then the slot moves.
+        result = await walreader.read_round(conn)
+        assert result is not None and result.queued == 1
+        assert await scalar(conn, "SELECT pks FROM syncsvc.inbox") == [[42]]
+        assert await scalar(conn, position, (slot,)) > before
