@@ -561,6 +561,7 @@ async def test_the_slot_moves_only_after_the_keys_are_stored(
         async with await aconnect(made.owner) as other:
             await other.execute("SELECT pg_advisory_lock(%s)", (wal.READER_LOCK,))
             assert await walreader.read_round(conn) is None
+            await other.execute("SELECT pg_advisory_unlock(%s)", (wal.READER_LOCK,))
         # Read again: the change is still there, stored, and only then the slot moves.
         result = await walreader.read_round(conn)
         assert result is not None and result.queued == 1
