@@ -231,16 +231,19 @@ def wal_targets(tracked: list[Target]) -> list[Target]:
     return [t for t in tracked if t.capture is Capture.WAL]
 
 
-async def pause_if_lost(conn: AsyncConn) -> str | None:
+async def pause_if_lost(
+    conn: AsyncConn, tracked: list[Target] | None = None, slot: str | None = None
+) -> str | None:
     """Pause every WAL target when the slot is missing or invalidated: changes since were not
-    read. Returns the reason (None: the slot is fine, or no WAL target)."""
-    wal = wal_targets(await load_targets(conn))
+    read. Returns the reason (None: the slot is fine, or no WAL target). ``tracked`` and
+    ``slot``: the targets and the slot's name when the caller has read them already."""
+    wal = wal_targets(tracked if tracked is not None else await load_targets(conn))
     if not wal:
         return None
-    state = await slot_state(conn)
+    slot = slot or await slot_name(conn)
+    state = await slot_state(conn, slot)
     if state is not None and not state.lost:
         return None
-    slot = await slot_name(conn)
     if state is None:
         what = f"replication slot {slot} does not exist (dropped, or not created yet)"
     else:

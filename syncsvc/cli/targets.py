@@ -218,6 +218,7 @@ async def _list(conn: AsyncConn, as_json: bool) -> None:
                 "key": list(t.pk_columns),
                 "columns": list(t.columns),
                 "template": t.template,
+                "capture": t.capture.value,
                 "paused_reason": t.paused_reason,
                 "generations": [
                     {"id": g.id, "state": g.state.value, "model": g.model, "dims": g.dimensions}
@@ -229,7 +230,7 @@ async def _list(conn: AsyncConn, as_json: bool) -> None:
         typer.echo(json.dumps(out, indent=2))
         return
     table = Table(title="targets")
-    for column in ("name", "table", "key", "columns", "generations"):
+    for column in ("name", "table", "key", "columns", "capture", "generations"):
         table.add_column(column)
     for t in rows:
         gens = ", ".join(f"{g.id} {g.state.value} {g.model}/{g.dimensions}" for g in t.generations)
@@ -238,6 +239,7 @@ async def _list(conn: AsyncConn, as_json: bool) -> None:
             f"{t.source_schema}.{t.source_table}",
             ",".join(t.pk_columns),
             ",".join(t.columns),
+            t.capture.value,
             gens,
         )
     console.print(table)

@@ -62,14 +62,13 @@ async def read_round(conn: AsyncConn, *, chunk_rows: int = 5000) -> wal.ReadResu
     if row is None or not row["mine"]:
         return None
     try:
-        reason = await slots.pause_if_lost(conn)
+        slot = await slots.slot_name(conn)
+        reason = await slots.pause_if_lost(conn, tracked, slot)
         if reason is not None:
             queued = await slots.recover(conn, reason, chunk_rows=chunk_rows)
             return wal.ReadResult(0, queued, False)
         # Paused targets too: their changes keep being captured, as with triggers.
-        return await wal.read_once(
-            conn, await slots.slot_name(conn), tracked, max_changes=MAX_CHANGES
-        )
+        return await wal.read_once(conn, slot, tracked, max_changes=MAX_CHANGES)
     finally:
         if not conn.broken:
             await conn.execute(sqlfiles.query("wal", "reader_unlock"), lock)
