@@ -560,7 +560,7 @@ async def test_the_slot_moves_only_after_the_keys_are_stored(
         # One reader at a time: while another session holds the reader lock, nothing is read.
         async with await aconnect(made.owner) as other:
             await other.execute("SELECT pg_advisory_lock(%s)", (wal.READER_LOCK,))
-            assert await walreader.read_round(conn) is None
+            assert await walreader.read_round(conn) == wal.ReadResult(0, 0, False)
             await other.execute("SELECT pg_advisory_unlock(%s)", (wal.READER_LOCK,))
         # Read again: the change is still there, stored, and only then the slot moves.
         result = await walreader.read_round(conn)

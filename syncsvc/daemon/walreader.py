@@ -31,6 +31,8 @@ BUSY_SECONDS = 0.02
 """After a read that found changes: the next transaction is likely close behind."""
 IDLE_SECONDS = 0.5
 """The longest wait between reads of a quiet slot (a change waits at most this long)."""
+NO_TARGET_SECONDS = 2.0
+"""Between looks for WAL targets while there is none (a new one's slot keeps its changes)."""
 MAX_CHANGES = 20_000
 """Changes per read (whole transactions: a bigger one is read whole)."""
 
@@ -52,7 +54,7 @@ class WalHost(Protocol):
 
 
 async def read_round(conn: AsyncConn, *, chunk_rows: int = 5000) -> wal.ReadResult | None:
-    """One turn: None when there is no WAL target or another daemon is reading."""
+    """One turn: None when there is no WAL target; nothing read when another daemon reads."""
     tracked = slots.wal_targets(await load_targets(conn))
     if not tracked:
         return None
@@ -60,7 +62,7 @@ async def read_round(conn: AsyncConn, *, chunk_rows: int = 5000) -> wal.ReadResu
     cur = await conn.execute(sqlfiles.query("wal", "try_reader_lock"), lock)
     row = await cur.fetchone()
     if row is None or not row["mine"]:
-        return None
+        return wal.ReadResult(0, 0, False)
     try:
         slot = await slots.slot_name(conn)
         reason = await slots.pause_if_lost(conn, tracked, slot)
@@ -86,9 +88,11 @@ async def wal_service(host: WalHost) -> None:
             logger.warning("reading the replication slot failed: %s", exc)
         if result is not None and result.queued:
             host.wake.set()
-        if result is not None and result.full:
+        if result is None:
+            delay = NO_TARGET_SECONDS
+        elif result.full:
             delay = 0.0
-        elif result is not None and result.messages:
+        elif result.messages:
             delay = BUSY_SECONDS
         else:
             delay = min(IDLE_SECONDS, max(BUSY_SECONDS, delay * 2))
