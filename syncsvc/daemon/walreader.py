@@ -27,9 +27,9 @@ from syncsvc.db.catalog import load_targets
 
 logger = logging.getLogger(__name__)
 
-BUSY_SECONDS = 0.02
+BUSY_SECONDS = 0.01
 """After a read that found changes: the next transaction is likely close behind."""
-IDLE_SECONDS = 0.5
+IDLE_SECONDS = 0.2
 """The longest wait between reads of a quiet slot (a change waits at most this long)."""
 NO_TARGET_SECONDS = 2.0
 """Between looks for WAL targets while there is none (a new one's slot keeps its changes)."""
