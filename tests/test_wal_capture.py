@@ -445,6 +445,15 @@ async def test_missing_prerequisites_are_named_in_one_line(
     assert len(missing) == 2 and len(unsafe) == 1 and "max_slot_wal_keep_size" in unsafe[0]
     # Nothing was created.
     assert await scalar(conn, "SELECT count(*) FROM syncsvc.targets") == 0
+    # migrate says the same of a WAL target the server can no longer serve (say, restored
+    # onto a server without wal_level = logical), in one line, without failing.
+    plain = _spec("docs", ("body",), Capture.TRIGGERS, model="local-hash", provider="local-hash")
+    await targets.add_target(conn, fast_settings(), plain)
+    await conn.execute("UPDATE syncsvc.targets SET capture = 'wal'")
+    line = await slots.check_existing(conn)
+    assert line is not None and "\n" not in line
+    assert line.startswith("WAL targets docs: wal_level is replica, needs logical")
+    await conn.execute("UPDATE syncsvc.targets SET capture = 'triggers'")
     # A logical server whose slots are all taken (physical slots: instant to make).
     _, made = wal18
     with psycopg.connect(made.admin, autocommit=True) as admin:
