@@ -576,3 +576,46 @@ async def test_the_slot_moves_only_after_the_keys_are_stored(
         assert result is not None and result.queued == 1
         assert await scalar(conn, "SELECT pks FROM syncsvc.inbox") == [[42]]
         assert await scalar(conn, position, (slot,)) > before
+
+
+async def test_partitions_attached_detached_or_dropped_under_a_wal_target(
+    wal18: tuple[Cluster, Deployment],
+) -> None:
+    """ATTACH, DETACH and DROP move rows without a row in the WAL: the partition reconcile
+    sweeps an attached one and removes a detached or dropped one's vectors."""
+    _, made = wal18
+    local = fast_settings()
+    async with await aconnect(made.owner) as conn:
+        await _tables(conn)
+        await _add_all(conn, local, model="local-hash", provider="local-hash")
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.partition_changes()") == 0
+        async with running_daemon(made.owner, local):
+            await settle(conn)
+            await conn.execute(
+                "CREATE TABLE events_c (id int PRIMARY KEY, body text, hits int DEFAULT 0)"
+            )
+            await conn.execute(
+                "INSERT INTO events_c SELECT i, 'attached ' || i "
+                "FROM generate_series(20000, 20049) i"
+            )
+            await conn.execute(
+                "ALTER TABLE events ATTACH PARTITION events_c FOR VALUES FROM (20000) TO (30000)"
+            )
+            await conn.execute("ALTER TABLE events DETACH PARTITION events_a")
+            await conn.execute("DROP TABLE events_b")
+
+            async def reconciled() -> bool:
+                vectors = await scalar(conn, "SELECT count(*) FROM syncsvc.events_embeddings")
+                rows = await scalar(conn, "SELECT count(*) FROM events")
+                changes = await scalar(conn, "SELECT count(*) FROM syncsvc.partition_changes()")
+                return bool(vectors == rows == 50 and changes == 0)
+
+            await wait_for(reconciled, timeout=60)
+            await settle(conn)
+            await assert_all_exact(conn)
+            # Writes to the attached partition are in the WAL like any other.
+            with psycopg.connect(made.writer, autocommit=True) as writer:
+                writer.execute("UPDATE events_c SET body = 'changed ' || id WHERE id < 20010")
+                writer.execute("INSERT INTO events VALUES (20100, 'through the parent', 0)")
+            await settle(conn)
+            await assert_all_exact(conn)

@@ -312,6 +312,7 @@ async def add_target(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> T
         await generations.replace_view(conn, target, generation)
         if target.capture is Capture.WAL:
             await slots.publish(conn, target)
+            await partitions.capture_partitions(conn, target)  # records the tree only
         else:
             await conn.execute(statements.capture_function(target))
             await conn.execute(statements.lock_capture_function(target))
