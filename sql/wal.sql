@@ -58,8 +58,9 @@ FROM syncsvc.targets t
 WHERE t.capture = 'wal' AND t.id <> %(id)s;
 
 -- name: replica_identity --
--- The columns a DELETE's old key carries: the primary key (default), an index, all (full).
-SELECT c.relreplident AS identity,
+-- The columns a DELETE's old key carries: the primary key (default), an index, all (full);
+-- and whether the table's writes are in the WAL at all (not UNLOGGED).
+SELECT c.relreplident AS identity, c.relpersistence AS persistence,
        CASE c.relreplident
            WHEN 'd' THEN (SELECT array_agg(a.attname::text ORDER BY a.attname)
                           FROM pg_index i JOIN pg_attribute a

@@ -491,6 +491,12 @@ async def test_missing_prerequisites_are_named_in_one_line(
             )
             with pytest.raises(ValidationError, match="replica identity to be the key"):
                 await targets.add_target(owner, fast_settings(), keyed)
+            await owner.execute("CREATE UNLOGGED TABLE fleeting (id int PRIMARY KEY, body text)")
+            fleeting = _spec(
+                "fleeting", ("body",), Capture.WAL, model="local-hash", provider="local-hash"
+            )
+            with pytest.raises(ValidationError, match="UNLOGGED: its writes are not in the WAL"):
+                await targets.add_target(owner, fast_settings(), fleeting)
 
 
 async def test_cli_adds_a_wal_target_and_status_and_metrics_show_its_slot(

@@ -104,6 +104,10 @@ async def check_identity(conn: AsyncConn, oid: str, pk: tuple[str, ...]) -> None
     cur = await conn.execute(_q("replica_identity"), {"oid": oid})
     row = await cur.fetchone()
     assert row is not None
+    if row["persistence"] == "u":
+        raise ValidationError(
+            f"{oid} is UNLOGGED: its writes are not in the WAL; use capture = triggers"
+        )
     if row["identity"] == "f":
         return
     if sorted(row["key_columns"] or []) != sorted(pk):
