@@ -1,8 +1,13 @@
 """Cost of syncsvc's change capture for the application's writes, daemon stopped.
 
-Three 100k-row tables of one shape: ``plain`` (no triggers), ``tracked`` (a syncsvc target
-embedding ``title`` and ``body``) and ``floor`` (no-op statement triggers with the same
-transition tables: what PostgreSQL itself charges before syncsvc's function runs a line).
+Four 100k-row tables of one shape: ``plain`` (no triggers), ``tracked`` (a syncsvc target
+embedding ``title`` and ``body``, capture = triggers), ``walled`` (the same target with
+capture = wal: no trigger, the table is in syncsvc's publication and a logical slot exists) and
+``floor`` (no-op statement triggers with the same transition tables: what PostgreSQL itself
+charges before syncsvc's function runs a line). The server runs with ``wal_level = logical``
+(the bench's own embedded server is switched to it; an external server without it is measured
+without the ``walled`` table), so ``plain`` pays the logical WAL too: the WAL column is what WAL
+capture adds on top of a server already configured for it.
 
 * Single-row statements through pgbench (``-c 1 -t N``, the embedded server's own pgbench),
   tables interleaved round by round; figures are medians of the rounds. The session runs with
@@ -36,11 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import cpu_seconds, database_url, machine, parent, server_cpu, write_section
 from syncsvc.capture import targets
+from syncsvc.core.models import Capture
 from syncsvc.core.settings import Settings
 from syncsvc.db.database import aconnect
 from syncsvc.ops import migrate
 
-TABLES = ("plain", "tracked", "floor")
+TABLES = ("plain", "tracked", "floor", "walled")
 FILL = (
     "INSERT INTO {t} SELECT i, 'title ' || i, 'body text ' || i, 0 FROM generate_series(1, {n}) i"
 )
@@ -65,6 +71,8 @@ SINGLE_TARGET = {
     "INSERT": 1.3,
     "DELETE": 1.3,
 }
+WAL_TARGET = 1.05
+"""Every application statement in WAL mode, against plain (issue 24)."""
 BULK_TARGET = {"INSERT": 1.2, "UPDATE other column": 1.1, "DELETE": 1.5}
 
 
@@ -101,6 +109,33 @@ FINDINGS = (
 the capture function, one per table, with this bench's method)."""
 
 
+def logical_decoding(url: str, own_server: bool) -> bool:
+    """Whether the server has ``wal_level = logical``; the bench's own server is switched to it
+    (ALTER SYSTEM, then ``pg_ctl restart`` as the data directory's owner)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        level = conn.execute("SHOW wal_level").fetchone()
+        if level is not None and level[0] == "logical":
+            return True
+        if not own_server:
+            return False
+        datadir = conn.execute("SHOW data_directory").fetchone()
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert datadir is not None and backend is not None
+        postmaster = parent(int(str(backend[0])))
+        conn.execute("ALTER SYSTEM SET wal_level = logical")
+    pg_ctl = Path(os.readlink(f"/proc/{postmaster}/exe")).with_name("pg_ctl")
+    owner = Path(str(datadir[0])).stat().st_uid
+    subprocess.run(
+        [str(pg_ctl), "restart", "-w", "-m", "fast", "-D", str(datadir[0])],
+        user=owner,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    return True
+
+
 def setup(url: str, rows: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for table in TABLES:
@@ -128,10 +163,17 @@ def setup(url: str, rows: int) -> None:
 
     async def register() -> None:
         aconn = await aconnect(url)
-        spec = targets.TargetSpec(
-            name="tracked", table="tracked", columns=("title", "body"), model="local-hash"
-        )
-        await targets.add_target(aconn, Settings(), spec)
+        for name, capture in (("tracked", Capture.TRIGGERS), ("walled", Capture.WAL)):
+            if name not in TABLES:
+                continue
+            spec = targets.TargetSpec(
+                name=name,
+                table=name,
+                columns=("title", "body"),
+                model="local-hash",
+                capture=capture,
+            )
+            await targets.add_target(aconn, Settings(), spec)
         await aconn.close()
 
     asyncio.run(register())
@@ -265,14 +307,26 @@ def _rows(
     lines = []
     for statement, by_table in results.items():
         plain, tracked, floor = by_table["plain"], by_table["tracked"], by_table["floor"]
+        walled = by_table.get("walled")
         wall_ratio = tracked.wall / plain.wall
         cpu_ratio = tracked.cpu / plain.cpu if plain.cpu else float("nan")
         floor_ratio = floor.cpu / plain.cpu if plain.cpu else float("nan")
+        verdict = ""
+        if walled is None:
+            wal = "| — | — | — | — "
+        else:
+            wal_cpu = walled.cpu / plain.cpu if plain.cpu else float("nan")
+            worst = max(walled.wall / plain.wall, wal_cpu)
+            verdict = f"; WAL {_verdict(worst, WAL_TARGET)}"
+            wal = (
+                f"| {walled.wall * unit:{fmt}} | {walled.wall / plain.wall:.2f}× "
+                f"| {walled.cpu * unit:{fmt}} | {wal_cpu:.2f}× "
+            )
         lines.append(
             f"| {statement} | {plain.wall * unit:{fmt}} | {tracked.wall * unit:{fmt}} | "
             f"{wall_ratio:.2f}× | {plain.cpu * unit:{fmt}} | {tracked.cpu * unit:{fmt}} | "
-            f"{cpu_ratio:.2f}× | {floor_ratio:.2f}× | "
-            f"{_verdict(max(wall_ratio, cpu_ratio), targets_.get(statement))} |"
+            f"{cpu_ratio:.2f}× | {floor_ratio:.2f}× "
+            f"{wal}| {_verdict(max(wall_ratio, cpu_ratio), targets_.get(statement))}{verdict} |"
         )
     return lines
 
@@ -287,6 +341,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     url = database_url(args.database_url)
+    global TABLES
+    if not logical_decoding(url, own_server=args.database_url is None):
+        TABLES = tuple(t for t in TABLES if t != "walled")
     migrate.upgrade(url)
     setup(url, args.rows)
     single = single_row(url, args.rows, args.transactions, args.rounds)
@@ -295,9 +352,10 @@ def main() -> None:
         version = conn.execute("SHOW server_version").fetchone()
     load = os.getloadavg()
     header = (
-        "| statement | plain | syncsvc | overhead | server CPU plain | server CPU syncsvc | "
-        "CPU overhead | transition tables alone (CPU) | target |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+        "| statement | plain | triggers | overhead | server CPU plain | server CPU triggers | "
+        "CPU overhead | transition tables alone (CPU) | WAL capture | overhead | server CPU WAL "
+        "| CPU overhead | target (triggers) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
     lines = [
         f"Daemon stopped; {args.rows:,}-row tables; {machine()}; embedded PostgreSQL "
@@ -323,6 +381,14 @@ def main() -> None:
         FINDINGS,
     ]
     body = "\n".join(lines)
+    if "walled" in TABLES:
+        # An external server must not keep the slot (and its WAL) after the bench.
+        async def unregister() -> None:
+            aconn = await aconnect(url)
+            await targets.remove_target(aconn, "walled")
+            await aconn.close()
+
+        asyncio.run(unregister())
     print(body)
     if not args.no_write:
         write_section("Change capture overhead", body)

@@ -1,9 +1,10 @@
 -- Reads and writes of syncsvc's own catalog: targets and generations.
 
 -- name: list_targets --
+-- capture read through to_jsonb: targets stay readable on the revision before 0017.
 SELECT id, name, source_schema, source_table, pk_columns, pk_types, columns, template, metric,
-       paused_reason, embed_labels
-FROM syncsvc.targets
+       paused_reason, embed_labels, coalesce(to_jsonb(t) ->> 'capture', 'triggers') AS capture
+FROM syncsvc.targets t
 ORDER BY name;
 
 -- name: list_generations --
@@ -18,6 +19,10 @@ INSERT INTO syncsvc.targets
 VALUES (%(name)s, %(schema)s, %(table)s, %(pk_columns)s, %(pk_types)s, %(columns)s,
         %(template)s, %(metric)s, %(embed_labels)s)
 RETURNING id;
+
+-- name: set_capture --
+-- Only for capture = 'wal' (the column's default is triggers).
+UPDATE syncsvc.targets SET capture = %(capture)s WHERE id = %(id)s;
 
 -- name: insert_generation --
 -- The vector table is named after the generation id, so take the id first.

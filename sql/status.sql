@@ -1,6 +1,8 @@
 -- name: target_status --
 -- With why the vectors and the source disagree in a way the daemon is fixing right now.
-SELECT s.*, d.drift FROM syncsvc.status s LEFT JOIN syncsvc.capture_drift d ON d.target = s.target
+SELECT s.*, d.drift, t.capture
+FROM syncsvc.status s LEFT JOIN syncsvc.capture_drift d ON d.target = s.target
+LEFT JOIN syncsvc.targets t ON t.name = s.target
 ORDER BY s.target;
 
 -- name: unpromoted --

@@ -169,6 +169,15 @@ class Cluster:
             **run,
         )
 
+    def enable_logical_decoding(self) -> None:
+        """What a DBA does for WAL capture: ``wal_level = logical`` (a restart), a bound on the
+        WAL a slot may hold, and REPLICATION for the role syncsvc runs as."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET wal_level = logical")
+            conn.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'")
+            conn.execute(f"ALTER ROLE {OWNER} REPLICATION")
+        self.restart()
+
     def stop(self) -> None:
         self.server.stop()
         shutil.rmtree(self.root, ignore_errors=True)
@@ -182,6 +191,24 @@ def clusters() -> Iterator[Callable[[int | None], Cluster]]:
     def get(version: int | None) -> Cluster:
         if version not in started:
             started[version] = Cluster(version)
+        return started[version]
+
+    yield get
+    for cluster in started.values():
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def wal_clusters() -> Iterator[Callable[[int], Cluster]]:
+    """Servers of their own with ``wal_level = logical`` (WAL capture), by major version,
+    lazily: the default servers keep the default configuration."""
+    started: dict[int, Cluster] = {}
+
+    def get(version: int) -> Cluster:
+        if version not in started:
+            cluster = Cluster(version)
+            cluster.enable_logical_decoding()
+            started[version] = cluster
         return started[version]
 
     yield get

@@ -100,7 +100,7 @@ BEGIN
 END
 $function$;
 
-CREATE OR REPLACE FUNCTION syncsvc.add_target(name text, source regclass, columns text[], model text, dimensions integer DEFAULT NULL::integer, provider text DEFAULT NULL::text, template text DEFAULT NULL::text, pk text[] DEFAULT NULL::text[], metric text DEFAULT 'cosine'::text, embed_labels boolean DEFAULT false, chunking jsonb DEFAULT NULL::jsonb)
+CREATE OR REPLACE FUNCTION syncsvc.add_target(name text, source regclass, columns text[], model text, dimensions integer DEFAULT NULL::integer, provider text DEFAULT NULL::text, template text DEFAULT NULL::text, pk text[] DEFAULT NULL::text[], metric text DEFAULT 'cosine'::text, embed_labels boolean DEFAULT false, chunking jsonb DEFAULT NULL::jsonb, capture text DEFAULT 'triggers'::text)
  RETURNS bigint
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -113,6 +113,10 @@ DECLARE
 BEGIN
     IF EXISTS (SELECT 1 FROM syncsvc.targets t WHERE t.name = add_target.name) THEN
         RAISE EXCEPTION 'a target named % already exists', name USING ERRCODE = 'unique_violation';
+    END IF;
+    IF capture IS NULL OR capture NOT IN ('triggers', 'wal') THEN
+        RAISE EXCEPTION 'capture must be triggers or wal, not %', capture
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF coalesce(cardinality(columns), 0) = 0 THEN
         RAISE EXCEPTION 'give at least one column to embed' USING ERRCODE = 'invalid_parameter_value';
@@ -136,9 +140,12 @@ BEGIN
         'table', qualified, 'columns', to_jsonb(columns), 'model', model,
         'dimensions', dimensions, 'provider', v_provider, 'template', template,
         'pk', to_jsonb(pk), 'metric', metric, 'embed_labels', embed_labels,
-        'chunking', chunking));
+        'chunking', chunking, 'capture', capture));
 END
 $function$;
+
+-- Administration is the owner's (a new signature starts executable by PUBLIC).
+REVOKE ALL ON FUNCTION syncsvc.add_target(text, regclass, text[], text, integer, text, text, text[], text, boolean, jsonb, text) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION syncsvc.remove_target(name text, keep_vectors boolean DEFAULT false)
  RETURNS bigint

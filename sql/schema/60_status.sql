@@ -123,8 +123,8 @@ CREATE OR REPLACE FUNCTION syncsvc.partition_changes()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
     WITH t0 AS (
-        SELECT t.id, t.partitions, to_regclass(format('%I.%I', t.source_schema, t.source_table))
-                   AS root
+        SELECT t.id, t.partitions, t.capture,
+               to_regclass(format('%I.%I', t.source_schema, t.source_table)) AS root
         FROM syncsvc.targets t
     ), t AS (
         -- A table renamed or dropped is the drift machinery's (the target pauses), not this.
@@ -137,13 +137,18 @@ AS $function$
     ), triggered AS (
         SELECT t.id, g.tgrelid AS relid
         FROM t JOIN pg_trigger g ON g.tgname = 'syncsvc_' || t.id || '_ins'
-        WHERE g.tgrelid IS DISTINCT FROM t.root::oid
+        WHERE g.tgrelid IS DISTINCT FROM t.root::oid AND t.capture = 'triggers'
     ), known AS (
         SELECT t.id, k::oid AS relid FROM t CROSS JOIN LATERAL jsonb_object_keys(t.partitions) k
     )
-    SELECT x.id, x.relid, syncsvc.qualified_name(x.relid), 'added' FROM tree x
+    -- Added: without the capture triggers; for WAL capture (the publication covers the whole
+    -- tree) not in the recorded tree: its rows came by ATTACH, which the WAL does not carry.
+    SELECT x.id, x.relid, syncsvc.qualified_name(x.relid), 'added' FROM tree x JOIN t ON t.id = x.id
     WHERE x.relkind IN ('r', 'p')
-      AND NOT EXISTS (SELECT 1 FROM triggered g WHERE g.id = x.id AND g.relid = x.relid)
+      AND CASE WHEN t.capture = 'triggers'
+               THEN NOT EXISTS (SELECT 1 FROM triggered g WHERE g.id = x.id AND g.relid = x.relid)
+               ELSE NOT EXISTS (SELECT 1 FROM known k WHERE k.id = x.id AND k.relid = x.relid)
+          END
     UNION ALL
     SELECT x.id, x.relid, syncsvc.qualified_name(x.relid), 'foreign' FROM tree x
     WHERE x.relkind = 'f'

@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from syncsvc import jobs
 from syncsvc.capture import drift, targets
-from syncsvc.core.models import Metric, Target
+from syncsvc.core.models import Capture, Metric, Target
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
 from syncsvc.db import privileges
@@ -185,10 +185,12 @@ class AsyncClient:
         chunk_tokens: int | None = None,
         chunk_overlap: int = 0,
         chunk_markdown: bool = False,
+        capture: Capture | str = Capture.TRIGGERS,
     ) -> Target:
         """Register ``table`` ([schema.]table): validate, create its first generation, vector
-        table and view, install the capture triggers (``syncsvc target add``). With
-        ``chunk_tokens`` each row is embedded as chunks of at most that many tokens."""
+        table and view, install its capture (``syncsvc target add``): statement triggers, or
+        ``capture="wal"`` logical decoding. With ``chunk_tokens`` each row is embedded as
+        chunks of at most that many tokens."""
         options: dict[str, Any] = {"sparse": True} if sparse else {}
         if chunk_tokens is not None:
             options["chunking"] = Chunking(chunk_tokens, chunk_overlap, chunk_markdown).as_option()
@@ -204,6 +206,7 @@ class AsyncClient:
             metric=Metric(metric),
             options=options,
             embed_labels=embed_labels,
+            capture=Capture(capture),
         )
         return await self._call(lambda conn: targets.add_target(conn, self.settings, spec))
 

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from syncsvc.capture import partitions
 from syncsvc.core.errors import NotFoundError, TargetDefinitionError, ValidationError
-from syncsvc.core.models import Target
+from syncsvc.core.models import Capture, Target
 from syncsvc.core.types import AsyncConn
 from syncsvc.db import common, quoting, sqlfiles, statements
 from syncsvc.db.catalog import get_target
@@ -165,9 +165,10 @@ async def repair(
         )
         raise ValidationError(f"cannot repair {name}: {'; '.join(problems)}; {advice}")
     async with conn.transaction():
-        await partitions.release_partitions(conn, target)
-        for statement in statements.drop_triggers(target):
-            await conn.execute(statement)
+        if target.capture is Capture.TRIGGERS:
+            await partitions.release_partitions(conn, target)
+            for statement in statements.drop_triggers(target):
+                await conn.execute(statement)
         await conn.execute(
             sql.SQL("UPDATE syncsvc.targets SET columns = {}, template = {} WHERE id = {}").format(
                 quoting.literal(list(updated.columns)),
@@ -175,11 +176,12 @@ async def repair(
                 quoting.literal(target.id),
             )
         )
-        await conn.execute(statements.capture_function(updated))
-        await conn.execute(statements.lock_capture_function(updated))
-        for statement in statements.create_triggers(updated):
-            await conn.execute(statement)
-        await partitions.capture_partitions(conn, updated)
+        if target.capture is Capture.TRIGGERS:
+            await conn.execute(statements.capture_function(updated))
+            await conn.execute(statements.lock_capture_function(updated))
+            for statement in statements.create_triggers(updated):
+                await conn.execute(statement)
+            await partitions.capture_partitions(conn, updated)
         await conn.execute(sqlfiles.query("catalog", "resume_by_name"), {"name": name})
     logger.info("target %s repaired: capture rebuilt for %s", name, ", ".join(updated.columns))
     return await get_target(conn, name)

@@ -8,6 +8,10 @@ seconds): a new partition gets the triggers and is swept at once, a detached one
 and its vectors are removed at once. The DBA's DDL never waits long on syncsvc and never fails
 because of it: each partition is changed in a transaction of its own under a short lock
 timeout, and a partition that cannot be changed now is tried again at the next poll.
+
+A WAL target (``capture = "wal"``) needs no trigger (its publication covers the whole tree),
+but ATTACH, DETACH and DROP are not in the WAL: its recorded tree is reconciled the same way,
+an attached partition swept and a detached or dropped one's vectors removed.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from syncsvc.capture.sweep import remove_orphans, sweep_target
-from syncsvc.core.models import Target
+from syncsvc.core.models import Capture, Target
 from syncsvc.core.types import AsyncConn
 from syncsvc.db import common, quoting, sqlfiles, statements
 from syncsvc.db.catalog import load_targets
@@ -88,7 +92,8 @@ async def capture_partitions(conn: AsyncConn, target: Target) -> list[str]:
     cur = await conn.execute(sqlfiles.query("catalog", "partitions"), _where(target))
     rows = await cur.fetchall()
     for row in rows:
-        if row["capturable"]:
+        # WAL capture: the publication covers every partition; only the tree is recorded.
+        if row["capturable"] and target.capture is Capture.TRIGGERS:
             for statement in statements.create_triggers(
                 target, _relation(row["schema"], row["name"])
             ):
@@ -139,6 +144,8 @@ async def apply(conn: AsyncConn, target: Target, changes: list[Change]) -> list[
     for change in changes:
         if change.relation is None or change.change == "foreign":
             continue
+        if target.capture is Capture.WAL:
+            continue  # nothing per partition: the recorded tree is updated below
         if change.change == "added":
             work = statements.create_triggers(target, change.relation)
         else:

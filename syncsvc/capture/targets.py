@@ -9,9 +9,9 @@ from typing import Any
 
 from psycopg import sql
 
-from syncsvc.capture import drift, partitions
+from syncsvc.capture import drift, partitions, slots
 from syncsvc.core.errors import ValidationError
-from syncsvc.core.models import GenerationState, Metric, Target
+from syncsvc.core.models import Capture, GenerationState, Metric, Target
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
 from syncsvc.db import common, quoting, sqlfiles, statements
@@ -42,6 +42,8 @@ class TargetSpec:
     options: dict[str, Any] = field(default_factory=dict)
     embed_labels: bool = False
     """Embed rows whose embedded columns are all empty as the template's labels alone."""
+    capture: Capture = Capture.TRIGGERS
+    """Statement triggers (no server configuration) or the WAL (``capture/slots``)."""
 
 
 def split_qualified(name: str) -> tuple[str | None, str]:
@@ -166,6 +168,9 @@ async def validate(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> dic
                 f"({', '.join(spec.columns)})"
             )
     pk = await _resolve_key(conn, oid, spec.pk, table_columns)
+    if spec.capture is Capture.WAL:
+        await slots.check(conn)
+        await slots.check_identity(conn, oid, pk)
     clash = generations.RESERVED_COLUMNS.intersection(pk)
     if clash:
         raise ValidationError(f"key column names {sorted(clash)} are reserved by syncsvc")
@@ -200,6 +205,7 @@ async def validate(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> dic
         "embed_labels": spec.embed_labels,
         "dimensions": dimensions,
         "space": space,
+        "capture": spec.capture.value,
     }
 
 
@@ -253,6 +259,7 @@ def _target(target_id: int, spec: TargetSpec, row: dict[str, Any]) -> Target:
         template=row["template"],
         metric=spec.metric,
         embed_labels=spec.embed_labels,
+        capture=spec.capture,
     )
 
 
@@ -274,13 +281,24 @@ async def preview(
 
 
 async def add_target(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> Target:
-    """Validate, then create the target, its first (active) generation, view and triggers."""
+    """Validate, then create the target, its first (active) generation, view and capture:
+    triggers, or (``capture = wal``) the table in syncsvc's publication."""
     row = await validate(conn, settings, spec)
+    if spec.capture is Capture.WAL and slots.outside_transaction(conn):
+        # Before the target exists: every change committed after it is in the slot, and the
+        # first sweep (below) finds the rest. Inside a transaction (a request filed from SQL)
+        # PostgreSQL cannot create a slot: the WAL reader creates it, then sweeps.
+        await slots.create_slot(conn)
     async with conn.transaction():
         cur = await conn.execute(sqlfiles.query("catalog", "insert_target"), row)
         created = await cur.fetchone()
         assert created is not None
         target = _target(created["id"], spec, row)
+        if target.capture is not Capture.TRIGGERS:
+            await conn.execute(
+                sqlfiles.query("catalog", "set_capture"),
+                {"id": target.id, "capture": target.capture.value},
+            )
         generation = await generations.create_generation(
             conn,
             target,
@@ -292,14 +310,24 @@ async def add_target(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> T
             state=GenerationState.ACTIVE,
         )
         await generations.replace_view(conn, target, generation)
-        await conn.execute(statements.capture_function(target))
-        await conn.execute(statements.lock_capture_function(target))
-        for statement in statements.create_triggers(target):
-            await conn.execute(statement)
-        await partitions.capture_partitions(conn, target)
+        if target.capture is Capture.WAL:
+            await slots.publish(conn, target)
+            await partitions.capture_partitions(conn, target)  # records the tree only
+        else:
+            await conn.execute(statements.capture_function(target))
+            await conn.execute(statements.lock_capture_function(target))
+            for statement in statements.create_triggers(target):
+                await conn.execute(statement)
+            await partitions.capture_partitions(conn, target)
         # Delivered at commit: running daemons sweep the new target now, not at the next sweep.
         await common.notify(conn, statements.TARGETS_CHANNEL, str(target.id))
-    logger.info("target %s added on %s.%s", spec.name, row["schema"], row["table"])
+    logger.info(
+        "target %s added on %s.%s (capture: %s)",
+        spec.name,
+        row["schema"],
+        row["table"],
+        spec.capture.value,
+    )
     return await get_target(conn, spec.name)
 
 
@@ -310,7 +338,7 @@ async def refresh_capture(conn: AsyncConn) -> int:
     targets here (``migrate.upgrade``, which ``syncsvc run`` calls). CREATE OR REPLACE keeps
     the triggers and the function's ACL, and takes no lock on the application's table.
     """
-    tracked = await load_targets(conn)
+    tracked = [t for t in await load_targets(conn) if t.capture is Capture.TRIGGERS]
     async with conn.transaction():
         for target in tracked:
             await conn.execute(statements.capture_function(target))
@@ -319,12 +347,17 @@ async def refresh_capture(conn: AsyncConn) -> int:
 
 
 async def remove_target(conn: AsyncConn, name: str, *, keep_vectors: bool = False) -> Target:
-    """Drop a target's triggers and catalog rows; its vector tables too unless kept."""
+    """Drop a target's capture and catalog rows; its vector tables too unless kept. The last
+    WAL target takes syncsvc's publication and replication slot with it."""
     target = await get_target(conn, name)
+    last_wal = False
     async with conn.transaction():
-        await partitions.release_partitions(conn, target)
-        for statement in statements.drop_triggers(target):
-            await conn.execute(statement)
+        if target.capture is Capture.WAL:
+            last_wal = await slots.unpublish(conn, target)
+        else:
+            await partitions.release_partitions(conn, target)
+            for statement in statements.drop_triggers(target):
+                await conn.execute(statement)
         if not keep_vectors:
             await conn.execute(
                 sql.SQL("DROP VIEW IF EXISTS syncsvc.{}").format(quoting.ident(target.view_name))
@@ -333,4 +366,8 @@ async def remove_target(conn: AsyncConn, name: str, *, keep_vectors: bool = Fals
                 await generations.drop_generation_table(conn, generation)
         await conn.execute(sqlfiles.query("catalog", "delete_target"), {"id": target.id})
         await common.notify(conn, statements.TARGETS_CHANNEL, str(target.id))
+    if last_wal:
+        # Not transactional (allowed inside a request's transaction too): after the commit
+        # when there is one, so a failed removal keeps its slot.
+        await slots.drop_slot(conn)
     return target

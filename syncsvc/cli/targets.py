@@ -19,7 +19,7 @@ from syncsvc.cli.context import (
     fail,
     with_connection,
 )
-from syncsvc.core.models import Metric
+from syncsvc.core.models import Capture, Metric
 from syncsvc.core.types import AsyncConn
 from syncsvc.daemon import actions
 from syncsvc.db.catalog import load_targets
@@ -97,7 +97,8 @@ async def _add(conn: AsyncConn, spec: targets.TargetSpec, as_json: bool) -> None
         f"[green]target {target.name}[/] on {target.source_schema}.{target.source_table}: "
         f"key ({', '.join(target.pk_columns)}), columns {', '.join(target.columns)}, "
         f"generation {generation.id} = {generation.model} {generation.dimensions} dims "
-        f"→ view syncsvc.{target.view_name}. Existing rows are embedded by 'syncsvc run'.",
+        f"→ view syncsvc.{target.view_name}, capture {target.capture.value}. Existing rows "
+        "are embedded by 'syncsvc run'.",
     )
 
 
@@ -159,9 +160,17 @@ def add(
     chunk_markdown: Annotated[
         bool, typer.Option("--chunk-markdown", help="A markdown heading starts a new chunk.")
     ] = False,
+    capture: Annotated[
+        Capture,
+        typer.Option(
+            "--capture",
+            help="triggers (default: works everywhere) or wal (logical decoding: no trigger "
+            "on the table; needs wal_level=logical and a REPLICATION role).",
+        ),
+    ] = Capture.TRIGGERS,
     as_json: JsonFlag = False,
 ) -> None:
-    """Register a table: validate, create its vector table and view, install triggers."""
+    """Register a table: validate, create its vector table and view, install its capture."""
     provider, model = _provider_and_model(provider, model)
     migrate.upgrade(STATE.url(), settings=STATE.settings)
     spec = targets.TargetSpec(
@@ -176,6 +185,7 @@ def add(
         metric=metric,
         options=_options(sparse, chunk_tokens, chunk_overlap, chunk_markdown),
         embed_labels=embed_labels,
+        capture=capture,
     )
     if dry_run:
         _preview(spec, as_json)
@@ -208,6 +218,7 @@ async def _list(conn: AsyncConn, as_json: bool) -> None:
                 "key": list(t.pk_columns),
                 "columns": list(t.columns),
                 "template": t.template,
+                "capture": t.capture.value,
                 "paused_reason": t.paused_reason,
                 "generations": [
                     {"id": g.id, "state": g.state.value, "model": g.model, "dims": g.dimensions}
@@ -219,7 +230,7 @@ async def _list(conn: AsyncConn, as_json: bool) -> None:
         typer.echo(json.dumps(out, indent=2))
         return
     table = Table(title="targets")
-    for column in ("name", "table", "key", "columns", "generations"):
+    for column in ("name", "table", "key", "columns", "capture", "generations"):
         table.add_column(column)
     for t in rows:
         gens = ", ".join(f"{g.id} {g.state.value} {g.model}/{g.dimensions}" for g in t.generations)
@@ -228,6 +239,7 @@ async def _list(conn: AsyncConn, as_json: bool) -> None:
             f"{t.source_schema}.{t.source_table}",
             ",".join(t.pk_columns),
             ",".join(t.columns),
+            t.capture.value,
             gens,
         )
     console.print(table)

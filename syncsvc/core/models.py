@@ -38,6 +38,15 @@ class Metric(StrEnum):
     L2 = "l2"
 
 
+class Capture(StrEnum):
+    """How a target's changes reach the queue."""
+
+    TRIGGERS = "triggers"
+    """Statement triggers on the application's table (no server configuration)."""
+    WAL = "wal"
+    """Logical decoding of the WAL (``wal_level = logical``, a replication slot)."""
+
+
 class TextType(StrEnum):
     DOCUMENT = "document"
     QUERY = "query"
@@ -86,6 +95,8 @@ class Target:
     generations: tuple[Generation, ...] = field(default=())
     embed_labels: bool = False
     """Embed rows whose columns are all empty too, as the template's labels alone."""
+    capture: Capture = Capture.TRIGGERS
+    """How its changes reach the queue: statement triggers, or the WAL (``capture/wal``)."""
 
     @property
     def active(self) -> Generation | None:

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from syncsvc.capture import targets
 from syncsvc.core.errors import SyncsvcError
-from syncsvc.core.models import Metric, Target
+from syncsvc.core.models import Capture, Metric, Target
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
 from syncsvc.db import common, sqlfiles
@@ -45,6 +45,7 @@ def target_result(target: Target) -> dict[str, Any]:
         "columns": list(target.columns),
         "template": target.template,
         "embed_labels": target.embed_labels,
+        "capture": target.capture.value,
         "generation": active.id if active else None,
         "provider": active.provider if active else None,
         "model": active.model if active else None,
@@ -85,6 +86,7 @@ def spec_of(name: str, args: dict[str, Any]) -> targets.TargetSpec:
         metric=Metric(args.get("metric") or Metric.COSINE.value),
         embed_labels=bool(args.get("embed_labels")),
         options={"chunking": dict(args["chunking"])} if args.get("chunking") else {},
+        capture=Capture(args.get("capture") or Capture.TRIGGERS.value),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from syncsvc.core.errors import NotFoundError
-from syncsvc.core.models import Generation, GenerationState, Metric, Target
+from syncsvc.core.models import Capture, Generation, GenerationState, Metric, Target
 from syncsvc.core.types import AsyncConn
 from syncsvc.db import sqlfiles
 
@@ -41,6 +41,7 @@ async def load_targets(conn: AsyncConn) -> list[Target]:
             paused_reason=row["paused_reason"],
             generations=tuple(generations.get(row["id"], ())),
             embed_labels=row["embed_labels"],
+            capture=Capture(row["capture"]),
         )
         for row in await cur.fetchall()
     ]

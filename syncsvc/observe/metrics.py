@@ -17,14 +17,16 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram, generate_latest
 
 from syncsvc.core.types import AsyncConn
 from syncsvc.db import common, sqlfiles
-from syncsvc.observe import status
+from syncsvc.observe import slotgauges, status
+from syncsvc.observe.jobgauges import JobProgress, record_jobs
+from syncsvc.observe.registry import REGISTRY
 
 if TYPE_CHECKING:
     from syncsvc.core.host import Host
@@ -32,8 +34,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REGISTRY = CollectorRegistry(auto_describe=True)
-"""syncsvc's own registry: no default process collectors from other libraries' imports."""
+__all__ = ["REGISTRY", "JobProgress", "record_jobs"]
+"""Defined beside (``registry``, ``jobgauges``), kept here for the callers of this module."""
+
 
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -221,20 +224,6 @@ LIMIT_FACTOR = Gauge(
     registry=REGISTRY,
 )
 
-# --- re-embedding jobs ---------------------------------------------------------------------------
-JOB_PROGRESS = Gauge(
-    "syncsvc_job_progress_ratio",
-    "Fraction of a re-embedding job's rows done.",
-    ["job", "target", "state"],
-    registry=REGISTRY,
-)
-JOB_ROWS = Gauge(
-    "syncsvc_job_rows",
-    "Rows of a re-embedding job by kind (total, done).",
-    ["job", "kind"],
-    registry=REGISTRY,
-)
-
 
 def endpoint(base_url: str) -> str:
     """The label for an API base URL: its host (never a path, query or credential)."""
@@ -347,6 +336,7 @@ async def refresh(
                 generation["embedded"]
             )
     await _refresh_ops(conn)
+    await slotgauges.refresh(conn, rows)
     _reset(UNPROMOTED)
     grace = unpromoted_grace_seconds
     if grace is None:
@@ -370,33 +360,6 @@ async def _refresh_ops(conn: AsyncConn) -> None:
         BUDGET_BOOKED.labels(row["account"]).set(row["booked_ahead_seconds"])
     cur = await conn.execute(sqlfiles.query("ops", "list_daemons"))
     DAEMONS.set(sum(1 for r in await cur.fetchall() if r["seen_seconds_ago"] < 60))
-
-
-class JobProgress(Protocol):
-    """What the job gauges show of a job (``syncsvc.web.jobs.JobView``)."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def target(self) -> str: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def progress(self) -> float: ...
-    @property
-    def total(self) -> int: ...
-    @property
-    def done(self) -> int: ...
-
-
-def record_jobs(jobs: Iterable[JobProgress]) -> None:
-    """Set the job gauges to ``jobs`` (the web service reads them next to ``refresh``)."""
-    _reset(JOB_PROGRESS)
-    _reset(JOB_ROWS)
-    for job in jobs:
-        JOB_PROGRESS.labels(str(job.id), job.target, job.state).set(job.progress)
-        JOB_ROWS.labels(str(job.id), "total").set(job.total)
-        JOB_ROWS.labels(str(job.id), "done").set(job.done)
 
 
 def refresh_daemon(host: Host) -> None:

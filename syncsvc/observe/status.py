@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from psycopg import sql
@@ -34,6 +34,12 @@ class TargetStatus:
     drift: str | None = None
     """Why the vectors and the source disagree in a way the daemon is fixing now ("partition
     app.events_p3 attached; sweeping"): rows and pending may not add up meanwhile."""
+    capture: str = "triggers"
+    """triggers | wal."""
+    wal_retained_bytes: int | None = None
+    """WAL targets: the WAL the server keeps for the database's slot (shared by them)."""
+    wal_lag_bytes: int | None = None
+    """WAL targets: WAL written since the last change syncsvc stored from the slot."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,9 +125,50 @@ def money(cost: float) -> str:
     return f"${cost:.4f}"
 
 
+@dataclass(frozen=True)
+class SlotStatus:
+    """The database's replication slot of WAL capture."""
+
+    slot: str
+    exists: bool
+    wal_status: str | None
+    retained_bytes: int | None
+    lag_bytes: int | None
+
+    @property
+    def usable(self) -> bool:
+        return self.exists and self.wal_status != "lost"
+
+
+async def wal_slot(conn: AsyncConn) -> SlotStatus:
+    cur = await conn.execute(sqlfiles.query("wal", "slot_name"))
+    named = await cur.fetchone()
+    assert named is not None
+    cur = await conn.execute(sqlfiles.query("wal", "slot"), {"slot": named["slot"]})
+    row = await cur.fetchone()
+    if row is None:
+        return SlotStatus(named["slot"], False, None, None, None)
+    lost = row["wal_status"] if row["invalidation_reason"] is None else "lost"
+    return SlotStatus(named["slot"], True, lost, row["retained_bytes"], row["lag_bytes"])
+
+
 async def collect(conn: AsyncConn) -> list[TargetStatus]:
     """One status per target (with its generations), from the ``syncsvc.status`` view: SQL
-    users, the CLI, the API and the admin page see the same figures."""
+    users, the CLI, the API and the admin page see the same figures; WAL targets with their
+    slot's retained WAL and lag."""
+    rows = await _collect(conn)
+    if not any(r.capture == "wal" for r in rows):
+        return rows
+    slot = await wal_slot(conn)
+    return [
+        replace(r, wal_retained_bytes=slot.retained_bytes, wal_lag_bytes=slot.lag_bytes)
+        if r.capture == "wal"
+        else r
+        for r in rows
+    ]
+
+
+async def _collect(conn: AsyncConn) -> list[TargetStatus]:
     cur = await conn.execute(sqlfiles.query("status", "target_status"))
     return [
         TargetStatus(
@@ -141,6 +188,7 @@ async def collect(conn: AsyncConn) -> list[TargetStatus]:
             paused_reason=row["paused_reason"],
             generations=list(row["generations"]),
             drift=row["drift"],
+            capture=row["capture"] or "triggers",
         )
         for row in await cur.fetchall()
     ]

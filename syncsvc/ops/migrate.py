@@ -60,6 +60,7 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 async def _publish(url: str, settings: Settings | None) -> None:
+    from syncsvc.capture.slots import check_existing
     from syncsvc.capture.targets import refresh_capture
     from syncsvc.core.settings import Settings
     from syncsvc.db.database import aconnect
@@ -69,6 +70,7 @@ async def _publish(url: str, settings: Settings | None) -> None:
     try:
         await publish_models(conn, settings or Settings())
         await refresh_capture(conn)
+        await check_existing(conn)
     finally:
         await conn.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from syncsvc.daemon.walreader import wal_service
 from syncsvc.observe import metrics
 from syncsvc.observe.history import StatsHistory
 from syncsvc.ops.coordination import Coordinator
@@ -26,6 +27,8 @@ def install(daemon: Daemon, *, refresh_seconds: float = 2.0) -> WebService | Non
     charts; returns that service, if any."""
     daemon.hooks.append(metrics.record_round)
     daemon.add_service("health", health_service)
+    # Idle unless a target captures from the WAL; one daemon at a time reads the slot.
+    daemon.add_service("wal", wal_service)
     coordinator = Coordinator(daemon.url, daemon.id)
     # Providers are built lazily by the worker; wrapping its factory covers every one.
     daemon.worker.wrap_provider_factory(coordinator.shared)
