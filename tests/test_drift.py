@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from syncsvc.capture import drift
+from syncsvc.core.models import PROVIDER_PAUSE
 from syncsvc.core.types import AsyncConn
 from syncsvc.db.catalog import get_target
 from syncsvc.observe import status
@@ -274,7 +275,7 @@ async def test_a_target_paused_by_the_provider_resumes_once_the_key_works(
     async with running_daemon(deployment.owner, provider=provider) as daemon:
         await wait_for(lambda: _paused(conn, "docs"), timeout=10)
         reason = await _paused(conn, "docs")
-        assert reason is not None and reason.startswith(probe.PROVIDER_PAUSE)
+        assert reason is not None and reason.startswith(PROVIDER_PAUSE)
         assert await probe.probe_once(daemon) == []  # still refused: stays paused
         assert await _paused(conn, "docs") == reason
         provider.revoked = False  # the operator fixed the key; nothing else

@@ -13,6 +13,9 @@ PkValue = list[Any]
 """A primary key as stored in the queue: a JSON array of the key columns' values."""
 
 HASH_SEPARATOR = "\x1f"
+# How a target paused by its provider's refusal starts its reason: the probe resumes only those,
+# and the admin page calls them "provider down".
+PROVIDER_PAUSE = "provider refused requests: "
 
 
 class QueueState(StrEnum):

@@ -14,7 +14,7 @@ from typing import Protocol
 from psycopg_pool import AsyncConnectionPool
 
 from syncsvc.capture import drift
-from syncsvc.core.models import Generation
+from syncsvc.core.models import PROVIDER_PAUSE, Generation
 from syncsvc.core.types import AsyncConn
 from syncsvc.core.waiting import sleep_unless
 from syncsvc.db.catalog import load_targets
@@ -23,7 +23,6 @@ from syncsvc.embed.items import Embedded, EmbedInput, ProviderPaused
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_PAUSE = "provider refused requests: "
 """The prefix of the reason the worker pauses a target with after an AUTH-class reply."""
 
 

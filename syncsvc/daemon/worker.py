@@ -17,7 +17,14 @@ from psycopg_pool import AsyncConnectionPool
 from syncsvc.capture import drift
 from syncsvc.core import logs
 from syncsvc.core.errors import SyncsvcError
-from syncsvc.core.models import ClaimedItem, Generation, GenerationState, Target, content_hash
+from syncsvc.core.models import (
+    PROVIDER_PAUSE,
+    ClaimedItem,
+    Generation,
+    GenerationState,
+    Target,
+    content_hash,
+)
 from syncsvc.core.types import AsyncConn, RoundStats
 from syncsvc.db import sqlfiles
 from syncsvc.db.catalog import load_targets
@@ -137,7 +144,7 @@ class Worker:
         try:
             stats.add(await self._process_target(target, items))
         except ProviderPaused as paused:
-            await self._pause(target, f"provider refused requests: {paused.error}")
+            await self._pause(target, f"{PROVIDER_PAUSE}{paused.error}")
             await self.queue.release(items)
             stats.released += len(items)
         except SyncsvcError as exc:

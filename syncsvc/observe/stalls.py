@@ -19,10 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+from syncsvc.core.models import PROVIDER_PAUSE
 from syncsvc.observe.history import Sample
-
-PROVIDER_PAUSE = "provider refused requests: "
-"""How the worker's pause reason starts after an authentication-class reply (daemon/probe)."""
 
 
 @dataclass(frozen=True)
