@@ -101,3 +101,34 @@ SELECT pg_advisory_unlock(%(lock)s);
 -- Targets syncsvc paused for a lost slot, once the recovery sweep has run.
 UPDATE syncsvc.targets SET paused_reason = NULL, paused_at = NULL
 WHERE id = ANY (%(ids)s::integer[]) AND paused_reason = %(reason)s AND NOT paused_by_operator;
+
+-- name: identity_lost --
+-- Tables of the publication on which PostgreSQL now refuses UPDATE and DELETE: the table, or a
+-- partition of it, has no usable replica identity (the DBA dropped its key, or set NOTHING).
+SELECT DISTINCT n.nspname AS schema, c.relname AS table
+FROM pg_publication p
+JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+JOIN pg_class c ON c.oid = pr.prrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+-- pg_partition_tree gives no row for a table that is not partitioned: it is its own leaf.
+LEFT JOIN LATERAL pg_partition_tree(c.oid) tree ON true
+JOIN pg_class leaf ON leaf.oid = coalesce(tree.relid, c.oid)
+WHERE p.pubname = 'syncsvc' AND coalesce(tree.isleaf, true)
+  AND NOT (leaf.relreplident = 'f'
+           OR (leaf.relreplident = 'd'
+               AND EXISTS (SELECT 1 FROM pg_index i
+                           WHERE i.indrelid = leaf.oid AND i.indisprimary))
+           OR (leaf.relreplident = 'i'
+               AND EXISTS (SELECT 1 FROM pg_index i
+                           WHERE i.indrelid = leaf.oid AND i.indisreplident)));
+
+-- name: resume_identity --
+-- A target syncsvc paused because its table lost its key, once it is published and swept again.
+UPDATE syncsvc.targets SET paused_reason = NULL, paused_at = NULL
+WHERE id = %(id)s AND paused_reason LIKE %(prefix)s || '%%' AND NOT paused_by_operator;
+
+-- name: wal_target_held --
+-- The target still exists and still reads the WAL; held until the caller commits, so a
+-- removal running now cannot leave its table published behind it.
+SELECT true AS present FROM syncsvc.targets
+WHERE id = %(id)s AND capture = 'wal' FOR SHARE;

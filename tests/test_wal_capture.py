@@ -441,3 +441,66 @@ async def test_partitions_attached_detached_or_dropped_under_a_wal_target(
                 writer.execute("INSERT INTO events VALUES (20100, 'through the parent', 0)")
             await settle(conn)
             await assert_all_exact(conn)
+
+
+async def _published(conn: AsyncConn) -> list[str]:
+    cur = await conn.execute(
+        "SELECT tablename FROM pg_publication_tables WHERE pubname = 'syncsvc' ORDER BY 1"
+    )
+    return [r["tablename"] for r in await cur.fetchall()]
+
+
+async def test_a_table_that_loses_its_key_leaves_the_publication_so_its_writes_go_on(
+    wal18: tuple[Cluster, Deployment],
+) -> None:
+    """PostgreSQL refuses UPDATE and DELETE on a published table without a replica identity.
+    When the DBA drops a WAL target's key, syncsvc takes the table out of its publication (the
+    application's writes go on) and pauses that target; once the key is back the table is
+    published again, swept and resumed. The other WAL target and the trigger target never
+    notice."""
+    _, made = wal18
+    local = fast_settings()
+    async with await aconnect(made.owner) as conn:
+        await make_tables(conn)
+        await add_all(conn, local, model="local-hash", provider="local-hash")
+        async with running_daemon(made.owner, local):
+            await settle(conn)
+        await conn.execute("ALTER TABLE docs DROP CONSTRAINT docs_pkey")  # the DBA's DDL
+        # Why it matters: until syncsvc reacts, PostgreSQL refuses the application.
+        refused = pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState)
+        with psycopg.connect(made.writer, autocommit=True) as writer, refused:
+            writer.execute("UPDATE docs SET body = body || ' refused' WHERE id = 1")
+        paused = await slots.guard_publication(conn)
+        assert paused == ["docs"]
+        assert await _published(conn) == ["events"]
+        cur = await conn.execute("SELECT name, paused_reason FROM syncsvc.targets ORDER BY name")
+        reasons = {r["name"]: r["paused_reason"] for r in await cur.fetchall()}
+        assert reasons["events"] is None and reasons["notes"] is None
+        assert reasons["docs"] is not None and "replica identity" in reasons["docs"]
+        with psycopg.connect(made.writer, autocommit=True) as writer:
+            writer.execute("UPDATE docs SET body = body || ' edited' WHERE id % 3 = 0")
+            writer.execute("DELETE FROM docs WHERE id % 10 = 1")
+            writer.execute("UPDATE notes SET body = body || ' edited' WHERE id % 4 = 0")
+        mixed_edits_on_events = "UPDATE events SET body = body || ' edited' WHERE id % 5 = 0"
+        with psycopg.connect(made.writer, autocommit=True) as writer:
+            writer.execute(mixed_edits_on_events)
+        assert await slots.guard_publication(conn) == []  # still no key: nothing to redo
+        # One partition without an identity is enough for PostgreSQL to refuse its rows.
+        await conn.execute("ALTER TABLE events_a REPLICA IDENTITY NOTHING")
+        assert await slots.guard_publication(conn) == ["events"]
+        assert await _published(conn) == []
+        with psycopg.connect(made.writer, autocommit=True) as writer:
+            writer.execute("UPDATE events SET body = body || ' again' WHERE id % 7 = 0")
+        await conn.execute("ALTER TABLE events_a REPLICA IDENTITY DEFAULT")
+        await conn.execute("ALTER TABLE docs ADD PRIMARY KEY (id)")  # the DBA puts it back
+        async with running_daemon(made.owner, local):
+            await wait_for(lambda: _none_paused(conn), timeout=60)
+            await settle(conn)
+            assert await _published(conn) == ["docs", "events"]
+            await assert_all_exact(conn)
+
+
+async def _none_paused(conn: AsyncConn) -> bool:
+    return not await scalar(
+        conn, "SELECT count(*) FROM syncsvc.targets WHERE paused_reason IS NOT NULL"
+    )

@@ -26,6 +26,8 @@ from syncsvc.db.catalog import load_targets
 logger = logging.getLogger(__name__)
 
 PUBLICATION = "syncsvc"
+IDENTITY_PAUSE = "taken out of the WAL publication: "
+"""How the reason starts when a table lost its replica identity (``guard_publication``)."""
 
 
 def _q(name: str) -> sql.SQL:
@@ -280,3 +282,91 @@ async def recover(conn: AsyncConn, reason: str, *, chunk_rows: int = 5000) -> in
     await common.notify(conn, statements.QUEUE_CHANNEL, "wal")
     logger.info("WAL capture recovered: new slot, %d rows queued by the sweep", enqueued)
     return enqueued
+
+
+async def guard_publication(
+    conn: AsyncConn, tracked: list[Target] | None = None, *, chunk_rows: int = 5000
+) -> list[str]:
+    """Keep the publication from harming the application. PostgreSQL refuses UPDATE and DELETE
+    on a published table without a replica identity, so a table whose key the DBA dropped
+    leaves the publication at once and its WAL targets pause; once the key is back, the table
+    is published again, swept (changes in between were not in the WAL stream) and resumed.
+    ``conn`` is in autocommit. Returns the names of the targets paused now."""
+    wal = wal_targets(tracked if tracked is not None else await load_targets(conn))
+    if not wal:
+        return []
+    cur = await conn.execute(_q("identity_lost"))
+    lost = {(r["schema"], r["table"]) for r in await cur.fetchall()}
+    paused: list[str] = []
+    for target in wal:
+        where = (target.source_schema, target.source_table)
+        try:
+            if where in lost:
+                if await _unpublish_lost(conn, target):
+                    paused.append(target.name)
+            else:
+                await _republish(conn, target, chunk_rows=chunk_rows)
+        except psycopg.errors.LockNotAvailable:
+            continue  # the DBA's DDL holds the table: the next look does it
+    return paused
+
+
+async def _unpublish_lost(conn: AsyncConn, target: Target) -> bool:
+    name = f"{target.source_schema}.{target.source_table}"
+    reason = (
+        f"{IDENTITY_PAUSE}{name} has no replica identity any more (its primary key was "
+        "dropped?), and PostgreSQL refuses UPDATE and DELETE on such a published table; "
+        "give it back its key and the target resumes by itself"
+    )
+    async with conn.transaction():
+        await common.set_lock_timeout(conn, "500ms")
+        published = await conn.execute(
+            _q("published"), {"schema": target.source_schema, "table": target.source_table}
+        )
+        row = await published.fetchone()
+        if row is not None and row["present"]:
+            await conn.execute(
+                sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(
+                    quoting.ident(PUBLICATION), statements.source(target)
+                )
+            )
+        cur = await conn.execute(
+            sqlfiles.query("catalog", "pause_target"), {"id": target.id, "reason": reason}
+        )
+        changed = cur.rowcount > 0
+    if changed:
+        logger.error("pausing target %s: %s", target.name, reason)
+    return changed
+
+
+async def _republish(conn: AsyncConn, target: Target, *, chunk_rows: int) -> None:
+    where = {"schema": target.source_schema, "table": target.source_table}
+    cur = await conn.execute(_q("published"), where)
+    row = await cur.fetchone()
+    if row is not None and row["present"]:
+        return
+    oid = await common.relation_oid(conn, target.source_schema, target.source_table)
+    if oid is None:
+        return  # gone: drift reports it
+    try:
+        await check_identity(conn, str(oid), target.pk_columns)
+    except ValidationError:
+        return  # still without its key
+    async with conn.transaction():
+        await common.set_lock_timeout(conn, "500ms")
+        held = await conn.execute(_q("wal_target_held"), {"id": target.id})
+        if await held.fetchone() is None:
+            return  # removed meanwhile
+        await publish(conn, target)
+    # Changes made while the table was out of the publication are found by the sweep; those
+    # after it by the slot.
+    result = await sweep_target(conn, target, chunk_rows=chunk_rows)
+    await conn.execute(_q("resume_identity"), {"id": target.id, "prefix": IDENTITY_PAUSE})
+    await common.notify(conn, statements.QUEUE_CHANNEL, "wal")
+    logger.info(
+        "target %s: %s.%s is in the WAL publication again, %d rows queued by its sweep",
+        target.name,
+        target.source_schema,
+        target.source_table,
+        result.enqueued,
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
 import psycopg
@@ -33,6 +34,9 @@ IDLE_SECONDS = 0.2
 """The longest wait between reads of a quiet slot (a change waits at most this long)."""
 NO_TARGET_SECONDS = 2.0
 """Between looks for WAL targets while there is none (a new one's slot keeps its changes)."""
+GUARD_SECONDS = 1.0
+"""Between looks for published tables that lost their key (PostgreSQL then refuses the
+application's UPDATEs on them until they leave the publication)."""
 MAX_CHANGES = 20_000
 """Changes per read (whole transactions: a bigger one is read whole)."""
 
@@ -53,8 +57,11 @@ class WalHost(Protocol):
     def wake(self) -> asyncio.Event: ...
 
 
-async def read_round(conn: AsyncConn, *, chunk_rows: int = 5000) -> wal.ReadResult | None:
-    """One turn: None when there is no WAL target; nothing read when another daemon reads."""
+async def read_round(
+    conn: AsyncConn, *, chunk_rows: int = 5000, guard: bool = True
+) -> wal.ReadResult | None:
+    """One turn: None when there is no WAL target; nothing read when another daemon reads.
+    ``guard``: first keep tables without a replica identity out of the publication."""
     tracked = slots.wal_targets(await load_targets(conn))
     if not tracked:
         return None
@@ -64,6 +71,8 @@ async def read_round(conn: AsyncConn, *, chunk_rows: int = 5000) -> wal.ReadResu
     if row is None or not row["mine"]:
         return wal.ReadResult(0, 0, False)
     try:
+        if guard:
+            await slots.guard_publication(conn, tracked, chunk_rows=chunk_rows)
         slot = await slots.slot_name(conn)
         reason = await slots.pause_if_lost(conn, tracked, slot)
         if reason is not None:
@@ -79,11 +88,17 @@ async def read_round(conn: AsyncConn, *, chunk_rows: int = 5000) -> wal.ReadResu
 async def wal_service(host: WalHost) -> None:
     """Read the slot until the daemon stops."""
     delay = IDLE_SECONDS
+    guarded = float("-inf")
     while not host.stop_event.is_set():
         result: wal.ReadResult | None = None
+        guard = time.monotonic() - guarded >= GUARD_SECONDS
         try:
             async with host.pool.connection() as conn:
-                result = await read_round(conn, chunk_rows=host.settings.worker.sweep_chunk_rows)
+                result = await read_round(
+                    conn, chunk_rows=host.settings.worker.sweep_chunk_rows, guard=guard
+                )
+            if guard:
+                guarded = time.monotonic()
         except (psycopg.Error, SyncsvcError) as exc:
             logger.warning("reading the replication slot failed: %s", exc)
         if result is not None and result.queued:
