@@ -96,7 +96,10 @@ class Backfill:
     """Seconds from the target's creation (the daemon already running, idle) to the last
     vector: the start-up sweep, the first claim and every gap between rounds included."""
     cpu_seconds: float
-    """The daemon process's user + system CPU over that time."""
+    """The daemon process's user + system CPU over that time: the steady-state figure."""
+    process_cpu_seconds: float
+    """The daemon process's CPU from its start (interpreter, imports, migrations check,
+    start-up, idling until the target came) to the last vector: what a user's bill says."""
     server_cpu_seconds: float
     """PostgreSQL's (every process of the server) over that time."""
     simulator_cpu_seconds: float
@@ -147,6 +150,10 @@ class Result:
     @property
     def cpu_per_1000(self) -> float:
         return self.median(lambda b: 1000 * b.cpu_seconds / self.run.rows)
+
+    @property
+    def process_cpu_per_1000(self) -> float:
+        return self.median(lambda b: 1000 * b.process_cpu_seconds / self.run.rows)
 
     @property
     def server_cpu_per_1000(self) -> float:
@@ -283,7 +290,8 @@ async def backfill(
                     await targets.add_target(conn, settings, spec)
                     added = await count(conn, "SELECT extract(epoch FROM clock_timestamp())")
                     await wait_until(conn, DRAINED, run.rows, timeout=900, process=process)
-                    cpu = cpu_seconds(process.pid) - cpu_before
+                    whole = cpu_seconds(process.pid)
+                    cpu = whole - cpu_before
                     server = server_cpu(postmaster) - server_before
                     sim = cpu_seconds(sim_pid) - sim_before
                     stats = (await admin.get("/_sim/stats")).json()
@@ -302,6 +310,7 @@ async def backfill(
         first_to_last=float(last - first),
         start_to_finish=float(last) - float(started),
         cpu_seconds=cpu,
+        process_cpu_seconds=whole,
         server_cpu_seconds=server,
         simulator_cpu_seconds=sim,
         requests=stats["requests"],
@@ -405,7 +414,8 @@ def bench(run: Run, base: str, repeats: int, profile_dir: Path | None) -> Result
                 f"{run.latency_ms:g} ms, repeat {repeat + 1}: daemon "
                 f"{run.rows / done.first_to_last:,.0f} rows/s first to last, "
                 f"{run.rows / done.start_to_finish:,.0f} start to finish, "
-                f"{1000 * done.cpu_seconds / run.rows:.2f} CPU s / 1k rows (add_target "
+                f"{1000 * done.process_cpu_seconds / run.rows:.2f} CPU s / 1k rows whole "
+                f"process, {1000 * done.cpu_seconds / run.rows:.2f} steady (add_target "
                 f"{done.add_seconds:.2f} s, first vector at {done.first_vector_seconds:.2f} s); "
                 "lean client "
                 f"{run.rows / lean_seconds:,.0f} rows/s, {1000 * lean_cpu / run.rows:.2f}",
@@ -460,10 +470,11 @@ def report(results: list[Result]) -> str:
         f"{repeats}. `python bench/backfill_bench.py`",
         "",
         "| rows | latency | in flight | RPM cap | ceiling | lean client | syncsvc first→last | "
-        "syncsvc start→finish | syncsvc / lean | CPU s / 1k rows: syncsvc | lean client | "
-        "PostgreSQL | simulator | requests/row | inputs/request | tokens/row | "
-        "429s (after 1st s) | load avg |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "syncsvc start→finish | syncsvc / lean | CPU s / 1k rows: syncsvc whole process | "
+        "syncsvc steady | lean client | PostgreSQL | simulator | requests/row | "
+        "inputs/request | tokens/row | 429s (after 1st s) | load avg |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "---:|",
     ]
     for r in results:
         run, b = r.run, r.last
@@ -477,7 +488,8 @@ def report(results: list[Result]) -> str:
             f"{f'{top:,.0f}' if top else '— (CPU-bound)'} | "
             f"{'— (the cap)' if run.rpm else share(r.lean_rows_per_second)} | "
             f"{share(r.rows_per_second)} | {share(r.start_to_finish_rows_per_second)} | "
-            f"{r.rows_per_second / r.lean_rows_per_second:.2f} | {r.cpu_per_1000:.2f} | "
+            f"{r.rows_per_second / r.lean_rows_per_second:.2f} | "
+            f"{r.process_cpu_per_1000:.2f} | {r.cpu_per_1000:.2f} | "
             f"{'—' if run.rpm else f'{r.lean_cpu_per_1000:.2f}'} | {r.server_cpu_per_1000:.2f} | "
             f"{r.simulator_cpu_per_1000:.2f} | {b.requests / run.rows:.3f} | "
             f"{b.inputs / max(1, b.requests - b.rate_limited):.2f} | {b.tokens / run.rows:.1f} | "
@@ -507,9 +519,13 @@ def report(results: list[Result]) -> str:
         "is rows over the span of `embedded_at`; *start→finish* runs from just before "
         "`add_target` (the daemon already running, idle) to the last vector's commit: the "
         "start-up sweep, the first claim and every gap between rounds. CPU is user + system "
-        "time from /proc: of the daemon process, of every PostgreSQL process and of the "
-        "simulator over start→finish, and of the lean client's process over its pass (the "
-        "lean client writes nothing to PostgreSQL). Lag is edit "
+        "time from /proc: *whole process* is the daemon's from its start (interpreter, "
+        "imports, start-up, idling until the target is added) to the last vector, as a user's "
+        "bill counts it; *steady* is the daemon's over start→finish only; PostgreSQL's (every "
+        "process) and the simulator's are over start→finish, and the lean client's over its "
+        "pass (the lean client writes nothing to PostgreSQL). The simulator sends what the "
+        "real API sends (dense 1,024-d float32 vectors printed with ~17 significant digits, "
+        "~20 KB each). Lag is edit "
         "commit to vector commit for edits at "
         f"{results[0].run.edit_rate:g}/s for {results[0].run.edit_seconds:g} s on the idle "
         "daemon, then again while a re-embedding job backfills a second generation (half the "

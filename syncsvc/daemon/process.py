@@ -119,7 +119,7 @@ class Daemon:
             interval=min(conf.lease_seconds / 3, 5.0),
         )
         factory = provider_factory or (lambda name: build_provider(name, settings))
-        self.worker = worker or Worker(self.pool, self.queue, factory)
+        self.worker = worker or Worker(self.pool, self.queue, factory, settings.worker)
         self.listener = Listener(
             url,
             self.wake,
