@@ -3,7 +3,8 @@
 ``py-spy record --idle --format raw`` writes one line per distinct stack, ``frame;frame;... N``
 with N samples. Idle samples end in the event loop's ``select``: their share is the time
 the daemon waited on sockets and timers; the rest is split by the first syncsvc frame of each
-stack, the part of the pipeline that was running.
+stack, the part of the pipeline that was running. Only the event loop's thread counts: the
+lease keeper's thread sleeps between renewals.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def summarise(path: Path, top: int = 8) -> Profile:
     for line in path.read_text().splitlines():
         stack, _, number = line.rpartition(" ")
         if not number.isdigit():
+            continue
+        if "LeaseKeeper._run" in stack:
+            # The lease keeper's own thread, asleep between renewals: not the pipeline.
             continue
         samples = int(number)
         total += samples
