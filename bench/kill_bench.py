@@ -116,8 +116,10 @@ def report(kills: list[Kill], run: Run) -> str:
     lines += [
         "",
         "What a kill loses is the requests in flight and the replies that returned while a "
-        "write was running (they wait to go into the next one), each paid again after the "
-        "restart. The restarted daemon takes the dead one's leased rows over once its sessions "
+        "write was running or lingering (a backfill's replies wait up to "
+        "`worker.write_linger_seconds`, 0.1 s, or 40 rows to share a write: 0.40-0.50% per "
+        "kill before that, 2026-12-03), each paid again after the restart. The restarted "
+        "daemon takes the dead one's leased rows over once its sessions "
         "are gone "
         "(a few seconds, not the lease); rows whose vectors were written before the kill are "
         "completed with them in one transaction, so none is embedded again.",

@@ -3,7 +3,8 @@
 ``py-spy record --idle --format raw`` writes one line per distinct stack, ``frame;frame;... N``
 with N samples. Idle samples end in the event loop's ``select``: their share is the time
 the daemon waited on sockets and timers; the rest is split by the first syncsvc frame of each
-stack, the part of the pipeline that was running.
+stack, the part of the pipeline that was running. Only the event loop's thread counts: the
+lease keeper's thread sleeps between renewals.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def summarise(path: Path, top: int = 8) -> Profile:
         stack, _, number = line.rpartition(" ")
         if not number.isdigit():
             continue
+        if "LeaseKeeper._run" in stack:
+            # The lease keeper's own thread, asleep between renewals: not the pipeline.
+            continue
         samples = int(number)
         total += samples
         frames = stack.split(";")
@@ -54,3 +58,49 @@ def summarise(path: Path, top: int = 8) -> Profile:
         return Profile(0, 0.0, [])
     parts = [(name, n / total) for name, n in counts.most_common(top)]
     return Profile(total, idle / total, parts)
+
+
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # A stack counts for the first stage one of whose markers appears in it: innermost work
+    # (decoding inside HTTP, the write inside a round) before what encloses it.
+    ("start-up (imports, settings, migrations check)", ("_find_and_load", "ensure_schema")),
+    ("decode (JSON of the reply)", ("_json (", "decode_vector", "_parse (")),
+    ("validate (vectors)", ("validate (",)),
+    ("write (vectors: pack, send)", ("write_vectors", "PackedVector")),
+    ("complete (queue entries)", ("Queue.complete",)),
+    ("HTTP (request, transport)", ("HttpClient", "LeanTransport", "httpx/")),
+    ("tokenize / pack inputs", ("Embedder.plan", "Embedder.pack", "tokens.py", "_shares")),
+    ("read text (source rows)", ("read_rows",)),
+    ("claim (inbox, leases, targets, claim)", (
+        "Queue.claim", "expand_inbox", "expire_leases", "load_targets", "_claim_rounds",
+    )),
+    ("write transaction (pool, BEGIN/COMMIT)", ("Worker._embed_generation.<locals>.store",)),
+    ("other syncsvc", ("/syncsvc/",)),
+)  # fmt: skip
+
+
+def stages(path: Path) -> tuple[int, list[tuple[str, float]]]:
+    """Busy samples (not waiting in select, main thread) by pipeline stage, as shares of the
+    busy samples: where the daemon's CPU goes, roughly (a sample of a runnable thread that the
+    kernel has not scheduled counts as busy too)."""
+    counts: Counter[str] = Counter()
+    busy = 0
+    for line in path.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not number.isdigit() or "LeaseKeeper" in stack:
+            continue
+        frames = stack.split(";")
+        if frames and frames[-1].startswith(("select (selectors", "EpollSelector.select")):
+            continue
+        samples = int(number)
+        busy += samples
+        stack = "/" + stack
+        for name, markers in STAGES:
+            if any(marker in stack for marker in markers):
+                counts[name] += samples
+                break
+        else:
+            counts["outside syncsvc (event loop, psycopg, GC)"] += samples
+    if not busy:
+        return 0, []
+    return busy, [(name, n / busy) for name, n in counts.most_common()]

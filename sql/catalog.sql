@@ -7,6 +7,10 @@ SELECT id, name, source_schema, source_table, pk_columns, pk_types, columns, tem
 FROM syncsvc.targets t
 ORDER BY name;
 
+-- name: running_target_ids --
+-- What the claimer asks on every wake-up: the targets not paused, in list_targets' order.
+SELECT id FROM syncsvc.targets WHERE paused_reason IS NULL ORDER BY name;
+
 -- name: list_generations --
 SELECT id, target_id, key, provider, space, model, dimensions, options, state, table_name
 FROM syncsvc.generations

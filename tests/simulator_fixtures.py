@@ -50,6 +50,7 @@ def simulator(simulator_session: SimulatorThread) -> SimulatorThread:
         api_key=SIM_KEY,
         max_batch=None,
         vocabulary="qwen",
+        vectors="dense",
     )
     sim.reset()
     return sim

@@ -15,6 +15,7 @@ from syncsvc.embed.profiles import OverlongPolicy
 from syncsvc.embed.tokens import QwenTokens
 from syncsvc.providers.local import LocalHashProvider
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread
+from syncsvc.simulator.vectors import embedding
 from tests.simulator_fixtures import ProviderMaker
 
 V4 = EmbedSpec(model="text-embedding-v4", dimensions=64)
@@ -33,6 +34,11 @@ def lex(text: str, dims: int = 64) -> tuple[float, ...]:
     return tuple(lexical.embed(text, dims))
 
 
+def sim(text: str, dims: int = 64) -> tuple[float, ...]:
+    """The simulator's reply vector for ``text`` (its default, dense form)."""
+    return tuple(embedding(text, dims))
+
+
 def fast(provider: object, spec: EmbedSpec = V4, **options: object) -> Embedder:
     return Embedder(provider, spec, backoff_base=0.02, **options)  # type: ignore[arg-type]
 
@@ -45,7 +51,7 @@ async def test_packs_to_ten_per_request_and_sends_duplicates_once(
     outcomes = await fast(make_provider()).embed(items)
     assert len(outcomes) == 30
     for item in items:
-        assert vectors_of(outcomes[item.key]) == (lex(item.text),)
+        assert vectors_of(outcomes[item.key]) == (sim(item.text),)
     stats = simulator.stats()
     assert stats["requests"] == 3
     assert stats["batch_sizes"] == {"10": 2, "5": 1}
@@ -83,7 +89,7 @@ async def test_transient_faults_are_retried_whole_and_succeed(
     texts = [f"row {i} about apples" for i in range(10)]
     provider = make_provider(profile, timeout_seconds=0.4)
     outcomes = await fast(provider).embed(inputs(*texts))
-    assert [vectors_of(outcomes[i]) for i in range(10)] == [(lex(t),) for t in texts]
+    assert [vectors_of(outcomes[i]) for i in range(10)] == [(sim(t),) for t in texts]
     stats = simulator.stats()
     assert stats["faults"] == {rule.kind.value: rule.count}
     # Retried as the same batch of ten: never split apart.
@@ -141,7 +147,7 @@ async def test_bisection_isolates_one_poison_input_among_ten(
     assert "Input data may contain inappropriate content." in failure.message
     assert failure.request_id
     for i in (0, 1, 2, 3, 4, 5, 6, 8, 9):
-        assert vectors_of(outcomes[i]) == (lex(texts[i]),)
+        assert vectors_of(outcomes[i]) == (sim(texts[i]),)
     # [0-9] fails; [0-4] ok, [5-9] fails; [5,6] ok, [7-9] fails; [7] fails, [8,9] ok.
     assert simulator.stats()["requests"] == 7
     assert simulator.stats()["inputs"] == 9
@@ -156,7 +162,7 @@ async def test_overlong_input_is_truncated_to_the_documented_limit(
     embedded = outcomes[0]
     assert isinstance(embedded, Embedded) and embedded.truncated
     cut = QwenTokens().truncate(text, 8192)
-    assert embedded.vectors == (lex(cut),)
+    assert embedded.vectors == (sim(cut),)
     assert 8180 <= embedded.tokens <= 8192
     short = outcomes[1]
     assert isinstance(short, Embedded) and not short.truncated
@@ -175,7 +181,7 @@ async def test_chunk_policy_gives_one_vector_per_piece(
     assert len(pieces) >= 3
     embedded = outcomes[0]
     assert isinstance(embedded, Embedded) and not embedded.truncated
-    assert embedded.vectors == tuple(lex(p) for p in pieces)
+    assert embedded.vectors == tuple(sim(p) for p in pieces)
     assert embedded.tokens == sum(QwenTokens().count(p) for p in pieces)
     # Each chunk carries its own share of the request's usage (the API reports one total per
     # request), and the shares add up to what the API billed.
@@ -194,7 +200,7 @@ async def test_requests_are_packed_to_one_second_of_the_tpm_budget(
     embedder = fast(make_provider(tpm=60_000))
     assert embedder.max_request_tokens == 970
     outcomes = await embedder.embed(inputs(*texts))
-    assert [vectors_of(outcomes[i]) for i in range(6)] == [(lex(t),) for t in texts]
+    assert [vectors_of(outcomes[i]) for i in range(6)] == [(sim(t),) for t in texts]
     stats = simulator.stats()
     assert stats["rate_limited"] == 0
     assert stats["batch_sizes"] == {"2": 3}
@@ -235,7 +241,7 @@ async def test_qwen3_query_with_instruction(
 ) -> None:
     spec = EmbedSpec(model="Qwen/Qwen3-Embedding-4B", dimensions=2560, text_type=TextType.QUERY)
     outcomes = await fast(make_provider("qwen3-openai"), spec).embed(inputs("cheap flights"))
-    assert vectors_of(outcomes[0]) == (lex("cheap flights", 2560),)
+    assert vectors_of(outcomes[0]) == (sim("cheap flights", 2560),)
 
 
 async def test_native_sparse_vectors_reach_the_outcome(
@@ -271,10 +277,10 @@ async def test_live_requests_take_the_next_slot_ahead_of_a_backfill(
     live = await embedder.embed([EmbedInput("edit", "a live edit")], priority=0)
     served_by_then = simulator.stats()["requests"]
     outcomes = await backfill
-    assert vectors_of(live["edit"]) == (lex("a live edit"),)
+    assert vectors_of(live["edit"]) == (sim("a live edit"),)
     # First come, first served, the edit would have waited for all ten backfill requests.
     assert served_by_then <= 3
-    assert [vectors_of(outcomes[r.key]) for r in rows] == [(lex(r.text),) for r in rows]
+    assert [vectors_of(outcomes[r.key]) for r in rows] == [(sim(r.text),) for r in rows]
     assert simulator.stats()["requests"] == 11
 
 

@@ -4,11 +4,11 @@ shorter and retried, and the vector is recorded as truncated."""
 
 from __future__ import annotations
 
-from syncsvc.embed import lexical
 from syncsvc.embed.embedder import Embedder
 from syncsvc.embed.items import Embedded, EmbedFailure, EmbedInput, EmbedSpec
 from syncsvc.embed.tokens import QwenTokens
 from syncsvc.simulator import SimulatorThread
+from syncsvc.simulator.vectors import embedding
 from tests.simulator_fixtures import ProviderMaker
 
 EMOJI = "😀🔭🚀" * 3000  # 9,000 client tokens; about 21,000 in the simulator's vocabulary
@@ -36,11 +36,11 @@ async def test_inputs_the_api_counts_longer_are_cut_shorter_not_failed(
     tokens = QwenTokens()
     for share in (0.75, 0.5, 0.25):
         candidate = tokens.truncate(EMOJI, int(8192 * share))
-        if emoji.vectors[0] == tuple(lexical.embed(candidate, 64)):
+        if emoji.vectors[0] == tuple(embedding(candidate, 64)):
             break
     else:
         raise AssertionError("the emoji vector is not of any shorter cut")
-    assert short.vectors[0] == tuple(lexical.embed(SHORT, 64))
+    assert short.vectors[0] == tuple(embedding(SHORT, 64))
 
 
 async def test_a_length_rejection_at_a_quarter_fails_the_row(

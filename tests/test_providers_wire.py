@@ -6,11 +6,11 @@ import httpx
 import pytest
 
 from syncsvc.core.models import TextType
-from syncsvc.embed import lexical
 from syncsvc.embed.provider import EmbeddingRequest, ErrorKind, ProviderError
 from syncsvc.embed.tokens import QwenTokens
 from syncsvc.providers.http import retry_after
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread
+from syncsvc.simulator.vectors import embedding
 from tests.simulator_fixtures import SIM_KEY, ProviderMaker
 
 V4 = "text-embedding-v4"
@@ -20,18 +20,19 @@ def request(*texts: str, dims: int = 64, **extra: object) -> EmbeddingRequest:
     return EmbeddingRequest(texts=texts, model=V4, dimensions=dims, **extra)  # type: ignore[arg-type]
 
 
-def lex(text: str, dims: int = 64) -> tuple[float, ...]:
-    return tuple(lexical.embed(text, dims))
+def sim(text: str, dims: int = 64) -> tuple[float, ...]:
+    """The simulator's reply vector for ``text`` (its default, dense form)."""
+    return tuple(embedding(text, dims))
 
 
 @pytest.mark.parametrize("profile", ["dashscope-intl", "dashscope-intl-native"])
-async def test_success_returns_lexical_vectors_in_order(
+async def test_success_returns_the_simulators_vectors_in_order(
     make_provider: ProviderMaker, simulator: SimulatorThread, profile: str
 ) -> None:
     provider = make_provider(profile)
     texts = ("red apples", "green pears grow", "blue sky")
     response = await provider.embed(request(*texts))
-    assert response.vectors == tuple(lex(t) for t in texts)
+    assert response.vectors == tuple(sim(t) for t in texts)
     assert response.total_tokens == sum(QwenTokens().count(t) for t in texts)
     assert response.request_id and len(response.request_id) == 36
     route = "native" if profile.endswith("native") else "compatible"
@@ -58,7 +59,7 @@ async def test_base64_embeddings_are_decoded(
             texts=("hello there world",), model="alibaba/qwen-text-embedding-v4", dimensions=128
         )
     )
-    expected = lexical.embed("hello there world", 128)
+    expected = embedding("hello there world", 128)
     assert response.vectors[0] == pytest.approx(expected, abs=1e-6)
     assert simulator.stats()["by_route"] == {"openai": 1}
 
@@ -76,7 +77,7 @@ async def test_qwen3_query_is_instructed_and_dimensions_left_native(
     )
     response = await provider.embed(query)
     # The simulator embeds an instructed query by its query part, as a Qwen3 host would.
-    assert response.vectors[0] == lex("cheap flights", 1024)
+    assert response.vectors[0] == sim("cheap flights", 1024)
     # "Instruct: Find travel offers\nQuery:cheap flights" is what was counted.
     assert response.total_tokens > 2
 

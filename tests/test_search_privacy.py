@@ -127,6 +127,8 @@ def _sample(role: str, outcome: str) -> float:
 async def test_readers_see_and_change_only_their_own_searches(
     conn: AsyncConn, deployment: Deployment, simulator: SimulatorThread
 ) -> None:
+    # The searches below find a row by its words: the lexical form ranks by shared words alone.
+    simulator.configure(vectors="lexical")
     settings = _settings(simulator)
     await _targets(conn, settings)
     reader2 = _second_reader(deployment)

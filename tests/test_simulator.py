@@ -14,6 +14,7 @@ import pytest
 
 from syncsvc.embed import lexical
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread, parse_fault
+from syncsvc.simulator.vectors import embedding
 from tests.simulator_fixtures import SIM_KEY
 
 AUTH = {"Authorization": f"Bearer {SIM_KEY}"}
@@ -37,7 +38,7 @@ def test_compatible_success_shape(simulator: SimulatorThread) -> None:
     assert reply.status_code == 200
     body = reply.json()
     assert [d["index"] for d in body["data"]] == [0, 1]
-    assert body["data"][1]["embedding"] == lexical.embed("two fish", 128)
+    assert body["data"][1]["embedding"] == embedding("two fish", 128)
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] == 4
     assert body["model"] == "text-embedding-v4" and body["id"]
 
@@ -154,7 +155,7 @@ def test_cli_serves_with_faults_from_the_command_line() -> None:
     command = [
         sys.executable, "-c", "from syncsvc.cli import main; main()",
         "simulate-api", "--port", str(port), "--api-key", "cli-key",
-        "--fault", "500:count=1", "--poison", "BAD",
+        "--fault", "500:count=1", "--poison", "BAD", "--vectors", "lexical",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -179,12 +180,49 @@ def test_cli_serves_with_faults_from_the_command_line() -> None:
         process.wait(timeout=10)
 
 
+TEXTS = ["", "the a an", "Hello, world!", "naïve café 你好 世界 " * 5, "x y x y z " * 40]
+
+
 @pytest.mark.parametrize("dims", [64, 1024, 2560])
 def test_fast_sparse_vectors_equal_the_lexical_embedder_bit_for_bit(dims: int) -> None:
-    from syncsvc.simulator.vectors import dense, lexical_sparse, vector_json
+    from syncsvc.simulator.vectors import dense, lexical_sparse, values_of, vector_json
 
-    texts = ["", "the a an", "Hello, world!", "naïve café 你好 世界 " * 5, "x y x y z " * 40]
-    for text in texts:
+    for text in TEXTS:
         exact = lexical.embed(text, dims)
         assert dense(lexical_sparse(text, dims), dims) == exact
-        assert json.loads(vector_json(lexical_sparse(text, dims), dims)) == exact
+        assert json.loads(vector_json(values_of(text, dims, "lexical"))) == exact
+        assert embedding(text, dims, "lexical") == exact
+
+
+@pytest.mark.parametrize("dims", [64, 1024, 2048])
+def test_dense_vectors_are_unit_full_precision_float32s_as_the_api_prints_them(dims: int) -> None:
+    import numpy as np
+
+    from syncsvc.simulator.vectors import values_of, vector_json
+
+    for text in TEXTS:
+        values = embedding(text, dims)
+        assert len(values) == dims and all(v != 0.0 for v in values)
+        assert abs(float(np.linalg.norm(values)) - 1.0) < 1e-6
+        # Each value is a float32 written as the shortest double that reads back to it.
+        assert all(float(np.float32(v)) == v for v in values)
+        text_json = vector_json(values_of(text, dims, "dense"))
+        assert json.loads(text_json) == values
+        assert embedding(text, dims) == values  # deterministic per text
+    # About 20 bytes a value, as the real API's ~20 KB per 1,024-d vector.
+    assert len(vector_json(values_of("Hello, world!", 1024, "dense"))) > 18 * 1024
+    # Texts sharing words stay close; unrelated texts do not.
+    near = np.dot(embedding("red fish swims", 256), embedding("red fish sleeps", 256))
+    far = np.dot(embedding("red fish swims", 256), embedding("tax form deadline", 256))
+    assert near > 0.4 and abs(far) < 0.3
+
+
+def test_reply_form_is_a_setting_that_a_reset_keeps(simulator: SimulatorThread) -> None:
+    dense = compatible(simulator, ["one fish"], dimensions=64).json()["data"][0]["embedding"]
+    assert dense == embedding("one fish", 64) != lexical.embed("one fish", 64)
+    simulator.configure(vectors="lexical")
+    simulator.reset()
+    sparse = compatible(simulator, ["one fish"], dimensions=64).json()["data"][0]["embedding"]
+    assert sparse == embedding("one fish", 64, "lexical") == lexical.embed("one fish", 64)
+    with pytest.raises(httpx.HTTPStatusError):
+        simulator.configure(vectors="bag")

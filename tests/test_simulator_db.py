@@ -12,11 +12,17 @@ from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
 from syncsvc.providers.registry import build_provider
 from syncsvc.simulator import FaultKind, FaultRule, SimulatorThread
-from tests.helpers import expected, fast_settings, running_daemon, scalar, wait_for
+from syncsvc.simulator.vectors import embedding
+from tests.helpers import fast_settings, running_daemon, scalar, wait_for
 from tests.simulator_fixtures import SIM_KEY_ENV, simulator_settings
 from tests.test_sync import current_texts, make_articles
 
 DIMS = 64
+
+
+def expected(text: str, dims: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """The simulator's (dense) vector of ``text``, as stored."""
+    return np.asarray(embedding(text, dims), dtype=np.float32)
 
 
 def settings_for(

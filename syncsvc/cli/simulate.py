@@ -61,16 +61,28 @@ def simulate_api_command(
         typer.Option("--max-batch", help="Inputs per request (default: each model's limit)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for probabilistic faults.")] = 0,
+    vectors: Annotated[
+        str,
+        typer.Option(
+            "--vectors",
+            help="Reply vectors: 'dense' (full-precision floats, as the real API sends) or "
+            "'lexical' (the offline lexical embedder's, mostly zeros, hand-computable).",
+        ),
+    ] = "dense",
 ) -> None:
     """Serve the DashScope compatible and native embedding routes and a plain /v1/embeddings.
 
-    Vectors come from the offline lexical embedder, so search over them still behaves.
+    Vectors are dense and full precision, as the real API sends them, and deterministic per
+    text (texts sharing words rank close together); --vectors lexical sends the offline lexical
+    embedder's instead.
     Faults can also be changed while running: POST /_sim/faults, GET /_sim/stats.
     """
     try:
         rules = tuple(parse_fault(spec) for spec in fault or [])
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--fault") from None
+    if vectors not in ("dense", "lexical"):
+        raise typer.BadParameter("'dense' or 'lexical'", param_hint="--vectors")
     config = simulator_app.SimulatorConfig(
         latency_ms=latency_ms,
         jitter_ms=jitter_ms,
@@ -81,6 +93,7 @@ def simulate_api_command(
         poison=tuple(poison or ()),
         max_batch=max_batch,
         seed=seed,
+        vectors=vectors,
     )
     url = f"http://{host}:{port}"
     typer.echo(f"API simulator on {url}", err=True)

@@ -79,6 +79,18 @@ class WorkerSettings(BaseModel):
         ge=1,
         description="Claimed rounds processed at once; one more is kept for live edits.",
     )
+    write_linger_seconds: float = Field(
+        default=0.1,
+        ge=0,
+        description="How long a backfill's returned vectors may wait for more replies to "
+        "share one write (live edits never wait): fewer, larger transactions when replies "
+        "trickle in one by one. 0 writes each reply as it returns.",
+    )
+    write_linger_rows: int = Field(
+        default=40,
+        ge=1,
+        description="Rows waiting to be written that end the wait at once.",
+    )
 
 
 class SearchSettings(BaseModel):

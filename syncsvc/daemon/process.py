@@ -32,7 +32,7 @@ from syncsvc.daemon.rounds import Rounds
 from syncsvc.daemon.schedule import ScheduledRunner
 from syncsvc.daemon.worker import Worker
 from syncsvc.db import sqlfiles
-from syncsvc.db.catalog import load_targets
+from syncsvc.db.catalog import running_target_ids
 from syncsvc.db.database import create_pool
 from syncsvc.db.listener import Listener
 from syncsvc.db.statements import QUEUE_CHANNEL, TARGETS_CHANNEL
@@ -119,7 +119,7 @@ class Daemon:
             interval=min(conf.lease_seconds / 3, 5.0),
         )
         factory = provider_factory or (lambda name: build_provider(name, settings))
-        self.worker = worker or Worker(self.pool, self.queue, factory)
+        self.worker = worker or Worker(self.pool, self.queue, factory, settings.worker)
         self.listener = Listener(
             url,
             self.wake,
@@ -351,7 +351,7 @@ class Daemon:
 
     async def _active_target_ids(self) -> list[int]:
         async with self.pool.connection() as conn:
-            return [t.id for t in await load_targets(conn) if t.paused_reason is None]
+            return await running_target_ids(conn)
 
     async def _claim_loop(self) -> None:
         backoff = 0.5

@@ -7,6 +7,7 @@ write guarded by the content hash (short), then complete the queue entries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
@@ -25,6 +26,7 @@ from syncsvc.core.models import (
     Target,
     content_hash,
 )
+from syncsvc.core.settings import WorkerSettings
 from syncsvc.core.types import AsyncConn, RoundStats
 from syncsvc.db import sqlfiles
 from syncsvc.db.catalog import load_targets
@@ -33,7 +35,7 @@ from syncsvc.embed.embedder import Embedder
 from syncsvc.embed.items import EmbedFailure, EmbedInput, EmbedSpec, Outcome, ProviderPaused, gather
 from syncsvc.embed.provider import EmbeddingProvider, ProviderFactory, ProviderWrapper, Withdrawn
 from syncsvc.observe import metrics
-from syncsvc.queue.entries import Failure, Queue
+from syncsvc.queue.entries import LIVE_PRIORITY, Failure, Queue
 from syncsvc.store import vectors
 
 logger = logging.getLogger(__name__)
@@ -47,9 +49,14 @@ class Worker:
         pool: AsyncConnectionPool[AsyncConn],
         queue: Queue,
         provider_factory: ProviderFactory,
+        settings: WorkerSettings | None = None,
     ) -> None:
         self.pool = pool
         self.queue = queue
+        # How long a backfill's returned vectors may wait for more to share their write, and
+        # the rows that end the wait (WorkerSettings.write_linger_*); none without settings.
+        self.linger_seconds = settings.write_linger_seconds if settings else 0.0
+        self.linger_rows = settings.write_linger_rows if settings else 1
         self._provider_factory = provider_factory
         self._providers: dict[str, EmbeddingProvider] = {}
         self._embedders: dict[int, Embedder] = {}
@@ -269,12 +276,33 @@ class Worker:
 
         ready: dict[Hashable, Outcome] = {}
         writing = asyncio.Lock()
+        arrived: set[Hashable] = set()
+        enough = asyncio.Event()
+        # Live edits are written the moment they return; a backfill's replies may wait a
+        # little for the next ones, so that one transaction carries several requests' rows
+        # instead of one each (its fixed cost is most of a 10-row write's CPU).
+        linger = self.linger_seconds
+        if min(item.priority for item, _, _ in todo) <= LIVE_PRIORITY:
+            linger = 0.0
+
+        def full() -> bool:
+            # Enough rows to write, or nothing more to wait for in this round.
+            return len(ready) >= self.linger_rows or len(arrived) >= len(digests)
 
         async def group(outcomes: dict[Hashable, Outcome]) -> None:
-            # Group commit: responses that return while a write runs go in the next one, so
-            # a slow database gets fewer, larger writes instead of a growing line of them.
+            # Group commit: responses that return while a write runs (or lingers) go in the
+            # same write, so a slow database gets fewer, larger writes instead of a growing
+            # line of them.
             ready.update(outcomes)
+            arrived.update(outcomes)
+            if full():
+                enough.set()
             async with writing:
+                if ready and linger > 0 and not full():
+                    enough.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(linger):
+                            await enough.wait()
                 if ready:
                     batch = dict(ready)
                     ready.clear()

@@ -47,6 +47,12 @@ async def load_targets(conn: AsyncConn) -> list[Target]:
     ]
 
 
+async def running_target_ids(conn: AsyncConn) -> list[int]:
+    """Ids of the targets not paused, in name order: one short statement, for every claim."""
+    cur = await conn.execute(sqlfiles.query("catalog", "running_target_ids"))
+    return [int(row["id"]) for row in await cur.fetchall()]
+
+
 async def get_target(conn: AsyncConn, name: str) -> Target:
     for target in await load_targets(conn):
         if target.name == name:

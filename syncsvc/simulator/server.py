@@ -79,7 +79,8 @@ class SimulatorClient:
         self._call("DELETE", "/_sim/faults")
 
     def configure(self, **changes: Any) -> None:
-        """Change latency_ms, jitter_ms, rpm, tpm, api_key or max_batch while running."""
+        """Change latency_ms, jitter_ms, rpm, tpm, api_key, max_batch, vocabulary or vectors
+        ("dense" or "lexical") while running."""
         self._call("POST", "/_sim/config", changes)
 
     def reset(self) -> None:

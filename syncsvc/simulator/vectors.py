@@ -1,9 +1,18 @@
 """The simulator's vectors and success bodies, built fast enough not to be the bottleneck.
 
-A lexical vector has a few dozen non-zero entries out of 1,024 or more, so it is computed
-sparsely (same operations, same order, hence bit-identical to ``syncsvc.embed.lexical.embed``) and
-written to JSON by orjson: a benchmark at hundreds of requests per second must measure the
-client, not the simulator's ``json.dumps``.
+Two forms (``SimulatorConfig.vectors``):
+
+- ``dense`` (the default) is what the real API sends: every one of the requested dimensions
+  non-zero, unit length, float32 values printed as doubles in shortest round-trip form (~17
+  significant digits, ~20 KB of JSON per 1,024-d vector, as DashScope prints them). Each is the
+  text's lexical vector plus seeded Gaussian noise (``DENSE_NOISE`` of its length), normalised:
+  deterministic per text, so tests compute it with ``embedding``, and texts sharing words still
+  rank close together.
+- ``lexical`` is ``syncsvc.embed.lexical.embed`` bit for bit: a few dozen non-zero entries,
+  computed sparsely (same operations, same order), for hand-computable tests.
+
+Both are written to JSON by orjson: a benchmark at hundreds of requests per second must measure
+the client, not the simulator's ``json.dumps``.
 """
 
 from __future__ import annotations
@@ -12,17 +21,22 @@ import base64
 import hashlib
 import json
 import math
-import struct
 from typing import Any
 
+import numpy as np
 import orjson
 
 from syncsvc.embed import lexical
 
 SPARSE_VOCABULARY = 250_000
+FORMS = ("dense", "lexical")
+DENSE_NOISE = 0.5
+"""Length of the noise added to the (unit) lexical vector before normalising: every entry is
+non-zero, and two texts with the same words have a cosine of about 0.8, not 1."""
 _QWEN3_QUERY = "\nQuery:"
 
 Sparse = dict[int, float]
+Vector = np.ndarray[Any, np.dtype[np.float64]]
 
 
 def embedding_text(text: str) -> str:
@@ -52,17 +66,46 @@ def dense(vector: Sparse, dimensions: int) -> list[float]:
     return values
 
 
-def vector_json(vector: Sparse, dimensions: int, base64_floats: bool = False) -> str:
+def _seed(text: str, dimensions: int) -> int:
+    digest = hashlib.blake2b(f"{dimensions}:{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def realistic(text: str, dimensions: int) -> Vector:
+    """The dense form of ``text`` (already ``embedding_text``): float32 values as float64."""
+    noise = np.random.default_rng(_seed(text, dimensions)).standard_normal(dimensions)
+    values = noise * (DENSE_NOISE / math.sqrt(dimensions))
+    for index, value in lexical_sparse(text, dimensions).items():
+        values[index] += value
+    values /= float(np.linalg.norm(values))
+    # The API computes in float32 and prints each float32 as a double: 0.030681096017360687.
+    return values.astype(np.float32).astype(np.float64)
+
+
+def values_of(text: str, dimensions: int, form: str) -> Vector:
+    """The vector the simulator returns for an input (``embedding_text`` already applied)."""
+    if form == "lexical":
+        return np.asarray(dense(lexical_sparse(text, dimensions), dimensions), dtype=np.float64)
+    return realistic(text, dimensions)
+
+
+def embedding(text: str, dimensions: int, form: str = "dense") -> list[float]:
+    """What the simulator returns for input ``text`` in ``form``, as a client parses it: the
+    function tests compute expected vectors with."""
+    return [float(v) for v in values_of(embedding_text(text), dimensions, form)]
+
+
+def vector_json(values: Vector, base64_floats: bool = False) -> str:
     """The JSON of one embedding: a float array, or a base64 string of float32s."""
     if base64_floats:
-        raw = struct.pack(f"<{dimensions}f", *dense(vector, dimensions))
+        raw = values.astype("<f4").tobytes()
         return json.dumps(base64.b64encode(raw).decode())
-    values = dense(vector, dimensions)
-    if any(v != v for v in vector.values()):
+    if np.isnan(values).any():
         # orjson writes NaN as null; the NaN fault needs JSON's NaN literal, as json writes it.
-        return json.dumps(values)
-    # orjson writes the shortest round-trip form of each float, in C: the same numbers, 3x faster.
-    return orjson.dumps(values).decode()
+        return json.dumps(values.tolist())
+    # orjson writes the shortest round-trip form of each float, in C: the same numbers as
+    # json.dumps, many times faster.
+    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def sparse_entries(text: str) -> list[dict[str, Any]]:
