@@ -17,6 +17,7 @@ from syncsvc.core.models import Capture
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
 from syncsvc.simulator import SimulatorThread
+from syncsvc.simulator.vectors import embedding
 from tests.conftest import Cluster, Deployment
 from tests.helpers import expected, fast_settings, scalar, wait_for
 from tests.simulator_fixtures import simulator_settings
@@ -118,9 +119,17 @@ async def assert_exact(conn: AsyncConn, table: str, template: str) -> int:
     cur = await conn.execute(f"SELECT id, embedding FROM syncsvc.{table}_embeddings ORDER BY id")
     vectors = {r["id"]: r["embedding"] for r in await cur.fetchall()}
     assert sorted(vectors) == sorted(rows), (table, set(vectors) ^ set(rows))
+    # local-hash computes the lexical vector; the simulator sends its realistic (dense) one.
+    lexical = await scalar(
+        conn,
+        "SELECT g.provider = 'local-hash' FROM syncsvc.generations g "
+        "JOIN syncsvc.targets t ON t.id = g.target_id WHERE t.name = %s AND g.state = 'active'",
+        (table,),
+    )
     for key, text in rows.items():
         got = np.asarray(vectors[key].to_list(), dtype=np.float32)
-        assert np.allclose(got, expected(text, DIMS), atol=1e-6), (table, key, text)
+        want = expected(text, DIMS) if lexical else np.asarray(embedding(text, DIMS), np.float32)
+        assert np.allclose(got, want, atol=1e-6), (table, key, text)
     return len(rows)
 
 
