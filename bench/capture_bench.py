@@ -39,6 +39,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.processes import restart_server
 from bench.report import cpu_seconds, database_url, machine, parent, server_cpu, write_section
 from syncsvc.capture import targets
 from syncsvc.core.models import Capture
@@ -114,25 +115,11 @@ def logical_decoding(url: str, own_server: bool) -> bool:
     (ALTER SYSTEM, then ``pg_ctl restart`` as the data directory's owner)."""
     with psycopg.connect(url, autocommit=True) as conn:
         level = conn.execute("SHOW wal_level").fetchone()
-        if level is not None and level[0] == "logical":
-            return True
-        if not own_server:
-            return False
-        datadir = conn.execute("SHOW data_directory").fetchone()
-        backend = conn.execute("SELECT pg_backend_pid()").fetchone()
-        assert datadir is not None and backend is not None
-        postmaster = parent(int(str(backend[0])))
-        conn.execute("ALTER SYSTEM SET wal_level = logical")
-    pg_ctl = Path(os.readlink(f"/proc/{postmaster}/exe")).with_name("pg_ctl")
-    owner = Path(str(datadir[0])).stat().st_uid
-    subprocess.run(
-        [str(pg_ctl), "restart", "-w", "-m", "fast", "-D", str(datadir[0])],
-        user=owner,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-    )
+    if level is not None and level[0] == "logical":
+        return True
+    if not own_server:
+        return False
+    restart_server(url, {"wal_level": "logical"})
     return True
 
 
