@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import statistics
@@ -34,6 +35,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -313,9 +315,34 @@ def _rows(
             f"| {statement} | {plain.wall * unit:{fmt}} | {tracked.wall * unit:{fmt}} | "
             f"{wall_ratio:.2f}× | {plain.cpu * unit:{fmt}} | {tracked.cpu * unit:{fmt}} | "
             f"{cpu_ratio:.2f}× | {floor_ratio:.2f}× "
-            f"{wal}| {_verdict(max(wall_ratio, cpu_ratio), targets_.get(statement))}{verdict} |"
+            f"{wal}| triggers {_verdict(max(wall_ratio, cpu_ratio), targets_.get(statement))}"
+            f"{verdict} |"
         )
     return lines
+
+
+def _median(runs: list[dict[str, dict[str, Sample]]]) -> dict[str, dict[str, Sample]]:
+    """Per statement and table, the median over runs (each already a median of its rounds)."""
+    return {
+        statement: {
+            t: Sample(
+                statistics.median(r[statement][t].wall for r in runs),
+                statistics.median(r[statement][t].cpu for r in runs),
+            )
+            for t in by_table
+        }
+        for statement, by_table in runs[0].items()
+    }
+
+
+def _load(path: str) -> dict[str, Any]:
+    run: dict[str, Any] = json.loads(Path(path).read_text())
+    for part in ("single", "bulk"):
+        run[part] = {
+            s: {t: Sample(*sample) for t, sample in by_table.items()}
+            for s, by_table in run[part].items()
+        }
+    return run
 
 
 def main() -> None:
@@ -326,48 +353,49 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="pgbench runs per table")
     parser.add_argument("--database-url", default=None, help="default: a fresh embedded server")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--save", help="also write this run's figures to this JSON file")
+    parser.add_argument(
+        "--combine", nargs="+", help="no run: report the medians of runs saved with --save"
+    )
     args = parser.parse_args()
+    if args.combine:
+        runs = [_load(path) for path in args.combine]
+        body = report(
+            _median([r["single"] for r in runs]),
+            _median([r["bulk"] for r in runs]),
+            runs[0]["queued"],
+            runs[0]["args"],
+            runs[0]["version"],
+            [r["load"] for r in runs],
+        )
+    else:
+        body = run(args)
+    print(body)
+    if not args.no_write:
+        write_section("Change capture overhead", body)
+
+
+def run(args: argparse.Namespace) -> str:
     url = database_url(args.database_url)
     global TABLES
     if not logical_decoding(url, own_server=args.database_url is None):
         TABLES = tuple(t for t in TABLES if t != "walled")
     migrate.upgrade(url)
     setup(url, args.rows)
+    load = [os.getloadavg()[0]]
     single = single_row(url, args.rows, args.transactions, args.rounds)
     bulk_results, queued = bulk(url, args.rows, args.repeats)
+    load.append(os.getloadavg()[0])
     with psycopg.connect(url) as conn:
-        version = conn.execute("SHOW server_version").fetchone()
-    load = os.getloadavg()
-    header = (
-        "| statement | plain | triggers | overhead | server CPU plain | server CPU triggers | "
-        "CPU overhead | transition tables alone (CPU) | WAL capture | overhead | server CPU WAL "
-        "| CPU overhead | target (triggers) |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    )
-    lines = [
-        f"Daemon stopped; {args.rows:,}-row tables; {machine()}; embedded PostgreSQL "
-        f"{version[0] if version else '?'}; load average {load[0]:.1f}. "
-        "`python bench/capture_bench.py`",
-        "",
-        f"**Single-row statements** (pgbench, one client, {args.transactions:,} transactions "
-        f"per run, median of {args.rounds} interleaved runs, synchronous_commit off; µs per "
-        "statement):",
-        "",
-        header,
-        *_rows(single, 1e6, ".0f", SINGLE_TARGET),
-        "",
-        f"**Bulk statements** ({args.rows:,} rows each, median of {args.repeats}; ms):",
-        "",
-        header,
-        *_rows(bulk_results, 1e3, ".0f", BULK_TARGET),
-        "",
-        "Rows queued by the bulk statements on the target: "
-        + ", ".join(f"{s} {n:,}" for s, n in queued.items())
-        + ".",
-        "",
-        FINDINGS,
-    ]
-    body = "\n".join(lines)
+        row = conn.execute("SHOW server_version").fetchone()
+    version = str(row[0]) if row else "?"
+    sizes = {k: getattr(args, k) for k in ("rows", "repeats", "transactions", "rounds")}
+    if args.save:
+        saved = {"single": single, "bulk": bulk_results, "queued": queued, "args": sizes}
+        saved |= {"version": version, "load": statistics.mean(load)}
+        Path(args.save).write_text(
+            json.dumps(saved, default=lambda s: [s.wall, s.cpu] if isinstance(s, Sample) else s)
+        )
     if "walled" in TABLES:
         # An external server must not keep the slot (and its WAL) after the bench.
         async def unregister() -> None:
@@ -376,9 +404,49 @@ def main() -> None:
             await aconn.close()
 
         asyncio.run(unregister())
-    print(body)
-    if not args.no_write:
-        write_section("Change capture overhead", body)
+    return report(single, bulk_results, queued, sizes, version, [statistics.mean(load)])
+
+
+def report(
+    single: dict[str, dict[str, Sample]],
+    bulk_results: dict[str, dict[str, Sample]],
+    queued: dict[str, int],
+    sizes: dict[str, int],
+    version: str,
+    loads: list[float],
+) -> str:
+    runs = "" if len(loads) == 1 else f"; medians of {len(loads)} runs of the whole bench"
+    header = (
+        "| statement | plain | triggers | overhead | server CPU plain | server CPU triggers | "
+        "CPU overhead | transition tables alone (CPU) | WAL capture | overhead | server CPU WAL "
+        "| CPU overhead | target |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    )
+    lines = [
+        f"Daemon stopped; {sizes['rows']:,}-row tables; {machine()}; embedded PostgreSQL "
+        f"{version} at wal_level = logical; load average "
+        f"{', '.join(f'{x:.1f}' for x in loads)} (other sessions' benches and tests were "
+        f"running on the 2 cores){runs}. `python bench/capture_bench.py`",
+        "",
+        f"**Single-row statements** (pgbench, one client, {sizes['transactions']:,} transactions "
+        f"per run, median of {sizes['rounds']} interleaved runs, synchronous_commit off; µs per "
+        "statement):",
+        "",
+        header,
+        *_rows(single, 1e6, ".0f", SINGLE_TARGET),
+        "",
+        f"**Bulk statements** ({sizes['rows']:,} rows each, median of {sizes['repeats']}; ms):",
+        "",
+        header,
+        *_rows(bulk_results, 1e3, ".0f", BULK_TARGET),
+        "",
+        "Rows queued by the bulk statements on the trigger target: "
+        + ", ".join(f"{s} {n:,}" for s, n in queued.items())
+        + ".",
+        "",
+        FINDINGS,
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
