@@ -345,6 +345,32 @@ def _load(path: str) -> dict[str, Any]:
     return run
 
 
+def _spread(runs: list[dict[str, Any]]) -> str:
+    """Per statement, the lowest and highest WAL / plain ratio of single runs: the noise band
+    the medians sit in (the two tables run the very same statements)."""
+
+    def band(part: str, statement: str, kind: str) -> str:
+        by_table = [r[part][statement] for r in runs]
+        ratios = [
+            getattr(t["walled"], kind) / getattr(t["plain"], kind)
+            for t in by_table
+            if getattr(t["plain"], kind)
+        ]
+        return f"{min(ratios):.2f}–{max(ratios):.2f}×" if ratios else "—"
+
+    lines = [
+        f"WAL / plain in each of the {len(runs)} runs, lowest–highest (the noise band of the "
+        "medians above: no syncsvc code runs in either table's statements):",
+        "",
+        "| statement | single-row wall | single-row CPU | bulk wall | bulk CPU |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for statement in runs[0]["single"]:
+        cells = [band(p, statement, k) for p in ("single", "bulk") for k in ("wall", "cpu")]
+        lines.append(f"| {statement} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -367,6 +393,7 @@ def main() -> None:
             runs[0]["args"],
             runs[0]["version"],
             [r["load"] for r in runs],
+            _spread(runs),
         )
     else:
         body = run(args)
@@ -414,6 +441,7 @@ def report(
     sizes: dict[str, int],
     version: str,
     loads: list[float],
+    spread: str = "",
 ) -> str:
     runs = "" if len(loads) == 1 else f"; medians of {len(loads)} runs of the whole bench"
     header = (
@@ -444,6 +472,7 @@ def report(
         + ", ".join(f"{s} {n:,}" for s, n in queued.items())
         + ".",
         "",
+        *([spread, ""] if spread else []),
         FINDINGS,
     ]
     return "\n".join(lines)
