@@ -1,0 +1,60 @@
+"""Is a WAL target's table slower than a plain one? plain vs walled alone, both orders.
+
+``bench/capture_bench.py`` runs its tables in one order each round (plain, triggers, floor,
+WAL); this runs only the plain and the WAL-captured table, the single-row statements of that
+bench (the same pgbench method and sizes), first plain then WAL, then WAL then plain, and then
+again with the WAL table taken out of syncsvc's publication (what publication membership itself
+costs). Prints the medians; nothing is written to BENCHMARKS.md.
+Run: .venv/bin/python bench/wal_statement_check.py [--statement "UPDATE other column"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import capture_bench as cb
+from bench.report import database_url
+from syncsvc.ops import migrate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--transactions", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--statement", action="append", help="default: every single-row one")
+    args = parser.parse_args()
+    url = database_url(None)
+    cb.logical_decoding(url, own_server=True)
+    migrate.upgrade(url)
+    cb.setup(url, args.rows)
+    if args.statement:
+        cb.SINGLE = {s: cb.SINGLE[s] for s in args.statement}
+    variants = (
+        ("plain first", ("plain", "walled")),
+        ("WAL first", ("walled", "plain")),
+        ("unpublished, plain first", ("plain", "walled")),
+    )
+    for label, order in variants:
+        if label.startswith("unpublished"):
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("ALTER PUBLICATION syncsvc DROP TABLE walled")
+        cb.TABLES = order
+        results = cb.single_row(url, args.rows, args.transactions, args.rounds)
+        for statement, by_table in results.items():
+            plain, walled = by_table["plain"], by_table["walled"]
+            print(
+                f"{label}: {statement}: wall {walled.wall / plain.wall:.2f}×, "
+                f"server CPU {walled.cpu / plain.cpu:.2f}×",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
