@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import statistics
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -290,25 +292,52 @@ def _verdict(ratio: float, target: float | None) -> str:
     return f"≤ {target:.2f}× {'met' if ratio <= target else 'not met'}"
 
 
+Ratio = Callable[[str, str, str], float]
+"""(statement, table, "wall" | "cpu") -> that table's figure / plain's."""
+
+
+def _ratio_of(results: dict[str, dict[str, Sample]]) -> Ratio:
+    def ratio(statement: str, table: str, kind: str) -> float:
+        plain = getattr(results[statement]["plain"], kind)
+        return float(getattr(results[statement][table], kind) / plain) if plain else math.nan
+
+    return ratio
+
+
+def _paired(runs: list[dict[str, dict[str, Sample]]]) -> Ratio:
+    """The median of the runs' own ratios: each run compares tables measured side by side, so
+    the machine's load in that run falls on both."""
+
+    def ratio(statement: str, table: str, kind: str) -> float:
+        values = [_ratio_of(r)(statement, table, kind) for r in runs]
+        values = [v for v in values if not math.isnan(v)]
+        return statistics.median(values) if values else math.nan
+
+    return ratio
+
+
 def _rows(
-    results: dict[str, dict[str, Sample]], unit: float, fmt: str, targets_: dict[str, float]
+    results: dict[str, dict[str, Sample]],
+    unit: float,
+    fmt: str,
+    targets_: dict[str, float],
+    ratio: Ratio | None = None,
 ) -> list[str]:
+    of = ratio or _ratio_of(results)
     lines = []
     for statement, by_table in results.items():
-        plain, tracked, floor = by_table["plain"], by_table["tracked"], by_table["floor"]
+        plain, tracked = by_table["plain"], by_table["tracked"]
         walled = by_table.get("walled")
-        wall_ratio = tracked.wall / plain.wall
-        cpu_ratio = tracked.cpu / plain.cpu if plain.cpu else float("nan")
-        floor_ratio = floor.cpu / plain.cpu if plain.cpu else float("nan")
+        wall_ratio, cpu_ratio = of(statement, "tracked", "wall"), of(statement, "tracked", "cpu")
+        floor_ratio = of(statement, "floor", "cpu")
         verdict = ""
         if walled is None:
             wal = "| — | — | — | — "
         else:
-            wal_cpu = walled.cpu / plain.cpu if plain.cpu else float("nan")
-            worst = max(walled.wall / plain.wall, wal_cpu)
-            verdict = f"; WAL {_verdict(worst, WAL_TARGET)}"
+            wal_wall, wal_cpu = of(statement, "walled", "wall"), of(statement, "walled", "cpu")
+            verdict = f"; WAL {_verdict(max(wal_wall, wal_cpu), WAL_TARGET)}"
             wal = (
-                f"| {walled.wall * unit:{fmt}} | {walled.wall / plain.wall:.2f}× "
+                f"| {walled.wall * unit:{fmt}} | {wal_wall:.2f}× "
                 f"| {walled.cpu * unit:{fmt}} | {wal_cpu:.2f}× "
             )
         lines.append(
@@ -394,6 +423,7 @@ def main() -> None:
             runs[0]["version"],
             [r["load"] for r in runs],
             _spread(runs),
+            (_paired([r["single"] for r in runs]), _paired([r["bulk"] for r in runs])),
         )
     else:
         body = run(args)
@@ -442,8 +472,14 @@ def report(
     version: str,
     loads: list[float],
     spread: str = "",
+    ratios: tuple[Ratio, Ratio] | None = None,
 ) -> str:
-    runs = "" if len(loads) == 1 else f"; medians of {len(loads)} runs of the whole bench"
+    runs = (
+        ""
+        if len(loads) == 1
+        else f"; {len(loads)} runs of the whole bench, one after another: figures are the "
+        "medians of the runs' figures, ratios the medians of the runs' own ratios"
+    )
     header = (
         "| statement | plain | triggers | overhead | server CPU plain | server CPU triggers | "
         "CPU overhead | transition tables alone (CPU) | WAL capture | overhead | server CPU WAL "
@@ -461,12 +497,12 @@ def report(
         "statement):",
         "",
         header,
-        *_rows(single, 1e6, ".0f", SINGLE_TARGET),
+        *_rows(single, 1e6, ".0f", SINGLE_TARGET, ratios[0] if ratios else None),
         "",
         f"**Bulk statements** ({sizes['rows']:,} rows each, median of {sizes['repeats']}; ms):",
         "",
         header,
-        *_rows(bulk_results, 1e3, ".0f", BULK_TARGET),
+        *_rows(bulk_results, 1e3, ".0f", BULK_TARGET, ratios[1] if ratios else None),
         "",
         "Rows queued by the bulk statements on the trigger target: "
         + ", ".join(f"{s} {n:,}" for s, n in queued.items())

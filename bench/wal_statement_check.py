@@ -4,7 +4,9 @@
 WAL); this runs only the plain and the WAL-captured table, the single-row statements of that
 bench (the same pgbench method and sizes), first plain then WAL, then WAL then plain, and then
 again with the WAL table taken out of syncsvc's publication (what publication membership itself
-costs). Prints the medians; nothing is written to BENCHMARKS.md.
+costs). With ``--bulk N``: the bulk statements instead, N times each table, the order flipped
+every time, summed (a 100k-row DELETE takes ~40 ms of CPU, measured in 10 ms ticks).
+Prints the ratios; nothing is written to BENCHMARKS.md.
 Run: .venv/bin/python bench/wal_statement_check.py [--statement "UPDATE other column"]
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -19,7 +22,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import capture_bench as cb
-from bench.report import database_url
+from bench.report import cpu_seconds, database_url
 from syncsvc.ops import migrate
 
 
@@ -29,11 +32,15 @@ def main() -> None:
     parser.add_argument("--transactions", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--statement", action="append", help="default: every single-row one")
+    parser.add_argument("--bulk", type=int, default=0, help="bulk statements, N times each")
     args = parser.parse_args()
     url = database_url(None)
     cb.logical_decoding(url, own_server=True)
     migrate.upgrade(url)
     cb.setup(url, args.rows)
+    if args.bulk:
+        bulk(url, args.rows, args.bulk)
+        return
     if args.statement:
         cb.SINGLE = {s: cb.SINGLE[s] for s in args.statement}
     variants = (
@@ -52,6 +59,32 @@ def main() -> None:
             print(
                 f"{label}: {statement}: wall {walled.wall / plain.wall:.2f}×, "
                 f"server CPU {walled.cpu / plain.cpu:.2f}×",
+                flush=True,
+            )
+
+
+def bulk(url: str, rows: int, times: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        pid = int(str(row[0]))
+        for statement, template in cb.BULK.items():
+            wall = {"plain": 0.0, "walled": 0.0}
+            cpu = dict(wall)
+            for n in range(times):
+                for table in ("plain", "walled") if n % 2 == 0 else ("walled", "plain"):
+                    cb.reset(conn, table, rows)
+                    if statement == "INSERT":
+                        conn.execute(f"TRUNCATE {table}")
+                    used, started = cpu_seconds(pid), time.perf_counter()
+                    conn.execute(template.format(t=table, n=rows))
+                    wall[table] += time.perf_counter() - started
+                    cpu[table] += cpu_seconds(pid) - used
+            print(
+                f"bulk {statement}, {times} each: plain {wall['plain'] / times * 1e3:.0f} ms "
+                f"(CPU {cpu['plain'] / times * 1e3:.0f}), WAL {wall['walled'] / times * 1e3:.0f} "
+                f"ms (CPU {cpu['walled'] / times * 1e3:.0f}): wall "
+                f"{wall['walled'] / wall['plain']:.2f}×, CPU {cpu['walled'] / cpu['plain']:.2f}×",
                 flush=True,
             )
 
