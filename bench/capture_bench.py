@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import re
 import statistics
@@ -34,15 +33,14 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.capture_findings import FINDINGS, WAL_FINDINGS
+from bench.capture_runs import Ratio, Sample, load, median, paired, ratio_of, spread
 from bench.processes import restart_server
 from bench.report import cpu_seconds, database_url, machine, parent, server_cpu, write_section
 from syncsvc.capture import targets
@@ -79,39 +77,6 @@ SINGLE_TARGET = {
 WAL_TARGET = 1.05
 """Every application statement in WAL mode, against plain (issue 24)."""
 BULK_TARGET = {"INSERT": 1.2, "UPDATE other column": 1.1, "DELETE": 1.5}
-
-
-@dataclass(frozen=True)
-class Sample:
-    wall: float
-    cpu: float
-
-
-FINDINGS = (
-    "The targets are not met; the limiting components, measured with one trigger variant per "
-    "table (same method, 2026-12-02): a no-op trigger with transition tables costs +0–15 µs per"
-    " statement (the *transition tables alone* column); every query over the transition tables "
-    "inside the plpgsql function adds ~25–30 µs of server CPU (the join is planned per call); "
-    "the EXCEPTION block that keeps the application's statement alive when the table's shape "
-    "drifts (~10 µs) and SECURITY DEFINER with a pinned search_path (~5 µs) are required by the"
-    " design. Column-specific triggers (`AFTER UPDATE OF title, body`) would make an UPDATE of "
-    "other columns free, but PostgreSQL forbids them with transition tables and records "
-    "dependencies on the columns, so the application's `ALTER TABLE … DROP COLUMN body` would "
-    "fail: not the default. Until this run the inbox carried a foreign key to "
-    "`syncsvc.targets`, whose check (a `FOR KEY SHARE` row lock on the targets row) cost ~30 µs"
-    " of every captured statement (single-row INSERT ~2.2× in server CPU, UPDATE of another "
-    "column ~1.7×). Counting changed rows before building the inbox row was tried and measured "
-    "no better single-row and worse in bulk (a second join), so it was dropped. Bulk ratios "
-    "vary by about ±0.15 between runs on this machine. A row-level UPDATE trigger filtering in "
-    "its WHEN clause on `to_jsonb(OLD) -> 'body' IS DISTINCT FROM to_jsonb(NEW) -> 'body'` (no "
-    "column dependency: it survives `DROP COLUMN`, `RENAME` and `ALTER COLUMN TYPE`, verified "
-    "on PostgreSQL 15) would make a single-row UPDATE of another column nearly free, but it "
-    "serialises the whole row several times per updated row: a bulk UPDATE of another column on"
-    " 100,000 rows took 2.0 s against 1.0 s plain (2.0×, against 1.4× now), so it is not used "
-    "either (2026-12-03)."
-)
-"""What was measured about the components that keep the targets out of reach (by variants of
-the capture function, one per table, with this bench's method)."""
 
 
 def logical_decoding(url: str, own_server: bool) -> bool:
@@ -292,30 +257,6 @@ def _verdict(ratio: float, target: float | None) -> str:
     return f"≤ {target:.2f}× {'met' if ratio <= target else 'not met'}"
 
 
-Ratio = Callable[[str, str, str], float]
-"""(statement, table, "wall" | "cpu") -> that table's figure / plain's."""
-
-
-def _ratio_of(results: dict[str, dict[str, Sample]]) -> Ratio:
-    def ratio(statement: str, table: str, kind: str) -> float:
-        plain = getattr(results[statement]["plain"], kind)
-        return float(getattr(results[statement][table], kind) / plain) if plain else math.nan
-
-    return ratio
-
-
-def _paired(runs: list[dict[str, dict[str, Sample]]]) -> Ratio:
-    """The median of the runs' own ratios: each run compares tables measured side by side, so
-    the machine's load in that run falls on both."""
-
-    def ratio(statement: str, table: str, kind: str) -> float:
-        values = [_ratio_of(r)(statement, table, kind) for r in runs]
-        values = [v for v in values if not math.isnan(v)]
-        return statistics.median(values) if values else math.nan
-
-    return ratio
-
-
 def _rows(
     results: dict[str, dict[str, Sample]],
     unit: float,
@@ -323,7 +264,7 @@ def _rows(
     targets_: dict[str, float],
     ratio: Ratio | None = None,
 ) -> list[str]:
-    of = ratio or _ratio_of(results)
+    of = ratio or ratio_of(results)
     lines = []
     for statement, by_table in results.items():
         plain, tracked = by_table["plain"], by_table["tracked"]
@@ -350,56 +291,6 @@ def _rows(
     return lines
 
 
-def _median(runs: list[dict[str, dict[str, Sample]]]) -> dict[str, dict[str, Sample]]:
-    """Per statement and table, the median over runs (each already a median of its rounds)."""
-    return {
-        statement: {
-            t: Sample(
-                statistics.median(r[statement][t].wall for r in runs),
-                statistics.median(r[statement][t].cpu for r in runs),
-            )
-            for t in by_table
-        }
-        for statement, by_table in runs[0].items()
-    }
-
-
-def _load(path: str) -> dict[str, Any]:
-    run: dict[str, Any] = json.loads(Path(path).read_text())
-    for part in ("single", "bulk"):
-        run[part] = {
-            s: {t: Sample(*sample) for t, sample in by_table.items()}
-            for s, by_table in run[part].items()
-        }
-    return run
-
-
-def _spread(runs: list[dict[str, Any]]) -> str:
-    """Per statement, the lowest and highest WAL / plain ratio of single runs: the noise band
-    the medians sit in (the two tables run the very same statements)."""
-
-    def band(part: str, statement: str, kind: str) -> str:
-        by_table = [r[part][statement] for r in runs]
-        ratios = [
-            getattr(t["walled"], kind) / getattr(t["plain"], kind)
-            for t in by_table
-            if getattr(t["plain"], kind)
-        ]
-        return f"{min(ratios):.2f}–{max(ratios):.2f}×" if ratios else "—"
-
-    lines = [
-        f"WAL / plain in each of the {len(runs)} runs, lowest–highest (the noise band of the "
-        "medians above: no syncsvc code runs in either table's statements):",
-        "",
-        "| statement | single-row wall | single-row CPU | bulk wall | bulk CPU |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for statement in runs[0]["single"]:
-        cells = [band(p, statement, k) for p in ("single", "bulk") for k in ("wall", "cpu")]
-        lines.append(f"| {statement} | {' | '.join(cells)} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -414,16 +305,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.combine:
-        runs = [_load(path) for path in args.combine]
+        runs = [load(path) for path in args.combine]
         body = report(
-            _median([r["single"] for r in runs]),
-            _median([r["bulk"] for r in runs]),
+            median([r["single"] for r in runs]),
+            median([r["bulk"] for r in runs]),
             runs[0]["queued"],
             runs[0]["args"],
             runs[0]["version"],
             [r["load"] for r in runs],
-            _spread(runs),
-            (_paired([r["single"] for r in runs]), _paired([r["bulk"] for r in runs])),
+            spread(runs),
+            (paired([r["single"] for r in runs]), paired([r["bulk"] for r in runs])),
         )
     else:
         body = run(args)
@@ -439,17 +330,17 @@ def run(args: argparse.Namespace) -> str:
         TABLES = tuple(t for t in TABLES if t != "walled")
     migrate.upgrade(url)
     setup(url, args.rows)
-    load = [os.getloadavg()[0]]
+    loads = [os.getloadavg()[0]]
     single = single_row(url, args.rows, args.transactions, args.rounds)
     bulk_results, queued = bulk(url, args.rows, args.repeats)
-    load.append(os.getloadavg()[0])
+    loads.append(os.getloadavg()[0])
     with psycopg.connect(url) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     version = str(row[0]) if row else "?"
     sizes = {k: getattr(args, k) for k in ("rows", "repeats", "transactions", "rounds")}
     if args.save:
         saved = {"single": single, "bulk": bulk_results, "queued": queued, "args": sizes}
-        saved |= {"version": version, "load": statistics.mean(load)}
+        saved |= {"version": version, "load": statistics.mean(loads)}
         Path(args.save).write_text(
             json.dumps(saved, default=lambda s: [s.wall, s.cpu] if isinstance(s, Sample) else s)
         )
@@ -461,7 +352,7 @@ def run(args: argparse.Namespace) -> str:
             await aconn.close()
 
         asyncio.run(unregister())
-    return report(single, bulk_results, queued, sizes, version, [statistics.mean(load)])
+    return report(single, bulk_results, queued, sizes, version, [statistics.mean(loads)])
 
 
 def report(
@@ -471,7 +362,7 @@ def report(
     sizes: dict[str, int],
     version: str,
     loads: list[float],
-    spread: str = "",
+    band: str = "",
     ratios: tuple[Ratio, Ratio] | None = None,
 ) -> str:
     runs = (
@@ -508,8 +399,9 @@ def report(
         + ", ".join(f"{s} {n:,}" for s, n in queued.items())
         + ".",
         "",
-        *([spread, ""] if spread else []),
-        FINDINGS,
+        *([band, ""] if band else []),
+        *([WAL_FINDINGS, ""] if "walled" in single[next(iter(single))] else []),
+        "**Triggers**: " + FINDINGS,
     ]
     return "\n".join(lines)
 

@@ -33,12 +33,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--statement", action="append", help="default: every single-row one")
     parser.add_argument("--bulk", type=int, default=0, help="bulk statements, N times each")
+    parser.add_argument("--only", help="with --bulk: this bulk statement only")
+    parser.add_argument(
+        "--unpublished",
+        action="store_true",
+        help="with --bulk: the WAL table out of the publication",
+    )
     args = parser.parse_args()
     url = database_url(None)
     cb.logical_decoding(url, own_server=True)
     migrate.upgrade(url)
     cb.setup(url, args.rows)
     if args.bulk:
+        if args.only:
+            cb.BULK = {args.only: cb.BULK[args.only]}
+        if args.unpublished:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("ALTER PUBLICATION syncsvc DROP TABLE walled")
         bulk(url, args.rows, args.bulk)
         return
     if args.statement:
