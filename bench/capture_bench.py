@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import statistics
@@ -32,13 +33,15 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.capture_findings import FINDINGS, WAL_FINDINGS
+from bench.capture_runs import Ratio, Sample, load, median, paired, ratio_of, spread
+from bench.processes import restart_server
 from bench.report import cpu_seconds, database_url, machine, parent, server_cpu, write_section
 from syncsvc.capture import targets
 from syncsvc.core.models import Capture
@@ -76,63 +79,16 @@ WAL_TARGET = 1.05
 BULK_TARGET = {"INSERT": 1.2, "UPDATE other column": 1.1, "DELETE": 1.5}
 
 
-@dataclass(frozen=True)
-class Sample:
-    wall: float
-    cpu: float
-
-
-FINDINGS = (
-    "The targets are not met; the limiting components, measured with one trigger variant per "
-    "table (same method, 2026-12-02): a no-op trigger with transition tables costs +0–15 µs per"
-    " statement (the *transition tables alone* column); every query over the transition tables "
-    "inside the plpgsql function adds ~25–30 µs of server CPU (the join is planned per call); "
-    "the EXCEPTION block that keeps the application's statement alive when the table's shape "
-    "drifts (~10 µs) and SECURITY DEFINER with a pinned search_path (~5 µs) are required by the"
-    " design. Column-specific triggers (`AFTER UPDATE OF title, body`) would make an UPDATE of "
-    "other columns free, but PostgreSQL forbids them with transition tables and records "
-    "dependencies on the columns, so the application's `ALTER TABLE … DROP COLUMN body` would "
-    "fail: not the default. Until this run the inbox carried a foreign key to "
-    "`syncsvc.targets`, whose check (a `FOR KEY SHARE` row lock on the targets row) cost ~30 µs"
-    " of every captured statement (single-row INSERT ~2.2× in server CPU, UPDATE of another "
-    "column ~1.7×). Counting changed rows before building the inbox row was tried and measured "
-    "no better single-row and worse in bulk (a second join), so it was dropped. Bulk ratios "
-    "vary by about ±0.15 between runs on this machine. A row-level UPDATE trigger filtering in "
-    "its WHEN clause on `to_jsonb(OLD) -> 'body' IS DISTINCT FROM to_jsonb(NEW) -> 'body'` (no "
-    "column dependency: it survives `DROP COLUMN`, `RENAME` and `ALTER COLUMN TYPE`, verified "
-    "on PostgreSQL 15) would make a single-row UPDATE of another column nearly free, but it "
-    "serialises the whole row several times per updated row: a bulk UPDATE of another column on"
-    " 100,000 rows took 2.0 s against 1.0 s plain (2.0×, against 1.4× now), so it is not used "
-    "either (2026-12-03)."
-)
-"""What was measured about the components that keep the targets out of reach (by variants of
-the capture function, one per table, with this bench's method)."""
-
-
 def logical_decoding(url: str, own_server: bool) -> bool:
     """Whether the server has ``wal_level = logical``; the bench's own server is switched to it
     (ALTER SYSTEM, then ``pg_ctl restart`` as the data directory's owner)."""
     with psycopg.connect(url, autocommit=True) as conn:
         level = conn.execute("SHOW wal_level").fetchone()
-        if level is not None and level[0] == "logical":
-            return True
-        if not own_server:
-            return False
-        datadir = conn.execute("SHOW data_directory").fetchone()
-        backend = conn.execute("SELECT pg_backend_pid()").fetchone()
-        assert datadir is not None and backend is not None
-        postmaster = parent(int(str(backend[0])))
-        conn.execute("ALTER SYSTEM SET wal_level = logical")
-    pg_ctl = Path(os.readlink(f"/proc/{postmaster}/exe")).with_name("pg_ctl")
-    owner = Path(str(datadir[0])).stat().st_uid
-    subprocess.run(
-        [str(pg_ctl), "restart", "-w", "-m", "fast", "-D", str(datadir[0])],
-        user=owner,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-    )
+    if level is not None and level[0] == "logical":
+        return True
+    if not own_server:
+        return False
+    restart_server(url, {"wal_level": "logical"})
     return True
 
 
@@ -302,31 +258,35 @@ def _verdict(ratio: float, target: float | None) -> str:
 
 
 def _rows(
-    results: dict[str, dict[str, Sample]], unit: float, fmt: str, targets_: dict[str, float]
+    results: dict[str, dict[str, Sample]],
+    unit: float,
+    fmt: str,
+    targets_: dict[str, float],
+    ratio: Ratio | None = None,
 ) -> list[str]:
+    of = ratio or ratio_of(results)
     lines = []
     for statement, by_table in results.items():
-        plain, tracked, floor = by_table["plain"], by_table["tracked"], by_table["floor"]
+        plain, tracked = by_table["plain"], by_table["tracked"]
         walled = by_table.get("walled")
-        wall_ratio = tracked.wall / plain.wall
-        cpu_ratio = tracked.cpu / plain.cpu if plain.cpu else float("nan")
-        floor_ratio = floor.cpu / plain.cpu if plain.cpu else float("nan")
+        wall_ratio, cpu_ratio = of(statement, "tracked", "wall"), of(statement, "tracked", "cpu")
+        floor_ratio = of(statement, "floor", "cpu")
         verdict = ""
         if walled is None:
             wal = "| — | — | — | — "
         else:
-            wal_cpu = walled.cpu / plain.cpu if plain.cpu else float("nan")
-            worst = max(walled.wall / plain.wall, wal_cpu)
-            verdict = f"; WAL {_verdict(worst, WAL_TARGET)}"
+            wal_wall, wal_cpu = of(statement, "walled", "wall"), of(statement, "walled", "cpu")
+            verdict = f"; WAL {_verdict(max(wal_wall, wal_cpu), WAL_TARGET)}"
             wal = (
-                f"| {walled.wall * unit:{fmt}} | {walled.wall / plain.wall:.2f}× "
+                f"| {walled.wall * unit:{fmt}} | {wal_wall:.2f}× "
                 f"| {walled.cpu * unit:{fmt}} | {wal_cpu:.2f}× "
             )
         lines.append(
             f"| {statement} | {plain.wall * unit:{fmt}} | {tracked.wall * unit:{fmt}} | "
             f"{wall_ratio:.2f}× | {plain.cpu * unit:{fmt}} | {tracked.cpu * unit:{fmt}} | "
             f"{cpu_ratio:.2f}× | {floor_ratio:.2f}× "
-            f"{wal}| {_verdict(max(wall_ratio, cpu_ratio), targets_.get(statement))}{verdict} |"
+            f"{wal}| triggers {_verdict(max(wall_ratio, cpu_ratio), targets_.get(statement))}"
+            f"{verdict} |"
         )
     return lines
 
@@ -339,48 +299,51 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="pgbench runs per table")
     parser.add_argument("--database-url", default=None, help="default: a fresh embedded server")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--save", help="also write this run's figures to this JSON file")
+    parser.add_argument(
+        "--combine", nargs="+", help="no run: report the medians of runs saved with --save"
+    )
     args = parser.parse_args()
+    if args.combine:
+        runs = [load(path) for path in args.combine]
+        body = report(
+            median([r["single"] for r in runs]),
+            median([r["bulk"] for r in runs]),
+            runs[0]["queued"],
+            runs[0]["args"],
+            runs[0]["version"],
+            [r["load"] for r in runs],
+            spread(runs),
+            (paired([r["single"] for r in runs]), paired([r["bulk"] for r in runs])),
+        )
+    else:
+        body = run(args)
+    print(body)
+    if not args.no_write:
+        write_section("Change capture overhead", body)
+
+
+def run(args: argparse.Namespace) -> str:
     url = database_url(args.database_url)
     global TABLES
     if not logical_decoding(url, own_server=args.database_url is None):
         TABLES = tuple(t for t in TABLES if t != "walled")
     migrate.upgrade(url)
     setup(url, args.rows)
+    loads = [os.getloadavg()[0]]
     single = single_row(url, args.rows, args.transactions, args.rounds)
     bulk_results, queued = bulk(url, args.rows, args.repeats)
+    loads.append(os.getloadavg()[0])
     with psycopg.connect(url) as conn:
-        version = conn.execute("SHOW server_version").fetchone()
-    load = os.getloadavg()
-    header = (
-        "| statement | plain | triggers | overhead | server CPU plain | server CPU triggers | "
-        "CPU overhead | transition tables alone (CPU) | WAL capture | overhead | server CPU WAL "
-        "| CPU overhead | target (triggers) |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    )
-    lines = [
-        f"Daemon stopped; {args.rows:,}-row tables; {machine()}; embedded PostgreSQL "
-        f"{version[0] if version else '?'}; load average {load[0]:.1f}. "
-        "`python bench/capture_bench.py`",
-        "",
-        f"**Single-row statements** (pgbench, one client, {args.transactions:,} transactions "
-        f"per run, median of {args.rounds} interleaved runs, synchronous_commit off; µs per "
-        "statement):",
-        "",
-        header,
-        *_rows(single, 1e6, ".0f", SINGLE_TARGET),
-        "",
-        f"**Bulk statements** ({args.rows:,} rows each, median of {args.repeats}; ms):",
-        "",
-        header,
-        *_rows(bulk_results, 1e3, ".0f", BULK_TARGET),
-        "",
-        "Rows queued by the bulk statements on the target: "
-        + ", ".join(f"{s} {n:,}" for s, n in queued.items())
-        + ".",
-        "",
-        FINDINGS,
-    ]
-    body = "\n".join(lines)
+        row = conn.execute("SHOW server_version").fetchone()
+    version = str(row[0]) if row else "?"
+    sizes = {k: getattr(args, k) for k in ("rows", "repeats", "transactions", "rounds")}
+    if args.save:
+        saved = {"single": single, "bulk": bulk_results, "queued": queued, "args": sizes}
+        saved |= {"version": version, "load": statistics.mean(loads)}
+        Path(args.save).write_text(
+            json.dumps(saved, default=lambda s: [s.wall, s.cpu] if isinstance(s, Sample) else s)
+        )
     if "walled" in TABLES:
         # An external server must not keep the slot (and its WAL) after the bench.
         async def unregister() -> None:
@@ -389,9 +352,58 @@ def main() -> None:
             await aconn.close()
 
         asyncio.run(unregister())
-    print(body)
-    if not args.no_write:
-        write_section("Change capture overhead", body)
+    return report(single, bulk_results, queued, sizes, version, [statistics.mean(loads)])
+
+
+def report(
+    single: dict[str, dict[str, Sample]],
+    bulk_results: dict[str, dict[str, Sample]],
+    queued: dict[str, int],
+    sizes: dict[str, int],
+    version: str,
+    loads: list[float],
+    band: str = "",
+    ratios: tuple[Ratio, Ratio] | None = None,
+) -> str:
+    runs = (
+        ""
+        if len(loads) == 1
+        else f"; {len(loads)} runs of the whole bench, one after another: figures are the "
+        "medians of the runs' figures, ratios the medians of the runs' own ratios"
+    )
+    header = (
+        "| statement | plain | triggers | overhead | server CPU plain | server CPU triggers | "
+        "CPU overhead | transition tables alone (CPU) | WAL capture | overhead | server CPU WAL "
+        "| CPU overhead | target |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    )
+    lines = [
+        f"Daemon stopped; {sizes['rows']:,}-row tables; {machine()}; embedded PostgreSQL "
+        f"{version} at wal_level = logical; load average "
+        f"{', '.join(f'{x:.1f}' for x in loads)} (other sessions' benches and tests were "
+        f"running on the 2 cores){runs}. `python bench/capture_bench.py`",
+        "",
+        f"**Single-row statements** (pgbench, one client, {sizes['transactions']:,} transactions "
+        f"per run, median of {sizes['rounds']} interleaved runs, synchronous_commit off; µs per "
+        "statement):",
+        "",
+        header,
+        *_rows(single, 1e6, ".0f", SINGLE_TARGET, ratios[0] if ratios else None),
+        "",
+        f"**Bulk statements** ({sizes['rows']:,} rows each, median of {sizes['repeats']}; ms):",
+        "",
+        header,
+        *_rows(bulk_results, 1e3, ".0f", BULK_TARGET, ratios[1] if ratios else None),
+        "",
+        "Rows queued by the bulk statements on the trigger target: "
+        + ", ".join(f"{s} {n:,}" for s, n in queued.items())
+        + ".",
+        "",
+        *([band, ""] if band else []),
+        *([WAL_FINDINGS, ""] if "walled" in single[next(iter(single))] else []),
+        "**Triggers**: " + FINDINGS,
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -111,3 +111,26 @@ def fresh_database(base: str, name: str) -> str:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     migrate.upgrade(url)
     return url
+
+
+def restart_server(url: str, settings: dict[str, str]) -> None:
+    """``ALTER SYSTEM SET`` each of ``settings`` on the bench's own embedded server, then
+    ``pg_ctl restart`` it as the data directory's owner (``wal_level`` needs a restart)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        datadir = conn.execute("SHOW data_directory").fetchone()
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert datadir is not None and backend is not None
+        with open(f"/proc/{backend[0]}/stat") as f:
+            postmaster = int(f.read().rsplit(")", 1)[1].split()[1])
+        for name, value in settings.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    pg_ctl = Path(os.readlink(f"/proc/{postmaster}/exe")).with_name("pg_ctl")
+    owner = Path(str(datadir[0])).stat().st_uid
+    subprocess.run(
+        [str(pg_ctl), "restart", "-w", "-m", "fast", "-D", str(datadir[0])],
+        user=owner,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )

@@ -32,6 +32,25 @@ from syncsvc.core.models import Capture
 from syncsvc.core.settings import ProviderSettings, Settings
 from syncsvc.db.database import aconnect
 
+FINDINGS = (
+    "A trigger target's edit wakes the daemon at commit (NOTIFY); a WAL target's waits for the "
+    "reader's next read of the slot: at once while reads come back full, 10 ms after one that "
+    "found changes, backing off to 0.2 s when the database is quiet. At 20 edits/s that poll is "
+    "the difference between the two rows (~35 ms at p50, ~60 ms at the pooled p99; one run's "
+    "p99 reached 230 ms), inside the target."
+    " The reading method (issue 24 item 2) was chosen by measurement while the reader was built "
+    "(a scratch script, psycopg2-binary 2.9.13 in a scratch venv; one PostgreSQL 18 server, two "
+    "pgoutput slots on one table read at once, commit returned → change in the reader's hands): "
+    "psycopg2's `LogicalReplicationConnection` streaming p50 0.1 ms / p99 4.1 ms at 20 commits/s"
+    " and 0.0 / ~12 ms at 2/s, against 19.9 / 46.5 ms and 104.5 / ~205 ms (the idle cap) for "
+    "`pg_logical_slot_peek_binary_changes` in the adaptive loop; an idle loop costs ~1 ms of "
+    "server CPU per read (0.5% of a core per database). The loop was kept: streaming saves only "
+    "the poll delay, which the lag target absorbs, and would add a second driver, a thread, "
+    "standby feedback and a connection that transaction-mode poolers cannot carry, while "
+    "advancing the slot only after the queue rows commit is one statement after the commit. "
+    "With a 0.5 s idle cap the WAL p99 was 357 ms (target missed), hence 0.2 s."
+)
+
 KEY_ENV = "SYNCSVC_BENCH_SIM_KEY"
 KEY = "sk-sim-bench-0123456789"
 
@@ -95,6 +114,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--rate", type=float, default=20.0, help="edits per second")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3, help="per mode, interleaved")
     parser.add_argument("--write", action="store_true", help="write the BENCHMARKS.md section")
     args = parser.parse_args()
     base = database_url(None)
@@ -110,25 +130,36 @@ def main() -> None:
     lines = [
         f"{args.rows:,} rows, {args.rate:g} edits/s for {args.seconds:g} s, API latency "
         f"{args.latency_ms:g} ms (simulator), one daemon; {machine()}; load average "
-        f"{os.getloadavg()[0]:.1f}. `python bench/wal_lag_bench.py`",
+        f"{os.getloadavg()[0]:.1f} at the start (other sessions' benches and tests were running); "
+        f"{args.runs} runs per mode, interleaved, percentiles over the edits of all runs. "
+        "`python bench/wal_lag_bench.py`",
         "",
-        "| capture | edits | lag p50 | lag p99 | target p50 / p99 |",
-        "|---|---:|---:|---:|---|",
+        "| capture | edits | lag p50 | lag p99 | p50/p99 of each run (ms) | target p50 / p99 |",
+        "|---|---:|---:|---:|---|---|",
     ]
+    pooled: dict[Capture, list[float]] = {Capture.TRIGGERS: [], Capture.WAL: []}
+    per_run: dict[Capture, list[str]] = {Capture.TRIGGERS: [], Capture.WAL: []}
     with simulator_process(args.latency_ms, None, KEY) as (sim_url, _):
-        for capture in (Capture.TRIGGERS, Capture.WAL):
-            lags = asyncio.run(_measure(db_url, sim_url, capture, args))
-            target = (
-                f"≤ {args.latency_ms + 100:.0f} / ≤ {args.latency_ms + 250:.0f} ms"
-                if capture is Capture.WAL
-                else "—"
-            )
-            lines.append(
-                f"| {capture.value} | {len(lags)} | {percentile_ms(lags, 50):.0f} ms | "
-                f"{percentile_ms(lags, 99):.0f} ms | {target} |"
-            )
-            print(lines[-1], flush=True)
-    body = "\n".join(lines)
+        # Modes interleaved run by run: the machine's other load falls on both alike.
+        for _ in range(args.runs):
+            for capture in (Capture.TRIGGERS, Capture.WAL):
+                lags = asyncio.run(_measure(db_url, sim_url, capture, args))
+                pooled[capture] += lags
+                per_run[capture].append(
+                    f"{percentile_ms(lags, 50):.0f}/{percentile_ms(lags, 99):.0f}"
+                )
+                print(capture.value, per_run[capture][-1], flush=True)
+    for capture, lags in pooled.items():
+        target = (
+            f"≤ {args.latency_ms + 100:.0f} / ≤ {args.latency_ms + 250:.0f} ms"
+            if capture is Capture.WAL
+            else "—"
+        )
+        lines.append(
+            f"| {capture.value} | {len(lags)} | {percentile_ms(lags, 50):.0f} ms | "
+            f"{percentile_ms(lags, 99):.0f} ms | {', '.join(per_run[capture])} | {target} |"
+        )
+    body = "\n".join([*lines, "", FINDINGS])
     print(body)
     if args.write:
         write_section("Commit-to-vector lag by capture mode", body)

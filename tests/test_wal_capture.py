@@ -13,6 +13,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,6 +36,7 @@ from tests.test_promote import run_cli
 from tests.wal_support import (
     DOCS,
     add_all,
+    admin_rows,
     assert_all_exact,
     assert_exact,
     client_adds,
@@ -352,12 +354,26 @@ async def test_cli_adds_a_wal_target_and_status_and_metrics_show_its_slot(
         assert retained is not None and retained >= 0
         text = await run_cli(made.owner, "status")
         assert "docs (wal)" in text and f"WAL slot {slot}: retains" in text
+        # The admin page: the WAL target's slot figures; nothing slot-related for a trigger one.
+        notes = target_spec(
+            "notes", ("body",), Capture.TRIGGERS, model="local-hash", provider="local-hash"
+        )
+        await targets.add_target(conn, fast_settings(), notes)
+        page = await admin_rows(conn)
+        assert 'data-col="capture">wal<br>' in page["docs"] and "slot retains" in page["docs"]
+        assert re.search(r'data-retained="\d+" data-lag="\d+">slot retains', page["docs"])
+        assert 'data-col="capture">triggers</td>' in page["notes"]
+        assert "slot" not in page["notes"] and "WAL" not in page["notes"]
         with psycopg.connect(made.admin, autocommit=True) as admin:
             admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
         await slots.pause_if_lost(conn)
         await metrics.refresh(conn)
         assert metrics.REGISTRY.get_sample_value("syncsvc_wal_slot_lost", {"slot": slot}) == 1
         assert "missing or invalidated" in await run_cli(made.owner, "status")
+        page = await admin_rows(conn)
+        assert f"paused (replication slot {slot} does not exist" in page["docs"]
+        assert "no slot" in page["docs"]
+        assert "paused" not in page["notes"] and "slot" not in page["notes"]
     # On a server without wal_level = logical: refused in one line saying what is missing.
     async with await aconnect(db_url) as conn:
         await conn.execute("CREATE TABLE docs (id int PRIMARY KEY, title text, body text)")

@@ -4,6 +4,7 @@ that a target is exact (every row's vector is the simulator's vector of its curr
 from __future__ import annotations
 
 import random
+import re
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
 from syncsvc.simulator import SimulatorThread
 from syncsvc.simulator.vectors import embedding
+from syncsvc.web import admin
 from tests.conftest import Cluster, Deployment
 from tests.helpers import expected, fast_settings, scalar, wait_for
 from tests.simulator_fixtures import simulator_settings
@@ -224,3 +226,11 @@ def client_adds(url: str) -> str:
             capture="wal",
         )
     return target.capture.value
+
+
+async def admin_rows(conn: AsyncConn) -> dict[str, str]:
+    """Each target's row of the admin page's targets table (the page's own view model and
+    template), as HTML."""
+    page = admin.render(await admin.gather(conn, []), refresh=False)
+    rows = re.finditer(r'<tr data-target="([^"]+)".*?</tr>', page, re.DOTALL)
+    return {row.group(1): row.group(0) for row in rows}

@@ -178,8 +178,8 @@ async def _status(conn: AsyncConn, as_json: bool) -> None:
     if wal is not None:
         slot = await status.wal_slot(conn)
         line = (
-            f"WAL slot {slot.slot}: retains {_size(slot.retained_bytes)}, "
-            f"{_size(slot.lag_bytes)} behind"
+            f"WAL slot {slot.slot}: retains {status.size(slot.retained_bytes)}, "
+            f"{status.size(slot.lag_bytes)} behind"
             if slot.usable
             else f"[red]WAL slot {slot.slot} is missing or invalidated[/]: the WAL targets "
             "are paused until a daemon makes a new one and sweeps"
@@ -187,15 +187,6 @@ async def _status(conn: AsyncConn, as_json: bool) -> None:
         console.print(line, highlight=False)
     for idle in await status.unpromoted(conn, STATE.settings.jobs.unpromoted_grace_seconds):
         console.print(f"[yellow]warning:[/] {idle.warning()}", highlight=False)
-
-
-def _size(n: int | None) -> str:
-    value = float(n or 0)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
 
 
 def status_command(

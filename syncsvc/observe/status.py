@@ -120,6 +120,16 @@ def rate(rows_per_second: float | None) -> str:
     return f"{rows_per_second:.0f}/s" if rows_per_second else "-"
 
 
+def size(n: int | None) -> str:
+    """Bytes as ``syncsvc status`` prints them (``512 B``, ``3.4 MB``)."""
+    value = float(n or 0)
+    for unit in ("B", "kB", "MB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
 def money(cost: float) -> str:
     """A cost as the CLI prints it: list prices are in US dollars (``$0.0123``)."""
     return f"${cost:.4f}"

@@ -64,6 +64,20 @@ class TargetRow:
         return self.status.pending + self.status.in_flight
 
     @property
+    def slot(self) -> str | None:
+        """WAL targets: the slot's retained WAL and lag, as ``syncsvc status`` words them (a
+        lost slot shows as the target's pause reason); None for trigger targets."""
+        t = self.status
+        if t.capture != "wal":
+            return None
+        if t.wal_retained_bytes is None:
+            return "no slot"
+        return (
+            f"slot retains {status.size(t.wal_retained_bytes)}, "
+            f"{status.size(t.wal_lag_bytes)} behind"
+        )
+
+    @property
     def active(self) -> str:
         t = self.status
         return f"{t.active_generation}: {t.model} ({t.dimensions})" if t.active_generation else "-"

@@ -1,0 +1,56 @@
+"""The findings printed under bench/capture_bench.py's tables: what was measured apart about
+the components of each capture mode's cost (kept here so the bench stays one noun)."""
+
+from __future__ import annotations
+
+FINDINGS = (
+    "The targets are not met; the limiting components, measured with one trigger variant per "
+    "table (same method, 2026-12-02): a no-op trigger with transition tables costs +0–15 µs per"
+    " statement (the *transition tables alone* column); every query over the transition tables "
+    "inside the plpgsql function adds ~25–30 µs of server CPU (the join is planned per call); "
+    "the EXCEPTION block that keeps the application's statement alive when the table's shape "
+    "drifts (~10 µs) and SECURITY DEFINER with a pinned search_path (~5 µs) are required by the"
+    " design. Column-specific triggers (`AFTER UPDATE OF title, body`) would make an UPDATE of "
+    "other columns free, but PostgreSQL forbids them with transition tables and records "
+    "dependencies on the columns, so the application's `ALTER TABLE … DROP COLUMN body` would "
+    "fail: not the default. Until this run the inbox carried a foreign key to "
+    "`syncsvc.targets`, whose check (a `FOR KEY SHARE` row lock on the targets row) cost ~30 µs"
+    " of every captured statement (single-row INSERT ~2.2× in server CPU, UPDATE of another "
+    "column ~1.7×). Counting changed rows before building the inbox row was tried and measured "
+    "no better single-row and worse in bulk (a second join), so it was dropped. Bulk ratios "
+    "vary by about ±0.15 between runs on this machine. A row-level UPDATE trigger filtering in "
+    "its WHEN clause on `to_jsonb(OLD) -> 'body' IS DISTINCT FROM to_jsonb(NEW) -> 'body'` (no "
+    "column dependency: it survives `DROP COLUMN`, `RENAME` and `ALTER COLUMN TYPE`, verified "
+    "on PostgreSQL 15) would make a single-row UPDATE of another column nearly free, but it "
+    "serialises the whole row several times per updated row: a bulk UPDATE of another column on"
+    " 100,000 rows took 2.0 s against 1.0 s plain (2.0×, against 1.4× now), so it is not used "
+    "either (2026-12-03)."
+)
+"""What was measured about the components that keep the targets out of reach (by variants of
+the capture function, one per table, with this bench's method)."""
+
+WAL_FINDINGS = (
+    "**WAL capture** (the *WAL capture* columns): nothing of syncsvc runs in the application's "
+    "statements; the table is only in syncsvc's publication. The medians of the runs' ratios "
+    "meet ≤ 1.05× for every single-row statement (0.94–1.05×) and, in wall time, for every bulk "
+    "one but INSERT (1.04× wall, 1.08× CPU); bulk DELETE's CPU ratio (1.33×) misses too. Both "
+    "sit inside the noise band above: a bulk DELETE uses ~40 ms of backend CPU, read from /proc "
+    "in 10 ms ticks, and single runs range 0.67–1.75×. Measured apart on a quieter machine (load"
+    " 0.4–0.9) with `bench/wal_statement_check.py` (same method, only the plain and the WAL "
+    "table, 5 rounds of 20,000 transactions, plain first then WAL first), WAL / plain server "
+    "CPU: UPDATE of another column 1.04× / 1.04×, UPDATE of an embedded column 1.00× / 0.98×, "
+    "INSERT 1.02× / 1.01×, DELETE 1.03× / 1.03× (wall 0.96–1.07×); with the WAL table taken out"
+    " of the publication 1.00–1.01×. The ~3 µs (≤ 4%) left on a single-row UPDATE or DELETE is "
+    "therefore what membership in a publication costs PostgreSQL per statement (it checks a "
+    "published table's replica identity on UPDATE and DELETE): the one component WAL mode adds, "
+    "within the target. Bulk, tables alternating, 10 statements each (`--bulk 10`): INSERT 1.03×"
+    " wall / 1.02× CPU, UPDATE of another column 0.98× / 0.98×, UPDATE of an embedded column "
+    "1.02× / 1.05×, DELETE 0.71× / 1.28×, and at 20 each (`--bulk 20 --only DELETE`) 0.97× / "
+    "0.92× (0.97× / 0.99× out of the publication): no bulk cost beyond the noise. The server "
+    "here runs at `wal_level = logical` for every table, plain included; what that level adds "
+    "is in [WAL volume](#wal-volume-of-wal_level--logical). Trigger targets: the absolute "
+    "overhead is as on 2026-12-02 (+40–58 µs of server CPU per single-row statement, then "
+    "+42–59 µs); the ratios are higher where the plain statements measured cheaper this time "
+    "(INSERT 37 µs against 49)."
+)
+"""What bench/wal_statement_check.py measured about the WAL table's statements (2026-12-07)."""
