@@ -501,6 +501,10 @@ async def test_a_table_that_loses_its_key_leaves_the_publication_so_its_writes_g
         with psycopg.connect(made.writer, autocommit=True) as writer:
             writer.execute(mixed_edits_on_events)
         assert await slots.guard_publication(conn) == []  # still no key: nothing to redo
+        # Resumed by hand while the key is still missing: paused again, never left uncaptured.
+        await conn.execute("SELECT syncsvc.resume_target('docs')")
+        assert await slots.guard_publication(conn) == ["docs"]
+        assert await _published(conn) == ["events"]
         # One partition without an identity is enough for PostgreSQL to refuse its rows.
         await conn.execute("ALTER TABLE events_a REPLICA IDENTITY NOTHING")
         assert await slots.guard_publication(conn) == ["events"]

@@ -304,20 +304,14 @@ async def guard_publication(
             if where in lost:
                 if await _unpublish_lost(conn, target):
                     paused.append(target.name)
-            else:
-                await _republish(conn, target, chunk_rows=chunk_rows)
+            elif await _republish(conn, target, chunk_rows=chunk_rows):
+                paused.append(target.name)
         except psycopg.errors.LockNotAvailable:
             continue  # the DBA's DDL holds the table: the next look does it
     return paused
 
 
 async def _unpublish_lost(conn: AsyncConn, target: Target) -> bool:
-    name = f"{target.source_schema}.{target.source_table}"
-    reason = (
-        f"{IDENTITY_PAUSE}{name} has no replica identity any more (its primary key was "
-        "dropped?), and PostgreSQL refuses UPDATE and DELETE on such a published table; "
-        "give it back its key and the target resumes by itself"
-    )
     async with conn.transaction():
         await common.set_lock_timeout(conn, "500ms")
         published = await conn.execute(
@@ -330,33 +324,49 @@ async def _unpublish_lost(conn: AsyncConn, target: Target) -> bool:
                     quoting.ident(PUBLICATION), statements.source(target)
                 )
             )
-        cur = await conn.execute(
-            sqlfiles.query("catalog", "pause_target"), {"id": target.id, "reason": reason}
-        )
-        changed = cur.rowcount > 0
-    if changed:
+        return await _pause_for_identity(conn, target)
+
+
+async def _pause_for_identity(conn: AsyncConn, target: Target) -> bool:
+    """Pause a running target whose table is out of the publication for want of a key (a
+    target paused for another reason keeps that reason: its resume comes back here)."""
+    if target.paused_reason is not None:
+        return False
+    name = f"{target.source_schema}.{target.source_table}"
+    reason = (
+        f"{IDENTITY_PAUSE}{name} has no replica identity any more (its primary key was "
+        "dropped?), and PostgreSQL refuses UPDATE and DELETE on such a published table; "
+        "give it back its key and the target resumes by itself"
+    )
+    cur = await conn.execute(
+        sqlfiles.query("catalog", "pause_target"), {"id": target.id, "reason": reason}
+    )
+    if cur.rowcount > 0:
         logger.error("pausing target %s: %s", target.name, reason)
-    return changed
+        return True
+    return False
 
 
-async def _republish(conn: AsyncConn, target: Target, *, chunk_rows: int) -> None:
+async def _republish(conn: AsyncConn, target: Target, *, chunk_rows: int) -> bool:
+    """Publish a WAL target's table again once it has its key; True when it paused instead."""
     where = {"schema": target.source_schema, "table": target.source_table}
     cur = await conn.execute(_q("published"), where)
     row = await cur.fetchone()
     if row is not None and row["present"]:
-        return
+        return False
     oid = await common.relation_oid(conn, target.source_schema, target.source_table)
     if oid is None:
-        return  # gone: drift reports it
+        return False  # gone: drift reports it
     try:
         await check_identity(conn, str(oid), target.pk_columns)
     except ValidationError:
-        return  # still without its key
+        # Still without its key: a target resumed meanwhile must not run uncaptured.
+        return await _pause_for_identity(conn, target)
     async with conn.transaction():
         await common.set_lock_timeout(conn, "500ms")
         held = await conn.execute(_q("wal_target_held"), {"id": target.id})
         if await held.fetchone() is None:
-            return  # removed meanwhile
+            return False  # removed meanwhile
         await publish(conn, target)
     # Changes made while the table was out of the publication are found by the sweep; those
     # after it by the slot.
@@ -370,3 +380,4 @@ async def _republish(conn: AsyncConn, target: Target, *, chunk_rows: int) -> Non
         target.source_table,
         result.enqueued,
     )
+    return False
