@@ -32,7 +32,10 @@ from tests.helpers import expected, fast_settings, running_daemon, scalar, text_
 from tests.test_sql_admin import request_and_wait
 
 DIMS = 64
-NO_PERIODIC_SWEEP = fast_settings(sweep_interval_seconds=1e9)
+# No periodic sweep, so only the partition poll can pass these tests; that poll runs every
+# lease/3 s (capped at 5 s): a short lease makes it 1 s, and a live daemon's claims are never
+# taken over whatever the lease.
+NO_PERIODIC_SWEEP = fast_settings(sweep_interval_seconds=1e9, lease_seconds=3)
 _names = itertools.count()
 
 
