@@ -9,11 +9,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from syncsvc.cli import main
 from syncsvc.core.errors import ConfigurationError
-from tests.conftest import Deployment
+from tests.conftest import Cluster, Deployment
 
 COMMANDS: list[list[str]] = [
     ["migrate"],
@@ -64,9 +65,29 @@ EXPECTED = {
 }
 
 
+@pytest.fixture(scope="module")
+def shared(cluster: Cluster) -> Iterator[tuple[Deployment, Deployment]]:
+    """A migrated and a bare database shared by the module's cases: every case fails before it
+    writes anything, and the bare one is checked afterwards to have stayed bare (a command that
+    migrated where it should have refused would show there)."""
+    migrated = cluster.deployment(f"cli_errors_{os.getpid()}")
+    bare = cluster.deployment(f"cli_errors_bare_{os.getpid()}", migrated=False)
+    yield migrated, bare
+    try:
+        with psycopg.connect(bare.admin) as conn:
+            schema = conn.execute("SELECT to_regnamespace('syncsvc')").fetchone()
+        assert schema == (None,), "a failing command created the syncsvc schema"
+    finally:
+        cluster.drop(migrated)
+        cluster.drop(bare)
+
+
 @pytest.fixture
 def setup_case(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    shared: tuple[Deployment, Deployment],
 ) -> Iterator[str]:
     """The database URL of the broken setup named by the test's ``case``."""
     case = request.node.callspec.params["case"]
@@ -79,10 +100,9 @@ def setup_case(
     elif case == "unreachable":
         yield request.getfixturevalue("unreachable_url")
     elif case == "not-migrated":
-        yield request.getfixturevalue("empty_db_url")
+        yield shared[1].owner
     elif case == "no-privilege":
-        deployment: Deployment = request.getfixturevalue("deployment")
-        yield deployment.reader
+        yield shared[0].reader
     else:
         text = (
             "[worker\nconcurrency = 4\n"
@@ -90,7 +110,7 @@ def setup_case(
             else "[worker]\nclaim_size = 'many'\n"
         )
         (tmp_path / "syncsvc.toml").write_text(text)
-        yield request.getfixturevalue("db_url")
+        yield shared[0].owner
 
 
 @pytest.mark.parametrize("case", CASES)

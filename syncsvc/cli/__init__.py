@@ -24,7 +24,7 @@ app = typer.Typer(
     add_completion=True,
 )
 
-# Each module adds its own commands; a module that is not there yet is simply skipped.
+# Each module adds its own commands (a missing one is a broken install: it fails loudly).
 COMMAND_MODULES = (
     "syncsvc.cli.core",
     "syncsvc.cli.targets",
@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "syncsvc.cli.simulate",
     "syncsvc.cli.search",
     "syncsvc.cli.jobs",
+    "syncsvc.cli.generations",
     "syncsvc.cli.ops",
     "syncsvc.cli.grants",
     "syncsvc.cli.config",
@@ -87,13 +88,7 @@ def _global(
 
 def _register() -> None:
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(app)
+        importlib.import_module(name).register(app)
 
 
 _register()
