@@ -72,7 +72,8 @@ SELECT a.attname AS name,
        format_type(a.atttypid, a.atttypmod) AS type,
        t.typname IN ('text', 'varchar', 'bpchar', 'citext', 'name') AS textlike,
        -- PostgreSQL 18's VIRTUAL generated columns read as NULL in transition tables.
-       a.attgenerated::text = 'v' AS virtual
+       a.attgenerated::text = 'v' AS virtual,
+       a.attgenerated::text <> '' AS generated
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = %(oid)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum;

@@ -1,6 +1,6 @@
 -- name: target_status --
 -- With why the vectors and the source disagree in a way the daemon is fixing right now.
-SELECT s.*, d.drift, t.capture
+SELECT s.*, d.drift, t.capture, t.paused_reason IS NOT NULL AS paused
 FROM syncsvc.status s LEFT JOIN syncsvc.capture_drift d ON d.target = s.target
 LEFT JOIN syncsvc.targets t ON t.name = s.target
 ORDER BY s.target;
@@ -25,13 +25,16 @@ SELECT (SELECT count(*) FROM syncsvc.queue WHERE state <> 'failed')
 -- name: queue_depth --
 -- Per target, rows still to embed (the admin page's queue chart): queued but not failed, plus
 -- captured and not yet queued; the status view's pending + in flight, without its counts of
--- source and vector tables (this runs every few seconds).
+-- source and vector tables (this runs every few seconds). Whether it is paused, so a stall is
+-- judged only over time the target could run.
 SELECT t.name AS target,
        (SELECT count(*) FROM syncsvc.queue q WHERE q.target_id = t.id AND q.state <> 'failed')
      + (SELECT coalesce(sum(jsonb_array_length(i.pks)), 0) FROM syncsvc.inbox i
-        WHERE i.target_id = t.id) AS depth
+        WHERE i.target_id = t.id) AS depth,
+       t.paused_reason IS NOT NULL AS paused
 FROM syncsvc.targets t ORDER BY t.name;
 
 -- name: open_job_progress --
--- Rows done by each unfinished re-embedding job (progress over time: is it stalled?).
-SELECT id, done_rows FROM syncsvc.jobs WHERE state IN ('pending', 'running', 'paused');
+-- Rows done by each job that should be moving (progress over time: is it stalled?); a paused
+-- one is left out, so a job paused within the window is not judged on it.
+SELECT id, done_rows FROM syncsvc.jobs WHERE state IN ('pending', 'running');

@@ -11,6 +11,7 @@ SELECT current_setting('wal_level') AS wal_level,
        (SELECT r.rolreplication OR r.rolsuper FROM pg_roles r WHERE r.rolname = current_user)
            AS replication,
        current_user AS role,
+       current_setting('server_encoding') AS encoding,
        EXISTS (SELECT 1 FROM pg_replication_slots s WHERE s.slot_name = %(slot)s) AS has_slot;
 
 -- name: slot_name --
@@ -103,17 +104,18 @@ UPDATE syncsvc.targets SET paused_reason = NULL, paused_at = NULL
 WHERE id = ANY (%(ids)s::integer[]) AND paused_reason = %(reason)s AND NOT paused_by_operator;
 
 -- name: identity_lost --
--- Tables of the publication on which PostgreSQL now refuses UPDATE and DELETE: the table, or a
--- partition of it, has no usable replica identity (the DBA dropped its key, or set NOTHING).
+-- Of the given tables, those on which PostgreSQL refuses (or would refuse, once published)
+-- UPDATE and DELETE: the table, or a partition of it, has no usable replica identity (the DBA
+-- dropped its key, or set NOTHING). Published or not, so a table taken out of the publication
+-- goes back only once every partition has its key again.
 SELECT DISTINCT n.nspname AS schema, c.relname AS table
-FROM pg_publication p
-JOIN pg_publication_rel pr ON pr.prpubid = p.oid
-JOIN pg_class c ON c.oid = pr.prrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
+FROM unnest(%(schemas)s::text[], %(tables)s::text[]) AS wanted(schema, name)
+JOIN pg_namespace n ON n.nspname = wanted.schema
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = wanted.name
 -- pg_partition_tree gives no row for a table that is not partitioned: it is its own leaf.
 LEFT JOIN LATERAL pg_partition_tree(c.oid) tree ON true
 JOIN pg_class leaf ON leaf.oid = coalesce(tree.relid, c.oid)
-WHERE p.pubname = 'syncsvc' AND coalesce(tree.isleaf, true)
+WHERE coalesce(tree.isleaf, true)
   AND NOT (leaf.relreplident = 'f'
            OR (leaf.relreplident = 'd'
                AND EXISTS (SELECT 1 FROM pg_index i
@@ -121,6 +123,12 @@ WHERE p.pubname = 'syncsvc' AND coalesce(tree.isleaf, true)
            OR (leaf.relreplident = 'i'
                AND EXISTS (SELECT 1 FROM pg_index i
                            WHERE i.indrelid = leaf.oid AND i.indisreplident)));
+
+-- name: pause_for_identity --
+-- Pause a running target whose table lost its key; one paused meanwhile (an operator, drift)
+-- keeps its own reason.
+UPDATE syncsvc.targets SET paused_reason = %(reason)s, paused_at = now()
+WHERE id = %(id)s AND paused_reason IS NULL;
 
 -- name: resume_identity --
 -- A target syncsvc paused because its table lost its key, once it is published and swept again.

@@ -5,6 +5,7 @@ quantiles from histogram buckets, the charts' geometry, and telling a stalled ta
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,8 @@ def _samples(count: int, step: float = 10.0, **fields: Any) -> list[Sample]:
     """``count`` samples ``step`` seconds apart ending at t=1000; ``fields`` for every one."""
     base: dict[str, Any] = {"rows_per_second": 0.0}
     base.update(fields)
+    # Each sample read the database (a None depth is a failed read).
+    base.setdefault("queue_depth", sum(base.get("target_depth", {}).values()))
     return [Sample(at=1000 - step * (count - 1 - i), span=step, **base) for i in range(count)]
 
 
@@ -171,7 +174,13 @@ def test_provider_down_when_every_request_fails() -> None:
 
 def test_a_shrinking_backlog_is_progress_made_by_another_daemon() -> None:
     samples = [
-        Sample(at=1000 + 10 * i, span=10, rows_per_second=0, target_depth={"docs": 100 - i})
+        Sample(
+            at=1000 + 10 * i,
+            span=10,
+            rows_per_second=0,
+            queue_depth=100 - i,
+            target_depth={"docs": 100 - i},
+        )
         for i in range(10)
     ]
     win = window(samples, 60)
@@ -190,6 +199,7 @@ def test_a_job_starved_behind_its_targets_live_work_beside_a_healthy_job() -> No
             span=10,
             rows_per_second=1,
             target_rows={"docs": 10, "notes": 5},
+            queue_depth=520,
             target_depth={"docs": 500, "notes": 20},
             job_done={1: 40, 2: 100 + 10 * i},
             api_requests=3,
@@ -202,7 +212,13 @@ def test_a_job_starved_behind_its_targets_live_work_beside_a_healthy_job() -> No
     assert job_stall(2, "running", left=10, target="notes", target_paused=None, win=win) is None
     # A job started within the window is not judged yet.
     young = [
-        Sample(at=s.at, span=s.span, rows_per_second=1, job_done={3: 0} if s.at > 1050 else {})
+        Sample(
+            at=s.at,
+            span=s.span,
+            rows_per_second=1,
+            queue_depth=0,
+            job_done={3: 0} if s.at > 1050 else {},
+        )
         for s in samples
     ]
     assert job_stall(3, "pending", left=None, target="docs", target_paused=None,
@@ -216,3 +232,91 @@ def test_a_job_starved_behind_its_targets_live_work_beside_a_healthy_job() -> No
     # Finished, or nothing left: not stalled.
     assert job_stall(1, "completed", left=0, target="docs", target_paused=None, win=win) is None
     assert job_stall(1, "running", left=0, target="docs", target_paused=None, win=win) is None
+
+
+def test_work_that_arrived_or_a_pause_that_ended_within_the_window_is_not_stalled_yet() -> None:
+    """Stalled means waiting, unpaused, for the whole window: a bulk insert into an idle
+    target, or a target resumed a moment ago, has not waited long enough to say."""
+    arrived = [
+        Sample(
+            at=1000 + 10 * i,
+            span=10,
+            rows_per_second=0,
+            queue_depth=0 if i < 6 else 500,
+            target_depth={"docs": 0 if i < 6 else 500, "notes": 3},
+        )
+        for i in range(10)
+    ]
+    win = window(arrived, 60)
+    assert win is not None and "docs" not in win.targets_waiting
+    assert target_stall("docs", 500, None, win) is None
+    # Its neighbour has waited the whole window without progress: stalled.
+    assert target_stall("notes", 3, None, win) == Stall("starved", "nothing embedded for 60s")
+    resumed = [
+        Sample(
+            at=1000 + 10 * i,
+            span=10,
+            rows_per_second=0,
+            queue_depth=500,
+            target_depth={"docs": 500},
+            paused_targets=("docs",) if i < 8 else (),
+        )
+        for i in range(10)
+    ]
+    win = window(resumed, 60)
+    assert win is not None and target_stall("docs", 500, None, win) is None
+    # The same backlog, never paused in the window: stalled.
+    steady = _samples(10, target_depth={"docs": 500})
+    assert target_stall("docs", 500, None, window(steady, 60)) is not None
+
+
+def test_a_failed_database_read_stalls_nothing() -> None:
+    """A sample whose database read failed has no depths or job figures: a gap, not a reading
+    of "nothing progressed" (every running job would be called stalled)."""
+    samples = [
+        Sample(
+            at=1000 + 10 * i,
+            span=10,
+            rows_per_second=1,
+            target_rows={"docs": 10},
+            queue_depth=None if i == 9 else 500,
+            target_depth={} if i == 9 else {"docs": 500},
+            job_done={} if i == 9 else {1: 100 + 10 * i},
+        )
+        for i in range(10)
+    ]
+    win = window(samples, 60)
+    assert win is not None and 1 in win.jobs_progressed
+    assert job_stall(1, "running", left=50, target="docs", target_paused=None, win=win) is None
+    # A job paused within the window (absent from a reading) is not judged on it either.
+    paused = [
+        Sample(
+            at=s.at,
+            span=s.span,
+            rows_per_second=1,
+            queue_depth=500,
+            target_depth={"docs": 500},
+            job_done={} if 3 <= i <= 5 else {2: 7},
+        )
+        for i, s in enumerate(samples)
+    ]
+    assert job_stall(2, "running", left=5, target="docs", target_paused=None,
+                     win=window(paused, 60)) is None  # fmt: skip
+    # Its target paused within the window: not judged.
+    target_paused = [
+        Sample(
+            at=s.at,
+            span=s.span,
+            rows_per_second=1,
+            queue_depth=500,
+            target_depth={"docs": 500},
+            job_done={2: 7},
+            paused_targets=("docs",) if i == 4 else (),
+        )
+        for i, s in enumerate(samples)
+    ]
+    assert job_stall(2, "running", left=5, target="docs", target_paused=None,
+                     win=window(target_paused, 60)) is None  # fmt: skip
+    still = [replace(s, paused_targets=()) for s in target_paused]
+    assert job_stall(2, "running", left=5, target="docs", target_paused=None,
+                     win=window(still, 60)) is not None  # fmt: skip

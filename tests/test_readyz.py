@@ -67,11 +67,12 @@ async def test_unready_while_database_is_away(db_url: str, pg_server: str) -> No
     name = _dbname(db_url)
     pool = create_pool(db_url, min_size=1, max_size=2)
     await pool.open(wait=True)
-    app = create_app(pool, web_settings(), AdminAccess(False, None))
+    app = create_app(pool, web_settings(), AdminAccess(True, None))
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://ops.test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             assert (await _status(client))[0] == 200
+            assert (await client.get("/admin")).status_code == 200
             _admin(pg_server, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             try:
                 _admin(
@@ -85,6 +86,11 @@ async def test_unready_while_database_is_away(db_url: str, pg_server: str) -> No
                 checks = body["checks"]
                 assert isinstance(checks, dict)
                 assert checks["database"]["ok"] is False
+                # The admin page says so in a line (a 503 to retry), never a bare 500.
+                page = await client.get("/admin")
+                assert page.status_code == 503, page.text
+                assert page.text.startswith("database unavailable: ")
+                assert page.headers["retry-after"] == "5"
             finally:
                 _admin(pg_server, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             await wait_for(lambda: _is(client, 200), timeout=20, interval=0.2)

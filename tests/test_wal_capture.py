@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from syncsvc.capture import slots, targets, wal
 from syncsvc.core.errors import ValidationError
@@ -30,10 +31,11 @@ from syncsvc.db.database import aconnect
 from syncsvc.observe import metrics
 from syncsvc.providers.registry import build_provider
 from syncsvc.simulator import SimulatorThread
-from tests.conftest import Cluster, Deployment
+from tests.conftest import Cluster, Deployment, database_url
 from tests.helpers import fast_settings, running_daemon, scalar, spawn_daemon, wait_for
 from tests.test_promote import run_cli
 from tests.wal_support import (
+    DIMS,
     DOCS,
     add_all,
     admin_rows,
@@ -224,6 +226,10 @@ async def test_a_dropped_slot_pauses_and_a_recovery_sweep_restores_exactness(
         await targets.remove_target(conn, "events")
         assert await slot_and_publication(conn) == (False, False)
         await assert_exact(conn, "notes", DOCS)
+        # A recovery that read the slot as lost just before that removal committed (it found
+        # no slot to drop) must not leave a new slot holding WAL with nobody reading it.
+        assert await slots.recover(conn, reason) == 0
+        assert await slot_and_publication(conn) == (False, False)
 
 
 async def test_wal_target_added_from_sql_gets_its_slot_from_the_reader(
@@ -329,6 +335,48 @@ async def test_missing_prerequisites_are_named_in_one_line(
             )
             with pytest.raises(ValidationError, match="UNLOGGED: its writes are not in the WAL"):
                 await targets.add_target(owner, fast_settings(), fleeting)
+            # A partition without a replica identity: PostgreSQL would refuse its UPDATEs.
+            await owner.execute(
+                "CREATE TABLE parts (id int PRIMARY KEY, body text) PARTITION BY RANGE (id)"
+            )
+            await owner.execute(
+                "CREATE TABLE parts_a PARTITION OF parts FOR VALUES FROM (0) TO (9)"
+            )
+            await owner.execute("ALTER TABLE parts_a REPLICA IDENTITY NOTHING")
+            parts = target_spec(
+                "parts", ("body",), Capture.WAL, model="local-hash", provider="local-hash"
+            )
+            with pytest.raises(ValidationError, match="replica identity on every partition"):
+                await targets.add_target(owner, fast_settings(), parts)
+            # A generated column is not in the WAL stream (trigger capture reads it).
+            await owner.execute(
+                "CREATE TABLE derived (id int PRIMARY KEY, a text, "
+                "b text GENERATED ALWAYS AS (upper(a)) STORED)"
+            )
+            derived = target_spec(
+                "derived", ("b",), Capture.WAL, model="local-hash", provider="local-hash"
+            )
+            with pytest.raises(ValidationError, match="cannot read generated column 'b'"):
+                await targets.add_target(owner, fast_settings(), derived)
+            assert await scalar(owner, "SELECT count(*) FROM syncsvc.targets") == 0
+            assert await slot_and_publication(owner) == (False, False)
+    # A database not in UTF8: its text would arrive in another encoding.
+    latin = f"latin_{os.getpid()}"
+    with psycopg.connect(made.admin, autocommit=True) as admin:
+        admin.execute(
+            f"CREATE DATABASE {latin} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+            "TEMPLATE template0"
+        )
+    try:
+        url = database_url(made.admin, latin)
+        async with await psycopg.AsyncConnection.connect(
+            url, autocommit=True, row_factory=dict_row
+        ) as other:
+            missing, _ = await slots.problems(other)
+        assert any("encoding is LATIN1, WAL capture reads UTF8 only" in m for m in missing)
+    finally:
+        with psycopg.connect(made.admin, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {latin}")
 
 
 async def test_cli_adds_a_wal_target_and_status_and_metrics_show_its_slot(
@@ -479,6 +527,17 @@ async def test_a_table_that_loses_its_key_leaves_the_publication_so_its_writes_g
     async with await aconnect(made.owner) as conn:
         await make_tables(conn)
         await add_all(conn, local, model="local-hash", provider="local-hash")
+        # A second WAL target on the same table: it must come back with the first.
+        titles = targets.TargetSpec(
+            name="titles",
+            table="docs",
+            columns=("title",),
+            model="local-hash",
+            provider="local-hash",
+            dimensions=DIMS,
+            capture=Capture.WAL,
+        )
+        await targets.add_target(conn, local, titles)
         async with running_daemon(made.owner, local):
             await settle(conn)
         await conn.execute("ALTER TABLE docs DROP CONSTRAINT docs_pkey")  # the DBA's DDL
@@ -487,12 +546,13 @@ async def test_a_table_that_loses_its_key_leaves_the_publication_so_its_writes_g
         with psycopg.connect(made.writer, autocommit=True) as writer, refused:
             writer.execute("UPDATE docs SET body = body || ' refused' WHERE id = 1")
         paused = await slots.guard_publication(conn)
-        assert paused == ["docs"]
+        assert sorted(paused) == ["docs", "titles"]
         assert await _published(conn) == ["events"]
         cur = await conn.execute("SELECT name, paused_reason FROM syncsvc.targets ORDER BY name")
         reasons = {r["name"]: r["paused_reason"] for r in await cur.fetchall()}
         assert reasons["events"] is None and reasons["notes"] is None
         assert reasons["docs"] is not None and "replica identity" in reasons["docs"]
+        assert reasons["titles"] == reasons["docs"]
         with psycopg.connect(made.writer, autocommit=True) as writer:
             writer.execute("UPDATE docs SET body = body || ' edited' WHERE id % 3 = 0")
             writer.execute("DELETE FROM docs WHERE id % 10 = 1")
@@ -509,8 +569,13 @@ async def test_a_table_that_loses_its_key_leaves_the_publication_so_its_writes_g
         await conn.execute("ALTER TABLE events_a REPLICA IDENTITY NOTHING")
         assert await slots.guard_publication(conn) == ["events"]
         assert await _published(conn) == []
+        # The parent still has its key, but the partition has none: it stays out (published
+        # again, the partition's UPDATEs would be refused until the next look).
+        assert await slots.guard_publication(conn) == []
+        assert await _published(conn) == []
         with psycopg.connect(made.writer, autocommit=True) as writer:
             writer.execute("UPDATE events SET body = body || ' again' WHERE id % 7 = 0")
+            writer.execute("UPDATE events_a SET body = body || ' direct' WHERE id % 9 = 0")
         await conn.execute("ALTER TABLE events_a REPLICA IDENTITY DEFAULT")
         await conn.execute("ALTER TABLE docs ADD PRIMARY KEY (id)")  # the DBA puts it back
         async with running_daemon(made.owner, local):
@@ -518,6 +583,7 @@ async def test_a_table_that_loses_its_key_leaves_the_publication_so_its_writes_g
             await settle(conn)
             assert await _published(conn) == ["docs", "events"]
             await assert_all_exact(conn)
+            await assert_exact(conn, "titles", "title", source="docs")
 
 
 async def _none_paused(conn: AsyncConn) -> bool:

@@ -140,6 +140,10 @@ async def test_token_protects_the_admin_page(db_url: str) -> None:
             assert samples.status_code == 200 and samples.json()["samples"] == []
             wrong = await client.post("/login", data={"token": "guess"})
             assert wrong.status_code == 401
+            # A typed non-ASCII guess is a wrong token too, not a 500.
+            assert (await client.post("/login", data={"token": "s3cret-é"})).status_code == 401
+            accented = await client.get("/admin", headers={"Authorization": "Bearer é".encode()})
+            assert accented.status_code == 303
             signed = await client.post("/login", data={"token": "s3cret-token"})
             assert signed.status_code == 303
             cookie = signed.headers["set-cookie"].lower()
@@ -259,5 +263,13 @@ async def test_pause_and_resume_buttons(conn: AsyncConn, db_url: str) -> None:
             assert 'action="/admin/targets/resume"' in (await client.get("/admin")).text
             await client.post("/admin/targets/resume", data={"target": "articles"}, headers=origin)
             assert await scalar(conn, paused) is None
+            # A table it cannot read is a problem shown as such, not a pause: Pause is offered
+            # (Resume would do nothing), as `target pause` / `target resume` see it.
+            await conn.execute("ALTER TABLE articles RENAME TO articles_away")
+            page = (await client.get("/admin")).text
+            assert 'data-state="problem"' in page and "cannot read public.articles" in page
+            assert 'action="/admin/targets/pause"' in page
+            assert 'action="/admin/targets/resume"' not in page
+            await conn.execute("ALTER TABLE articles_away RENAME TO articles")
     finally:
         await pool.close()

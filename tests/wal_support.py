@@ -7,6 +7,7 @@ import random
 import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import psycopg
@@ -29,7 +30,7 @@ DIMS = 64
 
 def drop_with_slots(cluster: Cluster, made: Deployment) -> None:
     """The database and its slot (slots are the server's, not the database's)."""
-    name = made.admin.rsplit("/", 1)[1].split("?")[0]
+    name = urlsplit(made.admin).path.lstrip("/")
     with psycopg.connect(cluster.url, autocommit=True) as conn:
         conn.execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
@@ -114,9 +115,12 @@ async def settle(conn: AsyncConn, timeout: float = 60) -> None:
     await wait_for(twice, timeout=timeout, interval=0.05)
 
 
-async def assert_exact(conn: AsyncConn, table: str, template: str) -> int:
-    """Every row with text has exactly the vector of its current text, no other vector."""
-    cur = await conn.execute(f"SELECT id, {template} AS input FROM {table} ORDER BY id")
+async def assert_exact(
+    conn: AsyncConn, table: str, template: str, source: str | None = None
+) -> int:
+    """Every row with text has exactly the vector of its current text, no other vector
+    (``table``: the target's name; ``source``: its table when named otherwise)."""
+    cur = await conn.execute(f"SELECT id, {template} AS input FROM {source or table} ORDER BY id")
     rows = {r["id"]: r["input"] for r in await cur.fetchall()}
     cur = await conn.execute(f"SELECT id, embedding FROM syncsvc.{table}_embeddings ORDER BY id")
     vectors = {r["id"]: r["embedding"] for r in await cur.fetchall()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
@@ -62,6 +63,12 @@ async def problems(conn: AsyncConn) -> tuple[list[str], list[str]]:
     if not row["replication"]:
         missing.append(
             f"role {row['role']} lacks REPLICATION (ALTER ROLE {row['role']} REPLICATION)"
+        )
+    if row["encoding"] != "UTF8":
+        # pgoutput sends text in the database's encoding; the reader decodes UTF-8.
+        missing.append(
+            f"the database's encoding is {row['encoding']}, WAL capture reads UTF8 only "
+            "(use capture = triggers)"
         )
     if row["keep_size"] in ("-1", "-1MB"):
         unsafe.append(
@@ -118,6 +125,19 @@ async def check_identity(conn: AsyncConn, oid: str, pk: tuple[str, ...]) -> None
             f"({', '.join(pk)}): give it a primary key on it, or ALTER TABLE {oid} "
             "REPLICA IDENTITY USING INDEX <unique index on the key>"
         )
+
+
+async def identity_lost(conn: AsyncConn, tables: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Of ``tables`` (schema, name), those on which PostgreSQL refuses UPDATE and DELETE once
+    published: the table or one of its partitions has no usable replica identity."""
+    wanted = sorted(set(tables))
+    if not wanted:
+        return set()
+    cur = await conn.execute(
+        _q("identity_lost"),
+        {"schemas": [t[0] for t in wanted], "tables": [t[1] for t in wanted]},
+    )
+    return {(r["schema"], r["table"]) for r in await cur.fetchall()}
 
 
 async def ensure_publication(conn: AsyncConn) -> None:
@@ -204,6 +224,12 @@ async def drop_slot(conn: AsyncConn, attempts: int = 50) -> None:
             await asyncio.sleep(0.1)
 
 
+async def drop_capture(conn: AsyncConn) -> None:
+    """No WAL target left: the slot and the publication go (``conn`` in autocommit)."""
+    await drop_slot(conn)
+    await conn.execute(_q("drop_publication"))
+
+
 @dataclass(frozen=True)
 class SlotState:
     slot: str
@@ -274,7 +300,13 @@ async def recover(conn: AsyncConn, reason: str, *, chunk_rows: int = 5000) -> in
         await drop_slot(conn)
     await create_slot(conn)
     enqueued = 0
+    # Read after the slot exists: a removal of the last WAL target that committed before this
+    # found no slot to drop, so the new one (and the publication) go here instead of holding
+    # WAL with nobody reading it.
     wal = wal_targets(await load_targets(conn))
+    if not wal:
+        await drop_capture(conn)
+        return 0
     for target in wal:
         result = await sweep_target(conn, target, chunk_rows=chunk_rows)
         enqueued += result.enqueued
@@ -295,8 +327,7 @@ async def guard_publication(
     wal = wal_targets(tracked if tracked is not None else await load_targets(conn))
     if not wal:
         return []
-    cur = await conn.execute(_q("identity_lost"))
-    lost = {(r["schema"], r["table"]) for r in await cur.fetchall()}
+    lost = await identity_lost(conn, ((t.source_schema, t.source_table) for t in wal))
     paused: list[str] = []
     for target in wal:
         where = (target.source_schema, target.source_table)
@@ -338,9 +369,7 @@ async def _pause_for_identity(conn: AsyncConn, target: Target) -> bool:
         "dropped?), and PostgreSQL refuses UPDATE and DELETE on such a published table; "
         "give it back its key and the target resumes by itself"
     )
-    cur = await conn.execute(
-        sqlfiles.query("catalog", "pause_target"), {"id": target.id, "reason": reason}
-    )
+    cur = await conn.execute(_q("pause_for_identity"), {"id": target.id, "reason": reason})
     if cur.rowcount > 0:
         logger.error("pausing target %s: %s", target.name, reason)
         return True
@@ -348,28 +377,35 @@ async def _pause_for_identity(conn: AsyncConn, target: Target) -> bool:
 
 
 async def _republish(conn: AsyncConn, target: Target, *, chunk_rows: int) -> bool:
-    """Publish a WAL target's table again once it has its key; True when it paused instead."""
+    """Once a WAL target's table (every partition of it) has its key: publish it again if it
+    is out, and sweep and resume the target if the guard paused it. Another target on the same
+    table, or a sweep that failed last time, finds the table published and its target still
+    paused: it is swept and resumed then. True when it paused instead."""
     where = {"schema": target.source_schema, "table": target.source_table}
     cur = await conn.execute(_q("published"), where)
     row = await cur.fetchone()
-    if row is not None and row["present"]:
+    published = row is not None and bool(row["present"])
+    held_back = (target.paused_reason or "").startswith(IDENTITY_PAUSE)
+    if published and not held_back:
         return False
     oid = await common.relation_oid(conn, target.source_schema, target.source_table)
     if oid is None:
         return False  # gone: drift reports it
-    try:
-        await check_identity(conn, str(oid), target.pk_columns)
-    except ValidationError:
-        # Still without its key: a target resumed meanwhile must not run uncaptured.
-        return await _pause_for_identity(conn, target)
-    async with conn.transaction():
-        await common.set_lock_timeout(conn, "500ms")
-        held = await conn.execute(_q("wal_target_held"), {"id": target.id})
-        if await held.fetchone() is None:
-            return False  # removed meanwhile
-        await publish(conn, target)
+    if not published:
+        try:
+            await check_identity(conn, str(oid), target.pk_columns)
+        except ValidationError:
+            # Still without its key: a target resumed meanwhile must not run uncaptured.
+            return await _pause_for_identity(conn, target)
+        async with conn.transaction():
+            await common.set_lock_timeout(conn, "500ms")
+            held = await conn.execute(_q("wal_target_held"), {"id": target.id})
+            if await held.fetchone() is None:
+                return False  # removed meanwhile
+            await publish(conn, target)
     # Changes made while the table was out of the publication are found by the sweep; those
-    # after it by the slot.
+    # after it by the slot. The target resumes only after its sweep: a failed sweep leaves it
+    # paused, and the next look sweeps again.
     result = await sweep_target(conn, target, chunk_rows=chunk_rows)
     await conn.execute(_q("resume_identity"), {"id": target.id, "prefix": IDENTITY_PAUSE})
     await common.notify(conn, statements.QUEUE_CHANNEL, "wal")

@@ -171,6 +171,19 @@ async def validate(conn: AsyncConn, settings: Settings, spec: TargetSpec) -> dic
     if spec.capture is Capture.WAL:
         await slots.check(conn)
         await slots.check_identity(conn, oid, pk)
+        if await slots.identity_lost(conn, [(schema, table)]):
+            raise ValidationError(
+                f"capture = wal needs a replica identity on every partition of {oid}: give "
+                "each its primary key (PostgreSQL refuses UPDATE and DELETE on a published "
+                "partition without one)"
+            )
+        generated = [c for c in spec.columns if table_columns[c]["generated"]]
+        if generated:
+            raise ValidationError(
+                f"capture = wal cannot read generated column {generated[0]!r} (the WAL "
+                "carries no generated columns): embed the columns it is computed from, or "
+                "use capture = triggers"
+            )
     clash = generations.RESERVED_COLUMNS.intersection(pk)
     if clash:
         raise ValidationError(f"key column names {sorted(clash)} are reserved by syncsvc")

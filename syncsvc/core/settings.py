@@ -209,6 +209,8 @@ class Settings(BaseSettings):
     admin_stall_seconds: float = Field(
         default=60.0,
         gt=0,
+        # The samples cover the last hour: a longer wait could never be seen.
+        le=3600,
         description="A target or job with work waiting and no progress for this long shows "
         "as stalled on the admin page, with the reason.",
     )

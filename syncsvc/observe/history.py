@@ -86,7 +86,14 @@ class Sample:
     limit_factor: float = 1.0
     """The lowest rate-limit factor of any provider (below 1: slowed down after 429s)."""
     job_done: dict[int, int] = field(default_factory=dict)
-    """Rows done per unfinished job, at ``at``."""
+    """Rows done per pending or running job, at ``at``."""
+    paused_targets: tuple[str, ...] = ()
+    """Targets paused at ``at`` (for any reason)."""
+
+    @property
+    def answered(self) -> bool:
+        """Whether the database figures (depths, pauses, jobs) were read for this sample."""
+        return self.queue_depth is not None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,7 +230,7 @@ class StatsHistory:
         span = max(now.clock - last.clock, 1e-6)
         lag = bucket_delta(now.lag, last.lag)
         requests, errors, limited = (a - b for a, b in zip(now.api, last.api, strict=True))
-        depth, per_target, jobs = await self._database(host.pool)
+        depth, per_target, paused, jobs = await self._database(host.pool)
         return Sample(
             at=self._clock(),
             span=span,
@@ -240,20 +247,23 @@ class StatsHistory:
             rate_limited=limited,
             limit_factor=min(state.limit_factors.values(), default=1.0),
             job_done=jobs,
+            paused_targets=paused,
         )
 
     async def _database(
         self, pool: AsyncConnectionPool[AsyncConn]
-    ) -> tuple[int | None, dict[str, int], dict[int, int]]:
+    ) -> tuple[int | None, dict[str, int], tuple[str, ...], dict[int, int]]:
         try:
             async with pool.connection(timeout=5) as conn:
                 cur = await conn.execute(sqlfiles.query("status", "queue_depth"))
-                depth = {r["target"]: int(r["depth"]) for r in await cur.fetchall()}
+                rows = await cur.fetchall()
+                depth = {r["target"]: int(r["depth"]) for r in rows}
+                paused = tuple(r["target"] for r in rows if r["paused"])
                 jobs: dict[int, int] = {}
                 if await common.relation_oid(conn, "syncsvc", "jobs") is not None:
                     cur = await conn.execute(sqlfiles.query("status", "open_job_progress"))
                     jobs = {r["id"]: int(r["done_rows"]) for r in await cur.fetchall()}
         except (psycopg.Error, PoolTimeout) as exc:
             logger.debug("stats sample without the database: %s", exc)
-            return None, {}, {}
-        return sum(depth.values()), depth, jobs
+            return None, {}, (), {}
+        return sum(depth.values()), depth, paused, jobs

@@ -35,7 +35,7 @@ class JobProgress(Protocol):
     @property
     def progress(self) -> float: ...
     @property
-    def total(self) -> int: ...
+    def total(self) -> int | None: ...
     @property
     def done(self) -> int: ...
 
@@ -46,5 +46,5 @@ def record_jobs(jobs: Iterable[JobProgress]) -> None:
     JOB_ROWS.clear()
     for job in jobs:
         JOB_PROGRESS.labels(str(job.id), job.target, job.state).set(job.progress)
-        JOB_ROWS.labels(str(job.id), "total").set(job.total)
+        JOB_ROWS.labels(str(job.id), "total").set(job.total or 0)  # 0 until counted
         JOB_ROWS.labels(str(job.id), "done").set(job.done)

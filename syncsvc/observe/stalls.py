@@ -41,7 +41,15 @@ class Window:
     seconds: float
     targets_progressed: frozenset[str] = frozenset()
     """Targets with rows embedded, or whose backlog shrank, in the window."""
+    targets_waiting: frozenset[str] = frozenset()
+    """Targets with work pending and not paused in every database reading of the window, from
+    one taken at its start: only these can be stalled (work that arrived, or a pause that
+    ended, within the window has not waited long enough to say)."""
+    targets_paused: frozenset[str] = frozenset()
+    """Targets paused in any database reading of the window (their jobs are not judged)."""
     jobs_progressed: frozenset[int] = frozenset()
+    jobs_waiting: frozenset[int] = frozenset()
+    """Jobs pending or running in every database reading of the window, from its start."""
     api_requests: int = 0
     api_errors: int = 0
     rate_limited: int = 0
@@ -59,34 +67,49 @@ def window(samples: Sequence[Sample], seconds: float) -> Window | None:
     if not samples:
         return None
     end = samples[-1].at
-    if samples[0].at - samples[0].span > end - seconds:
+    start = end - seconds
+    if samples[0].at - samples[0].span > start:
         return None
-    inside = [s for s in samples if s.at > end - seconds]
-    before = [s for s in samples if s.at <= end - seconds]
-    progressed: set[str] = set()
+    inside = [s for s in samples if s.at > start]
     rows: dict[str, int] = {}
+    progressed: set[str] = set()
     for s in inside:
         for name, count in s.target_rows.items():
             rows[name] = rows.get(name, 0) + count
             if count > 0:
                 progressed.add(name)
+    # Database readings (a failed read is a gap, not a reading of nothing), from the newest
+    # one covering the window's start: without one, nothing has been seen waiting throughout.
+    readings = [s for s in samples if s.answered]
+    first = next(
+        (i for i in reversed(range(len(readings))) if readings[i].at - readings[i].span <= start),
+        None,
+    )
+    span = readings[first:] if first is not None else []
     # Another daemon's work shows as a shrinking backlog.
-    depths = ([before[-1]] if before else []) + inside
-    for older, newer in pairwise(depths):
+    for older, newer in pairwise(span):
         for name, depth in newer.target_depth.items():
             if depth < older.target_depth.get(name, depth):
                 progressed.add(name)
+    waiting: set[str] = set()
+    jobs_waiting: set[int] = set()
     jobs: set[int] = set()
-    if inside:
-        baseline = (before or inside)[-1 if before else 0].job_done
-        for job, done in inside[-1].job_done.items():
-            # A job younger than the window is not judged yet.
-            if job not in baseline or done > baseline[job]:
-                jobs.add(job)
+    if span:
+        waiting = {
+            name
+            for name in span[0].target_depth
+            if all(s.target_depth.get(name, 0) > 0 and name not in s.paused_targets for s in span)
+        }
+        jobs_waiting = {job for job in span[0].job_done if all(job in s.job_done for s in span)}
+        jobs = {job for job in jobs_waiting if span[-1].job_done[job] > span[0].job_done[job]}
+    paused = {name for s in span for name in s.paused_targets}
     return Window(
         seconds=seconds,
         targets_progressed=frozenset(progressed),
+        targets_waiting=frozenset(waiting),
+        targets_paused=frozenset(paused),
         jobs_progressed=frozenset(jobs),
+        jobs_waiting=frozenset(jobs_waiting),
         api_requests=sum(s.api_requests for s in inside),
         api_errors=sum(s.api_errors for s in inside),
         rate_limited=sum(s.rate_limited for s in inside),
@@ -124,6 +147,8 @@ def target_stall(
         return _paused(paused_reason) if waiting else None
     if not waiting or win is None or target in win.targets_progressed:
         return None
+    if target not in win.targets_waiting:
+        return None
     if (trouble := _api_trouble(win)) is not None:
         return trouble
     if win.anything_embedded:
@@ -147,7 +172,9 @@ def job_stall(
         return Stall("paused", "job paused")
     if target_paused:
         return _paused(f"target paused: {target_paused}")
-    if win is None or job in win.jobs_progressed:
+    if win is None or job in win.jobs_progressed or job not in win.jobs_waiting:
+        return None
+    if target in win.targets_paused:
         return None
     if (trouble := _api_trouble(win)) is not None:
         return trouble

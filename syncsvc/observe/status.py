@@ -30,6 +30,7 @@ class TargetStatus:
     model: str | None
     dimensions: int | None
     paused_reason: str | None
+    """Why it is paused, or what keeps it from working (an unreadable table) while not."""
     generations: list[dict[str, Any]]
     drift: str | None = None
     """Why the vectors and the source disagree in a way the daemon is fixing now ("partition
@@ -40,6 +41,8 @@ class TargetStatus:
     """WAL targets: the WAL the server keeps for the database's slot (shared by them)."""
     wal_lag_bytes: int | None = None
     """WAL targets: WAL written since the last change syncsvc stored from the slot."""
+    paused: bool = False
+    """Paused (by an operator, drift, a provider refusal ...): ``target resume`` applies."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,6 +202,7 @@ async def _collect(conn: AsyncConn) -> list[TargetStatus]:
             generations=list(row["generations"]),
             drift=row["drift"],
             capture=row["capture"] or "triggers",
+            paused=bool(row["paused"]),
         )
         for row in await cur.fetchall()
     ]

@@ -37,13 +37,14 @@ class Progress:
     """A progress bar with its figures, as the CLI formats them."""
 
     done: int
-    total: int
+    total: int | None
+    """None: not counted yet (shown as ``?``, as the CLI does)."""
     rate: str
     eta: str
 
     @property
     def percent(self) -> str:
-        return status.percent(self.done, self.total)
+        return status.percent(self.done, self.total or 0)
 
     @property
     def width(self) -> str:
@@ -134,7 +135,10 @@ class PageData:
         win = self.window()
         rows = []
         for t in self.targets:
-            stall = stalls.target_stall(t.target, t.pending + t.in_flight, t.paused_reason, win)
+            # A problem the status view reports (an unreadable table) is not a pause: shown as
+            # it is, with Pause offered, not Resume.
+            paused = t.paused_reason if t.paused else None
+            stall = stalls.target_stall(t.target, t.pending + t.in_flight, paused, win)
             # A stalled row gets no ETA: the last minute's rate says nothing of when it resumes.
             eta = "-" if stall else _eta(t)
             progress = Progress(t.embedded, t.rows, status.rate(t.rows_per_second), eta)
@@ -143,7 +147,7 @@ class PageData:
 
     def job_rows(self) -> list[JobRow]:
         win = self.window()
-        paused = {t.target: t.paused_reason for t in self.targets}
+        paused = {t.target: t.paused_reason for t in self.targets if t.paused}
         rows = []
         for j in self.jobs or []:
             stall = stalls.job_stall(

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
+import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -168,14 +169,23 @@ async def _page(
 ) -> Response:
     web = _state(request)
     checks = await readiness(web.pool, web.host)
-    async with web.pool.connection(timeout=5) as conn:
-        data = await admin.gather(
-            conn,
-            checks,
-            unpromoted_grace_seconds=web.settings.jobs.unpromoted_grace_seconds,
-            promote_max_failed=web.settings.jobs.promote_max_failed,
-            samples=None if web.stats is None else web.stats.get_stats(),
-            stall_seconds=web.settings.admin_stall_seconds,
+    try:
+        async with web.pool.connection(timeout=5) as conn:
+            data = await admin.gather(
+                conn,
+                checks,
+                unpromoted_grace_seconds=web.settings.jobs.unpromoted_grace_seconds,
+                promote_max_failed=web.settings.jobs.promote_max_failed,
+                samples=None if web.stats is None else web.stats.get_stats(),
+                stall_seconds=web.settings.admin_stall_seconds,
+            )
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        # Away or saturated: say so (the daemon retries on its own), never a bare 500.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return PlainTextResponse(
+            f"database unavailable: {reason}; this page works again once it answers\n",
+            status_code=503,
+            headers={"Retry-After": "5", "Cache-Control": "no-store"},
         )
     return templates().TemplateResponse(
         request,

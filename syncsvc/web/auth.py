@@ -83,13 +83,18 @@ class AdminAccess:
             return True
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), self.token):
+        if scheme.lower() == "bearer" and _equal(value.strip(), self.token):
             return True
         cookie = request.cookies.get(COOKIE, "")
-        return bool(cookie) and hmac.compare_digest(cookie, self.token)
+        return bool(cookie) and _equal(cookie, self.token)
 
     def check_token(self, candidate: str) -> bool:
-        return self.token is not None and hmac.compare_digest(candidate, self.token)
+        return self.token is not None and _equal(candidate, self.token)
+
+
+def _equal(given: str, token: str) -> bool:
+    # As bytes: compare_digest refuses non-ASCII str (a 500 for a typed "é").
+    return hmac.compare_digest(given.encode(), token.encode())
 
 
 def same_origin(request: Request) -> bool:

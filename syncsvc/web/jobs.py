@@ -32,7 +32,8 @@ class JobView:
     dimensions: int
     state: str
     done: int
-    total: int
+    total: int | None
+    """None: not counted yet."""
     progress: float
     cost: float
     eta_seconds: float | None
@@ -59,7 +60,7 @@ async def list_jobs(conn: AsyncConn) -> list[JobView] | None:
             dimensions=job.dimensions,
             state=str(job.state.value),
             done=job.done_rows,
-            total=job.total_rows or 0,
+            total=job.total_rows,
             progress=float(job.fraction),
             cost=float(job.cost),
             eta_seconds=job.eta_seconds,
