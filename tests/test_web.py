@@ -151,6 +151,12 @@ async def test_token_protects_the_admin_page(db_url: str) -> None:
             assert (await client.get("/admin")).status_code == 200
             retry = await client.post("/admin/retry-failed", headers={"Origin": "http://ops.test"})
             assert retry.status_code == 303
+            # Another site cannot sign the operator out; the page itself can.
+            elsewhere = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+            assert (await client.post("/logout", headers=elsewhere)).status_code == 403
+            assert (await client.get("/admin")).status_code == 200
+            out = await client.post("/logout", headers={"Origin": "http://ops.test"})
+            assert out.status_code == 303
     finally:
         await pool.close()
 

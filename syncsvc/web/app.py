@@ -297,6 +297,8 @@ async def promote(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
+    if not same_origin(request):  # another site may not sign the operator out either
+        return PlainTextResponse("cross-site request refused\n", status_code=403)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
