@@ -210,7 +210,10 @@ async def test_a_dropped_slot_pauses_and_a_recovery_sweep_restores_exactness(
         paused = {r["name"]: r["paused_reason"] for r in await cur.fetchall()}
         assert paused == {"docs": reason, "events": reason, "notes": None}
         # The daemon makes a new slot, sweeps, resumes: exact again, the trigger target too.
+        # (Its start-up resumes and sweeps them first, so "settled" alone could be seen before
+        # the reader found the slot missing: wait for the new slot with nothing paused.)
         async with running_daemon(made.owner, local):
+            await wait_for(lambda: _recovered(conn), timeout=60)
             await settle(conn)
             await assert_all_exact(conn)
             cur = await conn.execute(
@@ -230,6 +233,18 @@ async def test_a_dropped_slot_pauses_and_a_recovery_sweep_restores_exactness(
         # no slot to drop) must not leave a new slot holding WAL with nobody reading it.
         assert await slots.recover(conn, reason) == 0
         assert await slot_and_publication(conn) == (False, False)
+
+
+async def _recovered(conn: AsyncConn) -> bool:
+    """A new slot exists (its snapshot taken) and no target is paused any more."""
+    return bool(
+        await scalar(
+            conn,
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots s WHERE s.database = "
+            "current_database() AND s.confirmed_flush_lsn IS NOT NULL) AND NOT EXISTS "
+            "(SELECT 1 FROM syncsvc.targets WHERE paused_reason IS NOT NULL)",
+        )
+    )
 
 
 async def test_wal_target_added_from_sql_gets_its_slot_from_the_reader(
