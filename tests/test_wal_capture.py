@@ -593,6 +593,16 @@ async def test_a_table_that_loses_its_key_leaves_the_publication_so_its_writes_g
             writer.execute("UPDATE events_a SET body = body || ' direct' WHERE id % 9 = 0")
         await conn.execute("ALTER TABLE events_a REPLICA IDENTITY DEFAULT")
         await conn.execute("ALTER TABLE docs ADD PRIMARY KEY (id)")  # the DBA puts it back
+        # One table's trouble (its sweep cannot read it) keeps its targets paused and leaves
+        # the other's comeback and the slot alone.
+        await conn.execute("REVOKE SELECT ON docs FROM syncsvc_owner")
+        assert await slots.guard_publication(conn) == []
+        assert await _published(conn) == ["docs", "events"]
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.targets "
+                                  "WHERE paused_reason IS NOT NULL") == 2  # fmt: skip
+        result = await walreader.read_round(conn)
+        assert result is not None
+        await conn.execute("GRANT SELECT ON docs TO syncsvc_owner")
         async with running_daemon(made.owner, local):
             await wait_for(lambda: _none_paused(conn), timeout=60)
             await settle(conn)

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from syncsvc.capture.sweep import sweep_target
-from syncsvc.core.errors import ValidationError
+from syncsvc.core.errors import SyncsvcError, ValidationError
 from syncsvc.core.models import Capture, Target
 from syncsvc.core.types import AsyncConn
 from syncsvc.db import common, quoting, sqlfiles, statements
@@ -339,7 +339,20 @@ async def guard_publication(
                 paused.append(target.name)
         except psycopg.errors.LockNotAvailable:
             continue  # the DBA's DDL holds the table: the next look does it
+        except (psycopg.Error, SyncsvcError) as exc:
+            if conn.broken:
+                raise
+            # One target's trouble (say its sweep failed) must not stop the slot being read
+            # for the others: it stays paused, and the next look tries again.
+            message = f"target {target.name}: back into WAL capture failed: {exc}"
+            if _reported.get(target.id) != message:
+                _reported[target.id] = message
+                logger.warning("%s (retrying every second)", message)
     return paused
+
+
+_reported: dict[int, str] = {}
+"""The last guard failure logged per target: a failure repeated every second is logged once."""
 
 
 async def _unpublish_lost(conn: AsyncConn, target: Target) -> bool:
