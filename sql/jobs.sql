@@ -22,8 +22,20 @@ SELECT j.id FROM syncsvc.jobs j JOIN syncsvc.targets t ON t.id = j.target_id
 WHERE j.id = %(id)s
 FOR NO KEY UPDATE OF j, t SKIP LOCKED;
 
+-- name: lock_job_target --
+-- An admin's pause, resume or cancel locks the job's target first, then the job (lock_job_wait):
+-- the order promote and request_reembed take, so a promote and a cancel take turns instead of
+-- deadlocking, or a promote reading "building" just before a cancel commits.
+SELECT t.id FROM syncsvc.targets t JOIN syncsvc.jobs j ON j.target_id = t.id
+WHERE j.id = %(id)s FOR NO KEY UPDATE OF t;
+
 -- name: lock_job_wait --
 SELECT * FROM syncsvc.jobs WHERE id = %(id)s FOR NO KEY UPDATE;
+
+-- name: forget_generation_failures --
+-- Rows failed for good in a generation that is cancelled or dropped: that model's refusal says
+-- nothing of the next re-embed (whose backfill would otherwise skip them and count them failed).
+DELETE FROM syncsvc.queue WHERE state = 'failed' AND failed_generation = %(id)s;
 
 -- name: workable_jobs --
 SELECT id FROM syncsvc.jobs WHERE state IN ('pending', 'running') ORDER BY id;

@@ -307,6 +307,23 @@ def test_a_reply_that_could_corrupt_the_vector_space_is_retried(
     validate(EmbeddingResponse(vectors=((0.5, 0.1, 0.2),), total_tokens=3), 1, 3)
 
 
+@pytest.mark.parametrize("index", [-1, 1_000_000])
+def test_a_sparse_index_outside_the_stored_dimension_is_a_bad_reply(index: int) -> None:
+    """Refused as the reply (retried, then failed visibly), never met first by the write,
+    where it would fail the whole round again and again."""
+    from syncsvc.embed.provider import EmbeddingResponse, ErrorKind, ProviderError
+    from syncsvc.embed.replies import validate
+
+    bad = EmbeddingResponse(
+        vectors=((0.5, 0.1, 0.2),), total_tokens=3, sparse=({index: 0.3, 7: 0.1},)
+    )
+    with pytest.raises(ProviderError, match="sparse vector has an index outside") as raised:
+        validate(bad, 1, 3, sparse=True)
+    assert raised.value.kind is ErrorKind.RETRYABLE
+    good = EmbeddingResponse(vectors=((0.5, 0.1, 0.2),), total_tokens=3, sparse=({7: 0.1},))
+    validate(good, 1, 3, sparse=True)
+
+
 def test_a_batch_bill_is_shared_by_length_and_adds_up() -> None:
     embedder = fast(LocalHashProvider(), EmbedSpec(model="local-hash", dimensions=64))
     texts = ["a", "bb bb", "ccc ccc ccc ccc"]

@@ -304,3 +304,45 @@ async def test_jobs_migration_downgrades_and_upgrades(db_url: str) -> None:
     await asyncio.to_thread(migrate.upgrade, db_url)
     async with await aconnect(db_url) as c:
         assert await scalar(c, "SELECT to_regclass('syncsvc.jobs') IS NOT NULL")
+
+
+async def test_a_cancelled_or_dropped_generation_takes_its_failed_rows_with_it(
+    conn: AsyncConn, db_url: str
+) -> None:
+    """A row one model refused for good says nothing of the next re-embed: cancelling (or
+    dropping) that generation forgets the row's failure, so the next job's backfill queues it
+    instead of skipping it and counting it failed. Failures in the active generation stay."""
+    await make_docs(conn, 10)
+    await _initial_sync(conn, db_url, 10)
+    settings = job_settings()
+
+    async def fail(pk: int, generation: int) -> None:
+        await conn.execute(
+            "INSERT INTO syncsvc.queue (target_id, pk, state, attempts, last_error, "
+            "failed_generation) SELECT id, %s::jsonb, 'failed', 6, '400 bad input', %s "
+            "FROM syncsvc.targets WHERE name = 'docs'",
+            (f"[{pk}]", generation),
+        )
+
+    async def failed() -> list[tuple[int, int]]:
+        cur = await conn.execute(
+            "SELECT (pk->>0)::int AS pk, failed_generation AS g FROM syncsvc.queue "
+            "WHERE state = 'failed' ORDER BY 1"
+        )
+        return [(r["pk"], r["g"]) for r in await cur.fetchall()]
+
+    active = (await get_target(conn, "docs")).active
+    assert active is not None
+    await fail(2, active.id)
+    job = await jobs.request_reembed(conn, settings, "docs", model="local-hash", dimensions=128)
+    await fail(3, job.generation_id)
+    cancelled = await jobs.cancel_job(conn, job.id, drop=True)
+    # What `jobs cancel --drop --json` prints: the state it ended in.
+    assert cancelled.state is JobState.CANCELLED
+    assert await failed() == [(2, active.id)]
+
+    second = await jobs.request_reembed(conn, settings, "docs", model="local-hash", dimensions=64)
+    await jobs.cancel_job(conn, second.id)  # kept as 'cancelled'
+    await fail(4, second.generation_id)  # say, a late answer recorded before the cancel
+    await promote.drop_generation(conn, "docs", second.generation_id)
+    assert await failed() == [(2, active.id)]

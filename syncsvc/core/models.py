@@ -17,6 +17,10 @@ HASH_SEPARATOR = "\x1f"
 # and the admin page calls them "provider down".
 PROVIDER_PAUSE = "provider refused requests: "
 
+# The dimension of every stored sparse vector (token ids index it): a reply naming an index
+# outside it is refused as a bad reply, never met first by the write.
+SPARSE_DIMENSIONS = 1_000_000
+
 
 class QueueState(StrEnum):
     PENDING = "pending"

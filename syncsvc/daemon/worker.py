@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -36,6 +36,7 @@ from syncsvc.embed.items import EmbedFailure, EmbedInput, EmbedSpec, Outcome, Pr
 from syncsvc.embed.provider import EmbeddingProvider, ProviderFactory, ProviderWrapper, Withdrawn
 from syncsvc.observe import metrics
 from syncsvc.queue.entries import LIVE_PRIORITY, Failure, Queue
+from syncsvc.queue.settlement import Settlement
 from syncsvc.store import vectors
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,14 @@ class Worker:
         """Embed and store the claimed entries; every entry ends completed, failed or released."""
         stats = RoundStats(claimed=len(items))
         targets = await self.targets()
+        # A generation seen active skips the state check before each request and write; one
+        # retired since (then maybe reused by a re-embed, and cancelled) is checked again.
+        self._promoted &= {
+            g.id
+            for t in targets.values()
+            for g in t.generations
+            if g.state is GenerationState.ACTIVE
+        }
         by_target: dict[int, list[ClaimedItem]] = defaultdict(list)
         for item in items:
             by_target[item.target_id].append(item)
@@ -157,13 +166,29 @@ class Worker:
         except SyncsvcError as exc:
             # E.g. a provider this daemon has no settings for: only this target stops.
             await self._pause_faulty(target, items, str(exc), stats)
+        except psycopg.OperationalError:
+            raise  # the database's trouble, not this target's: the round gives all back
         except psycopg.Error as exc:
             if not drift.is_target_fault(exc):
-                raise
+                await self._retry_later(target, items, exc, stats)
+                return stats
             async with self.pool.connection() as conn:
                 reason = await drift.diagnose(conn, target, exc)
             await self._pause_faulty(target, items, reason, stats)
+        except Exception as exc:
+            # Anything else (a reply the write cannot take, a bug) stays with this target: its
+            # entries are retried with a backoff and end failed, visibly, if it persists; the
+            # other targets' requests of the round go on.
+            await self._retry_later(target, items, exc, stats)
         return stats
+
+    async def _retry_later(
+        self, target: Target, items: list[ClaimedItem], exc: Exception, stats: RoundStats
+    ) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        logger.warning("target %s: round of %d rows failed: %s", target.name, len(items), error)
+        await self.queue.fail(Failure(item, error, permanent=False) for item in items)
+        stats.released += len(items)
 
     async def _pause_faulty(
         self, target: Target, items: list[ClaimedItem], reason: str, stats: RoundStats
@@ -210,26 +235,14 @@ class Worker:
         failures: dict[Hashable, Failure] = {}
         # A row is done once every generation it needs has its vector: completed then, as its
         # requests return, so a crash re-pays only the requests in flight.
-        remaining: dict[Hashable, int] = defaultdict(int)
+        settlement = Settlement(item_by_pk, failures)
         for todo in work.values():
-            for item, _, _ in todo:
-                remaining[_key(item.pk)] += 1
-        completed: set[Hashable] = set()
-
-        def settled(keys: list[Hashable]) -> list[ClaimedItem]:
-            """The entries these outcomes finish (every generation they need is written)."""
-            done = []
-            for key in keys:
-                remaining[key] -= 1
-                if remaining[key] == 0 and key not in failures:
-                    completed.add(key)
-                    done.append(item_by_pk[key])
-            return done
+            settlement.expect(_key(item.pk) for item, _, _ in todo)
 
         # Generations are embedded side by side: during a re-embed a live edit's vector for
         # the active generation need not wait for the one being built (nor the reverse).
         embeds = [
-            self._embed_generation(target, g, work[g.id], item_by_pk, failures, settled)
+            self._embed_generation(target, g, work[g.id], item_by_pk, settlement)
             for g in generations
             if work.get(g.id)
         ]
@@ -252,7 +265,9 @@ class Worker:
                     extra={"request_id": failure.request_id},
                 )
         await self.queue.complete(
-            i for i in items if _key(i.pk) not in failures and _key(i.pk) not in completed
+            i
+            for i in items
+            if _key(i.pk) not in failures and _key(i.pk) not in settlement.completed
         )
         return stats
 
@@ -262,8 +277,7 @@ class Worker:
         generation: Generation,
         todo: list[tuple[ClaimedItem, str, bytes]],
         item_by_pk: dict[Hashable, ClaimedItem],
-        failures: dict[Hashable, Failure],
-        settled: Callable[[list[Hashable]], list[ClaimedItem]],
+        settlement: Settlement,
     ) -> RoundStats:
         """Embed one generation's share of a round, writing each request's vectors (and
         settling its rows) as the request returns."""
@@ -315,7 +329,7 @@ class Worker:
                 item, digest = digests[key]
                 if isinstance(outcome, EmbedFailure):
                     # Recorded before the rows settle: a failed row is never completed.
-                    failures.setdefault(
+                    settlement.failures.setdefault(
                         key,
                         Failure(
                             item,
@@ -340,7 +354,8 @@ class Worker:
                     )
                 )
                 billed += outcome.billed_tokens
-            done = settled(list(outcomes))
+            keys = list(outcomes)
+            done = settlement.finishing(keys)
             written = 0
             if writes or done:
                 # One transaction: the vectors and the queue entries they finish commit
@@ -359,6 +374,11 @@ class Worker:
                     if writes:
                         written = await vectors.write_vectors(conn, target, generation, writes)
                     await self.queue.complete(done, conn)
+            # Counted once committed: an entry another generation's write finished meanwhile
+            # is completed now, never before both vectors are in.
+            later = settlement.settle(keys, done)
+            if later:
+                await self.queue.complete(later)
             if writes:
                 metrics.record_written(
                     target.name,

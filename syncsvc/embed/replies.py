@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from syncsvc.core.models import SPARSE_DIMENSIONS
 from syncsvc.embed.provider import EmbeddingResponse, ErrorKind, ProviderError
 
 _LENGTH_WORDS = ("input length", "too long", "maximum context", "max_tokens", "token limit")
@@ -58,3 +59,6 @@ def validate(
             raise bad("response vector has non-finite values")
     if sparse and (response.sparse is None or len(response.sparse) != count):
         raise bad("response lacks the sparse vectors asked for")
+    for weights in response.sparse or ():
+        if weights and not all(0 <= i < SPARSE_DIMENSIONS for i in weights):
+            raise bad(f"response sparse vector has an index outside 0..{SPARSE_DIMENSIONS - 1}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -15,6 +17,7 @@ from syncsvc.jobs.model import BACKFILL_PRIORITY, Job, JobState, get_job
 
 
 async def lock_job(conn: AsyncConn, job_id: int) -> Job:
+    await conn.execute(sqlfiles.query("jobs", "lock_job_target"), {"id": job_id})
     await conn.execute(sqlfiles.query("jobs", "lock_job_wait"), {"id": job_id})
     return await get_job(conn, job_id)
 
@@ -103,6 +106,9 @@ async def cancel_job(conn: AsyncConn, job_id: int, *, drop: bool = False) -> Job
             raise ValidationError(f"generation {generation.id} is already active")
         await set_state(conn, job, JobState.CANCELLED)
         await give_back(conn, target, job)
+        await conn.execute(
+            sqlfiles.query("jobs", "forget_generation_failures"), {"id": generation.id}
+        )
         if drop:
             await conn.execute(sqlfiles.query("jobs", "delete_generation"), {"id": generation.id})
             await conn.execute(
@@ -114,7 +120,8 @@ async def cancel_job(conn: AsyncConn, job_id: int, *, drop: bool = False) -> Job
                 {"id": generation.id, "state": GenerationState.CANCELLED.value},
             )
     if drop:
-        return job  # its row went with the generation (ON DELETE CASCADE)
+        # Its row went with the generation (ON DELETE CASCADE): as it was when it went.
+        return replace(job, state=JobState.CANCELLED)
     return await get_job(conn, job_id)
 
 

@@ -303,6 +303,9 @@ async def drop_generation(conn: AsyncConn, target_name: str, ref: str | int) -> 
                 "another one first"
             )
         # Its jobs go with it (ON DELETE CASCADE): there is nothing left for them to build.
+        await conn.execute(
+            sqlfiles.query("jobs", "forget_generation_failures"), {"id": generation.id}
+        )
         await conn.execute(sqlfiles.query("jobs", "delete_generation"), {"id": generation.id})
         await generations.drop_generation_table(conn, generation)
     logger.info("target %s: generation %d dropped", target.name, generation.id)

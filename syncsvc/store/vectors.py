@@ -16,11 +16,10 @@ from pgvector import SparseVector, Vector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from syncsvc.core.models import Generation, PkValue, Target
+from syncsvc.core.models import SPARSE_DIMENSIONS, Generation, PkValue, Target
 from syncsvc.core.types import AsyncConn
 from syncsvc.db import quoting, statements
 
-SPARSE_DIMENSIONS = 1_000_000
 """Dimension of stored sparse vectors (``sparsevec(1000000)``, migration 0005): it bounds the
 token ids DashScope returns (Qwen vocabulary, ~152k) and the simulator's (250k)."""
 
