@@ -106,7 +106,9 @@ class Cluster:
 
     def create_database(self, name: str, *, extension: bool, template: bool = False) -> str:
         """What the DBA does: the database, pgvector, the owner's rights. Returns its admin URL."""
-        clause = f' TEMPLATE "{TEMPLATE}"' if template else ""
+        # FILE_COPY: for a 9 MB template, copying the files and dropping the clone later cost
+        # ~90 ms against ~135 ms written through the WAL (measured on PostgreSQL 18).
+        clause = f' TEMPLATE "{TEMPLATE}" STRATEGY FILE_COPY' if template else ""
         for attempt in range(20):
             try:
                 with psycopg.connect(self.url, autocommit=True) as conn:

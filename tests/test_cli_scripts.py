@@ -3,6 +3,7 @@ where a test opens a pseudo-terminal on purpose), against a real database."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -12,25 +13,40 @@ from pathlib import Path
 
 import psycopg
 
+from syncsvc.capture import targets
+from syncsvc.db.database import aconnect
+from tests.helpers import fast_settings, queue_empty, running_daemon, wait_for
 from tests.test_cli import setup_table, syncsvc
 
 
-def add_target(url: str, name: str, table: str, *extra: str) -> None:
-    add = ["target", "add", name, "--table", table, "--columns", "title,body"]
-    syncsvc(url, *add, "--provider", "local-hash", "--dimensions", "64", *extra)
-
-
 def two_targets(url: str) -> None:
-    """``notes`` and a healthy second target ``other`` on its own table, both embedded."""
+    """``notes`` and a healthy second target ``other`` on its own table, both embedded. Set
+    up through the Python API (what ``target add`` and ``run --until-idle`` call), so each
+    test spends its processes on the commands it is about."""
     setup_table(url, 5)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE other (id int PRIMARY KEY, title text, body text)")
         conn.execute(
             "INSERT INTO other SELECT i, 'other ' || i, 'words' FROM generate_series(1, 4) i"
         )
-    add_target(url, "notes", "notes")
-    add_target(url, "other", "other")
-    syncsvc(url, "run", "--until-idle")
+    asyncio.run(_add_and_embed(url, ("notes", "other")))
+
+
+async def _add_and_embed(url: str, names: tuple[str, ...]) -> None:
+    settings = fast_settings()
+    async with await aconnect(url) as conn:
+        for name in names:
+            spec = targets.TargetSpec(
+                name=name,
+                table=name,
+                columns=("title", "body"),
+                model="local-hash",
+                provider="local-hash",
+                dimensions=64,
+            )
+            await targets.add_target(conn, settings, spec)
+        async with running_daemon(url, settings):
+            await wait_for(lambda: queue_empty(conn), timeout=60)
 
 
 def vectors(url: str, view: str) -> int:
@@ -82,8 +98,21 @@ DATA_COMMANDS = [
 
 def test_every_data_command_takes_json(db_url: str) -> None:
     two_targets(db_url)
-    for command in DATA_COMMANDS:
-        out = syncsvc(db_url, *command, "--json").stdout
+    # Side by side (they only read): each a process of its own with stdout a pipe.
+    env = {**os.environ, "SYNCSVC_DATABASE_URL": db_url}
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-m", "syncsvc", *command, "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in DATA_COMMANDS
+    ]
+    for command, process in zip(DATA_COMMANDS, running, strict=True):
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, (command, err)
         json.loads(out)  # raises on anything but one JSON document
     check = json.loads(syncsvc(db_url, "target", "check", "notes", "--json").stdout)
     assert (check["target"], check["ok"], check["problems"]) == ("notes", True, [])
