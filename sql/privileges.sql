@@ -7,6 +7,11 @@ SELECT syncsvc.grant_search(%(role)s, %(target)s, %(max_queries_per_minute)s,
 -- name: revoke_search --
 SELECT syncsvc.revoke_search(%(role)s, %(target)s);
 
+-- name: target_grantees --
+-- The roles whose search grants reach one target (granted on it, or on every target).
+SELECT DISTINCT sg.role_name::text AS role FROM syncsvc.search_grants sg
+WHERE sg.target_id = %(id)s OR sg.target_id IS NULL ORDER BY 1;
+
 -- name: list_search_grants --
 SELECT sg.role_name::text AS role, t.name AS target, sg.granted_by::text AS granted_by,
        sg.granted_at, sg.max_queries_per_minute, sg.max_query_tokens

@@ -416,3 +416,32 @@ async def test_group_grants_and_dropped_roles(
             for role in (member, group):
                 admin.execute(f"DROP OWNED BY {role}")
                 admin.execute(f"DROP ROLE {role}")
+
+
+async def test_vectors_kept_at_target_remove_keep_no_readers_rights(
+    conn: AsyncConn, deployment: Deployment, simulator: SimulatorThread
+) -> None:
+    """``target remove --keep-vectors``: the grant records go with the target, so the kept
+    tables must not stay readable by the roles they named (nobody could revoke it later). The
+    neighbour target's grants are untouched."""
+    settings = _settings(simulator)
+    await _targets(conn, settings)
+    _second_reader(deployment)
+    await privileges.grant_search(conn, READER, "docs")
+    await privileges.grant_search(conn, READER2)  # every target
+
+    async def readable(role: str, relation: str) -> bool:
+        return bool(
+            await scalar(conn, "SELECT has_table_privilege(%s, %s, 'SELECT')", (role, relation))
+        )
+
+    kept = ["syncsvc.docs_embeddings", "syncsvc.docs_g1"]
+    for relation in kept:
+        assert await readable(READER, relation) and await readable(READER2, relation)
+    await targets.remove_target(conn, "docs", keep_vectors=True)
+    for relation in kept:
+        assert await scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (relation,))
+        assert not await readable(READER, relation)
+        assert not await readable(READER2, relation)
+    assert await readable(READER2, "syncsvc.notes_embeddings")
+    assert await readable(READER2, "syncsvc.notes_g2")

@@ -14,7 +14,7 @@ from syncsvc.core.errors import ValidationError
 from syncsvc.core.models import Capture, GenerationState, Metric, Target
 from syncsvc.core.settings import Settings
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import common, quoting, sqlfiles, statements
+from syncsvc.db import common, privileges, quoting, sqlfiles, statements
 from syncsvc.db.catalog import get_target, load_targets
 from syncsvc.embed.chunking import Chunking
 from syncsvc.embed.profiles import ModelProfile, Protocol, ProviderProfile
@@ -371,7 +371,9 @@ async def remove_target(conn: AsyncConn, name: str, *, keep_vectors: bool = Fals
             await partitions.release_partitions(conn, target)
             for statement in statements.drop_triggers(target):
                 await conn.execute(statement)
-        if not keep_vectors:
+        if keep_vectors:
+            await privileges.revoke_kept(conn, target)
+        else:
             await conn.execute(
                 sql.SQL("DROP VIEW IF EXISTS syncsvc.{}").format(quoting.ident(target.view_name))
             )

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
 from syncsvc.core.errors import NotFoundError, ValidationError
+from syncsvc.core.models import Target
 from syncsvc.core.types import AsyncConn
-from syncsvc.db import sqlfiles
+from syncsvc.db import common, sqlfiles
 
 # What a search role receives, for the README, docs and ``grant search`` output.
 SEARCH_PRIVILEGES = (
@@ -116,6 +118,24 @@ async def revoke_search(conn: AsyncConn, role: str, target: str | None = None) -
     await conn.execute(
         sqlfiles.query("privileges", "revoke_search"), {"role": role, "target": target}
     )
+
+
+async def revoke_kept(conn: AsyncConn, target: Target) -> None:
+    """A target removed with its vectors kept: the search roles lose their rights on what is
+    kept, since the grant records that gave them go with the target (``revoke_search`` could
+    never find those tables again)."""
+    cur = await conn.execute(sqlfiles.query("privileges", "target_grantees"), {"id": target.id})
+    roles = [str(r["role"]) for r in await cur.fetchall()]
+    kept = [target.view_name, *(g.table_name for g in target.generations)]
+    for name in kept:
+        if await common.relation_oid(conn, "syncsvc", name) is None:
+            continue
+        for role in roles:
+            await conn.execute(
+                sql.SQL("REVOKE SELECT ON syncsvc.{} FROM {}").format(
+                    sql.Identifier(name), sql.Identifier(role)
+                )
+            )
 
 
 async def search_grants(conn: AsyncConn) -> list[SearchGrant]:
