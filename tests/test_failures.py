@@ -128,3 +128,47 @@ async def test_a_refusal_met_by_concurrent_rounds_is_logged_once(
             )
     pauses = [r for r in caplog.records if r.getMessage().startswith("pausing target")]
     assert len(pauses) == 1, [r.getMessage() for r in pauses]
+
+
+class BuggyProvider(LocalHashProvider):
+    """Raises what no provider should (a bug, not a ProviderError) for one table's texts."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self.calls = 0
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        if any(self.marker in t for t in request.texts):
+            self.calls += 1
+            raise RuntimeError("a bug in the provider")
+        return await super().embed(request)
+
+
+async def test_an_unexpected_error_stays_with_its_target_and_ends_failed(conn, db_url: str) -> None:
+    """A round that meets an error of neither the target nor the database (a bug) retries
+    that target's rows with a backoff until they fail visibly, not once a second for ever;
+    the other target's rows in the same rounds are embedded."""
+    from tests.helpers import text_targets
+
+    await text_targets(conn, ("docs",), rows=4)
+    await text_targets(conn, ("notes",), rows=4, body="notes-row ")
+    provider = BuggyProvider("notes-row")
+    settings = fast_settings(max_attempts=3)
+    async with running_daemon(db_url, settings, provider):
+        await wait_for(
+            lambda: scalar(
+                conn,
+                "SELECT count(*) = 4 FROM syncsvc.queue q JOIN syncsvc.targets t "
+                "ON t.id = q.target_id WHERE t.name = 'notes' AND q.state = 'failed'",
+            ),
+            timeout=60,
+        )
+        assert await scalar(conn, "SELECT count(*) FROM syncsvc.docs_embeddings") == 4
+    cur = await conn.execute(
+        "SELECT f.attempts, f.last_error FROM syncsvc.failures f WHERE f.target = 'notes'"
+    )
+    rows = await cur.fetchall()
+    assert [r["attempts"] for r in rows] == [3, 3, 3, 3]
+    assert all("RuntimeError: a bug in the provider" in r["last_error"] for r in rows)
+    assert provider.calls <= 3 * 4  # attempts are spent: no hot loop
