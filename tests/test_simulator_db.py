@@ -76,7 +76,8 @@ PAUSED = "SELECT paused_reason IS NOT NULL FROM syncsvc.targets WHERE name = 'ar
         FaultRule(FaultKind.RATE_LIMIT, count=2, retry_after_ms=100),
         FaultRule(FaultKind.RATE_LIMIT, count=1),
         FaultRule(FaultKind.SERVER_ERROR, count=3),
-        FaultRule(FaultKind.HANG, count=1, hang_seconds=1.0),
+        # Well beyond the client's timeout (a hung answer is never counted as served).
+        FaultRule(FaultKind.HANG, count=1, hang_seconds=3.0),
         FaultRule(FaultKind.MALFORMED, count=2),
         FaultRule(FaultKind.NAN, count=2),
         FaultRule(FaultKind.BAD_VECTOR, count=2),
@@ -91,7 +92,7 @@ async def test_transient_fault_ends_with_every_row_embedded(
 ) -> None:
     # A short timeout only where the fault is a hang: elsewhere a slow, loaded machine must not
     # turn a served request into a client-side timeout (and a second, duplicate request).
-    settings = settings_for(simulator, timeout=0.5 if rule.kind is FaultKind.HANG else 5.0)
+    settings = settings_for(simulator, timeout=1.0 if rule.kind is FaultKind.HANG else 5.0)
     await setup(conn, settings, rows=15)
     simulator.set_faults(rule)
     await run_until(conn, db_url, settings, QUEUE_EMPTY)

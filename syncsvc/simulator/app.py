@@ -44,8 +44,10 @@ from syncsvc.simulator.wire import (
 logger = logging.getLogger(__name__)
 
 MRL_MIN_DIMENSIONS = 32
-_CORRUPTING = frozenset(
-    {FaultKind.MALFORMED, FaultKind.NAN, FaultKind.BAD_VECTOR, FaultKind.MISSING}
+# Answers that are faults, not served requests: corrupted ones, and a hung one (its client
+# timed out; a server that notices the disconnect late still answers it, into nobody's count).
+_NOT_SERVED = frozenset(
+    {FaultKind.MALFORMED, FaultKind.NAN, FaultKind.BAD_VECTOR, FaultKind.MISSING, FaultKind.HANG}
 )
 
 INVALID_KEY = ErrorSpec(401, "InvalidApiKey", "invalid_api_key", "Invalid API-key provided.")
@@ -225,7 +227,7 @@ class Simulator:
         kind = fault.kind if fault is not None else None
         text = self._success(parsed, dims, kind, sum(tokens), rid, native, self.config.vectors)
         await self._sleep(started)
-        if kind not in _CORRUPTING:
+        if kind not in _NOT_SERVED:
             # Only usable answers count as served; a corrupted one is a fault, counted as such.
             self.counters.served(len(parsed.texts), sum(tokens))
         return Response(text, 200, {"x-request-id": rid}, media_type="application/json")
